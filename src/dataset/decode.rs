@@ -1,0 +1,87 @@
+//! Where a photo file becomes pixels: any common format, EXIF orientation applied, converted to
+//! 8-bit RGB and resized to a square of the model's input size.
+
+use std::path::Path;
+
+use image::{DynamicImage, ImageDecoder, ImageReader, imageops::FilterType};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// File extensions read as photos, compared without regard to letter case.
+pub const PHOTO_EXTENSIONS: [&str; 7] = ["jpg", "jpeg", "png", "bmp", "tif", "tiff", "webp"];
+
+/// The largest width or height accepted, against decompression bombs.
+const MAX_SIDE: u32 = 20_000;
+
+/// How a photo is resized to the model's input size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ResizeFilter {
+    /// Nearest neighbour, what Keras' `flow_from_directory` uses by default.
+    Nearest,
+    /// Bilinear with antialiasing, like PIL's `BILINEAR`; smoother on large photos.
+    Bilinear,
+}
+
+impl ResizeFilter {
+    fn filter_type(self) -> FilterType {
+        match self {
+            ResizeFilter::Nearest => FilterType::Nearest,
+            ResizeFilter::Bilinear => FilterType::Triangle,
+        }
+    }
+}
+
+/// True if `path` has one of the [`PHOTO_EXTENSIONS`].
+pub fn has_photo_extension(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| PHOTO_EXTENSIONS.iter().any(|p| e.eq_ignore_ascii_case(p)))
+}
+
+/// Decodes the photo at `path` into `size` x `size` RGB pixels, row-major, 3 bytes per pixel.
+///
+/// The format is read from the file's bytes, not its name. EXIF orientation is applied;
+/// grayscale, alpha, 16-bit and palette images are converted to 8-bit RGB (alpha dropped).
+pub fn decode_photo(path: &Path, size: u32, filter: ResizeFilter) -> Result<Vec<u8>> {
+    let image = open_oriented(path)?;
+    let rgb = image.to_rgb8();
+    let resized = if rgb.dimensions() == (size, size) {
+        rgb
+    } else {
+        image::imageops::resize(&rgb, size, size, filter.filter_type())
+    };
+    Ok(resized.into_raw())
+}
+
+/// Opens a photo at its own size with its EXIF orientation applied.
+pub fn open_oriented(path: &Path) -> Result<DynamicImage> {
+    let fail = |reason: String| Error::Photo {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if meta.len() == 0 {
+        return Err(fail("the file is empty".into()));
+    }
+    let mut reader = ImageReader::open(path)
+        .map_err(|e| Error::io(path, e))?
+        .with_guessed_format()
+        .map_err(|e| Error::io(path, e))?;
+    if reader.format().is_none() {
+        return Err(fail("not an image in a known format".into()));
+    }
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    reader.limits(limits);
+    let mut decoder = reader.into_decoder().map_err(|e| fail(e.to_string()))?;
+    let orientation = decoder.orientation().map_err(|e| fail(e.to_string()))?;
+    let mut image = DynamicImage::from_decoder(decoder).map_err(|e| fail(e.to_string()))?;
+    image.apply_orientation(orientation);
+    if image.width() == 0 || image.height() == 0 {
+        return Err(fail("the image has no pixels".into()));
+    }
+    Ok(image)
+}

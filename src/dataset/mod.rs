@@ -1,0 +1,15 @@
+//! Labelled photos: species folders on disk, train/validation splits and decoded photo sets.
+//!
+//! The layout is Keras' ImageFolder: one sub-folder per species, whose sorted names give the
+//! class indices. [`folder`] finds the photos, [`split`] divides them, [`decode`] turns a file
+//! into pixels and [`PhotoSet`] holds a whole set decoded once per run.
+
+pub mod decode;
+pub mod folder;
+pub mod photo_set;
+pub mod split;
+
+pub use decode::{ResizeFilter, decode_photo};
+pub use folder::{ImageFolder, Photo, SkippedPhoto, Species};
+pub use photo_set::PhotoSet;
+pub use split::{Split, stratified_split};

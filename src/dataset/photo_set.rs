@@ -1,0 +1,83 @@
+//! A set of photos decoded once per run and held in memory as resized 8-bit RGB pixels.
+
+use std::path::PathBuf;
+
+use rayon::prelude::*;
+
+use super::decode::{ResizeFilter, decode_photo};
+use super::folder::{Photo, SkippedPhoto, count_labels};
+use crate::progress;
+
+/// Decoded photos, `size * size * 3` bytes each, with their labels and paths.
+#[derive(Debug, Clone)]
+pub struct PhotoSet {
+    pub size: u32,
+    pixels: Vec<u8>,
+    pub labels: Vec<usize>,
+    pub paths: Vec<PathBuf>,
+}
+
+impl PhotoSet {
+    /// Decodes `photos` in parallel; unreadable ones are returned as skipped, not fatal.
+    pub fn decode(
+        photos: &[Photo],
+        size: u32,
+        filter: ResizeFilter,
+        what: &str,
+    ) -> (PhotoSet, Vec<SkippedPhoto>) {
+        let bar = progress::bar(photos.len(), format!("decoding {what}"));
+        let decoded: Vec<_> = photos
+            .par_iter()
+            .map(|photo| {
+                let result = decode_photo(&photo.path, size, filter);
+                bar.inc(1);
+                result
+            })
+            .collect();
+        bar.finish_and_clear();
+        let photo_bytes = (size * size * 3) as usize;
+        let mut set = PhotoSet {
+            size,
+            pixels: Vec::with_capacity(photos.len() * photo_bytes),
+            labels: Vec::new(),
+            paths: Vec::new(),
+        };
+        let mut skipped = Vec::new();
+        for (photo, result) in photos.iter().zip(decoded) {
+            match result {
+                Ok(pixels) => {
+                    set.pixels.extend_from_slice(&pixels);
+                    set.labels.push(photo.label);
+                    set.paths.push(photo.path.clone());
+                }
+                Err(e) => skipped.push(SkippedPhoto {
+                    path: photo.path.clone(),
+                    reason: match e {
+                        crate::Error::Photo { reason, .. } => reason,
+                        other => other.to_string(),
+                    },
+                }),
+            }
+        }
+        (set, skipped)
+    }
+
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// The pixels of photo `index`.
+    pub fn pixels(&self, index: usize) -> &[u8] {
+        let n = (self.size * self.size * 3) as usize;
+        &self.pixels[index * n..(index + 1) * n]
+    }
+
+    /// Photos per class.
+    pub fn counts(&self, classes: usize) -> Vec<usize> {
+        count_labels(self.labels.iter().copied(), classes)
+    }
+}

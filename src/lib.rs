@@ -1,0 +1,26 @@
+//! vlinder tells look-alike butterfly species apart from photos.
+//!
+//! The modules follow the data, from folders of labelled photos to a trained model and its use:
+//!
+//! - [`dataset`]: species folders, photo decoding, train/validation splits;
+//! - [`model`]: the networks and the model directory they are saved in;
+//! - [`train`]: the training loop, its configuration, history and checkpoints;
+//! - [`evaluate`]: metrics of a trained model on labelled photos;
+//! - [`predict`]: ranked species for new photos;
+//! - [`plot`]: the PNG charts that training and evaluation write.
+//!
+//! The binary (`src/main.rs`) is a thin command line over these.
+
+pub mod dataset;
+pub mod device;
+pub mod error;
+pub mod evaluate;
+pub mod files;
+pub mod metrics;
+pub mod model;
+pub mod plot;
+pub mod predict;
+pub mod progress;
+pub mod train;
+
+pub use error::{Error, Result};

@@ -1,0 +1,115 @@
+//! The `vlinder` command line: a thin layer over the library's stages.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use vlinder::evaluate::{self, EvaluateConfig};
+use vlinder::predict::{self, PredictConfig};
+use vlinder::train::{self, TrainConfig};
+
+#[derive(Parser)]
+#[command(name = "vlinder", version, about = "Tells look-alike butterfly species apart from photos")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model on folders of labelled photos and write a model directory.
+    Train {
+        #[command(flatten)]
+        config: TrainConfig,
+        /// The model directory to write.
+        #[arg(long, short, value_name = "DIR", required_unless_present = "resume")]
+        out: Option<PathBuf>,
+        /// Continue an interrupted run in this model directory from its last completed epoch.
+        #[arg(long, value_name = "DIR", conflicts_with = "out")]
+        resume: Option<PathBuf>,
+    },
+    /// Measure a trained model on labelled photos.
+    Evaluate(EvaluateConfig),
+    /// Rank the species of new photos.
+    Predict(PredictConfig),
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Train {
+            config,
+            out,
+            resume,
+        } => {
+            let (card, dir) = match (resume, out) {
+                (Some(dir), _) => {
+                    let card = train::resume(&dir)
+                        .with_context(|| format!("cannot resume training in {}", dir.display()))?;
+                    (card, dir)
+                }
+                (None, Some(dir)) => {
+                    let card = train::train(&config, &dir).context("training failed")?;
+                    (card, dir)
+                }
+                (None, None) => unreachable!("clap requires --out or --resume"),
+            };
+            for skipped in &card.data.skipped {
+                eprintln!("skipped {}: {}", skipped.path.display(), skipped.reason);
+            }
+            if let (Some(last), Some(best)) = (&card.final_metrics, &card.best_metrics) {
+                println!(
+                    "trained {} on {} species for {} epochs in {:.1}s; {} photos skipped",
+                    card.architecture,
+                    card.species.len(),
+                    card.epochs_completed,
+                    card.training_seconds,
+                    card.data.skipped.len()
+                );
+                println!(
+                    "final: val_acc {:.4} val_loss {:.4}; best (epoch {}): val_acc {:.4} val_loss {:.4}",
+                    last.validation_accuracy,
+                    last.validation_loss,
+                    best.epoch,
+                    best.validation_accuracy,
+                    best.validation_loss
+                );
+            }
+            println!("model written to {}", dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Evaluate(config) => {
+            let report = evaluate::evaluate(&config).context("evaluation failed")?;
+            for skipped in &report.skipped {
+                eprintln!("skipped {}: {}", skipped.path.display(), skipped.reason);
+            }
+            print!("{}", evaluate::render_table(&report.evaluation));
+            println!(
+                "report written to {}",
+                evaluate::output_dir(&config).join("evaluation.json").display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Predict(config) => {
+            let predictions = predict::predict(&config).context("prediction failed")?;
+            print!("{}", predict::render(&predictions, config.format, config.top));
+            let failed = predictions.iter().filter(|p| p.error.is_some()).count();
+            if failed > 0 {
+                eprintln!("{failed} of {} photos could not be read", predictions.len());
+                return Ok(ExitCode::FAILURE);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

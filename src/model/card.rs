@@ -1,0 +1,99 @@
+//! `model.json`: everything needed to use a trained model and to reproduce it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::Architecture;
+use crate::dataset::{ResizeFilter, SkippedPhoto, Species};
+use crate::train::{EpochRecord, TrainConfig};
+
+/// The `format` field of every `model.json`.
+pub const FORMAT: &str = "vlinder-model";
+/// Bumped whenever a change to the model directory would make older readers misread it.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The description of a trained model, saved as `model.json` in its directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelCard {
+    pub format: String,
+    pub format_version: u32,
+    pub architecture: Architecture,
+    /// Class-index order: the model's output `i` is `species[i]`.
+    pub species: Species,
+    pub image_size: u32,
+    pub preprocessing: Preprocessing,
+    /// `sigmoid` (one output, two species) or `softmax`.
+    pub output: String,
+    pub parameters: usize,
+    /// The full configuration of the training run.
+    pub training: TrainConfig,
+    pub data: DataSummary,
+    pub epochs_completed: usize,
+    pub history: Vec<EpochRecord>,
+    pub final_metrics: Option<EpochRecord>,
+    /// The epoch with the lowest validation loss, saved as `weights-best.safetensors`.
+    pub best_metrics: Option<EpochRecord>,
+    pub training_seconds: f64,
+    pub versions: Versions,
+}
+
+/// How a photo becomes the network's input.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Preprocessing {
+    pub resize: ResizeFilter,
+    /// Pixel values 0..255 are multiplied by this.
+    pub rescale: f32,
+    pub channels: String,
+    pub layout: String,
+}
+
+/// The photos a model was trained on.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DataSummary {
+    /// Photos used per species.
+    pub train: BTreeMap<String, usize>,
+    pub validation: BTreeMap<String, usize>,
+    /// Files that could not be used, with the reason.
+    pub skipped: Vec<SkippedPhoto>,
+}
+
+/// Versions of the software that wrote the model.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Versions {
+    pub vlinder: String,
+    pub burn: String,
+}
+
+impl Versions {
+    pub fn current() -> Self {
+        Versions {
+            vlinder: env!("CARGO_PKG_VERSION").to_string(),
+            burn: env!("VLINDER_BURN_VERSION").to_string(),
+        }
+    }
+}
+
+impl ModelCard {
+    /// Appends an epoch to the history and updates the final and best metrics; returns true if
+    /// it is the new best by validation loss.
+    pub fn record_epoch(&mut self, record: EpochRecord) -> bool {
+        let is_best = self
+            .best_metrics
+            .as_ref()
+            .is_none_or(|best| record.validation_loss < best.validation_loss);
+        if is_best {
+            self.best_metrics = Some(record.clone());
+        }
+        self.epochs_completed = record.epoch;
+        self.training_seconds += record.seconds;
+        self.final_metrics = Some(record.clone());
+        self.history.push(record);
+        is_best
+    }
+
+    /// True once all configured epochs have run.
+    pub fn is_complete(&self) -> bool {
+        self.epochs_completed >= self.training.epochs
+    }
+}

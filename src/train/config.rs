@@ -1,0 +1,93 @@
+//! The configuration of `vlinder train`, saved in `model.json` so that a run can be repeated.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::dataset::ResizeFilter;
+use crate::device::Backend;
+use crate::model::Architecture;
+use crate::{Error, Result};
+
+/// Everything that decides a training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+pub struct TrainConfig {
+    /// A folder with one sub-folder of photos per species, split into train and validation
+    /// by --validation-split.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["train", "validation"])]
+    pub data: Option<PathBuf>,
+    /// A folder of species sub-folders to train on (with --validation).
+    #[arg(long, value_name = "DIR", requires = "validation")]
+    pub train: Option<PathBuf>,
+    /// A folder of species sub-folders to validate on (with --train).
+    #[arg(long, value_name = "DIR", requires = "train")]
+    pub validation: Option<PathBuf>,
+    /// The share of each species' photos held out for validation with --data.
+    #[arg(long, default_value_t = 0.2)]
+    pub validation_split: f64,
+    /// The network to train.
+    #[arg(long, value_enum, default_value_t = Architecture::Recipe)]
+    pub model: Architecture,
+    #[arg(long, default_value_t = 50)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// RMSprop's learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub learning_rate: f64,
+    /// RMSprop's decay of the squared-gradient average (Keras' rho).
+    #[arg(long, default_value_t = 0.9)]
+    pub rho: f32,
+    /// RMSprop's epsilon (Keras' default).
+    #[arg(long, default_value_t = 1e-7)]
+    pub epsilon: f32,
+    /// Seeds the split, the initial weights, the photo order and dropout.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Photos are resized to this many pixels square.
+    #[arg(long, default_value_t = 75)]
+    pub image_size: u32,
+    /// How photos are resized.
+    #[arg(long, value_enum, default_value_t = ResizeFilter::Nearest)]
+    pub resize: ResizeFilter,
+    /// Where the computation runs.
+    #[arg(long, value_enum, default_value_t = Backend::Flex)]
+    pub device: Backend,
+}
+
+impl TrainConfig {
+    /// Checks every value, naming the first bad one and what is allowed.
+    pub fn validate(&self) -> Result<()> {
+        if self.data.is_none() && self.train.is_none() {
+            return Err(Error::invalid(
+                "data",
+                "(none)",
+                "give --data DIR, or --train DIR and --validation DIR",
+            ));
+        }
+        if self.epochs == 0 {
+            return Err(Error::invalid("epochs", self.epochs, "at least 1"));
+        }
+        if self.batch_size == 0 {
+            return Err(Error::invalid("batch-size", self.batch_size, "at least 1"));
+        }
+        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
+            return Err(Error::invalid("learning-rate", self.learning_rate, "a positive number"));
+        }
+        if !(self.rho > 0.0 && self.rho < 1.0) {
+            return Err(Error::invalid("rho", self.rho, "between 0 and 1 exclusive"));
+        }
+        if !(self.epsilon > 0.0) {
+            return Err(Error::invalid("epsilon", self.epsilon, "a positive number"));
+        }
+        let min = self.model.min_image_size();
+        if self.image_size < min || self.image_size > 1024 {
+            return Err(Error::invalid(
+                "image-size",
+                self.image_size,
+                format!("between {min} and 1024 pixels for the {} model", self.model),
+            ));
+        }
+        Ok(())
+    }
+}

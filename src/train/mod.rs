@@ -1,0 +1,317 @@
+//! Training: the epoch loop with RMSprop, validation after every epoch, and a model directory
+//! that is complete after each epoch so that an interrupted run resumes where it stopped.
+
+pub mod config;
+pub mod data;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Instant;
+
+use burn::optim::{GradientsParams, ModuleOptimizer, RmsPropConfig};
+use burn::prelude::*;
+use burn::store::{BurnpackStore, ModuleSnapshot};
+use burn::tensor::Bytes;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+pub use config::TrainConfig;
+pub use data::TrainingData;
+
+use crate::dataset::{PhotoSet, Species};
+use crate::metrics;
+use crate::model::card::{DataSummary, FORMAT, FORMAT_VERSION, Preprocessing, Versions};
+use crate::model::{self, ModelCard, ModelDir, RecipeCnn, WeightsChoice, input};
+use crate::{Error, Result, files, plot, progress};
+
+/// The metrics of one epoch, as in `history.csv`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub train_accuracy: f64,
+    pub validation_loss: f64,
+    pub validation_accuracy: f64,
+    /// Wall time of the epoch, validation included.
+    pub seconds: f64,
+    pub train_images_per_second: f64,
+}
+
+/// Trains a new model as `config` says and writes its directory to `out`.
+pub fn train(config: &TrainConfig, out: &Path) -> Result<ModelCard> {
+    config.validate()?;
+    let dir = ModelDir::new(out);
+    if dir.card_path().exists() {
+        return Err(Error::Layout {
+            path: out.to_path_buf(),
+            reason: "already holds a model; choose another --out, or continue it with --resume".into(),
+        });
+    }
+    let device = config.device.device()?;
+    let data = TrainingData::load(config)?;
+    files::create_dir(&dir.path.join("checkpoint"))?;
+    write_split(&dir, &data)?;
+    let network = fresh_network(config, data.species.len(), &device);
+    let card = ModelCard {
+        format: FORMAT.into(),
+        format_version: FORMAT_VERSION,
+        architecture: config.model,
+        species: data.species.clone(),
+        image_size: config.image_size,
+        preprocessing: Preprocessing {
+            resize: config.resize,
+            rescale: input::RESCALE,
+            channels: "RGB".into(),
+            layout: "NCHW".into(),
+        },
+        output: if data.species.len() == 2 { "sigmoid" } else { "softmax" }.into(),
+        parameters: network.num_params(),
+        training: config.clone(),
+        data: DataSummary {
+            train: per_species(&data.train, &data.species),
+            validation: per_species(&data.validation, &data.species),
+            skipped: data.skipped.clone(),
+        },
+        epochs_completed: 0,
+        history: Vec::new(),
+        final_metrics: None,
+        best_metrics: None,
+        training_seconds: 0.0,
+        versions: Versions::current(),
+    };
+    dir.write_card(&card)?;
+    run(card, network, optimizer(config), &data, &dir, &device)
+}
+
+/// Continues the training run in `out` from its last completed epoch.
+pub fn resume(out: &Path) -> Result<ModelCard> {
+    let dir = ModelDir::new(out);
+    let card = dir.read_card()?;
+    if card.is_complete() {
+        return Ok(card);
+    }
+    let config = &card.training;
+    let device = config.device.device()?;
+    let data = TrainingData::load(config)?;
+    if data.species != card.species {
+        return Err(Error::Layout {
+            path: config.data.clone().or(config.train.clone()).unwrap_or_default(),
+            reason: format!(
+                "its species ({}) differ from the model's ({}); resume with the photos it was trained on",
+                data.species.names().join(", "),
+                card.species.names().join(", ")
+            ),
+        });
+    }
+    let autodiff = device.clone().autodiff();
+    let mut network = fresh_network(config, card.species.len(), &device);
+    let mut optim = optimizer(config);
+    if card.epochs_completed > 0 {
+        network = load_checkpoint(&dir, network, &autodiff)?;
+        let path = dir.optimizer_path();
+        let bytes = std::fs::read(&path).map_err(|e| Error::ModelCorrupt {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        optim = optim
+            .from_bytes(Bytes::from_bytes_vec(bytes))
+            .map_err(|e| Error::ModelCorrupt {
+                path,
+                reason: e.to_string(),
+            })?;
+    }
+    run(card, network, optim, &data, &dir, &device)
+}
+
+/// The network's seeded initial weights, on the autodiff variant of `device`.
+fn fresh_network(config: &TrainConfig, classes: usize, device: &Device) -> RecipeCnn {
+    device.seed(config.seed);
+    config.model.init(classes, config.image_size, &device.clone().autodiff())
+}
+
+/// RMSprop with the configured values; no momentum, as in Keras.
+fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
+    RmsPropConfig::new()
+        .with_alpha(config.rho)
+        .with_momentum(0.0)
+        .with_epsilon(config.epsilon)
+        .init()
+}
+
+fn run(
+    mut card: ModelCard,
+    mut network: RecipeCnn,
+    mut optim: ModuleOptimizer,
+    data: &TrainingData,
+    dir: &ModelDir,
+    device: &Device,
+) -> Result<ModelCard> {
+    let config = card.training.clone();
+    let autodiff = device.clone().autodiff();
+    let n = data.train.len();
+    for epoch in card.epochs_completed + 1..=config.epochs {
+        let start = Instant::now();
+        // Seeding per epoch makes dropout and order the same whether or not the run resumed.
+        autodiff.seed(config.seed.wrapping_add(epoch as u64));
+        let order = epoch_order(n, config.seed, epoch);
+        let bar = progress::bar(n, format!("epoch {epoch}/{}", config.epochs));
+        let (mut loss_sum, mut correct) = (0.0f64, 0usize);
+        for (b, batch) in order.chunks(config.batch_size).enumerate() {
+            let labels: Vec<usize> = batch.iter().map(|&i| data.train.labels[i]).collect();
+            let x = input::batch_tensor(
+                batch.iter().map(|&i| data.train.pixels(i)),
+                config.image_size,
+                &autodiff,
+            );
+            let logits = network.forward(x);
+            let probs = model::probability_rows(logits.clone().detach());
+            let loss = model::loss(logits, &labels);
+            let loss_value = loss.clone().into_scalar::<f32>() as f64;
+            let grads = GradientsParams::from_grads(loss.backward(), &network);
+            network = optim.step(config.learning_rate, network, grads);
+            loss_sum += loss_value * batch.len() as f64;
+            correct += probs
+                .iter()
+                .zip(&labels)
+                .filter(|(p, l)| metrics::argmax(p) == **l)
+                .count();
+            bar.inc(batch.len() as u64);
+            let seen = (b * config.batch_size + batch.len()) as f64;
+            bar.set_message(format!(
+                "loss {:.4} acc {:.4}",
+                loss_sum / seen,
+                correct as f64 / seen
+            ));
+        }
+        let train_seconds = start.elapsed().as_secs_f64();
+        bar.finish_and_clear();
+        let valid = network.valid();
+        let pixels: Vec<&[u8]> = (0..data.validation.len()).map(|i| data.validation.pixels(i)).collect();
+        let val_probs = model::predict_probabilities(&valid, config.image_size, &pixels, device);
+        let record = EpochRecord {
+            epoch,
+            train_loss: loss_sum / n as f64,
+            train_accuracy: correct as f64 / n as f64,
+            validation_loss: metrics::log_loss(&val_probs, &data.validation.labels),
+            validation_accuracy: metrics::accuracy(&val_probs, &data.validation.labels),
+            seconds: start.elapsed().as_secs_f64(),
+            train_images_per_second: n as f64 / train_seconds,
+        };
+        eprintln!(
+            "epoch {epoch}/{}: loss {:.4} acc {:.4} val_loss {:.4} val_acc {:.4} ({:.1}s, {:.0} img/s)",
+            config.epochs,
+            record.train_loss,
+            record.train_accuracy,
+            record.validation_loss,
+            record.validation_accuracy,
+            record.seconds,
+            record.train_images_per_second
+        );
+        let is_best = card.record_epoch(record);
+        save_epoch(dir, &card, &valid, &network, &optim, is_best)?;
+    }
+    Ok(card)
+}
+
+/// Writes everything an epoch changed; `model.json` last, so that it never names an epoch whose
+/// weights are not on disk.
+fn save_epoch(
+    dir: &ModelDir,
+    card: &ModelCard,
+    valid: &RecipeCnn,
+    network: &RecipeCnn,
+    optim: &ModuleOptimizer,
+    is_best: bool,
+) -> Result<()> {
+    dir.save_weights(valid, WeightsChoice::Last)?;
+    if is_best {
+        dir.save_weights(valid, WeightsChoice::Best)?;
+    }
+    save_checkpoint(dir, network, optim)?;
+    files::write_atomic(&dir.history_path(), history_csv(&card.history).as_bytes())?;
+    plot::learning_curve(&card.history, &dir.learning_curve_path())?;
+    dir.write_card(card)
+}
+
+/// The network and optimizer state needed to resume; burnpack keeps the parameter ids that the
+/// optimizer state is keyed by.
+fn save_checkpoint(dir: &ModelDir, network: &RecipeCnn, optim: &ModuleOptimizer) -> Result<()> {
+    let path = dir.path.join("checkpoint").join("network.bpk");
+    let mut store = BurnpackStore::from_bytes(None);
+    network.save_into(&mut store).map_err(|e| Error::output(&path, e))?;
+    let bytes = store.get_bytes().map_err(|e| Error::output(&path, e))?;
+    files::write_atomic(&path, &bytes)?;
+    let path = dir.optimizer_path();
+    let bytes = optim.into_bytes().map_err(|e| Error::output(&path, e))?;
+    files::write_atomic(&path, &bytes)
+}
+
+fn load_checkpoint(dir: &ModelDir, mut network: RecipeCnn, device: &Device) -> Result<RecipeCnn> {
+    let path = dir.path.join("checkpoint").join("network.bpk");
+    let corrupt = |reason: String| Error::ModelCorrupt {
+        path: path.clone(),
+        reason,
+    };
+    let bytes = std::fs::read(&path).map_err(|e| corrupt(e.to_string()))?;
+    let mut store = BurnpackStore::from_bytes(Some(Bytes::from_bytes_vec(bytes)));
+    network.load_from(&mut store).map_err(|e| corrupt(e.to_string()))?;
+    Ok(network.to_device(device))
+}
+
+/// The order photos are seen in epoch `epoch`: a fresh shuffle, the same for the same seed.
+pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(epoch as u64);
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut rng);
+    order
+}
+
+fn per_species(set: &PhotoSet, species: &Species) -> BTreeMap<String, usize> {
+    set.counts(species.len())
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| (species.name(i).to_string(), c))
+        .collect()
+}
+
+/// `history.csv`: one row per epoch.
+pub fn history_csv(history: &[EpochRecord]) -> String {
+    let mut csv = String::from(
+        "epoch,train_loss,train_accuracy,validation_loss,validation_accuracy,seconds,train_images_per_second\n",
+    );
+    for r in history {
+        let _ = writeln!(
+            csv,
+            "{},{:.6},{:.6},{:.6},{:.6},{:.3},{:.1}",
+            r.epoch,
+            r.train_loss,
+            r.train_accuracy,
+            r.validation_loss,
+            r.validation_accuracy,
+            r.seconds,
+            r.train_images_per_second
+        );
+    }
+    csv
+}
+
+/// `split.csv`: which photo was used for what, so that the split can be inspected or rebuilt.
+fn write_split(dir: &ModelDir, data: &TrainingData) -> Result<()> {
+    let mut csv = String::from("path,species,split\n");
+    for (name, set) in [("train", &data.train), ("validation", &data.validation)] {
+        for (path, &label) in set.paths.iter().zip(&set.labels) {
+            let _ = writeln!(
+                csv,
+                "{},{},{}",
+                files::csv_field(&path.to_string_lossy()),
+                files::csv_field(data.species.name(label)),
+                name
+            );
+        }
+    }
+    files::write_atomic(&dir.split_path(), csv.as_bytes())
+}
