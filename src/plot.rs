@@ -92,7 +92,7 @@ pub fn learning_curve(history: &[EpochRecord], path: &Path) -> Result<()> {
 pub fn confusion_matrix(confusion: &[Vec<usize>], species: &[String], path: &Path) -> Result<()> {
     let k = species.len();
     let cell = (560 / k.max(1)).clamp(40, 120) as u32;
-    let label_width = 12 * species.iter().map(|s| s.len()).max().unwrap_or(4) as u32 + 20;
+    let label_width = 8 * species.iter().map(|s| s.len()).max().unwrap_or(4) as u32 + 20;
     let size = (label_width + cell * k as u32 + 40, label_width + cell * k as u32 + 60);
     render(path, size, |root| {
         let root = root.titled("confusion matrix (rows: true species, columns: predicted)", (FONT, 18))?;

@@ -1,9 +1,10 @@
 //! Where a photo file becomes pixels: any common format, EXIF orientation applied, converted to
 //! 8-bit RGB and resized to a square of the model's input size.
 
+use std::io::Cursor;
 use std::path::Path;
 
-use image::{DynamicImage, ImageDecoder, ImageReader, imageops::FilterType};
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, imageops::FilterType};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -61,16 +62,19 @@ pub fn open_oriented(path: &Path) -> Result<DynamicImage> {
         path: path.to_path_buf(),
         reason,
     };
-    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-    if meta.len() == 0 {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    if bytes.is_empty() {
         return Err(fail("the file is empty".into()));
     }
-    let mut reader = ImageReader::open(path)
-        .map_err(|e| Error::io(path, e))?
+    let mut reader = ImageReader::new(Cursor::new(bytes.as_slice()))
         .with_guessed_format()
         .map_err(|e| Error::io(path, e))?;
-    if reader.format().is_none() {
-        return Err(fail("not an image in a known format".into()));
+    match reader.format() {
+        None => return Err(fail("not an image in a known format".into())),
+        Some(ImageFormat::Jpeg) if !jpeg_is_complete(&bytes) => {
+            return Err(fail("the JPEG is truncated (its last scan has no end marker)".into()));
+        }
+        Some(_) => {}
     }
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
@@ -84,4 +88,13 @@ pub fn open_oriented(path: &Path) -> Result<DynamicImage> {
         return Err(fail("the image has no pixels".into()));
     }
     Ok(image)
+}
+
+/// True if an end-of-image marker follows the last start-of-scan marker. The JPEG decoder fills a
+/// truncated file with grey instead of failing; inside scan data every 0xFF byte is stuffed, so
+/// the markers cannot occur by chance there, and an embedded thumbnail ends before the main scans.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let last_scan = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
+    let last_end = bytes.windows(2).rposition(|w| w == [0xFF, 0xD9]);
+    matches!((last_scan, last_end), (Some(scan), Some(end)) if end > scan)
 }

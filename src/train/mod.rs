@@ -106,11 +106,10 @@ pub fn resume(out: &Path) -> Result<ModelCard> {
             ),
         });
     }
-    let autodiff = device.clone().autodiff();
     let mut network = fresh_network(config, card.species.len(), &device);
     let mut optim = optimizer(config);
     if card.epochs_completed > 0 {
-        network = load_checkpoint(&dir, network, &autodiff)?;
+        network = load_checkpoint(&dir, config, card.species.len(), &device)?;
         let path = dir.optimizer_path();
         let bytes = std::fs::read(&path).map_err(|e| Error::ModelCorrupt {
             path: path.clone(),
@@ -249,7 +248,10 @@ fn save_checkpoint(dir: &ModelDir, network: &RecipeCnn, optim: &ModuleOptimizer)
     files::write_atomic(&path, &bytes)
 }
 
-fn load_checkpoint(dir: &ModelDir, mut network: RecipeCnn, device: &Device) -> Result<RecipeCnn> {
+/// Loads the checkpoint into a network built on the plain device, then moves it to autodiff, so
+/// that the loaded parameters are leaves of the new graph.
+fn load_checkpoint(dir: &ModelDir, config: &TrainConfig, classes: usize, device: &Device) -> Result<RecipeCnn> {
+    let mut network = config.model.init(classes, config.image_size, device);
     let path = dir.path.join("checkpoint").join("network.bpk");
     let corrupt = |reason: String| Error::ModelCorrupt {
         path: path.clone(),
@@ -258,7 +260,7 @@ fn load_checkpoint(dir: &ModelDir, mut network: RecipeCnn, device: &Device) -> R
     let bytes = std::fs::read(&path).map_err(|e| corrupt(e.to_string()))?;
     let mut store = BurnpackStore::from_bytes(Some(Bytes::from_bytes_vec(bytes)));
     network.load_from(&mut store).map_err(|e| corrupt(e.to_string()))?;
-    Ok(network.to_device(device))
+    Ok(network.to_device(&device.clone().autodiff()).train())
 }
 
 /// The order photos are seen in epoch `epoch`: a fresh shuffle, the same for the same seed.

@@ -1,0 +1,63 @@
+//! Helpers shared by the integration tests: the real photos in ../shared/data, small subsets of
+//! them, and photo files the tests make themselves.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+/// The shared data folder: `$VLINDER_SHARED/data`, by default `../shared/data` beside the repo.
+pub fn shared_data() -> PathBuf {
+    let shared = std::env::var_os("VLINDER_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"));
+    let data = shared.join("data");
+    assert!(
+        data.is_dir(),
+        "{} is missing: set VLINDER_SHARED to the folder that holds data/",
+        data.display()
+    );
+    data
+}
+
+/// The first `per_species` photos (sorted by name) of each named species of the iNaturalist set,
+/// linked into a new ImageFolder under `dir`.
+pub fn subset(dir: &Path, species: &[&str], per_species: usize) -> PathBuf {
+    let source = shared_data().join("inat_uk_3species_csellwood");
+    let root = dir.join("photos");
+    for name in species {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(source.join(name))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        std::fs::create_dir_all(root.join(name)).unwrap();
+        for file in files.iter().take(per_species) {
+            std::os::unix::fs::symlink(file, root.join(name).join(file.file_name().unwrap())).unwrap();
+        }
+    }
+    root
+}
+
+/// The bytes of one real JPEG from the shared photos.
+pub fn real_jpeg() -> Vec<u8> {
+    std::fs::read(shared_data().join("inat_uk_3species_csellwood/gonepteryx_rhamni/spp_1.jpg")).unwrap()
+}
+
+/// Runs the `vlinder` binary with `args`; returns (exit success, stdout, stderr).
+pub fn vlinder(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vlinder"))
+        .args(args)
+        .output()
+        .expect("the vlinder binary runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Training seeds the backend's random generator, which is global to the process: tests that
+/// train hold this lock so that concurrent tests do not draw from each other's sequence.
+pub fn training_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -1,0 +1,270 @@
+//! Training on small subsets of the real photos: learning, reproducibility, resuming, saving,
+//! and every kind of bad training input.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use vlinder::dataset::ResizeFilter;
+use vlinder::device::Backend;
+use vlinder::evaluate::{self, EvaluateConfig, SplitChoice};
+use vlinder::model::{Architecture, ModelCard, ModelDir, WeightsChoice};
+use vlinder::train::{self, TrainConfig};
+
+const PAIR: [&str; 2] = ["anthocharis_cardamines", "gonepteryx_rhamni"];
+
+fn config(data: &Path, epochs: usize) -> TrainConfig {
+    TrainConfig {
+        data: Some(data.to_path_buf()),
+        train: None,
+        validation: None,
+        validation_split: 0.25,
+        model: Architecture::Recipe,
+        epochs,
+        batch_size: 16,
+        learning_rate: 1e-3,
+        rho: 0.9,
+        epsilon: 1e-7,
+        seed: 3,
+        image_size: 32,
+        resize: ResizeFilter::Bilinear,
+        device: Backend::Flex,
+    }
+}
+
+fn losses(card: &ModelCard) -> Vec<(f64, f64)> {
+    card.history.iter().map(|r| (r.train_loss, r.validation_loss)).collect()
+}
+
+#[test]
+fn learns_the_pair_and_the_saved_model_reproduces_its_validation_metrics() {
+    let _serial = common::training_lock();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = common::subset(tmp.path(), &PAIR, 80);
+    let out = tmp.path().join("model");
+    let card = train::train(&config(&data, 10), &out).unwrap();
+
+    let first = &card.history[0];
+    let last = card.final_metrics.as_ref().unwrap();
+    assert!(last.train_loss < first.train_loss * 0.9, "training loss falls: {:?}", losses(&card));
+    // 40 validation photos, balanced: chance is 0.5.
+    let best = card.best_metrics.as_ref().unwrap();
+    assert!(best.validation_accuracy >= 0.7, "beats chance clearly: {:?}", card.history);
+    assert_eq!(card.parameters, 64 * 7 * 7 * 64 + 64 + 416 + 8256 + 65);
+    assert_eq!(card.data.train.values().sum::<usize>(), 120);
+    assert_eq!(card.data.validation.values().sum::<usize>(), 40);
+
+    for file in ["model.json", "weights.safetensors", "weights-best.safetensors", "history.csv", "learning-curve.png", "split.csv"] {
+        assert!(out.join(file).is_file(), "{file} is written");
+    }
+    let history = std::fs::read_to_string(out.join("history.csv")).unwrap();
+    assert_eq!(history.lines().count(), 11);
+    let split = std::fs::read_to_string(out.join("split.csv")).unwrap();
+    assert_eq!(split.lines().filter(|l| l.ends_with(",validation")).count(), 40);
+
+    // Loading the saved weights and re-deriving the split gives the metrics training reported.
+    let report = evaluate::evaluate(&EvaluateConfig {
+        model: out.clone(),
+        data: data.clone(),
+        split: SplitChoice::Validation,
+        weights: WeightsChoice::Last,
+        out: Some(tmp.path().join("eval")),
+        device: Backend::Flex,
+    })
+    .unwrap();
+    assert_eq!(report.evaluation.photos, 40);
+    assert!((report.evaluation.accuracy - last.validation_accuracy).abs() < 1e-9);
+    assert!((report.evaluation.log_loss - last.validation_loss).abs() < 1e-5);
+    assert!(report.evaluation.roc_auc.unwrap() > 0.5);
+    assert!(tmp.path().join("eval/evaluation.json").is_file());
+    assert!(tmp.path().join("eval/confusion-matrix.png").is_file());
+
+    let best_report = evaluate::evaluate(&EvaluateConfig {
+        weights: WeightsChoice::Best,
+        ..report.config.clone()
+    })
+    .unwrap();
+    assert!((best_report.evaluation.log_loss - best.validation_loss).abs() < 1e-5);
+}
+
+#[test]
+fn the_same_seed_gives_the_same_run_and_another_seed_another() {
+    let _serial = common::training_lock();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = common::subset(tmp.path(), &PAIR, 30);
+    let a = train::train(&config(&data, 3), &tmp.path().join("a")).unwrap();
+    let b = train::train(&config(&data, 3), &tmp.path().join("b")).unwrap();
+    assert_eq!(losses(&a), losses(&b));
+    assert_eq!(
+        std::fs::read(tmp.path().join("a/split.csv")).unwrap(),
+        std::fs::read(tmp.path().join("b/split.csv")).unwrap()
+    );
+    let c = train::train(&TrainConfig { seed: 4, ..config(&data, 3) }, &tmp.path().join("c")).unwrap();
+    assert_ne!(losses(&a), losses(&c));
+}
+
+#[test]
+fn an_interrupted_run_resumes_where_it_stopped() {
+    let _serial = common::training_lock();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = common::subset(tmp.path(), &PAIR, 30);
+    let whole = train::train(&config(&data, 4), &tmp.path().join("whole")).unwrap();
+
+    // A run stopped after two of its four epochs: its directory says 2 of 4.
+    let dir = tmp.path().join("stopped");
+    train::train(&config(&data, 2), &dir).unwrap();
+    let model_dir = ModelDir::new(&dir);
+    let mut card = model_dir.read_card().unwrap();
+    card.training.epochs = 4;
+    model_dir.write_card(&card).unwrap();
+
+    let resumed = train::resume(&dir).unwrap();
+    assert_eq!(resumed.epochs_completed, 4);
+    let (a, b) = (losses(&whole), losses(&resumed));
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x.0 - y.0).abs() < 1e-5 && (x.1 - y.1).abs() < 1e-5, "{a:?} vs {b:?}");
+    }
+}
+
+#[test]
+fn several_species_train_with_a_softmax() {
+    let _serial = common::training_lock();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = common::subset(tmp.path(), &["anthocharis_cardamines", "celastrina_argiolus", "gonepteryx_rhamni"], 20);
+    let card = train::train(
+        &TrainConfig { model: Architecture::RecipeDropout, ..config(&data, 2) },
+        &tmp.path().join("m"),
+    )
+    .unwrap();
+    assert_eq!(card.output, "softmax");
+    assert_eq!(card.species.len(), 3);
+    assert_eq!(card.history.len(), 2);
+}
+
+/// A copy of a two-species subset whose first species folder also holds bad files.
+fn data_with_bad_files(tmp: &Path) -> PathBuf {
+    let data = common::subset(tmp, &PAIR, 12);
+    let species = data.join(PAIR[0]);
+    let real = common::real_jpeg();
+    std::fs::write(species.join("empty.jpg"), b"").unwrap();
+    std::fs::write(species.join("text.jpg"), b"<html>not a photo</html>").unwrap();
+    std::fs::write(species.join("cut.jpg"), &real[..real.len() / 2]).unwrap();
+    data
+}
+
+#[test]
+fn bad_photos_are_skipped_counted_and_listed() {
+    let _serial = common::training_lock();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data_with_bad_files(tmp.path());
+    let card = train::train(&config(&data, 1), &tmp.path().join("m")).unwrap();
+    let mut skipped: Vec<String> = card
+        .data
+        .skipped
+        .iter()
+        .map(|s| s.path.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    skipped.sort();
+    assert_eq!(skipped, ["cut.jpg", "empty.jpg", "text.jpg"]);
+    let used: usize = card.data.train.values().sum::<usize>() + card.data.validation.values().sum::<usize>();
+    assert_eq!(used, 24);
+    let saved = ModelDir::new(tmp.path().join("m")).read_card().unwrap();
+    assert_eq!(saved.data.skipped.len(), 3);
+}
+
+#[test]
+fn bad_training_inputs_are_clear_errors() {
+    let _serial = common::training_lock();
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+
+    // One species only.
+    let one = common::subset(&t.join("one"), &PAIR[..1], 5);
+    let err = train::train(&config(&one, 1), &t.join("m1")).unwrap_err().to_string();
+    assert!(err.contains("at least two"), "{err}");
+
+    // A species whose photos are all unreadable.
+    let data = common::subset(&t.join("unreadable"), &PAIR[..1], 5);
+    std::fs::create_dir(data.join("broken")).unwrap();
+    std::fs::write(data.join("broken/a.jpg"), b"nope").unwrap();
+    std::fs::write(data.join("broken/b.jpg"), b"").unwrap();
+    let err = train::train(&config(&data, 1), &t.join("m2")).unwrap_err().to_string();
+    assert!(err.contains("broken") && err.contains("no readable training photo"), "{err}");
+
+    // A validation folder with nothing readable, and one with a species the training lacks.
+    let train_dir = common::subset(&t.join("train"), &PAIR, 5);
+    let validation = t.join("validation");
+    std::fs::create_dir_all(validation.join(PAIR[0])).unwrap();
+    std::fs::write(validation.join(PAIR[0]).join("x.jpg"), b"").unwrap();
+    let separate = TrainConfig {
+        data: None,
+        train: Some(train_dir.clone()),
+        validation: Some(validation.clone()),
+        ..config(&train_dir, 1)
+    };
+    let err = train::train(&separate, &t.join("m3")).unwrap_err().to_string();
+    assert!(err.contains("validation set has no readable photo"), "{err}");
+    std::fs::create_dir_all(validation.join("vanessa_atalanta")).unwrap();
+    let err = train::train(&separate, &t.join("m4")).unwrap_err().to_string();
+    assert!(err.contains("vanessa_atalanta") && err.contains("unknown to the model"), "{err}");
+
+    // Bad values name the parameter and what is allowed.
+    let err = train::train(&TrainConfig { image_size: 4, ..config(&train_dir, 1) }, &t.join("m5"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("image-size") && err.contains("between 6 and 1024"), "{err}");
+    let err = train::train(&TrainConfig { validation_split: 0.0, ..config(&train_dir, 1) }, &t.join("m6"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("validation-split"), "{err}");
+
+    // An existing model is never overwritten.
+    train::train(&config(&train_dir, 1), &t.join("m7")).unwrap();
+    let err = train::train(&config(&train_dir, 1), &t.join("m7")).unwrap_err().to_string();
+    assert!(err.contains("already holds a model"), "{err}");
+}
+
+#[test]
+fn the_command_line_trains_predicts_and_fails_with_a_non_zero_exit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = common::subset(tmp.path(), &PAIR, 10);
+    let model = tmp.path().join("model");
+    let (ok, stdout, stderr) = common::vlinder(&[
+        "train", "--data", data.to_str().unwrap(), "--epochs", "1", "--image-size", "24", "--out", model.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("model written to"), "{stdout}");
+    assert!(stderr.contains("epoch 1/1"), "{stderr}");
+
+    let photo = data.join(PAIR[1]).read_dir().unwrap().next().unwrap().unwrap().path();
+    let (ok, stdout, _) = common::vlinder(&["predict", "--model", model.to_str().unwrap(), photo.to_str().unwrap(), "--format", "json"]);
+    assert!(ok);
+    let parsed: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let ranking = parsed[0]["ranking"].as_array().unwrap();
+    assert_eq!(ranking.len(), 2);
+    let p0 = ranking[0]["probability"].as_f64().unwrap();
+    let p1 = ranking[1]["probability"].as_f64().unwrap();
+    assert!(p0 >= p1 && (p0 + p1 - 1.0).abs() < 1e-5);
+
+    // A folder works too; an unreadable photo is reported, the others still answered.
+    let bad = tmp.path().join("bad.jpg");
+    std::fs::write(&bad, b"not a jpeg").unwrap();
+    let (ok, stdout, stderr) = common::vlinder(&[
+        "predict", "--model", model.to_str().unwrap(), data.join(PAIR[0]).to_str().unwrap(), bad.to_str().unwrap(), "--format", "csv",
+    ]);
+    assert!(!ok);
+    assert_eq!(stdout.lines().filter(|l| l.contains(",1,")).count(), 10, "{stdout}");
+    assert!(stdout.contains("bad.jpg,,,,") && stderr.contains("1 of 11"), "{stdout}{stderr}");
+
+    let (ok, _, stderr) = common::vlinder(&["predict", "--model", tmp.path().join("none").to_str().unwrap(), photo.to_str().unwrap()]);
+    assert!(!ok && stderr.contains("none") && stderr.contains("not a vlinder model directory"), "{stderr}");
+
+    let (ok, _, stderr) = common::vlinder(&["train", "--out", tmp.path().join("x").to_str().unwrap()]);
+    assert!(!ok && stderr.contains("--data"), "{stderr}");
+
+    // Evaluating on a species the model does not know.
+    let other = tmp.path().join("other");
+    std::fs::create_dir_all(other.join("vanessa_cardui")).unwrap();
+    let (ok, _, stderr) = common::vlinder(&["evaluate", "--model", model.to_str().unwrap(), "--data", other.to_str().unwrap()]);
+    assert!(!ok && stderr.contains("vanessa_cardui") && stderr.contains("unknown to the model"), "{stderr}");
+}
