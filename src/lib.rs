@@ -11,6 +11,7 @@
 //!
 //! The binary (`src/main.rs`) is a thin command line over these.
 
+pub mod augment;
 pub mod dataset;
 pub mod device;
 pub mod error;
