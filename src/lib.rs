@@ -3,6 +3,7 @@
 //! The modules follow the data, from folders of labelled photos to a trained model and its use:
 //!
 //! - [`dataset`]: species folders, photo decoding, train/validation splits;
+//! - [`augment`]: Keras' random geometric augmentation, exactly;
 //! - [`model`]: the networks and the model directory they are saved in;
 //! - [`train`]: the training loop, its configuration, history and checkpoints;
 //! - [`evaluate`]: metrics of a trained model on labelled photos;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use vlinder::augment::preview::{self, PreviewConfig};
 use vlinder::evaluate::{self, EvaluateConfig};
 use vlinder::predict::{self, PredictConfig};
 use vlinder::train::{self, TrainConfig};
@@ -34,6 +35,8 @@ enum Command {
     Evaluate(EvaluateConfig),
     /// Rank the species of new photos.
     Predict(PredictConfig),
+    /// Write randomly augmented versions of a photo, to see what training sees.
+    Augment(PreviewConfig),
 }
 
 fn main() -> ExitCode {
@@ -109,6 +112,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 eprintln!("{failed} of {} photos could not be read", predictions.len());
                 return Ok(ExitCode::FAILURE);
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Augment(config) => {
+            let written = preview::preview(&config)
+                .with_context(|| format!("cannot augment {}", config.photo.display()))?;
+            println!(
+                "wrote {} versions of {} to {}",
+                written.versions.len(),
+                config.photo.display(),
+                config.out.display()
+            );
+            if let Some(sheet) = written.sheet {
+                println!("contact sheet: {}", sheet.display());
+            }
+            println!("parameters drawn: {}", written.transforms.display());
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -212,3 +212,47 @@ fn tiny_and_one_pixel_wide_images_do_not_crash() {
         }
     }
 }
+
+#[test]
+fn the_preview_writes_exactly_n_readable_versions_and_a_sheet() {
+    use vlinder::augment::preview::{PreviewConfig, PreviewFormat, preview};
+    let tmp = tempfile::tempdir().unwrap();
+    let photo = tmp.path().join("photo.jpg");
+    std::fs::write(&photo, common::real_jpeg()).unwrap();
+    let config = PreviewConfig {
+        photo: photo.clone(),
+        count: 7,
+        out: tmp.path().join("out"),
+        prefix: "meadow".into(),
+        format: PreviewFormat::Jpeg,
+        size: Some(64),
+        seed: 1,
+        sheet: true,
+        params: AugmentParams::default(),
+    };
+    let written = preview(&config).unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(tmp.path().join("out"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let versions: Vec<&String> = names.iter().filter(|n| n.ends_with(".jpg")).collect();
+    assert_eq!(versions.len(), 7, "{names:?}");
+    assert_eq!(written.versions.len(), 7);
+    for path in &written.versions {
+        let image = image::open(path).unwrap();
+        assert_eq!((image.width(), image.height()), (64, 64));
+    }
+    assert!(image::open(written.sheet.unwrap()).is_ok());
+    let drawn: Vec<Transform> = serde_json::from_str(&std::fs::read_to_string(written.transforms).unwrap()).unwrap();
+    assert_eq!(drawn.len(), 7);
+    // Different versions really differ.
+    assert_ne!(std::fs::read(&written.versions[0]).unwrap(), std::fs::read(&written.versions[1]).unwrap());
+
+    let err = preview(&PreviewConfig { count: 0, ..config.clone() }).unwrap_err().to_string();
+    assert!(err.contains("count") && err.contains("at least 1"), "{err}");
+    let (ok, _, stderr) = common::vlinder(&["augment", photo.to_str().unwrap(), "--out", "x", "--fill-mode", "mirror"]);
+    assert!(!ok && stderr.contains("nearest") && stderr.contains("constant") && stderr.contains("reflect") && stderr.contains("wrap"), "{stderr}");
+    let (ok, _, stderr) = common::vlinder(&["augment", photo.to_str().unwrap(), "--out", "x", "--zoom-range", "0,1"]);
+    assert!(!ok && stderr.contains("zoom-range"), "{stderr}");
+}

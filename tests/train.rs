@@ -5,6 +5,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use vlinder::augment::AugmentParams;
 use vlinder::dataset::ResizeFilter;
 use vlinder::device::Backend;
 use vlinder::evaluate::{self, EvaluateConfig, SplitChoice};
@@ -28,6 +29,8 @@ fn config(data: &Path, epochs: usize) -> TrainConfig {
         seed: 3,
         image_size: 32,
         resize: ResizeFilter::Bilinear,
+        no_augment: true,
+        augment: AugmentParams::default(),
         device: Backend::Flex,
     }
 }
@@ -124,6 +127,38 @@ fn an_interrupted_run_resumes_where_it_stopped() {
     for (x, y) in a.iter().zip(&b) {
         assert!((x.0 - y.0).abs() < 1e-5 && (x.1 - y.1).abs() < 1e-5, "{a:?} vs {b:?}");
     }
+}
+
+#[test]
+fn augmentation_changes_training_not_validation_and_is_reproducible() {
+    let _serial = common::training_lock();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = common::subset(tmp.path(), &PAIR, 30);
+    let augmented = TrainConfig { no_augment: false, ..config(&data, 3) };
+    let a = train::train(&augmented, &tmp.path().join("a")).unwrap();
+    let b = train::train(&augmented, &tmp.path().join("b")).unwrap();
+    let plain = train::train(&config(&data, 3), &tmp.path().join("plain")).unwrap();
+    assert_eq!(losses(&a), losses(&b), "the same seed draws the same augmentations");
+    assert_ne!(losses(&a), losses(&plain), "augmentation changes what the network sees");
+    let saved = ModelDir::new(tmp.path().join("a")).read_card().unwrap();
+    assert!(!saved.training.no_augment);
+    assert_eq!(saved.training.augment, AugmentParams::default());
+    // Validation photos are never augmented: evaluating the saved model on them gives the
+    // metrics training reported.
+    let report = evaluate::evaluate(&EvaluateConfig {
+        model: tmp.path().join("a"),
+        data: data.clone(),
+        split: SplitChoice::Validation,
+        weights: WeightsChoice::Last,
+        out: Some(tmp.path().join("eval")),
+        device: Backend::Flex,
+    })
+    .unwrap();
+    assert!((report.evaluation.log_loss - a.final_metrics.unwrap().validation_loss).abs() < 1e-5);
+    // Bad augmentation values are refused before any work.
+    let bad = TrainConfig { augment: AugmentParams { rotation_range: -5.0, ..AugmentParams::default() }, ..augmented };
+    let err = train::train(&bad, &tmp.path().join("bad")).unwrap_err().to_string();
+    assert!(err.contains("rotation-range"), "{err}");
 }
 
 #[test]

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::augment::AugmentParams;
 use crate::dataset::ResizeFilter;
 use crate::device::Backend;
 use crate::model::Architecture;
@@ -50,6 +51,13 @@ pub struct TrainConfig {
     /// How photos are resized.
     #[arg(long, value_enum, default_value_t = ResizeFilter::Nearest)]
     pub resize: ResizeFilter,
+    /// Train on the photos as they are, without augmentation.
+    #[arg(long)]
+    pub no_augment: bool,
+    /// The augmentation of the training photos (never the validation photos), a fresh draw for
+    /// every photo in every epoch.
+    #[command(flatten)]
+    pub augment: AugmentParams,
     /// Where the computation runs.
     #[arg(long, value_enum, default_value_t = Backend::Flex)]
     pub device: Backend,
@@ -79,6 +87,9 @@ impl TrainConfig {
         }
         if !(self.epsilon > 0.0) {
             return Err(Error::invalid("epsilon", self.epsilon, "a positive number"));
+        }
+        if !self.no_augment {
+            self.augment.validate()?;
         }
         let min = self.model.min_image_size();
         if self.image_size < min || self.image_size > 1024 {

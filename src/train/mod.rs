@@ -1,13 +1,14 @@
 //! Training: the epoch loop with RMSprop, validation after every epoch, and a model directory
 //! that is complete after each epoch so that an interrupted run resumes where it stopped.
 
+pub mod batches;
 pub mod config;
 pub mod data;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use burn::optim::{GradientsParams, ModuleOptimizer, RmsPropConfig};
 use burn::prelude::*;
@@ -38,6 +39,9 @@ pub struct EpochRecord {
     /// Wall time of the epoch, validation included.
     pub seconds: f64,
     pub train_images_per_second: f64,
+    /// Time the training step waited for the next batch (decoding is done before the epoch;
+    /// this is augmentation and layout that the worker threads did not hide).
+    pub data_wait_seconds: f64,
 }
 
 /// Trains a new model as `config` says and writes its directory to `out`.
@@ -151,40 +155,46 @@ fn run(
     let config = card.training.clone();
     let autodiff = device.clone().autodiff();
     let n = data.train.len();
+    let augment = (!config.no_augment).then_some(&config.augment);
     for epoch in card.epochs_completed + 1..=config.epochs {
         let start = Instant::now();
         // Seeding per epoch makes dropout and order the same whether or not the run resumed.
         autodiff.seed(config.seed.wrapping_add(epoch as u64));
         let order = epoch_order(n, config.seed, epoch);
         let bar = progress::bar(n, format!("epoch {epoch}/{}", config.epochs));
-        let (mut loss_sum, mut correct) = (0.0f64, 0usize);
-        for (b, batch) in order.chunks(config.batch_size).enumerate() {
-            let labels: Vec<usize> = batch.iter().map(|&i| data.train.labels[i]).collect();
-            let x = input::batch_tensor(
-                batch.iter().map(|&i| data.train.pixels(i)),
-                config.image_size,
-                &autodiff,
-            );
-            let logits = network.forward(x);
-            let probs = model::probability_rows(logits.clone().detach());
-            let loss = model::loss(logits, &labels);
-            let loss_value = loss.clone().into_scalar::<f32>() as f64;
-            let grads = GradientsParams::from_grads(loss.backward(), &network);
-            network = optim.step(config.learning_rate, network, grads);
-            loss_sum += loss_value * batch.len() as f64;
-            correct += probs
-                .iter()
-                .zip(&labels)
-                .filter(|(p, l)| metrics::argmax(p) == **l)
-                .count();
-            bar.inc(batch.len() as u64);
-            let seen = (b * config.batch_size + batch.len()) as f64;
-            bar.set_message(format!(
-                "loss {:.4} acc {:.4}",
-                loss_sum / seen,
-                correct as f64 / seen
-            ));
-        }
+        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
+        let mut waiting = Duration::ZERO;
+        network = std::thread::scope(|scope| {
+            let mut network = network;
+            let batches = batches::spawn(scope, &data.train, order, config.batch_size, augment, config.seed, epoch);
+            loop {
+                let wait = Instant::now();
+                let Ok(batch) = batches.recv() else { break };
+                waiting += wait.elapsed();
+                let x = input::planar_tensor(batch.images, config.image_size, &autodiff);
+                let logits = network.forward(x);
+                let probs = model::probability_rows(logits.clone().detach());
+                let loss = model::loss(logits, &batch.labels);
+                let loss_value = loss.clone().into_scalar::<f32>() as f64;
+                let grads = GradientsParams::from_grads(loss.backward(), &network);
+                network = optim.step(config.learning_rate, network, grads);
+                let size = batch.labels.len();
+                loss_sum += loss_value * size as f64;
+                correct += probs
+                    .iter()
+                    .zip(&batch.labels)
+                    .filter(|(p, l)| metrics::argmax(p) == **l)
+                    .count();
+                seen += size;
+                bar.inc(size as u64);
+                bar.set_message(format!(
+                    "loss {:.4} acc {:.4}",
+                    loss_sum / seen as f64,
+                    correct as f64 / seen as f64
+                ));
+            }
+            network
+        });
         let train_seconds = start.elapsed().as_secs_f64();
         bar.finish_and_clear();
         let valid = network.valid();
@@ -198,16 +208,18 @@ fn run(
             validation_accuracy: metrics::accuracy(&val_probs, &data.validation.labels),
             seconds: start.elapsed().as_secs_f64(),
             train_images_per_second: n as f64 / train_seconds,
+            data_wait_seconds: waiting.as_secs_f64(),
         };
         eprintln!(
-            "epoch {epoch}/{}: loss {:.4} acc {:.4} val_loss {:.4} val_acc {:.4} ({:.1}s, {:.0} img/s)",
+            "epoch {epoch}/{}: loss {:.4} acc {:.4} val_loss {:.4} val_acc {:.4} ({:.1}s, {:.0} img/s, {:.1}% waiting for data)",
             config.epochs,
             record.train_loss,
             record.train_accuracy,
             record.validation_loss,
             record.validation_accuracy,
             record.seconds,
-            record.train_images_per_second
+            record.train_images_per_second,
+            100.0 * record.data_wait_seconds / train_seconds
         );
         let is_best = card.record_epoch(record);
         save_epoch(dir, &card, &valid, &network, &optim, is_best)?;
@@ -283,19 +295,20 @@ fn per_species(set: &PhotoSet, species: &Species) -> BTreeMap<String, usize> {
 /// `history.csv`: one row per epoch.
 pub fn history_csv(history: &[EpochRecord]) -> String {
     let mut csv = String::from(
-        "epoch,train_loss,train_accuracy,validation_loss,validation_accuracy,seconds,train_images_per_second\n",
+        "epoch,train_loss,train_accuracy,validation_loss,validation_accuracy,seconds,train_images_per_second,data_wait_seconds\n",
     );
     for r in history {
         let _ = writeln!(
             csv,
-            "{},{:.6},{:.6},{:.6},{:.6},{:.3},{:.1}",
+            "{},{:.6},{:.6},{:.6},{:.6},{:.3},{:.1},{:.3}",
             r.epoch,
             r.train_loss,
             r.train_accuracy,
             r.validation_loss,
             r.validation_accuracy,
             r.seconds,
-            r.train_images_per_second
+            r.train_images_per_second,
+            r.data_wait_seconds
         );
     }
     csv
