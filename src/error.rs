@@ -21,13 +21,19 @@ pub enum Error {
     #[error("{path}: {reason}")]
     Layout { path: PathBuf, reason: String },
 
-    #[error("{path}: not a vlinder model directory ({reason}); train one with `vlinder train --out {path}`")]
+    #[error(
+        "{path}: not a vlinder model directory ({reason}); train one with `vlinder train --out {path}`"
+    )]
     ModelMissing { path: PathBuf, reason: String },
 
-    #[error("{path}: unreadable model file ({reason}); retrain the model or restore the file from a backup")]
+    #[error(
+        "{path}: unreadable model file ({reason}); retrain the model or restore the file from a backup"
+    )]
     ModelCorrupt { path: PathBuf, reason: String },
 
-    #[error("{path}: model format version {found}, but this vlinder reads version {expected}; retrain the model with this version of vlinder")]
+    #[error(
+        "{path}: model format version {found}, but this vlinder reads version {expected}; retrain the model with this version of vlinder"
+    )]
     ModelVersion {
         path: PathBuf,
         found: u32,

@@ -124,7 +124,11 @@ pub fn render_table(e: &Evaluation) -> String {
     }
     let _ = writeln!(s, "macro F1  {:.4}\n", e.macro_f1);
     let width = e.species.iter().map(|n| n.len()).max().unwrap_or(7).max(7);
-    let _ = writeln!(s, "{:width$}  precision  recall  f1      support", "species");
+    let _ = writeln!(
+        s,
+        "{:width$}  precision  recall  f1      support",
+        "species"
+    );
     for sp in &e.per_species {
         let _ = writeln!(
             s,
@@ -132,7 +136,10 @@ pub fn render_table(e: &Evaluation) -> String {
             sp.species, sp.precision, sp.recall, sp.f1, sp.support
         );
     }
-    let _ = writeln!(s, "\nconfusion (rows: true, columns: predicted, in the order above)");
+    let _ = writeln!(
+        s,
+        "\nconfusion (rows: true, columns: predicted, in the order above)"
+    );
     for (name, row) in e.species.iter().zip(&e.confusion) {
         let cells: Vec<String> = row.iter().map(|c| format!("{c:>6}")).collect();
         let _ = writeln!(s, "{name:width$}  {}", cells.join(""));

@@ -12,7 +12,11 @@ use vlinder::predict::{self, PredictConfig};
 use vlinder::train::{self, TrainConfig};
 
 #[derive(Parser)]
-#[command(name = "vlinder", version, about = "Tells look-alike butterfly species apart from photos")]
+#[command(
+    name = "vlinder",
+    version,
+    about = "Tells look-alike butterfly species apart from photos"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -100,13 +104,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", evaluate::render_table(&report.evaluation));
             println!(
                 "report written to {}",
-                evaluate::output_dir(&config).join("evaluation.json").display()
+                evaluate::output_dir(&config)
+                    .join("evaluation.json")
+                    .display()
             );
             Ok(ExitCode::SUCCESS)
         }
         Command::Predict(config) => {
             let predictions = predict::predict(&config).context("prediction failed")?;
-            print!("{}", predict::render(&predictions, config.format, config.top));
+            print!(
+                "{}",
+                predict::render(&predictions, config.format, config.top)
+            );
             let failed = predictions.iter().filter(|p| p.error.is_some()).count();
             if failed > 0 {
                 eprintln!("{failed} of {} photos could not be read", predictions.len());

@@ -162,7 +162,10 @@ mod tests {
 
     #[test]
     fn auc_counts_ties_as_half_and_orders_correctly() {
-        assert_eq!(roc_auc(&[0.1, 0.4, 0.35, 0.8], &[false, false, true, true]), Some(0.75));
+        assert_eq!(
+            roc_auc(&[0.1, 0.4, 0.35, 0.8], &[false, false, true, true]),
+            Some(0.75)
+        );
         assert_eq!(roc_auc(&[0.5, 0.5], &[false, true]), Some(0.5));
         assert_eq!(roc_auc(&[0.2, 0.9], &[true, true]), None);
     }

@@ -47,7 +47,8 @@ pub fn learning_curve(history: &[EpochRecord], path: &Path) -> Result<()> {
     render(path, (1200, 500), |root| {
         let panels = root.split_evenly((1, 2));
         let epochs = history.len().max(1) as f64;
-        let series: [(&str, fn(&EpochRecord) -> f64, fn(&EpochRecord) -> f64); 2] = [
+        type Metric = fn(&EpochRecord) -> f64;
+        let series: [(&str, Metric, Metric); 2] = [
             ("loss", |r| r.train_loss, |r| r.validation_loss),
             ("accuracy", |r| r.train_accuracy, |r| r.validation_accuracy),
         ];
@@ -75,7 +76,9 @@ pub fn learning_curve(history: &[EpochRecord], path: &Path) -> Result<()> {
                         colour.stroke_width(2),
                     ))?
                     .label(label)
-                    .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(2)));
+                    .legend(move |(x, y)| {
+                        PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(2))
+                    });
             }
             chart
                 .configure_series_labels()
@@ -93,10 +96,22 @@ pub fn confusion_matrix(confusion: &[Vec<usize>], species: &[String], path: &Pat
     let k = species.len();
     let cell = (560 / k.max(1)).clamp(40, 120) as u32;
     let label_width = 8 * species.iter().map(|s| s.len()).max().unwrap_or(4) as u32 + 20;
-    let size = (label_width + cell * k as u32 + 40, label_width + cell * k as u32 + 60);
+    let size = (
+        label_width + cell * k as u32 + 40,
+        label_width + cell * k as u32 + 60,
+    );
     render(path, size, |root| {
-        let root = root.titled("confusion matrix (rows: true species, columns: predicted)", (FONT, 18))?;
-        let max = confusion.iter().flatten().copied().max().unwrap_or(1).max(1) as f64;
+        let root = root.titled(
+            "confusion matrix (rows: true species, columns: predicted)",
+            (FONT, 18),
+        )?;
+        let max = confusion
+            .iter()
+            .flatten()
+            .copied()
+            .max()
+            .unwrap_or(1)
+            .max(1) as f64;
         let x0 = label_width as i32;
         let y0 = 10;
         for (t, row) in confusion.iter().enumerate() {
@@ -110,9 +125,19 @@ pub fn confusion_matrix(confusion: &[Vec<usize>], species: &[String], path: &Pat
                     (255.0 * (1.0 - 0.55 * shade)) as u8,
                     255,
                 );
-                root.draw(&Rectangle::new([(x, y), (x + cell as i32, y + cell as i32)], colour.filled()))?;
-                root.draw(&Rectangle::new([(x, y), (x + cell as i32, y + cell as i32)], BLACK))?;
-                let share = if total > 0 { 100.0 * count as f64 / total as f64 } else { 0.0 };
+                root.draw(&Rectangle::new(
+                    [(x, y), (x + cell as i32, y + cell as i32)],
+                    colour.filled(),
+                ))?;
+                root.draw(&Rectangle::new(
+                    [(x, y), (x + cell as i32, y + cell as i32)],
+                    BLACK,
+                ))?;
+                let share = if total > 0 {
+                    100.0 * count as f64 / total as f64
+                } else {
+                    0.0
+                };
                 let text_colour = if shade > 0.6 { WHITE } else { BLACK };
                 root.draw(&Text::new(
                     format!("{count}"),

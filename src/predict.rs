@@ -157,7 +157,8 @@ pub fn render(predictions: &[Prediction], format: OutputFormat, top: Option<usiz
                     None => {
                         for (i, r) in p.ranking.iter().enumerate() {
                             let species = files::csv_field(&r.species);
-                            let _ = writeln!(s, "{photo},{},{species},{:.6},", i + 1, r.probability);
+                            let _ =
+                                writeln!(s, "{photo},{},{species},{:.6},", i + 1, r.probability);
                         }
                     }
                 }
@@ -171,7 +172,10 @@ pub fn render(predictions: &[Prediction], format: OutputFormat, top: Option<usiz
                 .max()
                 .unwrap_or(5)
                 .max(5);
-            let mut s = format!("{:width$}  species (probability), most probable first\n", "photo");
+            let mut s = format!(
+                "{:width$}  species (probability), most probable first\n",
+                "photo"
+            );
             for p in predictions {
                 let cells = match &p.error {
                     Some(e) => format!("error: {e}"),

@@ -16,12 +16,28 @@ fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
     let (header_len, start) = if bytes[6] == 1 {
         (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10)
     } else {
-        (u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize, 12)
+        (
+            u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize,
+            12,
+        )
     };
     let header = std::str::from_utf8(&bytes[start..start + header_len]).unwrap();
-    assert!(header.contains("'descr': '<f4'") && header.contains("'fortran_order': False"), "{header}");
-    let shape_text = header.split("'shape': (").nth(1).unwrap().split(')').next().unwrap();
-    let shape: Vec<usize> = shape_text.split(',').filter(|s| !s.trim().is_empty()).map(|s| s.trim().parse().unwrap()).collect();
+    assert!(
+        header.contains("'descr': '<f4'") && header.contains("'fortran_order': False"),
+        "{header}"
+    );
+    let shape_text = header
+        .split("'shape': (")
+        .nth(1)
+        .unwrap()
+        .split(')')
+        .next()
+        .unwrap();
+    let shape: Vec<usize> = shape_text
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse().unwrap())
+        .collect();
     let values = bytes[start + header_len..]
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
@@ -32,7 +48,8 @@ fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
 #[test]
 fn all_golden_keras_cases_are_reproduced_within_half_a_level() {
     let golden = common::shared_data().join("../golden/augment");
-    let cases: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(golden.join("cases.json")).unwrap()).unwrap();
+    let cases: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(golden.join("cases.json")).unwrap()).unwrap();
     let cases = cases["cases"].as_array().unwrap();
     assert_eq!(cases.len(), 68);
     let mut worst = (0.0f32, String::new());
@@ -62,13 +79,23 @@ fn all_golden_keras_cases_are_reproduced_within_half_a_level() {
             ..Transform::default()
         };
         let mut out = vec![0.0; input.len()];
-        t.apply(Image { pixels: &input, rows: shape[0], cols: shape[1] }, &mut out);
+        t.apply(
+            Image {
+                pixels: &input,
+                rows: shape[0],
+                cols: shape[1],
+            },
+            &mut out,
+        );
         let (at, diff) = out
             .iter()
             .zip(&expected)
             .map(|(a, b)| (a - b).abs())
             .enumerate()
-            .fold((0, 0.0f32), |best, (i, d)| if d > best.1 { (i, d) } else { best });
+            .fold(
+                (0, 0.0f32),
+                |best, (i, d)| if d > best.1 { (i, d) } else { best },
+            );
         let (row, col, channel) = (at / 3 / shape[1], at / 3 % shape[1], at % 3);
         assert!(
             diff <= 0.5,
@@ -80,7 +107,10 @@ fn all_golden_keras_cases_are_reproduced_within_half_a_level() {
             worst = (diff, name.to_string());
         }
     }
-    eprintln!("largest difference over the 68 cases: {} ({})", worst.0, worst.1);
+    eprintln!(
+        "largest difference over the 68 cases: {} ({})",
+        worst.0, worst.1
+    );
 }
 
 /// Mean and the share of draws in each of `bins` equal bins over [lo, hi].
@@ -90,7 +120,10 @@ fn histogram(values: &[f64], lo: f64, hi: f64, bins: usize) -> Vec<f64> {
         assert!(v >= lo && v <= hi, "{v} outside [{lo}, {hi}]");
         counts[(((v - lo) / (hi - lo) * bins as f64) as usize).min(bins - 1)] += 1;
     }
-    counts.into_iter().map(|c| c as f64 / values.len() as f64).collect()
+    counts
+        .into_iter()
+        .map(|c| c as f64 / values.len() as f64)
+        .collect()
 }
 
 #[test]
@@ -113,7 +146,12 @@ fn parameters_are_drawn_with_keras_distributions() {
         ("shear", col(|t| t.shear), -0.2, 0.2),
         ("zx", col(|t| t.zx), 0.8, 1.2),
         ("zy", col(|t| t.zy), 0.8, 1.2),
-        ("channel shift", col(|t| t.channel_shift.unwrap()), -30.0, 30.0),
+        (
+            "channel shift",
+            col(|t| t.channel_shift.unwrap()),
+            -30.0,
+            30.0,
+        ),
         ("brightness", col(|t| t.brightness.unwrap()), 0.5, 1.5),
     ] {
         for (i, share) in histogram(&values, lo, hi, 10).into_iter().enumerate() {
@@ -124,13 +162,24 @@ fn parameters_are_drawn_with_keras_distributions() {
     let (zx, zy) = (col(|t| t.zx), col(|t| t.zy));
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     let (mx, my) = (mean(&zx), mean(&zy));
-    let cov = zx.iter().zip(&zy).map(|(a, b)| (a - mx) * (b - my)).sum::<f64>() / n as f64;
+    let cov = zx
+        .iter()
+        .zip(&zy)
+        .map(|(a, b)| (a - mx) * (b - my))
+        .sum::<f64>()
+        / n as f64;
     let corr = cov / (0.4f64.powi(2) / 12.0);
     assert!(corr.abs() < 0.03, "zoom axes correlate: {corr}");
     // A fair coin per flip.
     for (name, share) in [
-        ("horizontal", draws.iter().filter(|t| t.flip_horizontal).count() as f64 / n as f64),
-        ("vertical", draws.iter().filter(|t| t.flip_vertical).count() as f64 / n as f64),
+        (
+            "horizontal",
+            draws.iter().filter(|t| t.flip_horizontal).count() as f64 / n as f64,
+        ),
+        (
+            "vertical",
+            draws.iter().filter(|t| t.flip_vertical).count() as f64 / n as f64,
+        ),
     ] {
         assert!((share - 0.5).abs() < 0.01, "{name} flip share {share}");
     }
@@ -144,9 +193,14 @@ fn whole_number_shifts_follow_the_keras_quirk() {
     let n = 80_000;
     let mut counts = std::collections::BTreeMap::new();
     for _ in 0..n {
-        *counts.entry(range.draw(75, &mut rng) as i64).or_insert(0usize) += 1;
+        *counts
+            .entry(range.draw(75, &mut rng) as i64)
+            .or_insert(0usize) += 1;
     }
-    assert_eq!(counts.keys().copied().collect::<Vec<_>>(), vec![-3, -2, -1, 0, 1, 2, 3]);
+    assert_eq!(
+        counts.keys().copied().collect::<Vec<_>>(),
+        vec![-3, -2, -1, 0, 1, 2, 3]
+    );
     for (value, count) in counts {
         let want = if value == 0 { 0.25 } else { 0.125 };
         let share = count as f64 / n as f64;
@@ -157,11 +211,22 @@ fn whole_number_shifts_follow_the_keras_quirk() {
     for _ in 0..1000 {
         assert!(ShiftRange::Uniform(3.0).draw(75, &mut rng).abs() <= 3.0);
         let v = ShiftRange::Choice(vec![0.1, 0.2]).draw(50, &mut rng);
-        assert!([5.0, 10.0, -5.0, -10.0].iter().any(|w| (v - w).abs() < 1e-9), "{v}");
+        assert!(
+            [5.0, 10.0, -5.0, -10.0]
+                .iter()
+                .any(|w| (v - w).abs() < 1e-9),
+            "{v}"
+        );
     }
     assert_eq!("10".parse::<ShiftRange>().unwrap(), ShiftRange::Pixels(10));
-    assert_eq!("10.0".parse::<ShiftRange>().unwrap(), ShiftRange::Uniform(10.0));
-    assert_eq!("1,2".parse::<ShiftRange>().unwrap(), ShiftRange::Choice(vec![1.0, 2.0]));
+    assert_eq!(
+        "10.0".parse::<ShiftRange>().unwrap(),
+        ShiftRange::Uniform(10.0)
+    );
+    assert_eq!(
+        "1,2".parse::<ShiftRange>().unwrap(),
+        ShiftRange::Choice(vec![1.0, 2.0])
+    );
 }
 
 #[test]
@@ -169,7 +234,9 @@ fn the_same_seed_draws_the_same_transforms() {
     let params = AugmentParams::default();
     let draw = |seed| {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        (0..20).map(|_| params.draw(75, 75, &mut rng)).collect::<Vec<_>>()
+        (0..20)
+            .map(|_| params.draw(75, 75, &mut rng))
+            .collect::<Vec<_>>()
     };
     assert_eq!(draw(1), draw(1));
     assert_ne!(draw(1), draw(2));
@@ -178,15 +245,52 @@ fn the_same_seed_draws_the_same_transforms() {
 #[test]
 fn out_of_range_parameters_name_the_parameter_and_the_allowed_values() {
     let cases: [(AugmentParams, &str); 5] = [
-        (AugmentParams { rotation_range: -1.0, ..Default::default() }, "rotation-range"),
-        (AugmentParams { shear_range: -0.1, ..Default::default() }, "shear-range"),
-        (AugmentParams { width_shift_range: ShiftRange::Uniform(-0.2), ..Default::default() }, "width-shift-range"),
-        (AugmentParams { zoom_range: ZoomRange { low: 0.0, high: 1.5 }, ..Default::default() }, "zoom-range"),
-        (AugmentParams { zoom_range: "1.2".parse().unwrap(), ..Default::default() }, "zoom-range"),
+        (
+            AugmentParams {
+                rotation_range: -1.0,
+                ..Default::default()
+            },
+            "rotation-range",
+        ),
+        (
+            AugmentParams {
+                shear_range: -0.1,
+                ..Default::default()
+            },
+            "shear-range",
+        ),
+        (
+            AugmentParams {
+                width_shift_range: ShiftRange::Uniform(-0.2),
+                ..Default::default()
+            },
+            "width-shift-range",
+        ),
+        (
+            AugmentParams {
+                zoom_range: ZoomRange {
+                    low: 0.0,
+                    high: 1.5,
+                },
+                ..Default::default()
+            },
+            "zoom-range",
+        ),
+        (
+            AugmentParams {
+                zoom_range: "1.2".parse().unwrap(),
+                ..Default::default()
+            },
+            "zoom-range",
+        ),
     ];
     for (params, name) in cases {
         let err = params.validate().unwrap_err().to_string();
-        assert!(err.contains(name) && err.contains("above 0") || err.contains(name) && err.contains("0 or more"), "{err}");
+        assert!(
+            err.contains(name) && err.contains("above 0")
+                || err.contains(name) && err.contains("0 or more"),
+            "{err}"
+        );
     }
     assert!(AugmentParams::default().validate().is_ok());
 }
@@ -202,12 +306,31 @@ fn tiny_and_one_pixel_wide_images_do_not_crash() {
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     for (rows, cols) in [(1, 1), (1, 7), (7, 1), (2, 2), (0, 0), (1, 0)] {
         let pixels: Vec<u8> = (0..rows * cols * 3).map(|i| (i * 37 % 256) as u8).collect();
-        for mode in [FillMode::Nearest, FillMode::Constant, FillMode::Reflect, FillMode::Wrap] {
+        for mode in [
+            FillMode::Nearest,
+            FillMode::Constant,
+            FillMode::Reflect,
+            FillMode::Wrap,
+        ] {
             for _ in 0..20 {
-                let t = Transform { fill_mode: mode, ..params.draw(rows, cols, &mut rng) };
+                let t = Transform {
+                    fill_mode: mode,
+                    ..params.draw(rows, cols, &mut rng)
+                };
                 let mut out = vec![0.0; pixels.len()];
-                t.apply(Image { pixels: &pixels, rows, cols }, &mut out);
-                assert!(out.iter().all(|v| v.is_finite() && (0.0..=255.0).contains(v)), "{rows}x{cols} {mode:?}: {out:?}");
+                t.apply(
+                    Image {
+                        pixels: &pixels,
+                        rows,
+                        cols,
+                    },
+                    &mut out,
+                );
+                assert!(
+                    out.iter()
+                        .all(|v| v.is_finite() && (0.0..=255.0).contains(v)),
+                    "{rows}x{cols} {mode:?}: {out:?}"
+                );
             }
         }
     }
@@ -244,15 +367,44 @@ fn the_preview_writes_exactly_n_readable_versions_and_a_sheet() {
         assert_eq!((image.width(), image.height()), (64, 64));
     }
     assert!(image::open(written.sheet.unwrap()).is_ok());
-    let drawn: Vec<Transform> = serde_json::from_str(&std::fs::read_to_string(written.transforms).unwrap()).unwrap();
+    let drawn: Vec<Transform> =
+        serde_json::from_str(&std::fs::read_to_string(written.transforms).unwrap()).unwrap();
     assert_eq!(drawn.len(), 7);
     // Different versions really differ.
-    assert_ne!(std::fs::read(&written.versions[0]).unwrap(), std::fs::read(&written.versions[1]).unwrap());
+    assert_ne!(
+        std::fs::read(&written.versions[0]).unwrap(),
+        std::fs::read(&written.versions[1]).unwrap()
+    );
 
-    let err = preview(&PreviewConfig { count: 0, ..config.clone() }).unwrap_err().to_string();
+    let err = preview(&PreviewConfig {
+        count: 0,
+        ..config.clone()
+    })
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("count") && err.contains("at least 1"), "{err}");
-    let (ok, _, stderr) = common::vlinder(&["augment", photo.to_str().unwrap(), "--out", "x", "--fill-mode", "mirror"]);
-    assert!(!ok && stderr.contains("nearest") && stderr.contains("constant") && stderr.contains("reflect") && stderr.contains("wrap"), "{stderr}");
-    let (ok, _, stderr) = common::vlinder(&["augment", photo.to_str().unwrap(), "--out", "x", "--zoom-range", "0,1"]);
+    let (ok, _, stderr) = common::vlinder(&[
+        "augment",
+        photo.to_str().unwrap(),
+        "--out",
+        "x",
+        "--fill-mode",
+        "mirror",
+    ]);
+    assert!(
+        !ok && stderr.contains("nearest")
+            && stderr.contains("constant")
+            && stderr.contains("reflect")
+            && stderr.contains("wrap"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = common::vlinder(&[
+        "augment",
+        photo.to_str().unwrap(),
+        "--out",
+        "x",
+        "--zoom-range",
+        "0,1",
+    ]);
     assert!(!ok && stderr.contains("zoom-range"), "{stderr}");
 }

@@ -10,7 +10,11 @@ use vlinder::dataset::{ImageFolder, ResizeFilter, decode, decode_photo, stratifi
 fn two_colour_image(width: u32, height: u32) -> RgbImage {
     // Left half red, right half blue: easy to find again after a rotation.
     ImageBuffer::from_fn(width, height, |x, _| {
-        if x < width / 2 { Rgb([255, 0, 0]) } else { Rgb([0, 0, 255]) }
+        if x < width / 2 {
+            Rgb([255, 0, 0])
+        } else {
+            Rgb([0, 0, 255])
+        }
     })
 }
 
@@ -70,24 +74,48 @@ fn every_supported_format_and_pixel_type_decodes_to_rgb() {
         .save(d.join("gray.png"))
         .unwrap();
     ImageBuffer::from_fn(40, 20, |x, _| {
-        if x < 20 { Rgba([255u8, 0, 0, 128]) } else { Rgba([0, 0, 255, 255]) }
+        if x < 20 {
+            Rgba([255u8, 0, 0, 128])
+        } else {
+            Rgba([0, 0, 255, 255])
+        }
     })
     .save(d.join("alpha.png"))
     .unwrap();
     ImageBuffer::from_fn(40, 20, |x, _| {
-        if x < 20 { Rgb([65535u16, 0, 0]) } else { Rgb([0, 0, 65535]) }
+        if x < 20 {
+            Rgb([65535u16, 0, 0])
+        } else {
+            Rgb([0, 0, 65535])
+        }
     })
     .save(d.join("deep.png"))
     .unwrap();
     write_palette_png(&d.join("palette.png"), 40, 20);
     write_progressive_jpeg(&d.join("progressive.JPEG"), &rgb);
 
-    for name in ["plain.PNG", "bitmap.bmp", "scan.TIFF", "web.webp", "alpha.png", "deep.png", "palette.png", "progressive.JPEG"] {
+    for name in [
+        "plain.PNG",
+        "bitmap.bmp",
+        "scan.TIFF",
+        "web.webp",
+        "alpha.png",
+        "deep.png",
+        "palette.png",
+        "progressive.JPEG",
+    ] {
         let pixels = decode_photo(&d.join(name), 8, ResizeFilter::Bilinear)
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(pixels.len(), 8 * 8 * 3, "{name}");
-        assert!(is_red(&pixels[..3]), "{name}: top-left should be red, got {:?}", &pixels[..3]);
-        assert!(is_blue(&pixels[7 * 3..8 * 3]), "{name}: top-right should be blue");
+        assert!(
+            is_red(&pixels[..3]),
+            "{name}: top-left should be red, got {:?}",
+            &pixels[..3]
+        );
+        assert!(
+            is_blue(&pixels[7 * 3..8 * 3]),
+            "{name}: top-right should be blue"
+        );
     }
     let gray = decode_photo(&d.join("gray.png"), 8, ResizeFilter::Nearest).unwrap();
     assert_eq!(&gray[..3], &[255, 255, 255]);
@@ -111,9 +139,20 @@ fn write_progressive_jpeg(path: &Path, image: &RgbImage) {
     let mut encoder = jpeg_encoder::Encoder::new_file(path, 95).unwrap();
     encoder.set_progressive(true);
     encoder
-        .encode(image.as_raw(), image.width() as u16, image.height() as u16, jpeg_encoder::ColorType::Rgb)
+        .encode(
+            image.as_raw(),
+            image.width() as u16,
+            image.height() as u16,
+            jpeg_encoder::ColorType::Rgb,
+        )
         .unwrap();
-    assert!(std::fs::read(path).unwrap().windows(2).any(|w| w == [0xFF, 0xC2]), "SOF2 marks a progressive JPEG");
+    assert!(
+        std::fs::read(path)
+            .unwrap()
+            .windows(2)
+            .any(|w| w == [0xFF, 0xC2]),
+        "SOF2 marks a progressive JPEG"
+    );
 }
 
 #[test]
@@ -125,7 +164,9 @@ fn bad_files_are_errors_that_name_the_file() {
     std::fs::write(d.join("text.jpg"), b"this is not a photo\n").unwrap();
     std::fs::write(d.join("truncated.jpg"), &real[..real.len() / 3]).unwrap();
     // A real, valid PNG whose height exceeds the limit against decompression bombs.
-    ImageBuffer::from_pixel(1, 25_000, Luma([0u8])).save(d.join("tall.png")).unwrap();
+    ImageBuffer::from_pixel(1, 25_000, Luma([0u8]))
+        .save(d.join("tall.png"))
+        .unwrap();
     for name in ["empty.jpg", "text.jpg", "truncated.jpg", "tall.png"] {
         let err = decode_photo(&d.join(name), 16, ResizeFilter::Nearest)
             .expect_err(&format!("{name} must not decode"))
@@ -139,7 +180,10 @@ fn bad_files_are_errors_that_name_the_file() {
 fn scan_sorts_species_and_photos_and_reports_other_files() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    for (species, files) in [("zebra", vec!["b.jpg", "A.JPG"]), ("aglais", vec!["x.png", "notes.txt", ".DS_Store"])] {
+    for (species, files) in [
+        ("zebra", vec!["b.jpg", "A.JPG"]),
+        ("aglais", vec!["x.png", "notes.txt", ".DS_Store"]),
+    ] {
         std::fs::create_dir(root.join(species)).unwrap();
         for f in files {
             std::fs::write(root.join(species).join(f), b"").unwrap();
@@ -152,11 +196,21 @@ fn scan_sorts_species_and_photos_and_reports_other_files() {
     let names: Vec<(String, usize)> = folder
         .photos
         .iter()
-        .map(|p| (p.path.strip_prefix(root).unwrap().display().to_string(), p.label))
+        .map(|p| {
+            (
+                p.path.strip_prefix(root).unwrap().display().to_string(),
+                p.label,
+            )
+        })
         .collect();
     assert_eq!(
         names,
-        [("aglais/x.png".into(), 0), ("zebra/A.JPG".into(), 1), ("zebra/b.jpg".into(), 1), ("zebra/nested/c.jpeg".into(), 1)]
+        [
+            ("aglais/x.png".into(), 0),
+            ("zebra/A.JPG".into(), 1),
+            ("zebra/b.jpg".into(), 1),
+            ("zebra/nested/c.jpeg".into(), 1)
+        ]
     );
     assert_eq!(folder.skipped.len(), 1);
     assert!(folder.skipped[0].path.ends_with("aglais/notes.txt"));
@@ -167,14 +221,20 @@ fn photos_without_species_folders_are_a_layout_error() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("a.jpg"), b"").unwrap();
     let err = ImageFolder::scan(dir.path()).unwrap_err().to_string();
-    assert!(err.contains("no species sub-folder") && err.contains("<species>"), "{err}");
-    let err = ImageFolder::scan(&dir.path().join("nope")).unwrap_err().to_string();
+    assert!(
+        err.contains("no species sub-folder") && err.contains("<species>"),
+        "{err}"
+    );
+    let err = ImageFolder::scan(&dir.path().join("nope"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("nope"), "{err}");
 }
 
 #[test]
 fn split_is_stratified_disjoint_and_reproducible() {
-    let folder = ImageFolder::scan(&common::shared_data().join("inat_uk_3species_csellwood")).unwrap();
+    let folder =
+        ImageFolder::scan(&common::shared_data().join("inat_uk_3species_csellwood")).unwrap();
     let a = stratified_split(&folder.photos, 3, 0.2, 7).unwrap();
     let b = stratified_split(&folder.photos, 3, 0.2, 7).unwrap();
     let c = stratified_split(&folder.photos, 3, 0.2, 8).unwrap();
@@ -184,9 +244,19 @@ fn split_is_stratified_disjoint_and_reproducible() {
         assert_eq!(a.validation.iter().filter(|p| p.label == class).count(), 60);
         assert_eq!(a.train.iter().filter(|p| p.label == class).count(), 240);
     }
-    let mut all: Vec<_> = a.train.iter().chain(&a.validation).map(|p| p.path.clone()).collect();
+    let mut all: Vec<_> = a
+        .train
+        .iter()
+        .chain(&a.validation)
+        .map(|p| p.path.clone())
+        .collect();
     all.sort();
     all.dedup();
     assert_eq!(all.len(), folder.photos.len());
-    assert!(stratified_split(&folder.photos, 3, 1.0, 7).unwrap_err().to_string().contains("validation-split"));
+    assert!(
+        stratified_split(&folder.photos, 3, 1.0, 7)
+            .unwrap_err()
+            .to_string()
+            .contains("validation-split")
+    );
 }

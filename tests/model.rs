@@ -9,12 +9,26 @@ use vlinder::model::{Architecture, ModelDir, WeightsChoice, loss, probabilities}
 fn parameter_counts_match_keras() {
     let device = Device::flex();
     // Keras' model.count_params() for the recipe at 75x75x3 with two classes.
-    assert_eq!(Architecture::Recipe.init(2, 75, &device).num_params(), 1_335_905);
-    assert_eq!(Architecture::RecipeDropout.init(2, 75, &device).num_params(), 1_335_905);
+    assert_eq!(
+        Architecture::Recipe.init(2, 75, &device).num_params(),
+        1_335_905
+    );
+    assert_eq!(
+        Architecture::RecipeDropout
+            .init(2, 75, &device)
+            .num_params(),
+        1_335_905
+    );
     // Three classes: Dense(3) instead of Dense(1) adds 2 * 65 parameters.
-    assert_eq!(Architecture::Recipe.init(3, 75, &device).num_params(), 1_336_035);
+    assert_eq!(
+        Architecture::Recipe.init(3, 75, &device).num_params(),
+        1_336_035
+    );
     // 150x150: 37x37x64 after the second pooling layer.
-    assert_eq!(Architecture::Recipe.init(2, 150, &device).num_params(), 416 + 8256 + (37 * 37 * 64 * 64 + 64) + 65);
+    assert_eq!(
+        Architecture::Recipe.init(2, 150, &device).num_params(),
+        416 + 8256 + (37 * 37 * 64 * 64 + 64) + 65
+    );
 }
 
 #[test]
@@ -25,11 +39,17 @@ fn outputs_are_one_logit_for_two_species_and_a_distribution_otherwise() {
     assert_eq!(binary.dims(), [5, 1]);
     let multi = Architecture::Recipe.init(4, 32, &device).forward(x);
     assert_eq!(multi.dims(), [5, 4]);
-    let p = probabilities(multi).into_data().to_vec::<f32>().unwrap();
+    let p = probabilities(multi)
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
     for row in p.chunks(4) {
         assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
     }
-    let p = probabilities(binary).into_data().to_vec::<f32>().unwrap();
+    let p = probabilities(binary)
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
     for row in p.chunks(2) {
         assert!((row[0] + row[1] - 1.0).abs() < 1e-6);
     }
@@ -56,16 +76,38 @@ fn a_missing_or_corrupt_model_directory_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let device = Device::flex();
     let missing = dir.path().join("nothing-here");
-    let err = ModelDir::new(&missing).load(WeightsChoice::Last, &device).unwrap_err().to_string();
-    assert!(err.contains("nothing-here") && err.contains("vlinder train"), "{err}");
+    let err = ModelDir::new(&missing)
+        .load(WeightsChoice::Last, &device)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("nothing-here") && err.contains("vlinder train"),
+        "{err}"
+    );
 
     let bad = dir.path().join("bad");
     std::fs::create_dir(&bad).unwrap();
     std::fs::write(bad.join("model.json"), "{ not json").unwrap();
-    let err = ModelDir::new(&bad).load(WeightsChoice::Last, &device).unwrap_err().to_string();
-    assert!(err.contains("model.json") && err.contains("invalid JSON"), "{err}");
+    let err = ModelDir::new(&bad)
+        .load(WeightsChoice::Last, &device)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("model.json") && err.contains("invalid JSON"),
+        "{err}"
+    );
 
-    std::fs::write(bad.join("model.json"), r#"{"format": "vlinder-model", "format_version": 99}"#).unwrap();
-    let err = ModelDir::new(&bad).load(WeightsChoice::Last, &device).unwrap_err().to_string();
-    assert!(err.contains("version 99") && err.contains("retrain"), "{err}");
+    std::fs::write(
+        bad.join("model.json"),
+        r#"{"format": "vlinder-model", "format_version": 99}"#,
+    )
+    .unwrap();
+    let err = ModelDir::new(&bad)
+        .load(WeightsChoice::Last, &device)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("version 99") && err.contains("retrain"),
+        "{err}"
+    );
 }

@@ -36,7 +36,10 @@ fn config(data: &Path, epochs: usize) -> TrainConfig {
 }
 
 fn losses(card: &ModelCard) -> Vec<(f64, f64)> {
-    card.history.iter().map(|r| (r.train_loss, r.validation_loss)).collect()
+    card.history
+        .iter()
+        .map(|r| (r.train_loss, r.validation_loss))
+        .collect()
 }
 
 #[test]
@@ -49,21 +52,39 @@ fn learns_the_pair_and_the_saved_model_reproduces_its_validation_metrics() {
 
     let first = &card.history[0];
     let last = card.final_metrics.as_ref().unwrap();
-    assert!(last.train_loss < first.train_loss * 0.9, "training loss falls: {:?}", losses(&card));
+    assert!(
+        last.train_loss < first.train_loss * 0.9,
+        "training loss falls: {:?}",
+        losses(&card)
+    );
     // 40 validation photos, balanced: chance is 0.5.
     let best = card.best_metrics.as_ref().unwrap();
-    assert!(best.validation_accuracy >= 0.7, "beats chance clearly: {:?}", card.history);
+    assert!(
+        best.validation_accuracy >= 0.7,
+        "beats chance clearly: {:?}",
+        card.history
+    );
     assert_eq!(card.parameters, 64 * 7 * 7 * 64 + 64 + 416 + 8256 + 65);
     assert_eq!(card.data.train.values().sum::<usize>(), 120);
     assert_eq!(card.data.validation.values().sum::<usize>(), 40);
 
-    for file in ["model.json", "weights.safetensors", "weights-best.safetensors", "history.csv", "learning-curve.png", "split.csv"] {
+    for file in [
+        "model.json",
+        "weights.safetensors",
+        "weights-best.safetensors",
+        "history.csv",
+        "learning-curve.png",
+        "split.csv",
+    ] {
         assert!(out.join(file).is_file(), "{file} is written");
     }
     let history = std::fs::read_to_string(out.join("history.csv")).unwrap();
     assert_eq!(history.lines().count(), 11);
     let split = std::fs::read_to_string(out.join("split.csv")).unwrap();
-    assert_eq!(split.lines().filter(|l| l.ends_with(",validation")).count(), 40);
+    assert_eq!(
+        split.lines().filter(|l| l.ends_with(",validation")).count(),
+        40
+    );
 
     // Loading the saved weights and re-deriving the split gives the metrics training reported.
     let report = evaluate::evaluate(&EvaluateConfig {
@@ -102,7 +123,14 @@ fn the_same_seed_gives_the_same_run_and_another_seed_another() {
         std::fs::read(tmp.path().join("a/split.csv")).unwrap(),
         std::fs::read(tmp.path().join("b/split.csv")).unwrap()
     );
-    let c = train::train(&TrainConfig { seed: 4, ..config(&data, 3) }, &tmp.path().join("c")).unwrap();
+    let c = train::train(
+        &TrainConfig {
+            seed: 4,
+            ..config(&data, 3)
+        },
+        &tmp.path().join("c"),
+    )
+    .unwrap();
     assert_ne!(losses(&a), losses(&c));
 }
 
@@ -125,7 +153,10 @@ fn an_interrupted_run_resumes_where_it_stopped() {
     assert_eq!(resumed.epochs_completed, 4);
     let (a, b) = (losses(&whole), losses(&resumed));
     for (x, y) in a.iter().zip(&b) {
-        assert!((x.0 - y.0).abs() < 1e-5 && (x.1 - y.1).abs() < 1e-5, "{a:?} vs {b:?}");
+        assert!(
+            (x.0 - y.0).abs() < 1e-5 && (x.1 - y.1).abs() < 1e-5,
+            "{a:?} vs {b:?}"
+        );
     }
 }
 
@@ -134,12 +165,23 @@ fn augmentation_changes_training_not_validation_and_is_reproducible() {
     let _serial = common::training_lock();
     let tmp = tempfile::tempdir().unwrap();
     let data = common::subset(tmp.path(), &PAIR, 30);
-    let augmented = TrainConfig { no_augment: false, ..config(&data, 3) };
+    let augmented = TrainConfig {
+        no_augment: false,
+        ..config(&data, 3)
+    };
     let a = train::train(&augmented, &tmp.path().join("a")).unwrap();
     let b = train::train(&augmented, &tmp.path().join("b")).unwrap();
     let plain = train::train(&config(&data, 3), &tmp.path().join("plain")).unwrap();
-    assert_eq!(losses(&a), losses(&b), "the same seed draws the same augmentations");
-    assert_ne!(losses(&a), losses(&plain), "augmentation changes what the network sees");
+    assert_eq!(
+        losses(&a),
+        losses(&b),
+        "the same seed draws the same augmentations"
+    );
+    assert_ne!(
+        losses(&a),
+        losses(&plain),
+        "augmentation changes what the network sees"
+    );
     let saved = ModelDir::new(tmp.path().join("a")).read_card().unwrap();
     assert!(!saved.training.no_augment);
     assert_eq!(saved.training.augment, AugmentParams::default());
@@ -156,8 +198,16 @@ fn augmentation_changes_training_not_validation_and_is_reproducible() {
     .unwrap();
     assert!((report.evaluation.log_loss - a.final_metrics.unwrap().validation_loss).abs() < 1e-5);
     // Bad augmentation values are refused before any work.
-    let bad = TrainConfig { augment: AugmentParams { rotation_range: -5.0, ..AugmentParams::default() }, ..augmented };
-    let err = train::train(&bad, &tmp.path().join("bad")).unwrap_err().to_string();
+    let bad = TrainConfig {
+        augment: AugmentParams {
+            rotation_range: -5.0,
+            ..AugmentParams::default()
+        },
+        ..augmented
+    };
+    let err = train::train(&bad, &tmp.path().join("bad"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("rotation-range"), "{err}");
 }
 
@@ -165,9 +215,20 @@ fn augmentation_changes_training_not_validation_and_is_reproducible() {
 fn several_species_train_with_a_softmax() {
     let _serial = common::training_lock();
     let tmp = tempfile::tempdir().unwrap();
-    let data = common::subset(tmp.path(), &["anthocharis_cardamines", "celastrina_argiolus", "gonepteryx_rhamni"], 20);
+    let data = common::subset(
+        tmp.path(),
+        &[
+            "anthocharis_cardamines",
+            "celastrina_argiolus",
+            "gonepteryx_rhamni",
+        ],
+        20,
+    );
     let card = train::train(
-        &TrainConfig { model: Architecture::RecipeDropout, ..config(&data, 2) },
+        &TrainConfig {
+            model: Architecture::RecipeDropout,
+            ..config(&data, 2)
+        },
         &tmp.path().join("m"),
     )
     .unwrap();
@@ -201,7 +262,8 @@ fn bad_photos_are_skipped_counted_and_listed() {
         .collect();
     skipped.sort();
     assert_eq!(skipped, ["cut.jpg", "empty.jpg", "text.jpg"]);
-    let used: usize = card.data.train.values().sum::<usize>() + card.data.validation.values().sum::<usize>();
+    let used: usize =
+        card.data.train.values().sum::<usize>() + card.data.validation.values().sum::<usize>();
     assert_eq!(used, 24);
     let saved = ModelDir::new(tmp.path().join("m")).read_card().unwrap();
     assert_eq!(saved.data.skipped.len(), 3);
@@ -215,7 +277,9 @@ fn bad_training_inputs_are_clear_errors() {
 
     // One species only.
     let one = common::subset(&t.join("one"), &PAIR[..1], 5);
-    let err = train::train(&config(&one, 1), &t.join("m1")).unwrap_err().to_string();
+    let err = train::train(&config(&one, 1), &t.join("m1"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("at least two"), "{err}");
 
     // A species whose photos are all unreadable.
@@ -223,8 +287,13 @@ fn bad_training_inputs_are_clear_errors() {
     std::fs::create_dir(data.join("broken")).unwrap();
     std::fs::write(data.join("broken/a.jpg"), b"nope").unwrap();
     std::fs::write(data.join("broken/b.jpg"), b"").unwrap();
-    let err = train::train(&config(&data, 1), &t.join("m2")).unwrap_err().to_string();
-    assert!(err.contains("broken") && err.contains("no readable training photo"), "{err}");
+    let err = train::train(&config(&data, 1), &t.join("m2"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("broken") && err.contains("no readable training photo"),
+        "{err}"
+    );
 
     // A validation folder with nothing readable, and one with a species the training lacks.
     let train_dir = common::subset(&t.join("train"), &PAIR, 5);
@@ -237,25 +306,52 @@ fn bad_training_inputs_are_clear_errors() {
         validation: Some(validation.clone()),
         ..config(&train_dir, 1)
     };
-    let err = train::train(&separate, &t.join("m3")).unwrap_err().to_string();
-    assert!(err.contains("validation set has no readable photo"), "{err}");
+    let err = train::train(&separate, &t.join("m3"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("validation set has no readable photo"),
+        "{err}"
+    );
     std::fs::create_dir_all(validation.join("vanessa_atalanta")).unwrap();
-    let err = train::train(&separate, &t.join("m4")).unwrap_err().to_string();
-    assert!(err.contains("vanessa_atalanta") && err.contains("unknown to the model"), "{err}");
+    let err = train::train(&separate, &t.join("m4"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("vanessa_atalanta") && err.contains("unknown to the model"),
+        "{err}"
+    );
 
     // Bad values name the parameter and what is allowed.
-    let err = train::train(&TrainConfig { image_size: 4, ..config(&train_dir, 1) }, &t.join("m5"))
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("image-size") && err.contains("between 6 and 1024"), "{err}");
-    let err = train::train(&TrainConfig { validation_split: 0.0, ..config(&train_dir, 1) }, &t.join("m6"))
-        .unwrap_err()
-        .to_string();
+    let err = train::train(
+        &TrainConfig {
+            image_size: 4,
+            ..config(&train_dir, 1)
+        },
+        &t.join("m5"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("image-size") && err.contains("between 6 and 1024"),
+        "{err}"
+    );
+    let err = train::train(
+        &TrainConfig {
+            validation_split: 0.0,
+            ..config(&train_dir, 1)
+        },
+        &t.join("m6"),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("validation-split"), "{err}");
 
     // An existing model is never overwritten.
     train::train(&config(&train_dir, 1), &t.join("m7")).unwrap();
-    let err = train::train(&config(&train_dir, 1), &t.join("m7")).unwrap_err().to_string();
+    let err = train::train(&config(&train_dir, 1), &t.join("m7"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("already holds a model"), "{err}");
 }
 
@@ -265,14 +361,36 @@ fn the_command_line_trains_predicts_and_fails_with_a_non_zero_exit() {
     let data = common::subset(tmp.path(), &PAIR, 10);
     let model = tmp.path().join("model");
     let (ok, stdout, stderr) = common::vlinder(&[
-        "train", "--data", data.to_str().unwrap(), "--epochs", "1", "--image-size", "24", "--out", model.to_str().unwrap(),
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--image-size",
+        "24",
+        "--out",
+        model.to_str().unwrap(),
     ]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("model written to"), "{stdout}");
     assert!(stderr.contains("epoch 1/1"), "{stderr}");
 
-    let photo = data.join(PAIR[1]).read_dir().unwrap().next().unwrap().unwrap().path();
-    let (ok, stdout, _) = common::vlinder(&["predict", "--model", model.to_str().unwrap(), photo.to_str().unwrap(), "--format", "json"]);
+    let photo = data
+        .join(PAIR[1])
+        .read_dir()
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let (ok, stdout, _) = common::vlinder(&[
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        photo.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
     assert!(ok);
     let parsed: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     let ranking = parsed[0]["ranking"].as_array().unwrap();
@@ -285,21 +403,52 @@ fn the_command_line_trains_predicts_and_fails_with_a_non_zero_exit() {
     let bad = tmp.path().join("bad.jpg");
     std::fs::write(&bad, b"not a jpeg").unwrap();
     let (ok, stdout, stderr) = common::vlinder(&[
-        "predict", "--model", model.to_str().unwrap(), data.join(PAIR[0]).to_str().unwrap(), bad.to_str().unwrap(), "--format", "csv",
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        data.join(PAIR[0]).to_str().unwrap(),
+        bad.to_str().unwrap(),
+        "--format",
+        "csv",
     ]);
     assert!(!ok);
-    assert_eq!(stdout.lines().filter(|l| l.contains(",1,")).count(), 10, "{stdout}");
-    assert!(stdout.contains("bad.jpg,,,,") && stderr.contains("1 of 11"), "{stdout}{stderr}");
+    assert_eq!(
+        stdout.lines().filter(|l| l.contains(",1,")).count(),
+        10,
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("bad.jpg,,,,") && stderr.contains("1 of 11"),
+        "{stdout}{stderr}"
+    );
 
-    let (ok, _, stderr) = common::vlinder(&["predict", "--model", tmp.path().join("none").to_str().unwrap(), photo.to_str().unwrap()]);
-    assert!(!ok && stderr.contains("none") && stderr.contains("not a vlinder model directory"), "{stderr}");
+    let (ok, _, stderr) = common::vlinder(&[
+        "predict",
+        "--model",
+        tmp.path().join("none").to_str().unwrap(),
+        photo.to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && stderr.contains("none") && stderr.contains("not a vlinder model directory"),
+        "{stderr}"
+    );
 
-    let (ok, _, stderr) = common::vlinder(&["train", "--out", tmp.path().join("x").to_str().unwrap()]);
+    let (ok, _, stderr) =
+        common::vlinder(&["train", "--out", tmp.path().join("x").to_str().unwrap()]);
     assert!(!ok && stderr.contains("--data"), "{stderr}");
 
     // Evaluating on a species the model does not know.
     let other = tmp.path().join("other");
     std::fs::create_dir_all(other.join("vanessa_cardui")).unwrap();
-    let (ok, _, stderr) = common::vlinder(&["evaluate", "--model", model.to_str().unwrap(), "--data", other.to_str().unwrap()]);
-    assert!(!ok && stderr.contains("vanessa_cardui") && stderr.contains("unknown to the model"), "{stderr}");
+    let (ok, _, stderr) = common::vlinder(&[
+        "evaluate",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        other.to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && stderr.contains("vanessa_cardui") && stderr.contains("unknown to the model"),
+        "{stderr}"
+    );
 }

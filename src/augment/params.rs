@@ -45,7 +45,14 @@ impl ShiftRange {
             ShiftRange::Pixels(0) => return 0.0,
             ShiftRange::Pixels(n) => {
                 let magnitude = rng.random_range(0..*n) as f64;
-                (if rng.random_bool(0.5) { magnitude } else { -magnitude }, *n as f64)
+                (
+                    if rng.random_bool(0.5) {
+                        magnitude
+                    } else {
+                        -magnitude
+                    },
+                    *n as f64,
+                )
             }
             ShiftRange::Uniform(r) if *r == 0.0 => return 0.0,
             ShiftRange::Uniform(r) => (rng.random_range(-r..=*r), *r),
@@ -56,7 +63,11 @@ impl ShiftRange {
                 (if rng.random_bool(0.5) { v } else { -v }, largest)
             }
         };
-        if largest < 1.0 { value * side as f64 } else { value }
+        if largest < 1.0 {
+            value * side as f64
+        } else {
+            value
+        }
     }
 
     fn validate(&self, name: &'static str) -> Result<()> {
@@ -83,7 +94,8 @@ impl FromStr for ShiftRange {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim().trim_start_matches('[').trim_end_matches(']');
         if s.contains(',') {
-            let values: Result<Vec<f64>, _> = s.split(',').map(|v| v.trim().parse::<f64>()).collect();
+            let values: Result<Vec<f64>, _> =
+                s.split(',').map(|v| v.trim().parse::<f64>()).collect();
             return values
                 .map(ShiftRange::Choice)
                 .map_err(|_| format!("{s:?} is not a list of numbers"));
@@ -123,13 +135,22 @@ impl FromStr for ZoomRange {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim().trim_start_matches('[').trim_end_matches(']');
         let parts: Vec<&str> = s.split(',').map(str::trim).collect();
-        let num = |v: &str| v.parse::<f64>().map_err(|_| format!("{v:?} is not a number"));
+        let num = |v: &str| {
+            v.parse::<f64>()
+                .map_err(|_| format!("{v:?} is not a number"))
+        };
         match parts.as_slice() {
             [z] => {
                 let z = num(z)?;
-                Ok(ZoomRange { low: 1.0 - z, high: 1.0 + z })
+                Ok(ZoomRange {
+                    low: 1.0 - z,
+                    high: 1.0 + z,
+                })
             }
-            [low, high] => Ok(ZoomRange { low: num(low)?, high: num(high)? }),
+            [low, high] => Ok(ZoomRange {
+                low: num(low)?,
+                high: num(high)?,
+            }),
             _ => Err(format!("{s:?} is neither a number nor a pair LOW,HIGH")),
         }
     }
@@ -156,7 +177,10 @@ impl FromStr for BrightnessRange {
         if !s.contains(',') {
             return Err(format!("{s:?}: give two factors, LOW,HIGH (e.g. 0.8,1.2)"));
         }
-        Ok(BrightnessRange { low: zoom.low, high: zoom.high })
+        Ok(BrightnessRange {
+            low: zoom.low,
+            high: zoom.high,
+        })
     }
 }
 
@@ -207,7 +231,10 @@ impl Default for AugmentParams {
             width_shift_range: ShiftRange::Uniform(0.2),
             height_shift_range: ShiftRange::Uniform(0.2),
             shear_range: 0.2,
-            zoom_range: ZoomRange { low: 0.8, high: 1.2 },
+            zoom_range: ZoomRange {
+                low: 0.8,
+                high: 1.2,
+            },
             horizontal_flip: true,
             vertical_flip: false,
             fill_mode: FillMode::Nearest,
@@ -241,17 +268,21 @@ impl AugmentParams {
                 "bounds above 0 with LOW <= HIGH, e.g. 0.2 (for 0.8,1.2) or 0.5,1.5",
             ));
         }
-        if let Some(b) = self.brightness_range {
-            if !(b.low >= 0.0 && b.high >= b.low && b.high.is_finite()) {
-                return Err(Error::invalid(
-                    "brightness-range",
-                    format!("{},{}", b.low, b.high),
-                    "two factors of 0 or more with LOW <= HIGH, e.g. 0.8,1.2",
-                ));
-            }
+        if let Some(b) = self.brightness_range
+            && !(b.low >= 0.0 && b.high >= b.low && b.high.is_finite())
+        {
+            return Err(Error::invalid(
+                "brightness-range",
+                format!("{},{}", b.low, b.high),
+                "two factors of 0 or more with LOW <= HIGH, e.g. 0.8,1.2",
+            ));
         }
-        if !(self.cval.is_finite()) {
-            return Err(Error::invalid("cval", self.cval, "a number on the 0..255 scale"));
+        if !self.cval.is_finite() {
+            return Err(Error::invalid(
+                "cval",
+                self.cval,
+                "a number on the 0..255 scale",
+            ));
         }
         Ok(())
     }
@@ -259,7 +290,13 @@ impl AugmentParams {
     /// Draws the transform for a photo of `rows` x `cols`, in Keras' order: rotation, row
     /// shift, column shift, shear, zoom, flips, channel shift, brightness.
     pub fn draw(&self, rows: usize, cols: usize, rng: &mut impl Rng) -> Transform {
-        let symmetric = |r: f64, rng: &mut dyn rand::RngCore| if r > 0.0 { rng.random_range(-r..=r) } else { 0.0 };
+        let symmetric = |r: f64, rng: &mut dyn rand::RngCore| {
+            if r > 0.0 {
+                rng.random_range(-r..=r)
+            } else {
+                0.0
+            }
+        };
         let theta = symmetric(self.rotation_range, rng);
         let tx = self.height_shift_range.draw(rows, rng);
         let ty = self.width_shift_range.draw(cols, rng);
@@ -268,13 +305,19 @@ impl AugmentParams {
             (1.0, 1.0)
         } else {
             let z = self.zoom_range;
-            (rng.random_range(z.low..=z.high), rng.random_range(z.low..=z.high))
+            (
+                rng.random_range(z.low..=z.high),
+                rng.random_range(z.low..=z.high),
+            )
         };
         // Keras draws both coins even when a flip is off.
         let flip_horizontal = rng.random_bool(0.5) && self.horizontal_flip;
         let flip_vertical = rng.random_bool(0.5) && self.vertical_flip;
-        let channel_shift = (self.channel_shift_range > 0.0).then(|| symmetric(self.channel_shift_range, rng));
-        let brightness = self.brightness_range.map(|b| rng.random_range(b.low..=b.high));
+        let channel_shift =
+            (self.channel_shift_range > 0.0).then(|| symmetric(self.channel_shift_range, rng));
+        let brightness = self
+            .brightness_range
+            .map(|b| rng.random_range(b.low..=b.high));
         Transform {
             theta,
             tx,

@@ -80,7 +80,11 @@ pub fn preview(config: &PreviewConfig) -> Result<PreviewOutput> {
         return Err(Error::invalid("count", 0, "at least 1"));
     }
     if config.prefix.contains(['/', '\\']) || config.prefix.contains("..") {
-        return Err(Error::invalid("prefix", &config.prefix, "a file name prefix without / or .."));
+        return Err(Error::invalid(
+            "prefix",
+            &config.prefix,
+            "a file name prefix without / or ..",
+        ));
     }
     config.params.validate()?;
     let mut original = decode::open_oriented(&config.photo)?.to_rgb8();
@@ -100,12 +104,25 @@ pub fn preview(config: &PreviewConfig) -> Result<PreviewOutput> {
     let mut scratch = vec![0f32; rows * cols * 3];
     for i in 0..config.count {
         let transform = config.params.draw(rows, cols, &mut rng);
-        transform.apply(Image { pixels: original.as_raw(), rows, cols }, &mut scratch);
-        let bytes: Vec<u8> = scratch.iter().map(|v| v.round().clamp(0.0, 255.0) as u8).collect();
-        let image = RgbImage::from_raw(cols as u32, rows as u32, bytes).expect("the buffer fits the image");
-        let path = config
-            .out
-            .join(format!("{}_{i:0digits$}.{}", config.prefix, config.format.extension()));
+        transform.apply(
+            Image {
+                pixels: original.as_raw(),
+                rows,
+                cols,
+            },
+            &mut scratch,
+        );
+        let bytes: Vec<u8> = scratch
+            .iter()
+            .map(|v| v.round().clamp(0.0, 255.0) as u8)
+            .collect();
+        let image =
+            RgbImage::from_raw(cols as u32, rows as u32, bytes).expect("the buffer fits the image");
+        let path = config.out.join(format!(
+            "{}_{i:0digits$}.{}",
+            config.prefix,
+            config.format.extension()
+        ));
         write_image(&image, &path, config.format)?;
         versions.push(path);
         images.push(image);
@@ -113,12 +130,18 @@ pub fn preview(config: &PreviewConfig) -> Result<PreviewOutput> {
     }
     let sheet = if config.sheet {
         let path = config.out.join(format!("{}_sheet.png", config.prefix));
-        write_image(&contact_sheet(&original, &images), &path, PreviewFormat::Png)?;
+        write_image(
+            &contact_sheet(&original, &images),
+            &path,
+            PreviewFormat::Png,
+        )?;
         Some(path)
     } else {
         None
     };
-    let transforms_path = config.out.join(format!("{}_transforms.json", config.prefix));
+    let transforms_path = config
+        .out
+        .join(format!("{}_transforms.json", config.prefix));
     files::write_json(&transforms_path, &transforms)?;
     Ok(PreviewOutput {
         versions,
@@ -142,18 +165,35 @@ fn contact_sheet(original: &RgbImage, versions: &[RgbImage]) -> RgbImage {
     let scale = |img: &RgbImage| {
         let (w, h) = img.dimensions();
         let f = THUMB as f64 / w.max(h).max(1) as f64;
-        let (tw, th) = (((w as f64 * f).round() as u32).max(1), ((h as f64 * f).round() as u32).max(1));
+        let (tw, th) = (
+            ((w as f64 * f).round() as u32).max(1),
+            ((h as f64 * f).round() as u32).max(1),
+        );
         imageops::resize(img, tw, th, imageops::FilterType::Triangle)
     };
-    let tiles: Vec<RgbImage> = std::iter::once(original).chain(versions).map(scale).collect();
+    let tiles: Vec<RgbImage> = std::iter::once(original)
+        .chain(versions)
+        .map(scale)
+        .collect();
     let per_row = tiles.len().min(5) as u32;
     let rows = (tiles.len() as u32).div_ceil(per_row);
     let cell = THUMB + GAP;
-    let mut sheet = RgbImage::from_pixel(per_row * cell + GAP, rows * cell + GAP, image::Rgb([255, 255, 255]));
+    let mut sheet = RgbImage::from_pixel(
+        per_row * cell + GAP,
+        rows * cell + GAP,
+        image::Rgb([255, 255, 255]),
+    );
     for (i, tile) in tiles.iter().enumerate() {
-        let (x, y) = (GAP + (i as u32 % per_row) * cell, GAP + (i as u32 / per_row) * cell);
+        let (x, y) = (
+            GAP + (i as u32 % per_row) * cell,
+            GAP + (i as u32 / per_row) * cell,
+        );
         if i == 0 {
-            let frame = RgbImage::from_pixel(tile.width() + 6, tile.height() + 6, image::Rgb([230, 120, 0]));
+            let frame = RgbImage::from_pixel(
+                tile.width() + 6,
+                tile.height() + 6,
+                image::Rgb([230, 120, 0]),
+            );
             imageops::overlay(&mut sheet, &frame, x as i64 - 3, y as i64 - 3);
         }
         imageops::overlay(&mut sheet, tile, x as i64, y as i64);

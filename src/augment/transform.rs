@@ -114,8 +114,16 @@ impl Transform {
     /// row-major, channels last) to `out`.
     pub fn apply<T: Copy + Into<f32>>(&self, input: Image<'_, T>, out: &mut [f32]) {
         let (rows, cols) = (input.rows, input.cols);
-        assert_eq!(input.pixels.len(), rows * cols * 3, "the image holds rows * cols * 3 values");
-        assert_eq!(out.len(), rows * cols * 3, "the output holds rows * cols * 3 values");
+        assert_eq!(
+            input.pixels.len(),
+            rows * cols * 3,
+            "the image holds rows * cols * 3 values"
+        );
+        assert_eq!(
+            out.len(),
+            rows * cols * 3,
+            "the output holds rows * cols * 3 values"
+        );
         if out.is_empty() {
             return;
         }
@@ -157,7 +165,9 @@ impl Transform {
 fn min_max(values: &[f32]) -> (f32, f32) {
     values
         .iter()
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)))
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        })
 }
 
 /// Keras' brightness shift: `array_to_img` stretches the image to 0..255 and rounds it to 8 bits,
@@ -234,10 +244,19 @@ fn taps(x: f64, len: usize, mode: FillMode) -> ([usize; 2], [f32; 2]) {
     let start = x.floor();
     let t = x - start;
     let s = start as i64;
-    ([tap_index(s, len, mode), tap_index(s + 1, len, mode)], [(1.0 - t) as f32, t as f32])
+    (
+        [tap_index(s, len, mode), tap_index(s + 1, len, mode)],
+        [(1.0 - t) as f32, t as f32],
+    )
 }
 
-fn resample<T: Copy + Into<f32>>(input: Image<'_, T>, m: &Mat3, fill: FillMode, cval: f32, out: &mut [f32]) {
+fn resample<T: Copy + Into<f32>>(
+    input: Image<'_, T>,
+    m: &Mat3,
+    fill: FillMode,
+    cval: f32,
+    out: &mut [f32],
+) {
     let (rows, cols) = (input.rows, input.cols);
     let px = input.pixels;
     for r in 0..rows {
@@ -246,7 +265,10 @@ fn resample<T: Copy + Into<f32>>(input: Image<'_, T>, m: &Mat3, fill: FillMode, 
             let in_r = m[0][0] * rf + m[0][1] * cf + m[0][2];
             let in_c = m[1][0] * rf + m[1][1] * cf + m[1][2];
             let o = (r * cols + c) * 3;
-            let (Some(mr), Some(mc)) = (map_coordinate(in_r, rows, fill), map_coordinate(in_c, cols, fill)) else {
+            let (Some(mr), Some(mc)) = (
+                map_coordinate(in_r, rows, fill),
+                map_coordinate(in_c, cols, fill),
+            ) else {
                 out[o..o + 3].fill(cval);
                 continue;
             };
@@ -254,7 +276,8 @@ fn resample<T: Copy + Into<f32>>(input: Image<'_, T>, m: &Mat3, fill: FillMode, 
             let ([c0, c1], [wc0, wc1]) = taps(mc, cols, fill);
             for ch in 0..3 {
                 let at = |rr: usize, cc: usize| -> f32 { px[(rr * cols + cc) * 3 + ch].into() };
-                out[o + ch] = wr0 * (wc0 * at(r0, c0) + wc1 * at(r0, c1)) + wr1 * (wc0 * at(r1, c0) + wc1 * at(r1, c1));
+                out[o + ch] = wr0 * (wc0 * at(r0, c0) + wc1 * at(r0, c1))
+                    + wr1 * (wc0 * at(r1, c0) + wc1 * at(r1, c1));
             }
         }
     }

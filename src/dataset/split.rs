@@ -16,7 +16,12 @@ pub struct Split {
 
 /// Puts `fraction` of each species' photos (rounded, at least one of each species with two or
 /// more photos) in the validation part. The same photos and seed give the same split.
-pub fn stratified_split(photos: &[Photo], classes: usize, fraction: f64, seed: u64) -> Result<Split> {
+pub fn stratified_split(
+    photos: &[Photo],
+    classes: usize,
+    fraction: f64,
+    seed: u64,
+) -> Result<Split> {
     if !(fraction > 0.0 && fraction < 1.0) {
         return Err(Error::invalid(
             "validation-split",
@@ -42,7 +47,11 @@ pub fn stratified_split(photos: &[Photo], classes: usize, fraction: f64, seed: u
         split.validation.extend(val.iter().map(|p| (*p).clone()));
         split.train.extend(train.iter().map(|p| (*p).clone()));
     }
-    split.train.sort_by(|a, b| (a.label, &a.path).cmp(&(b.label, &b.path)));
-    split.validation.sort_by(|a, b| (a.label, &a.path).cmp(&(b.label, &b.path)));
+    split
+        .train
+        .sort_by(|a, b| (a.label, &a.path).cmp(&(b.label, &b.path)));
+    split
+        .validation
+        .sort_by(|a, b| (a.label, &a.path).cmp(&(b.label, &b.path)));
     Ok(split)
 }

@@ -105,9 +105,7 @@ impl ModelDir {
         network
             .save_into(&mut store)
             .map_err(|e| Error::output(&path, e))?;
-        let bytes = store
-            .get_bytes()
-            .map_err(|e| Error::output(&path, e))?;
+        let bytes = store.get_bytes().map_err(|e| Error::output(&path, e))?;
         files::write_atomic(&path, &bytes)
     }
 

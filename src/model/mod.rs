@@ -93,5 +93,8 @@ pub fn probability_rows(logits: Tensor<2>) -> Vec<Vec<f32>> {
         .into_data()
         .try_to_vec::<f32>()
         .expect("probabilities are f32");
-    values.chunks_exact(classes).map(|row| row.to_vec()).collect()
+    values
+        .chunks_exact(classes)
+        .map(|row| row.to_vec())
+        .collect()
 }

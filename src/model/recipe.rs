@@ -81,7 +81,9 @@ impl RecipeCnn {
     /// Logits `[batch, 1]` for two species, `[batch, classes]` otherwise, from images
     /// `[batch, 3, size, size]` scaled to 0..1.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let x = self.pool.forward(self.relu.forward(self.conv1.forward(images)));
+        let x = self
+            .pool
+            .forward(self.relu.forward(self.conv1.forward(images)));
         let x = self.pool_dropout.forward(x);
         let x = self.pool.forward(self.relu.forward(self.conv2.forward(x)));
         let x = self.pool_dropout.forward(x);

@@ -60,7 +60,11 @@ pub fn spawn<'scope, 'env>(
                             Some(params) => {
                                 let mut rng = augment_rng(seed, epoch, index);
                                 let transform = params.draw(side, side, &mut rng);
-                                let image = Image { pixels, rows: side, cols: side };
+                                let image = Image {
+                                    pixels,
+                                    rows: side,
+                                    cols: side,
+                                };
                                 transform.apply(image, scratch);
                                 input::write_planar(scratch, out);
                             }

@@ -80,12 +80,16 @@ impl TrainConfig {
             return Err(Error::invalid("batch-size", self.batch_size, "at least 1"));
         }
         if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
-            return Err(Error::invalid("learning-rate", self.learning_rate, "a positive number"));
+            return Err(Error::invalid(
+                "learning-rate",
+                self.learning_rate,
+                "a positive number",
+            ));
         }
         if !(self.rho > 0.0 && self.rho < 1.0) {
             return Err(Error::invalid("rho", self.rho, "between 0 and 1 exclusive"));
         }
-        if !(self.epsilon > 0.0) {
+        if self.epsilon.is_nan() || self.epsilon <= 0.0 {
             return Err(Error::invalid("epsilon", self.epsilon, "a positive number"));
         }
         if !self.no_augment {

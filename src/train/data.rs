@@ -30,7 +30,12 @@ impl TrainingData {
                         config.validation_split,
                         config.seed,
                     )?;
-                    (folder.species, split.train, split.validation, folder.skipped)
+                    (
+                        folder.species,
+                        split.train,
+                        split.validation,
+                        folder.skipped,
+                    )
                 }
                 (None, Some(train_dir), Some(validation_dir)) => {
                     let train = ImageFolder::scan(train_dir)?;
@@ -49,14 +54,19 @@ impl TrainingData {
                     ));
                 }
             };
-        let (train, bad_train) = PhotoSet::decode(&train, config.image_size, config.resize, "train");
+        let (train, bad_train) =
+            PhotoSet::decode(&train, config.image_size, config.resize, "train");
         let (validation, bad_validation) =
             PhotoSet::decode(&validation, config.image_size, config.resize, "validation");
         skipped.extend(bad_train);
         skipped.extend(bad_validation);
         for (class, count) in train.counts(species.len()).into_iter().enumerate() {
             if count == 0 {
-                let root = config.train.as_deref().or(config.data.as_deref()).unwrap_or(Path::new("."));
+                let root = config
+                    .train
+                    .as_deref()
+                    .or(config.data.as_deref())
+                    .unwrap_or(Path::new("."));
                 return Err(Error::Layout {
                     path: root.join(species.name(class)),
                     reason: "this species has no readable training photo; add photos or remove the folder".into(),
@@ -64,7 +74,11 @@ impl TrainingData {
             }
         }
         if validation.is_empty() {
-            let path = config.validation.as_deref().or(config.data.as_deref()).unwrap_or(Path::new("."));
+            let path = config
+                .validation
+                .as_deref()
+                .or(config.data.as_deref())
+                .unwrap_or(Path::new("."));
             return Err(Error::Layout {
                 path: path.to_path_buf(),
                 reason: "the validation set has no readable photo; add photos or raise --validation-split".into(),
@@ -98,11 +112,15 @@ fn require_two_species(folder: &ImageFolder) -> Result<()> {
 pub fn relabel(folder: &ImageFolder, species: &Species) -> Result<Vec<Photo>> {
     let mut map = Vec::with_capacity(folder.species.len());
     for name in folder.species.names() {
-        map.push(species.index_of(name).ok_or_else(|| Error::UnknownSpecies {
-            species: name.clone(),
-            path: folder.root.join(name),
-            known: species.names().join(", "),
-        })?);
+        map.push(
+            species
+                .index_of(name)
+                .ok_or_else(|| Error::UnknownSpecies {
+                    species: name.clone(),
+                    path: folder.root.join(name),
+                    known: species.names().join(", "),
+                })?,
+        );
     }
     Ok(folder
         .photos

@@ -51,7 +51,8 @@ pub fn train(config: &TrainConfig, out: &Path) -> Result<ModelCard> {
     if dir.card_path().exists() {
         return Err(Error::Layout {
             path: out.to_path_buf(),
-            reason: "already holds a model; choose another --out, or continue it with --resume".into(),
+            reason: "already holds a model; choose another --out, or continue it with --resume"
+                .into(),
         });
     }
     let device = config.device.device()?;
@@ -71,7 +72,12 @@ pub fn train(config: &TrainConfig, out: &Path) -> Result<ModelCard> {
             channels: "RGB".into(),
             layout: "NCHW".into(),
         },
-        output: if data.species.len() == 2 { "sigmoid" } else { "softmax" }.into(),
+        output: if data.species.len() == 2 {
+            "sigmoid"
+        } else {
+            "softmax"
+        }
+        .into(),
         parameters: network.num_params(),
         training: config.clone(),
         data: DataSummary {
@@ -102,7 +108,11 @@ pub fn resume(out: &Path) -> Result<ModelCard> {
     let data = TrainingData::load(config)?;
     if data.species != card.species {
         return Err(Error::Layout {
-            path: config.data.clone().or(config.train.clone()).unwrap_or_default(),
+            path: config
+                .data
+                .clone()
+                .or(config.train.clone())
+                .unwrap_or_default(),
             reason: format!(
                 "its species ({}) differ from the model's ({}); resume with the photos it was trained on",
                 data.species.names().join(", "),
@@ -132,7 +142,9 @@ pub fn resume(out: &Path) -> Result<ModelCard> {
 /// The network's seeded initial weights, on the autodiff variant of `device`.
 fn fresh_network(config: &TrainConfig, classes: usize, device: &Device) -> RecipeCnn {
     device.seed(config.seed);
-    config.model.init(classes, config.image_size, &device.clone().autodiff())
+    config
+        .model
+        .init(classes, config.image_size, &device.clone().autodiff())
 }
 
 /// RMSprop with the configured values; no momentum, as in Keras.
@@ -166,7 +178,15 @@ fn run(
         let mut waiting = Duration::ZERO;
         network = std::thread::scope(|scope| {
             let mut network = network;
-            let batches = batches::spawn(scope, &data.train, order, config.batch_size, augment, config.seed, epoch);
+            let batches = batches::spawn(
+                scope,
+                &data.train,
+                order,
+                config.batch_size,
+                augment,
+                config.seed,
+                epoch,
+            );
             loop {
                 let wait = Instant::now();
                 let Ok(batch) = batches.recv() else { break };
@@ -198,7 +218,9 @@ fn run(
         let train_seconds = start.elapsed().as_secs_f64();
         bar.finish_and_clear();
         let valid = network.valid();
-        let pixels: Vec<&[u8]> = (0..data.validation.len()).map(|i| data.validation.pixels(i)).collect();
+        let pixels: Vec<&[u8]> = (0..data.validation.len())
+            .map(|i| data.validation.pixels(i))
+            .collect();
         let val_probs = model::predict_probabilities(&valid, config.image_size, &pixels, device);
         let record = EpochRecord {
             epoch,
@@ -252,7 +274,9 @@ fn save_epoch(
 fn save_checkpoint(dir: &ModelDir, network: &RecipeCnn, optim: &ModuleOptimizer) -> Result<()> {
     let path = dir.path.join("checkpoint").join("network.bpk");
     let mut store = BurnpackStore::from_bytes(None);
-    network.save_into(&mut store).map_err(|e| Error::output(&path, e))?;
+    network
+        .save_into(&mut store)
+        .map_err(|e| Error::output(&path, e))?;
     let bytes = store.get_bytes().map_err(|e| Error::output(&path, e))?;
     files::write_atomic(&path, &bytes)?;
     let path = dir.optimizer_path();
@@ -262,7 +286,12 @@ fn save_checkpoint(dir: &ModelDir, network: &RecipeCnn, optim: &ModuleOptimizer)
 
 /// Loads the checkpoint into a network built on the plain device, then moves it to autodiff, so
 /// that the loaded parameters are leaves of the new graph.
-fn load_checkpoint(dir: &ModelDir, config: &TrainConfig, classes: usize, device: &Device) -> Result<RecipeCnn> {
+fn load_checkpoint(
+    dir: &ModelDir,
+    config: &TrainConfig,
+    classes: usize,
+    device: &Device,
+) -> Result<RecipeCnn> {
     let mut network = config.model.init(classes, config.image_size, device);
     let path = dir.path.join("checkpoint").join("network.bpk");
     let corrupt = |reason: String| Error::ModelCorrupt {
@@ -271,7 +300,9 @@ fn load_checkpoint(dir: &ModelDir, config: &TrainConfig, classes: usize, device:
     };
     let bytes = std::fs::read(&path).map_err(|e| corrupt(e.to_string()))?;
     let mut store = BurnpackStore::from_bytes(Some(Bytes::from_bytes_vec(bytes)));
-    network.load_from(&mut store).map_err(|e| corrupt(e.to_string()))?;
+    network
+        .load_from(&mut store)
+        .map_err(|e| corrupt(e.to_string()))?;
     Ok(network.to_device(&device.clone().autodiff()).train())
 }
 

@@ -31,7 +31,8 @@ pub fn subset(dir: &Path, species: &[&str], per_species: usize) -> PathBuf {
         files.sort();
         std::fs::create_dir_all(root.join(name)).unwrap();
         for file in files.iter().take(per_species) {
-            std::os::unix::fs::symlink(file, root.join(name).join(file.file_name().unwrap())).unwrap();
+            std::os::unix::fs::symlink(file, root.join(name).join(file.file_name().unwrap()))
+                .unwrap();
         }
     }
     root
@@ -39,7 +40,8 @@ pub fn subset(dir: &Path, species: &[&str], per_species: usize) -> PathBuf {
 
 /// The bytes of one real JPEG from the shared photos.
 pub fn real_jpeg() -> Vec<u8> {
-    std::fs::read(shared_data().join("inat_uk_3species_csellwood/gonepteryx_rhamni/spp_1.jpg")).unwrap()
+    std::fs::read(shared_data().join("inat_uk_3species_csellwood/gonepteryx_rhamni/spp_1.jpg"))
+        .unwrap()
 }
 
 /// Runs the `vlinder` binary with `args`; returns (exit success, stdout, stderr).
