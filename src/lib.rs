@@ -13,6 +13,8 @@
 //! The binary (`src/main.rs`) is a thin command line over these.
 
 pub mod augment;
+pub mod calibrate;
+pub mod check;
 pub mod dataset;
 pub mod device;
 pub mod error;

@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use vlinder::augment::preview::{self, PreviewConfig};
+use vlinder::check::{self, CheckConfig};
 use vlinder::evaluate::{self, EvaluateConfig};
 use vlinder::predict::{self, PredictConfig};
 use vlinder::train::{self, TrainConfig};
@@ -41,6 +42,8 @@ enum Command {
     Predict(PredictConfig),
     /// Write randomly augmented versions of a photo, to see what training sees.
     Augment(PreviewConfig),
+    /// Check submitted records (photo + claimed species) and rank the doubtful ones first.
+    Check(CheckConfig),
 }
 
 fn main() -> ExitCode {
@@ -136,6 +139,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("contact sheet: {}", sheet.display());
             }
             println!("parameters drawn: {}", written.transforms.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check(config) => {
+            let results = check::check(&config).context("check failed")?;
+            let out = config.out_dir();
+            for (verdict, count) in &results.totals.by_verdict {
+                println!("{verdict:>16}: {count}");
+            }
+            for r in results.records.iter().filter(|r| r.error.is_some()) {
+                eprintln!("record {} (line {}): {}", r.record.id, r.record.row, r.error.as_deref().unwrap_or_default());
+            }
+            println!("results: {}", out.join("results.csv").display());
+            println!("report:  {}", out.join("report.html").display());
+            if results.totals.errors > 0 {
+                eprintln!("{} of {} records could not be checked", results.totals.errors, results.totals.records);
+                return Ok(ExitCode::FAILURE);
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

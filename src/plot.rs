@@ -7,6 +7,7 @@ use std::sync::Once;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
+use crate::calibrate::Calibration;
 use crate::train::EpochRecord;
 use crate::{Error, Result, files};
 
@@ -165,6 +166,56 @@ pub fn confusion_matrix(confusion: &[Vec<usize>], species: &[String], path: &Pat
                 (FONT, 14).into_font().transform(FontTransform::Rotate90),
             ))?;
         }
+        Ok(())
+    })
+}
+
+/// Accuracy against confidence per bin, before and after temperature scaling, with the diagonal
+/// of perfect calibration.
+pub fn reliability_diagram(c: &Calibration, path: &Path) -> Result<()> {
+    render(path, (700, 620), |root| {
+        let caption = format!(
+            "reliability (T = {:.2}; ECE {:.3} -> {:.3}, {} photos)",
+            c.temperature, c.ece_before, c.ece_after, c.photos
+        );
+        let mut chart = ChartBuilder::on(root)
+            .caption(caption, (FONT, 20))
+            .margin(20)
+            .x_label_area_size(45)
+            .y_label_area_size(55)
+            .build_cartesian_2d(0.0..1.0, 0.0..1.0)?;
+        chart
+            .configure_mesh()
+            .x_desc("confidence (top probability)")
+            .y_desc("accuracy")
+            .label_style((FONT, 14))
+            .draw()?;
+        chart
+            .draw_series(LineSeries::new([(0.0, 0.0), (1.0, 1.0)], BLACK.mix(0.4)))?
+            .label("perfect calibration")
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLACK.mix(0.4)));
+        for (label, bins, colour) in [
+            ("before", &c.reliability_before, RED),
+            ("after", &c.reliability_after, BLUE),
+        ] {
+            let points: Vec<(f64, f64)> = bins
+                .iter()
+                .filter(|b| b.count > 0)
+                .map(|b| (b.confidence, b.accuracy))
+                .collect();
+            chart
+                .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))?
+                .label(label)
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(2)));
+            chart.draw_series(points.into_iter().map(|p| Circle::new(p, 4, colour.filled())))?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .label_font((FONT, 14))
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
         Ok(())
     })
 }

@@ -68,7 +68,7 @@ pub fn predict(config: &PredictConfig) -> Result<Vec<Prediction>> {
         .map(|p| decode_photo(p, size, model.card.preprocessing.resize))
         .collect();
     let readable: Vec<&[u8]> = decoded.iter().filter_map(|d| d.as_deref().ok()).collect();
-    let mut probabilities = model.probabilities(&readable).into_iter();
+    let mut probabilities = model.calibrated_probabilities(&readable).into_iter();
     Ok(photos
         .into_iter()
         .zip(decoded)

@@ -46,35 +46,42 @@ pub fn has_photo_extension(path: &Path) -> bool {
 /// The format is read from the file's bytes, not its name. EXIF orientation is applied;
 /// grayscale, alpha, 16-bit and palette images are converted to 8-bit RGB (alpha dropped).
 pub fn decode_photo(path: &Path, size: u32, filter: ResizeFilter) -> Result<Vec<u8>> {
-    let image = open_oriented(path)?;
+    Ok(resize_square(&open_oriented(path)?, size, filter))
+}
+
+/// `image` as `size` x `size` 8-bit RGB pixels.
+pub fn resize_square(image: &DynamicImage, size: u32, filter: ResizeFilter) -> Vec<u8> {
     let rgb = image.to_rgb8();
     let resized = if rgb.dimensions() == (size, size) {
         rgb
     } else {
         image::imageops::resize(&rgb, size, size, filter.filter_type())
     };
-    Ok(resized.into_raw())
+    resized.into_raw()
 }
 
 /// Opens a photo at its own size with its EXIF orientation applied.
 pub fn open_oriented(path: &Path) -> Result<DynamicImage> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    image_from_bytes(&bytes, path)
+}
+
+/// Decodes a photo held in memory; `origin` (a path or URL) names it in errors.
+pub fn image_from_bytes(bytes: &[u8], origin: &Path) -> Result<DynamicImage> {
     let fail = |reason: String| Error::Photo {
-        path: path.to_path_buf(),
+        path: origin.to_path_buf(),
         reason,
     };
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     if bytes.is_empty() {
         return Err(fail("the file is empty".into()));
     }
-    let mut reader = ImageReader::new(Cursor::new(bytes.as_slice()))
+    let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
-        .map_err(|e| Error::io(path, e))?;
+        .map_err(|e| Error::io(origin, e))?;
     match reader.format() {
         None => return Err(fail("not an image in a known format".into())),
-        Some(ImageFormat::Jpeg) if !jpeg_is_complete(&bytes) => {
-            return Err(fail(
-                "the JPEG is truncated (its last scan has no end marker)".into(),
-            ));
+        Some(ImageFormat::Jpeg) if !jpeg_is_complete(bytes) => {
+            return Err(fail("the JPEG is truncated (its last scan has no end marker)".into()));
         }
         Some(_) => {}
     }

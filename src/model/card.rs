@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::Architecture;
+use crate::calibrate::Calibration;
 use crate::dataset::{ResizeFilter, SkippedPhoto, Species};
 use crate::train::{EpochRecord, TrainConfig};
 
@@ -35,6 +36,10 @@ pub struct ModelCard {
     /// The epoch with the lowest validation loss, saved as `weights-best.safetensors`.
     pub best_metrics: Option<EpochRecord>,
     pub training_seconds: f64,
+    /// The temperature fitted on the validation photos with the last epoch's weights, once
+    /// training is complete.
+    #[serde(default)]
+    pub calibration: Option<Calibration>,
     pub versions: Versions,
 }
 

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::card::{FORMAT, FORMAT_VERSION};
 use super::{ModelCard, RecipeCnn, input, probability_rows};
-use crate::{Error, Result, files};
+use crate::{Error, Result, calibrate, files};
 
 /// Which of the saved weights to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -55,6 +55,10 @@ impl ModelDir {
 
     pub fn learning_curve_path(&self) -> PathBuf {
         self.path.join("learning-curve.png")
+    }
+
+    pub fn reliability_path(&self) -> PathBuf {
+        self.path.join("reliability.png")
     }
 
     pub fn split_path(&self) -> PathBuf {
@@ -164,6 +168,19 @@ impl TrainedModel {
     /// card's species order.
     pub fn probabilities(&self, photos: &[&[u8]]) -> Vec<Vec<f32>> {
         predict_probabilities(&self.network, self.card.image_size, photos, &self.device)
+    }
+
+    /// [`TrainedModel::probabilities`] with the fitted temperature applied (unchanged for a
+    /// model without calibration).
+    pub fn calibrated_probabilities(&self, photos: &[&[u8]]) -> Vec<Vec<f32>> {
+        let raw = self.probabilities(photos);
+        match &self.card.calibration {
+            Some(c) => raw
+                .iter()
+                .map(|p| calibrate::apply_temperature(p, c.temperature))
+                .collect(),
+            None => raw,
+        }
     }
 }
 

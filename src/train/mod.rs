@@ -26,7 +26,7 @@ use crate::dataset::{PhotoSet, Species};
 use crate::metrics;
 use crate::model::card::{DataSummary, FORMAT, FORMAT_VERSION, Preprocessing, Versions};
 use crate::model::{self, ModelCard, ModelDir, RecipeCnn, WeightsChoice, input};
-use crate::{Error, Result, files, plot, progress};
+use crate::{Error, Result, calibrate, files, plot, progress};
 
 /// The metrics of one epoch, as in `history.csv`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -90,6 +90,7 @@ pub fn train(config: &TrainConfig, out: &Path) -> Result<ModelCard> {
         final_metrics: None,
         best_metrics: None,
         training_seconds: 0.0,
+        calibration: None,
         versions: Versions::current(),
     };
     dir.write_card(&card)?;
@@ -244,6 +245,15 @@ fn run(
             100.0 * record.data_wait_seconds / train_seconds
         );
         let is_best = card.record_epoch(record);
+        if card.is_complete() {
+            let calibration = calibrate::fit(&val_probs, &data.validation.labels);
+            eprintln!(
+                "calibration: temperature {:.3}, expected calibration error {:.4} -> {:.4} on {} validation photos",
+                calibration.temperature, calibration.ece_before, calibration.ece_after, calibration.photos
+            );
+            plot::reliability_diagram(&calibration, &dir.reliability_path())?;
+            card.calibration = Some(calibration);
+        }
         save_epoch(dir, &card, &valid, &network, &optim, is_best)?;
     }
     Ok(card)

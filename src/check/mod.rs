@@ -1,0 +1,190 @@
+//! `vlinder check`: the job vlinder exists for. Each submitted record (a photo and the species the
+//! volunteer named) gets a verdict from the model's calibrated probabilities, and the records are
+//! ranked so that experts see the doubtful ones first.
+//!
+//! [`verdict`] decides one record, [`records`] reads the CSV and fetches the photos, [`report`]
+//! writes the results as CSV, JSON and a self-contained HTML page.
+
+pub mod records;
+pub mod report;
+pub mod verdict;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::device::Backend;
+use crate::model::{ModelDir, WeightsChoice};
+use crate::predict::{Ranked, rank};
+use crate::{Result, progress};
+use records::{Columns, LoadedPhoto, Record, RecordError};
+pub use verdict::{Thresholds, Verdict, judge};
+
+/// The configuration of `vlinder check`, saved with its results.
+#[derive(Debug, Clone, Serialize, Deserialize, clap::Args)]
+pub struct CheckConfig {
+    /// The model directory.
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// The records: a CSV with a header row; photo paths are relative to the CSV's folder.
+    #[arg(value_name = "RECORDS.csv")]
+    pub records: PathBuf,
+    #[command(flatten)]
+    pub columns: Columns,
+    #[command(flatten)]
+    pub thresholds: Thresholds,
+    /// Where results.csv, report.html and check.json go (default: RECORDS-check beside the CSV).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = WeightsChoice::Last)]
+    pub weights: WeightsChoice,
+    #[arg(long, value_enum, default_value_t = Backend::Flex)]
+    pub device: Backend,
+}
+
+impl CheckConfig {
+    /// The output folder.
+    pub fn out_dir(&self) -> PathBuf {
+        self.out.clone().unwrap_or_else(|| {
+            let stem = self.records.file_stem().unwrap_or_default().to_string_lossy();
+            self.records.with_file_name(format!("{stem}-check"))
+        })
+    }
+}
+
+/// One record with its verdict, or why it could not be checked.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckedRecord {
+    #[serde(flatten)]
+    pub record: Record,
+    #[serde(flatten)]
+    pub verdict: Option<Verdict>,
+    /// The calibrated probability of the claimed species.
+    pub claimed_probability: Option<f64>,
+    /// The probability that the claimed species is wrong; records are ranked by it.
+    pub doubt: f64,
+    pub ranking: Vec<Ranked>,
+    pub error: Option<String>,
+    /// A small JPEG of the photo as a data URI, for the HTML report.
+    #[serde(skip)]
+    pub thumbnail: Option<String>,
+}
+
+/// Counts per verdict, overall and per claimed species.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Totals {
+    pub records: usize,
+    pub errors: usize,
+    pub by_verdict: BTreeMap<String, usize>,
+    pub by_claimed_species: BTreeMap<String, BTreeMap<String, usize>>,
+}
+
+/// Everything a check produced.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckResults {
+    pub config: CheckConfig,
+    pub species: Vec<String>,
+    pub temperature: Option<f64>,
+    pub totals: Totals,
+    /// Most doubtful first; records that could not be checked last.
+    pub records: Vec<CheckedRecord>,
+}
+
+/// Records are classified this many at a time, to bound memory on large batches.
+const CHUNK: usize = 256;
+
+/// Checks every record of `config.records` and writes the results.
+pub fn check(config: &CheckConfig) -> Result<CheckResults> {
+    config.thresholds.validate()?;
+    let model = ModelDir::new(&config.model).load(config.weights, &config.device.device()?)?;
+    let rows = records::read(&config.records, &config.columns)?;
+    let base = config.records.parent().map(PathBuf::from).unwrap_or_default();
+    let size = model.card.image_size;
+    let filter = model.card.preprocessing.resize;
+    let bar = progress::bar(rows.len(), "checking");
+    let mut checked = Vec::with_capacity(rows.len());
+    for chunk in rows.chunks(CHUNK) {
+        let loaded: Vec<Result<(Record, LoadedPhoto), RecordError>> = chunk
+            .par_iter()
+            .map(|row| {
+                let record = row.clone()?;
+                match records::load_photo(&record.photo, &base, size, filter) {
+                    Ok(photo) => Ok((record, photo)),
+                    Err(message) => Err(RecordError { record, message }),
+                }
+            })
+            .collect();
+        let pixels: Vec<&[u8]> = loaded
+            .iter()
+            .filter_map(|l| l.as_ref().ok().map(|(_, photo)| photo.pixels.as_slice()))
+            .collect();
+        let mut probabilities = model.calibrated_probabilities(&pixels).into_iter();
+        for result in loaded {
+            checked.push(match result {
+                Ok((record, photo)) => {
+                    let p = probabilities.next().expect("one row per loaded photo");
+                    let species = &model.card.species;
+                    let (verdict, doubt) = judge(&p, species, &record.claimed, &config.thresholds);
+                    CheckedRecord {
+                        claimed_probability: species.index_of(record.claimed.trim()).map(|i| p[i] as f64),
+                        record,
+                        verdict: Some(verdict),
+                        doubt,
+                        ranking: rank(&p, species.names()),
+                        error: None,
+                        thumbnail: Some(photo.thumbnail),
+                    }
+                }
+                Err(e) => CheckedRecord {
+                    record: e.record,
+                    verdict: None,
+                    claimed_probability: None,
+                    doubt: 0.0,
+                    ranking: Vec::new(),
+                    error: Some(e.message),
+                    thumbnail: None,
+                },
+            });
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    // Most doubtful first; unreadable records after all checked ones, in file order.
+    checked.sort_by(|a, b| {
+        (a.error.is_some(), -a.doubt, a.record.row).partial_cmp(&(b.error.is_some(), -b.doubt, b.record.row)).expect("doubts are finite")
+    });
+    let results = CheckResults {
+        config: config.clone(),
+        species: model.card.species.names().to_vec(),
+        temperature: model.card.calibration.as_ref().map(|c| c.temperature),
+        totals: totals(&checked),
+        records: checked,
+    };
+    report::write(&results, &config.out_dir())?;
+    Ok(results)
+}
+
+fn totals(records: &[CheckedRecord]) -> Totals {
+    let mut t = Totals {
+        records: records.len(),
+        ..Totals::default()
+    };
+    for r in records {
+        let label = match &r.verdict {
+            Some(v) => v.label().to_string(),
+            None => {
+                t.errors += 1;
+                "error".to_string()
+            }
+        };
+        *t.by_verdict.entry(label.clone()).or_default() += 1;
+        *t.by_claimed_species
+            .entry(r.record.claimed.trim().to_string())
+            .or_default()
+            .entry(label)
+            .or_default() += 1;
+    }
+    t
+}

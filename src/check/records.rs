@@ -1,0 +1,141 @@
+//! Reading submitted records from CSV and fetching their photos from disk or the web.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+use crate::dataset::{ResizeFilter, decode};
+use crate::{Error, Result};
+
+/// The header names of the three columns vlinder reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+pub struct Columns {
+    /// The column with the record's id.
+    #[arg(long, default_value = "id")]
+    pub id_column: String,
+    /// The column with the photo's path or http(s) URL.
+    #[arg(long, default_value = "photo")]
+    pub photo_column: String,
+    /// The column with the species the volunteer named.
+    #[arg(long, default_value = "species")]
+    pub species_column: String,
+}
+
+/// One submitted record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// The line of the CSV it came from (the header is line 1).
+    pub row: u64,
+    pub id: String,
+    pub photo: String,
+    pub claimed: String,
+}
+
+/// Why a record could not be checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordError {
+    pub record: Record,
+    pub message: String,
+}
+
+/// Reads the records; a malformed row becomes an error of its own, the rest are read.
+pub fn read(path: &Path, columns: &Columns) -> Result<Vec<Result<Record, RecordError>>> {
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(false)
+        .from_path(path)
+        .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))?;
+    let headers = reader
+        .headers()
+        .map_err(|e| Error::Layout { path: path.to_path_buf(), reason: format!("cannot read the header row: {e}") })?
+        .clone();
+    let find = |name: &str, option: &str| {
+        headers.iter().position(|h| h.trim() == name).ok_or_else(|| Error::Layout {
+            path: path.to_path_buf(),
+            reason: format!(
+                "no column named {name:?} (columns: {}); name the right one with {option}",
+                headers.iter().collect::<Vec<_>>().join(", ")
+            ),
+        })
+    };
+    let id = find(&columns.id_column, "--id-column")?;
+    let photo = find(&columns.photo_column, "--photo-column")?;
+    let species = find(&columns.species_column, "--species-column")?;
+    let mut rows = Vec::new();
+    for (i, row) in reader.records().enumerate() {
+        let line = i as u64 + 2;
+        rows.push(match row {
+            Ok(fields) => Ok(Record {
+                row: fields.position().map_or(line, |p| p.line()),
+                id: fields.get(id).unwrap_or_default().to_string(),
+                photo: fields.get(photo).unwrap_or_default().to_string(),
+                claimed: fields.get(species).unwrap_or_default().to_string(),
+            }),
+            Err(e) => {
+                let row = e.position().map_or(line, |p| p.line());
+                Err(RecordError {
+                    record: Record { row, id: String::new(), photo: String::new(), claimed: String::new() },
+                    message: format!("line {row} of {}: malformed CSV row ({e})", path.display()),
+                })
+            }
+        });
+    }
+    Ok(rows)
+}
+
+/// A record's photo, ready for the model, with a thumbnail for the report.
+pub struct LoadedPhoto {
+    pub pixels: Vec<u8>,
+    pub thumbnail: String,
+}
+
+/// Largest photo accepted from a URL.
+const MAX_DOWNLOAD: u64 = 50 * 1024 * 1024;
+const THUMBNAIL: u32 = 96;
+
+/// Loads the photo of a record from a path (relative to `base`) or an http(s) URL.
+pub fn load_photo(photo: &str, base: &Path, size: u32, filter: ResizeFilter) -> Result<LoadedPhoto, String> {
+    let photo = photo.trim();
+    if photo.is_empty() {
+        return Err("the photo column is empty".into());
+    }
+    let (bytes, origin) = if photo.starts_with("http://") || photo.starts_with("https://") {
+        (download(photo)?, PathBuf::from(photo))
+    } else {
+        let path = base.join(photo);
+        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        (bytes, path)
+    };
+    let image = decode::image_from_bytes(&bytes, &origin).map_err(|e| e.to_string())?;
+    let mut jpeg = Vec::new();
+    image
+        .thumbnail(THUMBNAIL, THUMBNAIL)
+        .to_rgb8()
+        .write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
+        .map_err(|e| format!("cannot make a thumbnail: {e}"))?;
+    Ok(LoadedPhoto {
+        pixels: decode::resize_square(&image, size, filter),
+        thumbnail: format!("data:image/jpeg;base64,{}", base64::engine::general_purpose::STANDARD.encode(jpeg)),
+    })
+}
+
+fn download(url: &str) -> std::result::Result<Vec<u8>, String> {
+    let agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .new_agent();
+    let response = agent.get(url).call().map_err(|e| format!("{url}: {e}"))?;
+    let mut bytes = Vec::new();
+    response
+        .into_body()
+        .into_reader()
+        .take(MAX_DOWNLOAD + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("{url}: {e}"))?;
+    if bytes.len() as u64 > MAX_DOWNLOAD {
+        return Err(format!("{url}: larger than {} MiB", MAX_DOWNLOAD / 1024 / 1024));
+    }
+    Ok(bytes)
+}

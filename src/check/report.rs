@@ -1,0 +1,154 @@
+//! The results of a check as `results.csv`, `check.json` and a self-contained `report.html`
+//! (thumbnails inline, no scripts or files from elsewhere), most doubtful records first.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use super::{CheckResults, CheckedRecord, Verdict};
+use crate::files::{self, csv_field};
+use crate::Result;
+
+/// Writes the three files into `dir`.
+pub fn write(results: &CheckResults, dir: &Path) -> Result<()> {
+    files::create_dir(dir)?;
+    files::write_atomic(&dir.join("results.csv"), csv(&results.records).as_bytes())?;
+    files::write_json(&dir.join("check.json"), results)?;
+    files::write_atomic(&dir.join("report.html"), html(results).as_bytes())
+}
+
+/// One line per record, in the report's order.
+pub fn csv(records: &[CheckedRecord]) -> String {
+    let mut s = String::from("rank,id,photo,claimed,verdict,predicted,claimed_probability,doubt,top_species,top_probability,error\n");
+    for (i, r) in records.iter().enumerate() {
+        let predicted = match &r.verdict {
+            Some(Verdict::Disagrees { predicted }) => predicted.as_str(),
+            _ => "",
+        };
+        let (top, top_p) = r
+            .ranking
+            .first()
+            .map_or((String::new(), String::new()), |t| (t.species.clone(), format!("{:.4}", t.probability)));
+        let _ = writeln!(
+            s,
+            "{},{},{},{},{},{},{},{},{},{},{}",
+            i + 1,
+            csv_field(&r.record.id),
+            csv_field(&r.record.photo),
+            csv_field(&r.record.claimed),
+            r.verdict.as_ref().map_or("error", |v| v.label()),
+            csv_field(predicted),
+            r.claimed_probability.map_or(String::new(), |p| format!("{p:.4}")),
+            if r.error.is_some() { String::new() } else { format!("{:.4}", r.doubt) },
+            csv_field(&top),
+            top_p,
+            csv_field(r.error.as_deref().unwrap_or(""))
+        );
+    }
+    s
+}
+
+/// Escapes text for HTML.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}\
+td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:middle}th{background:#f3f3f3}\
+.agrees{background:#d9f2d9}.disagrees{background:#f8d0d0}.uncertain{background:#fff1c2}.unknown{background:#e2e2f5}.error{background:#eee}\
+.bar{display:inline-block;height:10px;background:#4a7bd0;margin-right:6px}.p{font-size:90%;white-space:nowrap}img{display:block}";
+
+fn class(r: &CheckedRecord) -> &'static str {
+    match &r.verdict {
+        Some(Verdict::Agrees) => "agrees",
+        Some(Verdict::Disagrees { .. }) => "disagrees",
+        Some(Verdict::Uncertain) => "uncertain",
+        Some(Verdict::UnknownSpecies) => "unknown",
+        None => "error",
+    }
+}
+
+/// The reviewer's report.
+pub fn html(results: &CheckResults) -> String {
+    let t = &results.totals;
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        "<!doctype html><html lang=en><head><meta charset=utf-8><title>vlinder check: {}</title><style>{STYLE}</style></head><body>",
+        escape(&results.config.records.to_string_lossy())
+    );
+    let _ = write!(
+        s,
+        "<h1>Records to review</h1><p>{} records from <code>{}</code>, checked with the model in <code>{}</code>; \
+         agrees at a probability of the claimed species of at least {}, disagrees at {} or less{}. Most doubtful first.</p>",
+        t.records,
+        escape(&results.config.records.to_string_lossy()),
+        escape(&results.config.model.to_string_lossy()),
+        results.config.thresholds.agree,
+        results.config.thresholds.disagree,
+        results.temperature.map_or(String::new(), |t| format!("; probabilities calibrated (temperature {t:.2})"))
+    );
+    let verdicts = ["disagrees", "uncertain", "unknown species", "agrees", "error"];
+    s.push_str("<h2>Totals</h2><table><tr><th>claimed species</th>");
+    for v in verdicts {
+        let _ = write!(s, "<th>{v}</th>");
+    }
+    s.push_str("</tr>");
+    let mut rows: Vec<(String, &std::collections::BTreeMap<String, usize>)> =
+        t.by_claimed_species.iter().map(|(k, v)| (escape(k), v)).collect();
+    rows.push(("<b>all</b>".to_string(), &t.by_verdict));
+    for (name, counts) in rows {
+        let _ = write!(s, "<tr><td>{name}</td>");
+        for v in verdicts {
+            let _ = write!(s, "<td>{}</td>", counts.get(v).copied().unwrap_or(0));
+        }
+        s.push_str("</tr>");
+    }
+    s.push_str("</table><h2>Records</h2><table><tr><th>#</th><th>photo</th><th>id</th><th>claimed</th><th>verdict</th><th>doubt</th><th>probabilities</th></tr>");
+    for (i, r) in results.records.iter().enumerate() {
+        let verdict = match (&r.verdict, &r.error) {
+            (Some(Verdict::Disagrees { predicted }), _) => format!("disagrees: looks like <b>{}</b>", escape(predicted)),
+            (Some(v), _) => v.label().to_string(),
+            (None, Some(e)) => format!("error: {}", escape(e)),
+            (None, None) => "error".to_string(),
+        };
+        let thumb = r
+            .thumbnail
+            .as_ref()
+            .map_or(String::new(), |t| format!("<img src=\"{t}\" alt=\"photo of record {}\">", escape(&r.record.id)));
+        let probs: String = r
+            .ranking
+            .iter()
+            .map(|p| {
+                format!(
+                    "<div class=p><span class=bar style=\"width:{:.0}px\"></span>{} {:.3}</div>",
+                    p.probability * 120.0,
+                    escape(&p.species),
+                    p.probability
+                )
+            })
+            .collect();
+        let _ = write!(
+            s,
+            "<tr class={}><td>{}</td><td>{thumb}<small>{}</small></td><td>{}</td><td>{}</td><td>{verdict}</td><td>{}</td><td>{probs}</td></tr>",
+            class(r),
+            i + 1,
+            escape(&r.record.photo),
+            escape(&r.record.id),
+            escape(&r.record.claimed),
+            if r.error.is_some() { String::new() } else { format!("{:.3}", r.doubt) },
+        );
+    }
+    s.push_str("</table></body></html>\n");
+    s
+}

@@ -1,0 +1,102 @@
+//! The verdict on one record: does the photo agree with the species the volunteer named?
+
+use serde::{Deserialize, Serialize};
+
+use crate::dataset::Species;
+use crate::metrics::argmax;
+use crate::{Error, Result};
+
+/// The two thresholds on the calibrated probability of the claimed species.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, clap::Args)]
+pub struct Thresholds {
+    /// At or above this probability of the claimed species, the photo agrees.
+    #[arg(long, default_value_t = 0.9)]
+    pub agree: f64,
+    /// At or below this probability of the claimed species, the photo disagrees.
+    #[arg(long, default_value_t = 0.2)]
+    pub disagree: f64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds { agree: 0.9, disagree: 0.2 }
+    }
+}
+
+impl Thresholds {
+    pub fn validate(&self) -> Result<()> {
+        if !(0.0 <= self.disagree && self.disagree < self.agree && self.agree <= 1.0) {
+            return Err(Error::invalid(
+                "thresholds",
+                format!("agree {} / disagree {}", self.agree, self.disagree),
+                "0 <= --disagree < --agree <= 1, e.g. --agree 0.9 --disagree 0.2",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What vlinder says about a record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum Verdict {
+    /// The claimed species is probable enough.
+    Agrees,
+    /// The claimed species is improbable; `predicted` is the model's most probable species.
+    Disagrees { predicted: String },
+    /// Between the thresholds: an expert should look.
+    Uncertain,
+    /// The claimed species is not one the model knows.
+    UnknownSpecies,
+}
+
+impl Verdict {
+    /// The short name used in tables and CSV.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Verdict::Agrees => "agrees",
+            Verdict::Disagrees { .. } => "disagrees",
+            Verdict::Uncertain => "uncertain",
+            Verdict::UnknownSpecies => "unknown species",
+        }
+    }
+}
+
+/// The verdict for `claimed` given calibrated `probabilities` in `species` order, and the
+/// probability that the claim is wrong (1 for an unknown species).
+pub fn judge(probabilities: &[f32], species: &Species, claimed: &str, thresholds: &Thresholds) -> (Verdict, f64) {
+    let Some(index) = species.index_of(claimed.trim()) else {
+        return (Verdict::UnknownSpecies, 1.0);
+    };
+    let p = probabilities[index] as f64;
+    let verdict = if p >= thresholds.agree {
+        Verdict::Agrees
+    } else if p <= thresholds.disagree {
+        Verdict::Disagrees { predicted: species.name(argmax(probabilities)).to_string() }
+    } else {
+        Verdict::Uncertain
+    };
+    (verdict, 1.0 - p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts_follow_the_thresholds() {
+        let species = Species::new(vec!["maniola_jurtina".into(), "pyronia_tithonus".into(), "coenonympha_pamphilus".into()]);
+        // species order: coenonympha_pamphilus, maniola_jurtina, pyronia_tithonus
+        let t = Thresholds::default();
+        let p = [0.05, 0.93, 0.02];
+        assert_eq!(judge(&p, &species, "maniola_jurtina", &t).0, Verdict::Agrees);
+        let (v, wrong) = judge(&p, &species, "pyronia_tithonus", &t);
+        assert_eq!(v, Verdict::Disagrees { predicted: "maniola_jurtina".into() });
+        assert!((wrong - 0.98).abs() < 1e-6);
+        assert_eq!(judge(&[0.1, 0.5, 0.4], &species, "pyronia_tithonus", &t).0, Verdict::Uncertain);
+        assert_eq!(judge(&[0.1, 0.9, 0.0], &species, "maniola_jurtina", &t).0, Verdict::Agrees, "the bound itself agrees");
+        assert_eq!(judge(&[0.2, 0.8, 0.0], &species, "coenonympha_pamphilus", &t).0.label(), "disagrees");
+        assert_eq!(judge(&p, &species, "aglais_io", &t), (Verdict::UnknownSpecies, 1.0));
+        assert!(Thresholds { agree: 0.5, disagree: 0.6 }.validate().is_err());
+    }
+}
