@@ -73,7 +73,11 @@ pub fn reliability(probabilities: &[Vec<f32>], labels: &[usize]) -> Vec<Reliabil
             high: (i + 1) as f64 / BINS as f64,
             count,
             confidence: if count > 0 { conf / count as f64 } else { 0.0 },
-            accuracy: if count > 0 { correct as f64 / count as f64 } else { 0.0 },
+            accuracy: if count > 0 {
+                correct as f64 / count as f64
+            } else {
+                0.0
+            },
         })
         .collect()
 }
@@ -152,7 +156,12 @@ mod tests {
         assert!(c.temperature > 1.0, "{}", c.temperature);
         let calibrated = apply_temperature(&[0.99, 0.01], c.temperature);
         assert!((calibrated[0] - 0.75).abs() < 0.03, "{calibrated:?}");
-        assert!(c.ece_before > 0.2 && c.ece_after < 0.03, "{} -> {}", c.ece_before, c.ece_after);
+        assert!(
+            c.ece_before > 0.2 && c.ece_after < 0.03,
+            "{} -> {}",
+            c.ece_before,
+            c.ece_after
+        );
         assert!(c.log_loss_after < c.log_loss_before);
     }
 }

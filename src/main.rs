@@ -148,12 +148,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{verdict:>16}: {count}");
             }
             for r in results.records.iter().filter(|r| r.error.is_some()) {
-                eprintln!("record {} (line {}): {}", r.record.id, r.record.row, r.error.as_deref().unwrap_or_default());
+                eprintln!(
+                    "record {} (line {}): {}",
+                    r.record.id,
+                    r.record.row,
+                    r.error.as_deref().unwrap_or_default()
+                );
             }
             println!("results: {}", out.join("results.csv").display());
             println!("report:  {}", out.join("report.html").display());
             if results.totals.errors > 0 {
-                eprintln!("{} of {} records could not be checked", results.totals.errors, results.totals.records);
+                eprintln!(
+                    "{} of {} records could not be checked",
+                    results.totals.errors, results.totals.records
+                );
                 return Ok(ExitCode::FAILURE);
             }
             Ok(ExitCode::SUCCESS)

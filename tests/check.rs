@@ -19,7 +19,11 @@ fn check_config(model: &Path, records: &Path) -> CheckConfig {
     CheckConfig {
         model: model.to_path_buf(),
         records: records.to_path_buf(),
-        columns: Columns { id_column: "id".into(), photo_column: "photo".into(), species_column: "species".into() },
+        columns: Columns {
+            id_column: "id".into(),
+            photo_column: "photo".into(),
+            species_column: "species".into(),
+        },
         thresholds: Thresholds::default(),
         out: None,
         weights: WeightsChoice::Last,
@@ -57,15 +61,26 @@ fn wrongly_named_records_rank_first_and_bad_records_are_reported() {
         )
         .unwrap()
     };
-    let calibration = card.calibration.as_ref().expect("a complete run is calibrated");
-    assert!(calibration.temperature > 0.0 && calibration.log_loss_after <= calibration.log_loss_before + 1e-9);
+    let calibration = card
+        .calibration
+        .as_ref()
+        .expect("a complete run is calibrated");
+    assert!(
+        calibration.temperature > 0.0
+            && calibration.log_loss_after <= calibration.log_loss_before + 1e-9
+    );
     assert!(model.join("reliability.png").is_file());
 
     // The validation photos, every fourth one named as the other species.
     let split = std::fs::read_to_string(model.join("split.csv")).unwrap();
     let mut csv = String::from("id,species,photo\n");
     let mut wrong = Vec::new();
-    for (i, line) in split.lines().skip(1).filter(|l| l.ends_with(",validation")).enumerate() {
+    for (i, line) in split
+        .lines()
+        .skip(1)
+        .filter(|l| l.ends_with(",validation"))
+        .enumerate()
+    {
         let mut parts = line.split(',');
         let (path, species) = (parts.next().unwrap(), parts.next().unwrap());
         let named = if i % 4 == 0 {
@@ -80,7 +95,12 @@ fn wrongly_named_records_rank_first_and_bad_records_are_reported() {
     // cell, and a row with a stray field.
     let not_a_photo = tmp.path().join("notes.jpg");
     std::fs::write(&not_a_photo, "<html>oops</html>").unwrap();
-    let real = std::fs::read_dir(data.join(PAIR[0])).unwrap().next().unwrap().unwrap().path();
+    let real = std::fs::read_dir(data.join(PAIR[0]))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     writeln!(csv, "u1,vanessa_atalanta,{}", real.display()).unwrap();
     writeln!(csv, "m1,{},no/such/photo.jpg", PAIR[0]).unwrap();
     writeln!(csv, "n1,{},{}", PAIR[0], not_a_photo.display()).unwrap();
@@ -100,22 +120,59 @@ fn wrongly_named_records_rank_first_and_bad_records_are_reported() {
     // Unreadable records come last; the unknown species is the most doubtful of all.
     assert!(results.records[n - 4..].iter().all(|r| r.error.is_some()));
     assert_eq!(results.records[0].record.id, "u1");
-    assert_eq!(results.records[0].verdict.as_ref().unwrap().label(), "unknown species");
-    let errors: Vec<String> = results.records[n - 4..].iter().map(|r| r.error.clone().unwrap()).collect();
-    assert!(errors.iter().any(|e| e.contains("no/such/photo.jpg")), "{errors:?}");
-    assert!(errors.iter().any(|e| e.contains("notes.jpg") && e.contains("not an image")), "{errors:?}");
-    assert!(errors.iter().any(|e| e.contains("photo column is empty")), "{errors:?}");
-    assert!(errors.iter().any(|e| e.contains("malformed CSV row")), "{errors:?}");
+    assert_eq!(
+        results.records[0].verdict.as_ref().unwrap().label(),
+        "unknown species"
+    );
+    let errors: Vec<String> = results.records[n - 4..]
+        .iter()
+        .map(|r| r.error.clone().unwrap())
+        .collect();
+    assert!(
+        errors.iter().any(|e| e.contains("no/such/photo.jpg")),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("notes.jpg") && e.contains("not an image")),
+        "{errors:?}"
+    );
+    assert!(
+        errors.iter().any(|e| e.contains("photo column is empty")),
+        "{errors:?}"
+    );
+    assert!(
+        errors.iter().any(|e| e.contains("malformed CSV row")),
+        "{errors:?}"
+    );
 
-    let rank_of = |id: &str| results.records.iter().position(|r| r.record.id == id).unwrap() as f64;
-    let checked: Vec<&str> = results.records[1..n - 4].iter().map(|r| r.record.id.as_str()).collect();
+    let rank_of = |id: &str| {
+        results
+            .records
+            .iter()
+            .position(|r| r.record.id == id)
+            .unwrap() as f64
+    };
+    let checked: Vec<&str> = results.records[1..n - 4]
+        .iter()
+        .map(|r| r.record.id.as_str())
+        .collect();
     let mean = |ids: &mut dyn Iterator<Item = &str>| {
         let v: Vec<f64> = ids.map(rank_of).collect();
         v.iter().sum::<f64>() / v.len() as f64
     };
     let wrong_mean = mean(&mut wrong.iter().map(String::as_str));
-    let right_mean = mean(&mut checked.iter().copied().filter(|id| !wrong.iter().any(|w| w == id)));
-    assert!(wrong_mean < right_mean, "wrongly named records rank first on average: {wrong_mean} vs {right_mean}");
+    let right_mean = mean(
+        &mut checked
+            .iter()
+            .copied()
+            .filter(|id| !wrong.iter().any(|w| w == id)),
+    );
+    assert!(
+        wrong_mean < right_mean,
+        "wrongly named records rank first on average: {wrong_mean} vs {right_mean}"
+    );
 
     let report = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(report.contains("data:image/jpeg;base64,") && report.contains("unknown species"));
@@ -126,10 +183,23 @@ fn wrongly_named_records_rank_first_and_bad_records_are_reported() {
 
     // A CSV without the named columns is an error that lists the columns it has.
     std::fs::write(tmp.path().join("bad.csv"), "record,name,file\n1,x,y\n").unwrap();
-    let err = check::check(&check_config(&model, &tmp.path().join("bad.csv"))).unwrap_err().to_string();
-    assert!(err.contains("\"id\"") && err.contains("record, name, file") && err.contains("--id-column"), "{err}");
+    let err = check::check(&check_config(&model, &tmp.path().join("bad.csv")))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("\"id\"") && err.contains("record, name, file") && err.contains("--id-column"),
+        "{err}"
+    );
 
     // The command line reports the failed records and exits non-zero.
-    let (ok, stdout, stderr) = common::vlinder(&["check", "--model", model.to_str().unwrap(), records.to_str().unwrap()]);
-    assert!(!ok && stdout.contains("report:") && stderr.contains("4 of 45 records"), "{stdout}{stderr}");
+    let (ok, stdout, stderr) = common::vlinder(&[
+        "check",
+        "--model",
+        model.to_str().unwrap(),
+        records.to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && stdout.contains("report:") && stderr.contains("4 of 45 records"),
+        "{stdout}{stderr}"
+    );
 }

@@ -48,7 +48,11 @@ impl CheckConfig {
     /// The output folder.
     pub fn out_dir(&self) -> PathBuf {
         self.out.clone().unwrap_or_else(|| {
-            let stem = self.records.file_stem().unwrap_or_default().to_string_lossy();
+            let stem = self
+                .records
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy();
             self.records.with_file_name(format!("{stem}-check"))
         })
     }
@@ -100,7 +104,11 @@ pub fn check(config: &CheckConfig) -> Result<CheckResults> {
     config.thresholds.validate()?;
     let model = ModelDir::new(&config.model).load(config.weights, &config.device.device()?)?;
     let rows = records::read(&config.records, &config.columns)?;
-    let base = config.records.parent().map(PathBuf::from).unwrap_or_default();
+    let base = config
+        .records
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default();
     let size = model.card.image_size;
     let filter = model.card.preprocessing.resize;
     let bar = progress::bar(rows.len(), "checking");
@@ -128,7 +136,9 @@ pub fn check(config: &CheckConfig) -> Result<CheckResults> {
                     let species = &model.card.species;
                     let (verdict, doubt) = judge(&p, species, &record.claimed, &config.thresholds);
                     CheckedRecord {
-                        claimed_probability: species.index_of(record.claimed.trim()).map(|i| p[i] as f64),
+                        claimed_probability: species
+                            .index_of(record.claimed.trim())
+                            .map(|i| p[i] as f64),
                         record,
                         verdict: Some(verdict),
                         doubt,
@@ -153,7 +163,9 @@ pub fn check(config: &CheckConfig) -> Result<CheckResults> {
     bar.finish_and_clear();
     // Most doubtful first; unreadable records after all checked ones, in file order.
     checked.sort_by(|a, b| {
-        (a.error.is_some(), -a.doubt, a.record.row).partial_cmp(&(b.error.is_some(), -b.doubt, b.record.row)).expect("doubts are finite")
+        (a.error.is_some(), -a.doubt, a.record.row)
+            .partial_cmp(&(b.error.is_some(), -b.doubt, b.record.row))
+            .expect("doubts are finite")
     });
     let results = CheckResults {
         config: config.clone(),

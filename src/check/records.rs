@@ -49,16 +49,22 @@ pub fn read(path: &Path, columns: &Columns) -> Result<Vec<Result<Record, RecordE
         .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))?;
     let headers = reader
         .headers()
-        .map_err(|e| Error::Layout { path: path.to_path_buf(), reason: format!("cannot read the header row: {e}") })?
+        .map_err(|e| Error::Layout {
+            path: path.to_path_buf(),
+            reason: format!("cannot read the header row: {e}"),
+        })?
         .clone();
     let find = |name: &str, option: &str| {
-        headers.iter().position(|h| h.trim() == name).ok_or_else(|| Error::Layout {
-            path: path.to_path_buf(),
-            reason: format!(
-                "no column named {name:?} (columns: {}); name the right one with {option}",
-                headers.iter().collect::<Vec<_>>().join(", ")
-            ),
-        })
+        headers
+            .iter()
+            .position(|h| h.trim() == name)
+            .ok_or_else(|| Error::Layout {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "no column named {name:?} (columns: {}); name the right one with {option}",
+                    headers.iter().collect::<Vec<_>>().join(", ")
+                ),
+            })
     };
     let id = find(&columns.id_column, "--id-column")?;
     let photo = find(&columns.photo_column, "--photo-column")?;
@@ -76,7 +82,12 @@ pub fn read(path: &Path, columns: &Columns) -> Result<Vec<Result<Record, RecordE
             Err(e) => {
                 let row = e.position().map_or(line, |p| p.line());
                 Err(RecordError {
-                    record: Record { row, id: String::new(), photo: String::new(), claimed: String::new() },
+                    record: Record {
+                        row,
+                        id: String::new(),
+                        photo: String::new(),
+                        claimed: String::new(),
+                    },
                     message: format!("line {row} of {}: malformed CSV row ({e})", path.display()),
                 })
             }
@@ -96,7 +107,12 @@ const MAX_DOWNLOAD: u64 = 50 * 1024 * 1024;
 const THUMBNAIL: u32 = 96;
 
 /// Loads the photo of a record from a path (relative to `base`) or an http(s) URL.
-pub fn load_photo(photo: &str, base: &Path, size: u32, filter: ResizeFilter) -> Result<LoadedPhoto, String> {
+pub fn load_photo(
+    photo: &str,
+    base: &Path,
+    size: u32,
+    filter: ResizeFilter,
+) -> Result<LoadedPhoto, String> {
     let photo = photo.trim();
     if photo.is_empty() {
         return Err("the photo column is empty".into());
@@ -113,11 +129,17 @@ pub fn load_photo(photo: &str, base: &Path, size: u32, filter: ResizeFilter) -> 
     image
         .thumbnail(THUMBNAIL, THUMBNAIL)
         .to_rgb8()
-        .write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
+        .write_to(
+            &mut std::io::Cursor::new(&mut jpeg),
+            image::ImageFormat::Jpeg,
+        )
         .map_err(|e| format!("cannot make a thumbnail: {e}"))?;
     Ok(LoadedPhoto {
         pixels: decode::resize_square(&image, size, filter),
-        thumbnail: format!("data:image/jpeg;base64,{}", base64::engine::general_purpose::STANDARD.encode(jpeg)),
+        thumbnail: format!(
+            "data:image/jpeg;base64,{}",
+            base64::engine::general_purpose::STANDARD.encode(jpeg)
+        ),
     })
 }
 
@@ -135,7 +157,10 @@ fn download(url: &str) -> std::result::Result<Vec<u8>, String> {
         .read_to_end(&mut bytes)
         .map_err(|e| format!("{url}: {e}"))?;
     if bytes.len() as u64 > MAX_DOWNLOAD {
-        return Err(format!("{url}: larger than {} MiB", MAX_DOWNLOAD / 1024 / 1024));
+        return Err(format!(
+            "{url}: larger than {} MiB",
+            MAX_DOWNLOAD / 1024 / 1024
+        ));
     }
     Ok(bytes)
 }

@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use super::{CheckResults, CheckedRecord, Verdict};
-use crate::files::{self, csv_field};
 use crate::Result;
+use crate::files::{self, csv_field};
 
 /// Writes the three files into `dir`.
 pub fn write(results: &CheckResults, dir: &Path) -> Result<()> {
@@ -18,7 +18,9 @@ pub fn write(results: &CheckResults, dir: &Path) -> Result<()> {
 
 /// One line per record, in the report's order.
 pub fn csv(records: &[CheckedRecord]) -> String {
-    let mut s = String::from("rank,id,photo,claimed,verdict,predicted,claimed_probability,doubt,top_species,top_probability,error\n");
+    let mut s = String::from(
+        "rank,id,photo,claimed,verdict,predicted,claimed_probability,doubt,top_species,top_probability,error\n",
+    );
     for (i, r) in records.iter().enumerate() {
         let predicted = match &r.verdict {
             Some(Verdict::Disagrees { predicted }) => predicted.as_str(),
@@ -27,7 +29,9 @@ pub fn csv(records: &[CheckedRecord]) -> String {
         let (top, top_p) = r
             .ranking
             .first()
-            .map_or((String::new(), String::new()), |t| (t.species.clone(), format!("{:.4}", t.probability)));
+            .map_or((String::new(), String::new()), |t| {
+                (t.species.clone(), format!("{:.4}", t.probability))
+            });
         let _ = writeln!(
             s,
             "{},{},{},{},{},{},{},{},{},{},{}",
@@ -37,8 +41,13 @@ pub fn csv(records: &[CheckedRecord]) -> String {
             csv_field(&r.record.claimed),
             r.verdict.as_ref().map_or("error", |v| v.label()),
             csv_field(predicted),
-            r.claimed_probability.map_or(String::new(), |p| format!("{p:.4}")),
-            if r.error.is_some() { String::new() } else { format!("{:.4}", r.doubt) },
+            r.claimed_probability
+                .map_or(String::new(), |p| format!("{p:.4}")),
+            if r.error.is_some() {
+                String::new()
+            } else {
+                format!("{:.4}", r.doubt)
+            },
             csv_field(&top),
             top_p,
             csv_field(r.error.as_deref().unwrap_or(""))
@@ -96,16 +105,27 @@ pub fn html(results: &CheckResults) -> String {
         escape(&results.config.model.to_string_lossy()),
         results.config.thresholds.agree,
         results.config.thresholds.disagree,
-        results.temperature.map_or(String::new(), |t| format!("; probabilities calibrated (temperature {t:.2})"))
+        results.temperature.map_or(String::new(), |t| format!(
+            "; probabilities calibrated (temperature {t:.2})"
+        ))
     );
-    let verdicts = ["disagrees", "uncertain", "unknown species", "agrees", "error"];
+    let verdicts = [
+        "disagrees",
+        "uncertain",
+        "unknown species",
+        "agrees",
+        "error",
+    ];
     s.push_str("<h2>Totals</h2><table><tr><th>claimed species</th>");
     for v in verdicts {
         let _ = write!(s, "<th>{v}</th>");
     }
     s.push_str("</tr>");
-    let mut rows: Vec<(String, &std::collections::BTreeMap<String, usize>)> =
-        t.by_claimed_species.iter().map(|(k, v)| (escape(k), v)).collect();
+    let mut rows: Vec<(String, &std::collections::BTreeMap<String, usize>)> = t
+        .by_claimed_species
+        .iter()
+        .map(|(k, v)| (escape(k), v))
+        .collect();
     rows.push(("<b>all</b>".to_string(), &t.by_verdict));
     for (name, counts) in rows {
         let _ = write!(s, "<tr><td>{name}</td>");
@@ -117,15 +137,19 @@ pub fn html(results: &CheckResults) -> String {
     s.push_str("</table><h2>Records</h2><table><tr><th>#</th><th>photo</th><th>id</th><th>claimed</th><th>verdict</th><th>doubt</th><th>probabilities</th></tr>");
     for (i, r) in results.records.iter().enumerate() {
         let verdict = match (&r.verdict, &r.error) {
-            (Some(Verdict::Disagrees { predicted }), _) => format!("disagrees: looks like <b>{}</b>", escape(predicted)),
+            (Some(Verdict::Disagrees { predicted }), _) => {
+                format!("disagrees: looks like <b>{}</b>", escape(predicted))
+            }
             (Some(v), _) => v.label().to_string(),
             (None, Some(e)) => format!("error: {}", escape(e)),
             (None, None) => "error".to_string(),
         };
-        let thumb = r
-            .thumbnail
-            .as_ref()
-            .map_or(String::new(), |t| format!("<img src=\"{t}\" alt=\"photo of record {}\">", escape(&r.record.id)));
+        let thumb = r.thumbnail.as_ref().map_or(String::new(), |t| {
+            format!(
+                "<img src=\"{t}\" alt=\"photo of record {}\">",
+                escape(&r.record.id)
+            )
+        });
         let probs: String = r
             .ranking
             .iter()
@@ -146,7 +170,11 @@ pub fn html(results: &CheckResults) -> String {
             escape(&r.record.photo),
             escape(&r.record.id),
             escape(&r.record.claimed),
-            if r.error.is_some() { String::new() } else { format!("{:.3}", r.doubt) },
+            if r.error.is_some() {
+                String::new()
+            } else {
+                format!("{:.3}", r.doubt)
+            },
         );
     }
     s.push_str("</table></body></html>\n");

@@ -19,7 +19,10 @@ pub struct Thresholds {
 
 impl Default for Thresholds {
     fn default() -> Self {
-        Thresholds { agree: 0.9, disagree: 0.2 }
+        Thresholds {
+            agree: 0.9,
+            disagree: 0.2,
+        }
     }
 }
 
@@ -64,19 +67,27 @@ impl Verdict {
 
 /// The verdict for `claimed` given calibrated `probabilities` in `species` order, and the
 /// probability that the claim is wrong (1 for an unknown species).
-pub fn judge(probabilities: &[f32], species: &Species, claimed: &str, thresholds: &Thresholds) -> (Verdict, f64) {
+pub fn judge(
+    probabilities: &[f32],
+    species: &Species,
+    claimed: &str,
+    thresholds: &Thresholds,
+) -> (Verdict, f64) {
     let Some(index) = species.index_of(claimed.trim()) else {
         return (Verdict::UnknownSpecies, 1.0);
     };
-    let p = probabilities[index] as f64;
-    let verdict = if p >= thresholds.agree {
+    // Compared in the probabilities' own precision, so that 0.9 meets a threshold of 0.9.
+    let p = probabilities[index];
+    let verdict = if p >= thresholds.agree as f32 {
         Verdict::Agrees
-    } else if p <= thresholds.disagree {
-        Verdict::Disagrees { predicted: species.name(argmax(probabilities)).to_string() }
+    } else if p <= thresholds.disagree as f32 {
+        Verdict::Disagrees {
+            predicted: species.name(argmax(probabilities)).to_string(),
+        }
     } else {
         Verdict::Uncertain
     };
-    (verdict, 1.0 - p)
+    (verdict, 1.0 - p as f64)
 }
 
 #[cfg(test)]
@@ -85,18 +96,52 @@ mod tests {
 
     #[test]
     fn verdicts_follow_the_thresholds() {
-        let species = Species::new(vec!["maniola_jurtina".into(), "pyronia_tithonus".into(), "coenonympha_pamphilus".into()]);
+        let species = Species::new(vec![
+            "maniola_jurtina".into(),
+            "pyronia_tithonus".into(),
+            "coenonympha_pamphilus".into(),
+        ]);
         // species order: coenonympha_pamphilus, maniola_jurtina, pyronia_tithonus
         let t = Thresholds::default();
         let p = [0.05, 0.93, 0.02];
-        assert_eq!(judge(&p, &species, "maniola_jurtina", &t).0, Verdict::Agrees);
+        assert_eq!(
+            judge(&p, &species, "maniola_jurtina", &t).0,
+            Verdict::Agrees
+        );
         let (v, wrong) = judge(&p, &species, "pyronia_tithonus", &t);
-        assert_eq!(v, Verdict::Disagrees { predicted: "maniola_jurtina".into() });
+        assert_eq!(
+            v,
+            Verdict::Disagrees {
+                predicted: "maniola_jurtina".into()
+            }
+        );
         assert!((wrong - 0.98).abs() < 1e-6);
-        assert_eq!(judge(&[0.1, 0.5, 0.4], &species, "pyronia_tithonus", &t).0, Verdict::Uncertain);
-        assert_eq!(judge(&[0.1, 0.9, 0.0], &species, "maniola_jurtina", &t).0, Verdict::Agrees, "the bound itself agrees");
-        assert_eq!(judge(&[0.2, 0.8, 0.0], &species, "coenonympha_pamphilus", &t).0.label(), "disagrees");
-        assert_eq!(judge(&p, &species, "aglais_io", &t), (Verdict::UnknownSpecies, 1.0));
-        assert!(Thresholds { agree: 0.5, disagree: 0.6 }.validate().is_err());
+        assert_eq!(
+            judge(&[0.1, 0.5, 0.4], &species, "pyronia_tithonus", &t).0,
+            Verdict::Uncertain
+        );
+        assert_eq!(
+            judge(&[0.1, 0.9, 0.0], &species, "maniola_jurtina", &t).0,
+            Verdict::Agrees,
+            "the bound itself agrees"
+        );
+        assert_eq!(
+            judge(&[0.2, 0.8, 0.0], &species, "coenonympha_pamphilus", &t)
+                .0
+                .label(),
+            "disagrees"
+        );
+        assert_eq!(
+            judge(&p, &species, "aglais_io", &t),
+            (Verdict::UnknownSpecies, 1.0)
+        );
+        assert!(
+            Thresholds {
+                agree: 0.5,
+                disagree: 0.6
+            }
+            .validate()
+            .is_err()
+        );
     }
 }

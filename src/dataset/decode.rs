@@ -81,7 +81,9 @@ pub fn image_from_bytes(bytes: &[u8], origin: &Path) -> Result<DynamicImage> {
     match reader.format() {
         None => return Err(fail("not an image in a known format".into())),
         Some(ImageFormat::Jpeg) if !jpeg_is_complete(bytes) => {
-            return Err(fail("the JPEG is truncated (its last scan has no end marker)".into()));
+            return Err(fail(
+                "the JPEG is truncated (its last scan has no end marker)".into(),
+            ));
         }
         Some(_) => {}
     }

@@ -249,7 +249,10 @@ fn run(
             let calibration = calibrate::fit(&val_probs, &data.validation.labels);
             eprintln!(
                 "calibration: temperature {:.3}, expected calibration error {:.4} -> {:.4} on {} validation photos",
-                calibration.temperature, calibration.ece_before, calibration.ece_after, calibration.photos
+                calibration.temperature,
+                calibration.ece_before,
+                calibration.ece_after,
+                calibration.photos
             );
             plot::reliability_diagram(&calibration, &dir.reliability_path())?;
             card.calibration = Some(calibration);
