@@ -25,6 +25,7 @@ pub mod model;
 pub mod plot;
 pub mod predict;
 pub mod progress;
+pub mod serve;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -10,6 +10,7 @@ use vlinder::augment::preview::{self, PreviewConfig};
 use vlinder::check::{self, CheckConfig};
 use vlinder::evaluate::{self, EvaluateConfig};
 use vlinder::predict::{self, PredictConfig};
+use vlinder::serve::{self, ServeConfig};
 use vlinder::train::{self, TrainConfig};
 
 #[derive(Parser)]
@@ -44,6 +45,8 @@ enum Command {
     Augment(PreviewConfig),
     /// Check submitted records (photo + claimed species) and rank the doubtful ones first.
     Check(CheckConfig),
+    /// Serve the model over HTTP, with a page for reviewers at /.
+    Serve(ServeConfig),
 }
 
 fn main() -> ExitCode {
@@ -164,6 +167,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
                 return Ok(ExitCode::FAILURE);
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve(config) => {
+            serve::run(&config).context("the server stopped")?;
             Ok(ExitCode::SUCCESS)
         }
     }
