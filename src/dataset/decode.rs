@@ -14,6 +14,8 @@ pub const PHOTO_EXTENSIONS: [&str; 7] = ["jpg", "jpeg", "png", "bmp", "tif", "ti
 
 /// The largest width or height accepted, against decompression bombs.
 const MAX_SIDE: u32 = 20_000;
+/// The most pixels accepted (100 megapixels), checked from the header before decoding.
+const MAX_PIXELS: u64 = 100_000_000;
 
 /// How a photo is resized to the model's input size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -92,6 +94,13 @@ pub fn image_from_bytes(bytes: &[u8], origin: &Path) -> Result<DynamicImage> {
     limits.max_image_height = Some(MAX_SIDE);
     reader.limits(limits);
     let mut decoder = reader.into_decoder().map_err(|e| fail(e.to_string()))?;
+    let (width, height) = decoder.dimensions();
+    if width as u64 * height as u64 > MAX_PIXELS {
+        return Err(fail(format!(
+            "{width} x {height} pixels is more than the {} megapixels accepted",
+            MAX_PIXELS / 1_000_000
+        )));
+    }
     let orientation = decoder.orientation().map_err(|e| fail(e.to_string()))?;
     let mut image = DynamicImage::from_decoder(decoder).map_err(|e| fail(e.to_string()))?;
     image.apply_orientation(orientation);

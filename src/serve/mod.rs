@@ -78,7 +78,11 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into() }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -127,7 +131,13 @@ pub fn app(config: &ServeConfig) -> Result<Router> {
         .route("/v1/model", get(model_card))
         .route("/v1/classify", post(classify))
         .route("/v1/check", post(check))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see GET /v1/model, POST /v1/classify, POST /v1/check") })
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such endpoint; see GET /v1/model, POST /v1/classify, POST /v1/check",
+            )
+        })
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(config.timeout_seconds),
@@ -142,7 +152,9 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let app = app(config)?;
-    let addr = listener.local_addr().map_err(|e| Error::io(config.addr.to_string(), e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::io(config.addr.to_string(), e))?;
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
@@ -186,16 +198,27 @@ impl AppState {
                 Error::Photo { reason, .. } => reason,
                 other => other.to_string(),
             };
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "bad_photo", format!("the upload is not a usable photo: {message}"))
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "bad_photo",
+                format!("the upload is not a usable photo: {message}"),
+            )
         })?;
         let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Job { pixels, reply })
-            .await
-            .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the model is shutting down"))?;
-        answer
-            .await
-            .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the model is shutting down"))
+        self.jobs.send(Job { pixels, reply }).await.map_err(|_| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the model is shutting down",
+            )
+        })?;
+        answer.await.map_err(|_| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the model is shutting down",
+            )
+        })
     }
 }
 
@@ -207,10 +230,16 @@ async fn model_card(State(state): State<Arc<AppState>>) -> Json<ModelCard> {
     Json(state.card.clone())
 }
 
-async fn classify(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Result<Json<Classification>, ApiError> {
+async fn classify(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Classification>, ApiError> {
     let upload = upload::read(&headers, body, state.max_upload).await?;
     let p = state.probabilities(upload.photo).await?;
-    Ok(Json(Classification { ranking: rank(&p, state.card.species.names()) }))
+    Ok(Json(Classification {
+        ranking: rank(&p, state.card.species.names()),
+    }))
 }
 
 async fn check(
@@ -246,7 +275,13 @@ pub fn run(config: &ServeConfig) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(config.addr)
             .await
             .map_err(|e| Error::io(config.addr.to_string(), e))?;
-        eprintln!("serving {} on http://{}", config.model.display(), listener.local_addr().map_err(|e| Error::io(config.addr.to_string(), e))?);
+        eprintln!(
+            "serving {} on http://{}",
+            config.model.display(),
+            listener
+                .local_addr()
+                .map_err(|e| Error::io(config.addr.to_string(), e))?
+        );
         serve(config, listener, shutdown_signal()).await
     })
 }

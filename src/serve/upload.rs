@@ -38,7 +38,11 @@ pub async fn read(headers: &HeaderMap, body: Body, limit: usize) -> Result<Uploa
             }
             source = s.source();
         }
-        ApiError::new(StatusCode::BAD_REQUEST, "bad_body", format!("cannot read the request body: {e}"))
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            format!("cannot read the request body: {e}"),
+        )
     })?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -46,13 +50,27 @@ pub async fn read(headers: &HeaderMap, body: Body, limit: usize) -> Result<Uploa
         .unwrap_or_default();
     if !content_type.starts_with("multipart/form-data") {
         if bytes.is_empty() {
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, "empty", "the request has no photo; send it as the body or as a multipart field `photo`"));
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "empty",
+                "the request has no photo; send it as the body or as a multipart field `photo`",
+            ));
         }
-        return Ok(Upload { photo: bytes, species: None });
+        return Ok(Upload {
+            photo: bytes,
+            species: None,
+        });
     }
-    let malformed = |e: multer::Error| ApiError::new(StatusCode::BAD_REQUEST, "bad_multipart", format!("malformed multipart form: {e}"));
+    let malformed = |e: multer::Error| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_multipart",
+            format!("malformed multipart form: {e}"),
+        )
+    };
     let boundary = multer::parse_boundary(content_type).map_err(malformed)?;
-    let stream = futures_util::stream::once(async move { Ok::<Bytes, std::convert::Infallible>(bytes) });
+    let stream =
+        futures_util::stream::once(async move { Ok::<Bytes, std::convert::Infallible>(bytes) });
     let mut form = multer::Multipart::new(stream, boundary);
     let (mut photo, mut species) = (None, None);
     while let Some(field) = form.next_field().await.map_err(malformed)? {
@@ -62,8 +80,12 @@ pub async fn read(headers: &HeaderMap, body: Body, limit: usize) -> Result<Uploa
             _ => {}
         }
     }
-    let photo = photo
-        .filter(|p| !p.is_empty())
-        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "missing_photo", "the form has no (non-empty) field `photo`"))?;
+    let photo = photo.filter(|p| !p.is_empty()).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "missing_photo",
+            "the form has no (non-empty) field `photo`",
+        )
+    })?;
     Ok(Upload { photo, species })
 }

@@ -1,0 +1,343 @@
+//! The HTTP service against a running server on 127.0.0.1: every endpoint, every bad input, a
+//! burst of concurrent requests, slow clients and graceful shutdown.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use vlinder::augment::AugmentParams;
+use vlinder::check::Thresholds;
+use vlinder::dataset::ResizeFilter;
+use vlinder::device::Backend;
+use vlinder::model::{Architecture, WeightsChoice};
+use vlinder::serve::{self, ServeConfig};
+use vlinder::train::{self, TrainConfig};
+
+const PAIR: [&str; 2] = ["anthocharis_cardamines", "gonepteryx_rhamni"];
+
+fn tiny_model(dir: &Path) -> PathBuf {
+    let data = common::subset(dir, &PAIR, 12);
+    let out = dir.join("model");
+    let _serial = common::training_lock();
+    train::train(
+        &TrainConfig {
+            data: Some(data),
+            train: None,
+            validation: None,
+            validation_split: 0.25,
+            model: Architecture::Recipe,
+            epochs: 1,
+            batch_size: 8,
+            learning_rate: 1e-3,
+            rho: 0.9,
+            epsilon: 1e-7,
+            seed: 1,
+            image_size: 24,
+            resize: ResizeFilter::Bilinear,
+            no_augment: true,
+            augment: AugmentParams::default(),
+            device: Backend::Flex,
+        },
+        &out,
+    )
+    .unwrap();
+    out
+}
+
+struct Server {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<vlinder::Result<()>>>,
+}
+
+impl Server {
+    fn start(model: &Path, max_upload_bytes: usize, timeout_seconds: u64) -> Server {
+        let config = ServeConfig {
+            model: model.to_path_buf(),
+            addr: "127.0.0.1:0".parse().unwrap(),
+            max_upload_bytes,
+            timeout_seconds,
+            max_batch: 8,
+            thresholds: Thresholds::default(),
+            weights: WeightsChoice::Last,
+            device: Backend::Flex,
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(config.addr).await.unwrap();
+                addr_tx.send(listener.local_addr().unwrap()).unwrap();
+                serve::serve(&config, listener, async {
+                    let _ = stopped.await;
+                })
+                .await
+            })
+        });
+        let addr = addr_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        Server {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Stops the server gracefully and returns what `serve` returned.
+    fn shutdown(mut self) -> vlinder::Result<()> {
+        self.stop.take().unwrap().send(()).unwrap();
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .new_agent()
+}
+
+/// Status and parsed JSON body of a POST.
+fn post(url: &str, content_type: &str, body: &[u8]) -> (u16, serde_json::Value) {
+    let mut response = agent()
+        .post(url)
+        .header("Content-Type", content_type)
+        .send(body)
+        .unwrap();
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{status}: not JSON ({e}): {text}")),
+    )
+}
+
+fn multipart(fields: &[(&str, &[u8])]) -> (String, Vec<u8>) {
+    let boundary = "vlinder-test-boundary";
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        let filename = if *name == "photo" {
+            "; filename=\"p.jpg\""
+        } else {
+            ""
+        };
+        write!(
+            body,
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"{filename}\r\n\r\n"
+        )
+        .unwrap();
+        body.extend_from_slice(value);
+        body.extend_from_slice(b"\r\n");
+    }
+    write!(body, "--{boundary}--\r\n").unwrap();
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+fn error_code(value: &serde_json::Value) -> &str {
+    value["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not an error answer: {value}"))
+}
+
+#[test]
+fn every_endpoint_answers_and_bad_inputs_get_json_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    let server = Server::start(&model, 300_000, 30);
+    let photo = common::real_jpeg();
+
+    let mut health = agent().get(&server.url("/healthz")).call().unwrap();
+    assert_eq!(health.body_mut().read_to_string().unwrap(), "ok");
+    let mut card = agent().get(&server.url("/v1/model")).call().unwrap();
+    let card: serde_json::Value =
+        serde_json::from_str(&card.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(card["species"], serde_json::json!(PAIR));
+    let mut page = agent().get(&server.url("/")).call().unwrap();
+    let page = page.body_mut().read_to_string().unwrap();
+    assert!(page.contains("id=\"species\"") && page.contains("/v1/check"));
+
+    // Classify: a raw body and a form give the same ranking, which sums to 1.
+    let (status, raw) = post(&server.url("/v1/classify"), "image/jpeg", &photo);
+    assert_eq!(status, 200, "{raw}");
+    let ranking = raw["ranking"].as_array().unwrap();
+    let total: f64 = ranking
+        .iter()
+        .map(|r| r["probability"].as_f64().unwrap())
+        .sum();
+    assert_eq!(ranking.len(), 2);
+    assert!((total - 1.0).abs() < 1e-5);
+    let (ct, body) = multipart(&[("photo", &photo)]);
+    let (status, form) = post(&server.url("/v1/classify"), &ct, &body);
+    assert_eq!((status, &form), (200, &raw));
+
+    // Check: the verdict against the claimed species, from a form or a query.
+    let (ct, body) = multipart(&[("photo", &photo), ("species", PAIR[1].as_bytes())]);
+    let (status, answer) = post(&server.url("/v1/check"), &ct, &body);
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        ["agrees", "disagrees", "uncertain"].contains(&answer["verdict"].as_str().unwrap()),
+        "{answer}"
+    );
+    let p_claimed = answer["claimed_probability"].as_f64().unwrap();
+    assert!((answer["doubt"].as_f64().unwrap() - (1.0 - p_claimed)).abs() < 1e-6);
+    let (status, unknown) = post(
+        &server.url("/v1/check?species=vanessa_atalanta"),
+        "image/jpeg",
+        &photo,
+    );
+    assert_eq!(
+        (status, unknown["verdict"].as_str().unwrap()),
+        (200, "unknown_species")
+    );
+    let (status, missing) = post(&server.url("/v1/check"), "image/jpeg", &photo);
+    assert_eq!((status, error_code(&missing)), (400, "missing_species"));
+
+    // Bad photos.
+    let (status, e) = post(&server.url("/v1/classify"), "image/jpeg", b"");
+    assert_eq!((status, error_code(&e)), (400, "empty"));
+    let (status, e) = post(
+        &server.url("/v1/classify"),
+        "image/jpeg",
+        b"<html>not a photo</html>",
+    );
+    assert_eq!((status, error_code(&e)), (422, "bad_photo"));
+    let (status, e) = post(
+        &server.url("/v1/classify"),
+        "image/jpeg",
+        &photo[..photo.len() / 2],
+    );
+    assert_eq!((status, error_code(&e)), (422, "bad_photo"));
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("truncated"),
+        "{e}"
+    );
+    let (status, e) = post(&server.url("/v1/classify"), "image/png", &bomb_png());
+    assert_eq!((status, error_code(&e)), (422, "bad_photo"));
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("megapixels"),
+        "{e}"
+    );
+    // Over the limit: refused from the declared length, before the body is read.
+    let mut big = std::net::TcpStream::connect(server.addr).unwrap();
+    write!(big, "POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 400000\r\n\r\n").unwrap();
+    big.write_all(&[0u8; 1000]).unwrap();
+    let mut reply = vec![0u8; 4096];
+    let n = big.read(&mut reply).unwrap();
+    let reply = String::from_utf8_lossy(&reply[..n]);
+    assert!(
+        reply.starts_with("HTTP/1.1 413") && reply.contains("too_large"),
+        "{reply}"
+    );
+    let (status, e) = post(
+        &server.url("/v1/classify"),
+        "multipart/form-data; boundary=xyz",
+        b"--xyz\r\ngarbage",
+    );
+    assert_eq!((status, error_code(&e)), (400, "bad_multipart"));
+    let (status, e) = post(
+        &server.url("/v1/classify"),
+        "multipart/form-data",
+        b"no boundary",
+    );
+    assert_eq!((status, error_code(&e)), (400, "bad_multipart"));
+    let (ct, body) = multipart(&[("species", PAIR[0].as_bytes())]);
+    let (status, e) = post(&server.url("/v1/check"), &ct, &body);
+    assert_eq!((status, error_code(&e)), (400, "missing_photo"));
+    let mut not_found = agent().get(&server.url("/v2/nothing")).call().unwrap();
+    assert_eq!(not_found.status().as_u16(), 404);
+    let body: serde_json::Value =
+        serde_json::from_str(&not_found.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(error_code(&body), "not_found");
+
+    // A burst of concurrent requests is batched and every one gets the right answer.
+    let url = server.url("/v1/classify");
+    let answers: Vec<serde_json::Value> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..24)
+            .map(|_| scope.spawn(|| post(&url, "image/jpeg", &photo)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .map(|(s, v)| {
+                assert_eq!(s, 200);
+                v
+            })
+            .collect()
+    });
+    for a in &answers {
+        for (x, y) in a["ranking"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(raw["ranking"].as_array().unwrap())
+        {
+            assert_eq!(x["species"], y["species"]);
+            assert!(
+                (x["probability"].as_f64().unwrap() - y["probability"].as_f64().unwrap()).abs()
+                    < 1e-5
+            );
+        }
+    }
+
+    // Still serving after all that, and it stops cleanly.
+    assert_eq!(
+        agent()
+            .get(&server.url("/healthz"))
+            .call()
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    server.shutdown().unwrap();
+}
+
+/// A PNG of a few bytes whose header claims 15,000 x 15,000 pixels (225 megapixels), with the
+/// start of a compressed stream that would inflate to them.
+fn bomb_png() -> Vec<u8> {
+    let mut bytes = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut bytes, 15_000, 15_000);
+        encoder.set_color(png::ColorType::Grayscale);
+        let mut writer = encoder.write_header().unwrap();
+        writer
+            .write_chunk(png::chunk::IDAT, &[0x78, 0x9c, 0x01])
+            .unwrap();
+    }
+    bytes
+}
+
+#[test]
+fn a_slow_client_times_out_and_others_are_still_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    let server = Server::start(&model, 1_000_000, 1);
+    let mut slow = std::net::TcpStream::connect(server.addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    write!(slow, "POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 5000\r\n\r\npartial").unwrap();
+    let mut answer = String::new();
+    let _ = slow.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let (status, _) = post(
+        &server.url("/v1/classify"),
+        "image/jpeg",
+        &common::real_jpeg(),
+    );
+    assert_eq!(status, 200);
+    server.shutdown().unwrap();
+}
