@@ -1,0 +1,82 @@
+// The reviewer page of `vlinder serve` in a real headless Chromium: a reviewer picks the claimed
+// species, uploads photos and sees each verdict with its probabilities.
+// Needs target/release/vlinder (cargo build --release) and Chromium (CHROMIUM, default
+// /usr/bin/chromium); run with `npm test` in this folder.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, execFileSync } from "node:child_process";
+import { mkdtempSync, mkdirSync, symlinkSync, readdirSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { chromium } from "playwright-core";
+
+const repo = resolve(import.meta.dirname, "../..");
+const vlinder = join(repo, "target/release/vlinder");
+const shared = process.env.VLINDER_SHARED ?? join(repo, "../shared");
+const species = ["anthocharis_cardamines", "gonepteryx_rhamni"];
+
+function trainTinyModel(dir) {
+  const photos = join(dir, "photos");
+  for (const name of species) {
+    const source = join(shared, "data/inat_uk_3species_csellwood", name);
+    mkdirSync(join(photos, name), { recursive: true });
+    for (const file of readdirSync(source).sort().slice(0, 12)) {
+      symlinkSync(join(source, file), join(photos, name, file));
+    }
+  }
+  const model = join(dir, "model");
+  execFileSync(vlinder, ["train", "--data", photos, "--epochs", "1", "--image-size", "24", "--no-augment", "--out", model],
+    { stdio: "ignore" });
+  return { model, photo: join(photos, species[1], readdirSync(join(photos, species[1]))[0]) };
+}
+
+function startServer(model) {
+  const server = spawn(vlinder, ["serve", "--model", model, "--addr", "127.0.0.1:0"]);
+  const url = new Promise((ok, fail) => {
+    let log = "";
+    server.stderr.on("data", (chunk) => {
+      log += chunk.toString();
+      const found = /on (http:\/\/\S+)/.exec(log);
+      if (found) ok(found[1]);
+    });
+    server.on("exit", (code) => fail(new Error(`vlinder serve exited with ${code}: ${log}`)));
+  });
+  return { server, url };
+}
+
+test("a reviewer uploads photos and sees verdicts with probabilities", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "vlinder-page-"));
+  const { model, photo } = trainTinyModel(dir);
+  const { server, url } = startServer(model);
+  t.after(() => server.kill("SIGTERM"));
+  const base = await url;
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+  t.after(() => browser.close());
+  const page = await browser.newPage();
+  await page.goto(`${base}/`);
+  await page.waitForSelector("#species option", { state: "attached" });
+  const options = await page.locator("#species option").allTextContents();
+  assert.deepEqual(options, species.map((s) => s.replace(/_/g, " ")));
+  await page.selectOption("#species", species[1]);
+
+  await page.setInputFiles("#files", photo);
+  const verdict = page.locator(".result .verdict").first();
+  await verdict.waitFor({ timeout: 30000 });
+  assert.match(await verdict.textContent(), /^(agrees|disagrees|uncertain)/);
+  assert.equal(await page.locator(".result .bar").count(), 2, "one probability bar per species");
+  const widths = await page.locator(".result .bar").evaluateAll((bars) => bars.map((b) => parseFloat(b.style.width)));
+  assert.ok(Math.abs(widths[0] + widths[1] - 200) <= 2, `bars share 200px: ${widths}`);
+
+  // A file that is not a photo gets the server's message, and the page keeps working.
+  const bad = join(dir, "notes.jpg");
+  writeFileSync(bad, "<html>not a photo</html>");
+  await page.setInputFiles("#files", bad);
+  const error = page.locator(".result .verdict.error").first();
+  await error.waitFor({ timeout: 30000 });
+  assert.match(await error.textContent(), /not a usable photo/);
+  await page.screenshot({ path: join(repo, "target", "reviewer-page.png"), fullPage: true });
+});
