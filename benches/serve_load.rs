@@ -105,5 +105,6 @@ fn main() {
         peak.trim_start_matches("VmHWM:").trim()
     );
     let _ = server.kill();
+    let _ = server.wait();
     let _ = std::fs::remove_dir_all(&tmp);
 }
