@@ -106,6 +106,16 @@ fn wrongly_named_records_rank_first_and_bad_records_are_reported() {
     writeln!(csv, "n1,{},{}", PAIR[0], not_a_photo.display()).unwrap();
     writeln!(csv, "e1,{},", PAIR[0]).unwrap();
     writeln!(csv, "x1,{},{},extra", PAIR[0], real.display()).unwrap();
+    // Photos by URL: one served by a local HTTP server, one from a port where nothing listens.
+    let served = serve_once(std::fs::read(&real).unwrap());
+    writeln!(csv, "w1,{},{served}", PAIR[0]).unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    writeln!(csv, "w2,{},http://{closed}/photo.jpg", PAIR[0]).unwrap();
+    // An unterminated quote swallows the rest of the file into one malformed row.
+    writeln!(csv, "q1,\"{},{}", PAIR[0], real.display()).unwrap();
     let records = tmp.path().join("records.csv");
     std::fs::write(&records, csv).unwrap();
 
@@ -115,19 +125,40 @@ fn wrongly_named_records_rank_first_and_bad_records_are_reported() {
         assert!(out.join(file).is_file(), "{file}");
     }
     let n = results.records.len();
-    assert_eq!(n, 40 + 5);
-    assert_eq!(results.totals.errors, 4);
+    assert_eq!(n, 40 + 8);
+    assert_eq!(results.totals.errors, 6);
     // Unreadable records come last; the unknown species is the most doubtful of all.
-    assert!(results.records[n - 4..].iter().all(|r| r.error.is_some()));
+    assert!(results.records[n - 6..].iter().all(|r| r.error.is_some()));
+    let by_url = results
+        .records
+        .iter()
+        .find(|r| r.record.id == "w1")
+        .unwrap();
+    assert!(
+        by_url.error.is_none() && by_url.verdict.is_some(),
+        "{by_url:?}"
+    );
     assert_eq!(results.records[0].record.id, "u1");
     assert_eq!(
         results.records[0].verdict.as_ref().unwrap().label(),
         "unknown species"
     );
-    let errors: Vec<String> = results.records[n - 4..]
+    let errors: Vec<String> = results.records[n - 6..]
         .iter()
         .map(|r| r.error.clone().unwrap())
         .collect();
+    assert!(
+        errors.iter().any(|e| e.contains(&closed.to_string())),
+        "{errors:?}"
+    );
+    assert_eq!(
+        errors
+            .iter()
+            .filter(|e| e.contains("malformed CSV row"))
+            .count(),
+        2,
+        "{errors:?}"
+    );
     assert!(
         errors.iter().any(|e| e.contains("no/such/photo.jpg")),
         "{errors:?}"
@@ -154,10 +185,13 @@ fn wrongly_named_records_rank_first_and_bad_records_are_reported() {
             .position(|r| r.record.id == id)
             .unwrap() as f64
     };
-    let checked: Vec<&str> = results.records[1..n - 4]
+    // The named validation photos, without the unknown species, the URL record and the errors.
+    let checked: Vec<&str> = results.records[1..n - 6]
         .iter()
         .map(|r| r.record.id.as_str())
+        .filter(|id| id.starts_with('r'))
         .collect();
+    assert_eq!(checked.len(), 40);
     let mean = |ids: &mut dyn Iterator<Item = &str>| {
         let v: Vec<f64> = ids.map(rank_of).collect();
         v.iter().sum::<f64>() / v.len() as f64
@@ -178,7 +212,7 @@ fn wrongly_named_records_rank_first_and_bad_records_are_reported() {
     assert!(report.contains("data:image/jpeg;base64,") && report.contains("unknown species"));
     assert!(!report.contains("<script"), "the report is static");
     let results_csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
-    assert_eq!(results_csv.lines().count(), 46);
+    assert_eq!(results_csv.lines().count(), 49);
     assert!(results_csv.lines().nth(1).unwrap().starts_with("1,u1,"));
 
     // A CSV without the named columns is an error that lists the columns it has.
@@ -199,7 +233,28 @@ fn wrongly_named_records_rank_first_and_bad_records_are_reported() {
         records.to_str().unwrap(),
     ]);
     assert!(
-        !ok && stdout.contains("report:") && stderr.contains("4 of 45 records"),
+        !ok && stdout.contains("report:") && stderr.contains("of 48 records"),
         "{stdout}{stderr}"
     );
+}
+
+/// Serves `body` as a JPEG to every request on a local port for the rest of the test; returns its URL.
+fn serve_once(body: Vec<u8>) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/photo.jpg", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let header = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(header.as_bytes());
+            let _ = stream.write_all(&body);
+        }
+    });
+    url
 }
