@@ -6,12 +6,10 @@ mod common;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use vlinder::augment::AugmentParams;
 use vlinder::check::{self, CheckConfig, Thresholds, records::Columns};
-use vlinder::dataset::ResizeFilter;
 use vlinder::device::Backend;
-use vlinder::model::{Architecture, WeightsChoice};
-use vlinder::train::{self, TrainConfig};
+use vlinder::model::WeightsChoice;
+use vlinder::train;
 
 const PAIR: [&str; 2] = ["anthocharis_cardamines", "gonepteryx_rhamni"];
 
@@ -38,28 +36,7 @@ fn wrongly_named_records_rank_first_and_bad_records_are_reported() {
     let model = tmp.path().join("model");
     let card = {
         let _serial = common::training_lock();
-        train::train(
-            &TrainConfig {
-                data: Some(data.clone()),
-                train: None,
-                validation: None,
-                validation_split: 0.25,
-                model: Architecture::Recipe,
-                epochs: 10,
-                batch_size: 16,
-                learning_rate: 1e-3,
-                rho: 0.9,
-                epsilon: 1e-7,
-                seed: 3,
-                image_size: 32,
-                resize: ResizeFilter::Bilinear,
-                no_augment: true,
-                augment: AugmentParams::default(),
-                device: Backend::Flex,
-            },
-            &model,
-        )
-        .unwrap()
+        train::train(&common::quick_config(&data, 10), &model).unwrap()
     };
     let calibration = card
         .calibration

@@ -8,11 +8,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use vlinder::augment::AugmentParams;
 use vlinder::check::Thresholds;
-use vlinder::dataset::ResizeFilter;
 use vlinder::device::Backend;
-use vlinder::model::{Architecture, WeightsChoice};
+use vlinder::model::WeightsChoice;
 use vlinder::serve::{self, ServeConfig};
 use vlinder::train::{self, TrainConfig};
 
@@ -24,22 +22,10 @@ fn tiny_model(dir: &Path) -> PathBuf {
     let _serial = common::training_lock();
     train::train(
         &TrainConfig {
-            data: Some(data),
-            train: None,
-            validation: None,
-            validation_split: 0.25,
-            model: Architecture::Recipe,
-            epochs: 1,
             batch_size: 8,
-            learning_rate: 1e-3,
-            rho: 0.9,
-            epsilon: 1e-7,
             seed: 1,
             image_size: 24,
-            resize: ResizeFilter::Bilinear,
-            no_augment: true,
-            augment: AugmentParams::default(),
-            device: Backend::Flex,
+            ..common::quick_config(&data, 1)
         },
         &out,
     )

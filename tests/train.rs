@@ -6,7 +6,6 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use vlinder::augment::AugmentParams;
-use vlinder::dataset::ResizeFilter;
 use vlinder::device::Backend;
 use vlinder::evaluate::{self, EvaluateConfig, SplitChoice};
 use vlinder::model::{Architecture, ModelCard, ModelDir, WeightsChoice};
@@ -15,24 +14,12 @@ use vlinder::train::{self, TrainConfig};
 const PAIR: [&str; 2] = ["anthocharis_cardamines", "gonepteryx_rhamni"];
 
 fn config(data: &Path, epochs: usize) -> TrainConfig {
-    TrainConfig {
-        data: Some(data.to_path_buf()),
-        train: None,
-        validation: None,
-        validation_split: 0.25,
-        model: Architecture::Recipe,
-        epochs,
-        batch_size: 16,
-        learning_rate: 1e-3,
-        rho: 0.9,
-        epsilon: 1e-7,
-        seed: 3,
-        image_size: 32,
-        resize: ResizeFilter::Bilinear,
-        no_augment: true,
-        augment: AugmentParams::default(),
-        device: Backend::Flex,
-    }
+    common::quick_config(data, epochs)
+}
+
+/// The message of a training run that must fail.
+fn train_error(config: &TrainConfig, out: &Path) -> String {
+    train::train(config, out).unwrap_err().to_string()
 }
 
 fn losses(card: &ModelCard) -> Vec<(f64, f64)> {
@@ -277,9 +264,7 @@ fn bad_training_inputs_are_clear_errors() {
 
     // One species only.
     let one = common::subset(&t.join("one"), &PAIR[..1], 5);
-    let err = train::train(&config(&one, 1), &t.join("m1"))
-        .unwrap_err()
-        .to_string();
+    let err = train_error(&config(&one, 1), &t.join("m1"));
     assert!(err.contains("at least two"), "{err}");
 
     // A species whose photos are all unreadable.
@@ -287,9 +272,7 @@ fn bad_training_inputs_are_clear_errors() {
     std::fs::create_dir(data.join("broken")).unwrap();
     std::fs::write(data.join("broken/a.jpg"), b"nope").unwrap();
     std::fs::write(data.join("broken/b.jpg"), b"").unwrap();
-    let err = train::train(&config(&data, 1), &t.join("m2"))
-        .unwrap_err()
-        .to_string();
+    let err = train_error(&config(&data, 1), &t.join("m2"));
     assert!(
         err.contains("broken") && err.contains("no readable training photo"),
         "{err}"
@@ -306,52 +289,42 @@ fn bad_training_inputs_are_clear_errors() {
         validation: Some(validation.clone()),
         ..config(&train_dir, 1)
     };
-    let err = train::train(&separate, &t.join("m3"))
-        .unwrap_err()
-        .to_string();
+    let err = train_error(&separate, &t.join("m3"));
     assert!(
         err.contains("validation set has no readable photo"),
         "{err}"
     );
     std::fs::create_dir_all(validation.join("vanessa_atalanta")).unwrap();
-    let err = train::train(&separate, &t.join("m4"))
-        .unwrap_err()
-        .to_string();
+    let err = train_error(&separate, &t.join("m4"));
     assert!(
         err.contains("vanessa_atalanta") && err.contains("unknown to the model"),
         "{err}"
     );
 
     // Bad values name the parameter and what is allowed.
-    let err = train::train(
+    let err = train_error(
         &TrainConfig {
             image_size: 4,
             ..config(&train_dir, 1)
         },
         &t.join("m5"),
-    )
-    .unwrap_err()
-    .to_string();
+    );
     assert!(
         err.contains("image-size") && err.contains("between 6 and 1024"),
         "{err}"
     );
-    let err = train::train(
+    let err = train_error(
         &TrainConfig {
             validation_split: 0.0,
             ..config(&train_dir, 1)
         },
         &t.join("m6"),
-    )
-    .unwrap_err()
-    .to_string();
+    );
     assert!(err.contains("validation-split"), "{err}");
 
     // An existing model is never overwritten.
     train::train(&config(&train_dir, 1), &t.join("m7")).unwrap();
-    let err = train::train(&config(&train_dir, 1), &t.join("m7"))
-        .unwrap_err()
-        .to_string();
+    let err = train_error(&config(&train_dir, 1), &t.join("m7"));
     assert!(err.contains("already holds a model"), "{err}");
 }
 

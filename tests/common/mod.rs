@@ -4,6 +4,12 @@
 
 use std::path::{Path, PathBuf};
 
+use vlinder::augment::AugmentParams;
+use vlinder::dataset::ResizeFilter;
+use vlinder::device::Backend;
+use vlinder::model::Architecture;
+use vlinder::train::TrainConfig;
+
 /// The shared data folder: `$VLINDER_SHARED/data`, by default `../shared/data` beside the repo.
 pub fn shared_data() -> PathBuf {
     let shared = std::env::var_os("VLINDER_SHARED")
@@ -62,4 +68,27 @@ pub fn vlinder(args: &[&str]) -> (bool, String, String) {
 pub fn training_lock() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A quick training configuration for tests: the recipe at 32x32 on `data`, a quarter held out,
+/// no augmentation, seed 3.
+pub fn quick_config(data: &Path, epochs: usize) -> TrainConfig {
+    TrainConfig {
+        data: Some(data.to_path_buf()),
+        train: None,
+        validation: None,
+        validation_split: 0.25,
+        model: Architecture::Recipe,
+        epochs,
+        batch_size: 16,
+        learning_rate: 1e-3,
+        rho: 0.9,
+        epsilon: 1e-7,
+        seed: 3,
+        image_size: 32,
+        resize: ResizeFilter::Bilinear,
+        no_augment: true,
+        augment: AugmentParams::default(),
+        device: Backend::Flex,
+    }
 }
