@@ -3,47 +3,9 @@
 
 mod common;
 
-use std::path::Path;
-
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use vlinder::augment::{AugmentParams, FillMode, Image, ShiftRange, Transform, ZoomRange};
-
-/// Reads a little-endian float32 `.npy` file in C order: (shape, values).
-fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert_eq!(&bytes[..6], b"\x93NUMPY", "{} is not .npy", path.display());
-    let (header_len, start) = if bytes[6] == 1 {
-        (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10)
-    } else {
-        (
-            u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize,
-            12,
-        )
-    };
-    let header = std::str::from_utf8(&bytes[start..start + header_len]).unwrap();
-    assert!(
-        header.contains("'descr': '<f4'") && header.contains("'fortran_order': False"),
-        "{header}"
-    );
-    let shape_text = header
-        .split("'shape': (")
-        .nth(1)
-        .unwrap()
-        .split(')')
-        .next()
-        .unwrap();
-    let shape: Vec<usize> = shape_text
-        .split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| s.trim().parse().unwrap())
-        .collect();
-    let values = bytes[start + header_len..]
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
-    (shape, values)
-}
 
 #[test]
 fn all_golden_keras_cases_are_reproduced_within_half_a_level() {
@@ -55,8 +17,9 @@ fn all_golden_keras_cases_are_reproduced_within_half_a_level() {
     let mut worst = (0.0f32, String::new());
     for case in cases {
         let name = case["case"].as_str().unwrap();
-        let (shape, input) = read_npy(&golden.join(case["input"].as_str().unwrap()));
-        let (out_shape, expected) = read_npy(&golden.join(case["output"].as_str().unwrap()));
+        let (shape, input) = common::read_npy(&golden.join(case["input"].as_str().unwrap()));
+        let (out_shape, expected) =
+            common::read_npy(&golden.join(case["output"].as_str().unwrap()));
         assert_eq!(shape, out_shape);
         assert_eq!(case["order"], 1);
         let fill_mode = match case["fill_mode"].as_str().unwrap() {

@@ -6,6 +6,7 @@
 
 pub mod card;
 pub mod directory;
+pub mod efficientnet;
 pub mod input;
 pub mod recipe;
 

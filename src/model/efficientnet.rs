@@ -1,0 +1,213 @@
+//! EfficientNet-Lite0, the ImageNet-pretrained backbone for transfer learning: depthwise-separable
+//! MBConv blocks with batch norm and ReLU6, no squeeze-and-excitation, 1280 pooled features.
+//!
+//! Layer names follow the PyTorch package `efficientnet-lite-pytorch` without its leading
+//! underscores, so its `.pth` weights load by name. Convolutions pad like TensorFlow's 'same'
+//! (the weights come from TensorFlow), computed from the input size, so any image size works.
+
+use std::path::Path;
+
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
+use burn::prelude::*;
+use burn::store::{ModuleSnapshot, PytorchStore};
+use burn::tensor::ops::PadMode;
+
+use crate::{Error, Result};
+
+/// Pixels are normalised as (pixel - MEAN) / STD on the 0..255 scale, as these weights expect.
+pub const MEAN: f32 = 127.0;
+pub const STD: f32 = 128.0;
+/// Pooled features per photo.
+pub const FEATURES: usize = 1280;
+/// The smallest input side: five stride-2 stages leave one pixel.
+pub const MIN_IMAGE_SIZE: u32 = 32;
+
+const BN_EPSILON: f64 = 1e-3;
+
+/// (repeats, kernel, stride, expansion, input channels, output channels) of each stage.
+const STAGES: [(usize, usize, usize, usize, usize, usize); 7] = [
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+];
+
+/// A convolution without bias and with TensorFlow 'same' padding.
+#[derive(Module, Debug)]
+struct SameConv {
+    conv: Conv2d,
+    kernel: usize,
+    stride: usize,
+}
+
+impl SameConv {
+    fn new(
+        channels: [usize; 2],
+        kernel: usize,
+        stride: usize,
+        groups: usize,
+        device: &Device,
+    ) -> Self {
+        let conv = Conv2dConfig::new(channels, [kernel, kernel])
+            .with_stride([stride, stride])
+            .with_groups(groups)
+            .with_bias(false)
+            .init(device);
+        SameConv {
+            conv,
+            kernel,
+            stride,
+        }
+    }
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let [_, _, h, w] = x.dims();
+        let pad = |size: usize| {
+            let out = size.div_ceil(self.stride);
+            let total = ((out - 1) * self.stride + self.kernel).saturating_sub(size);
+            (total / 2, total - total / 2)
+        };
+        let (rows, cols) = (pad(h), pad(w));
+        let x = if rows == (0, 0) && cols == (0, 0) {
+            x
+        } else {
+            x.pad([rows, cols], PadMode::Constant(0.0))
+        };
+        self.conv.forward(x)
+    }
+}
+
+fn relu6(x: Tensor<4>) -> Tensor<4> {
+    x.clamp(0.0, 6.0)
+}
+
+fn batch_norm(channels: usize, device: &Device) -> BatchNorm {
+    BatchNormConfig::new(channels)
+        .with_epsilon(BN_EPSILON)
+        .init(device)
+}
+
+/// An inverted-residual block: 1x1 expansion, depthwise convolution, 1x1 projection.
+#[derive(Module, Debug)]
+struct MbConv {
+    expand_conv: Option<SameConv>,
+    bn0: Option<BatchNorm>,
+    depthwise_conv: SameConv,
+    bn1: BatchNorm,
+    project_conv: SameConv,
+    bn2: BatchNorm,
+    residual: bool,
+}
+
+impl MbConv {
+    fn new(
+        input: usize,
+        output: usize,
+        kernel: usize,
+        stride: usize,
+        expansion: usize,
+        device: &Device,
+    ) -> Self {
+        let hidden = input * expansion;
+        let (expand_conv, bn0) = if expansion == 1 {
+            (None, None)
+        } else {
+            (
+                Some(SameConv::new([input, hidden], 1, 1, 1, device)),
+                Some(batch_norm(hidden, device)),
+            )
+        };
+        MbConv {
+            expand_conv,
+            bn0,
+            depthwise_conv: SameConv::new([hidden, hidden], kernel, stride, hidden, device),
+            bn1: batch_norm(hidden, device),
+            project_conv: SameConv::new([hidden, output], 1, 1, 1, device),
+            bn2: batch_norm(output, device),
+            residual: stride == 1 && input == output,
+        }
+    }
+
+    fn forward(&self, input: Tensor<4>) -> Tensor<4> {
+        let mut x = input.clone();
+        if let (Some(conv), Some(bn)) = (&self.expand_conv, &self.bn0) {
+            x = relu6(bn.forward(conv.forward(x)));
+        }
+        x = relu6(self.bn1.forward(self.depthwise_conv.forward(x)));
+        x = self.bn2.forward(self.project_conv.forward(x));
+        if self.residual { x + input } else { x }
+    }
+}
+
+/// EfficientNet-Lite0 with its ImageNet classifier.
+#[derive(Module, Debug)]
+pub struct EfficientNetLite0 {
+    conv_stem: SameConv,
+    bn0: BatchNorm,
+    blocks: Vec<MbConv>,
+    conv_head: SameConv,
+    bn1: BatchNorm,
+    fc: Linear,
+}
+
+impl EfficientNetLite0 {
+    /// The network with untrained weights.
+    pub fn new(device: &Device) -> Self {
+        let mut blocks = Vec::new();
+        for (repeats, kernel, stride, expansion, input, output) in STAGES {
+            for r in 0..repeats {
+                let (input, stride) = if r == 0 { (input, stride) } else { (output, 1) };
+                blocks.push(MbConv::new(
+                    input, output, kernel, stride, expansion, device,
+                ));
+            }
+        }
+        EfficientNetLite0 {
+            conv_stem: SameConv::new([3, 32], 3, 2, 1, device),
+            bn0: batch_norm(32, device),
+            blocks,
+            conv_head: SameConv::new([320, FEATURES], 1, 1, 1, device),
+            bn1: batch_norm(FEATURES, device),
+            fc: LinearConfig::new(FEATURES, 1000).init(device),
+        }
+    }
+
+    /// The network with the ImageNet weights of a PyTorch `.pth` file of `efficientnet-lite-pytorch`.
+    pub fn from_pytorch(path: &Path, device: &Device) -> Result<Self> {
+        let mut network = EfficientNetLite0::new(device);
+        // PyTorch names: `_blocks.3._expand_conv.weight`; ours: `blocks.3.expand_conv.conv.weight`.
+        let mut store = PytorchStore::from_file(path)
+            .with_key_remapping(r"(^|\.)_", "$1")
+            .with_key_remapping(
+                r"(conv_stem|conv_head|expand_conv|depthwise_conv|project_conv)\.weight$",
+                "$1.conv.weight",
+            );
+        network
+            .load_from(&mut store)
+            .map_err(|e| Error::ModelCorrupt {
+                path: path.to_path_buf(),
+                reason: format!("not EfficientNet-Lite0 ImageNet weights: {e}"),
+            })?;
+        Ok(network)
+    }
+
+    /// The 1280 globally averaged features of normalised images `[n, 3, h, w]`.
+    pub fn features(&self, images: Tensor<4>) -> Tensor<2> {
+        let mut x = relu6(self.bn0.forward(self.conv_stem.forward(images)));
+        for block in &self.blocks {
+            x = block.forward(x);
+        }
+        let x = relu6(self.bn1.forward(self.conv_head.forward(x)));
+        let [n, c, _, _] = x.dims();
+        x.mean_dim(3).mean_dim(2).reshape([n, c])
+    }
+
+    /// ImageNet logits `[n, 1000]`.
+    pub fn logits(&self, images: Tensor<4>) -> Tensor<2> {
+        self.fc.forward(self.features(images))
+    }
+}

@@ -1,0 +1,65 @@
+//! The EfficientNet-Lite0 port against PyTorch's outputs with the same ImageNet weights.
+
+mod common;
+
+use burn::prelude::*;
+use vlinder::model::efficientnet::{EfficientNetLite0, FEATURES};
+
+#[test]
+fn the_port_reproduces_pytorch_logits_and_features() {
+    let shared = common::shared_data().join("..");
+    let golden = shared.join("golden/efficientnet_lite0");
+    let device = Device::flex();
+    let network = EfficientNetLite0::from_pytorch(
+        &shared.join("models/efficientnet-lite0/efficientnet-lite0-57934424.pth"),
+        &device,
+    )
+    .unwrap();
+    let cases: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(golden.join("cases.json")).unwrap()).unwrap();
+    for case in cases["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let (shape, input) = common::read_npy(&golden.join(case["input"].as_str().unwrap()));
+        let x = Tensor::<4>::from_data(
+            TensorData::new(input, [shape[0], shape[1], shape[2], shape[3]]),
+            &device,
+        );
+        let features = network
+            .features(x.clone())
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let logits = network.logits(x).into_data().try_to_vec::<f32>().unwrap();
+        let (_, want_features) = common::read_npy(&golden.join(case["features"].as_str().unwrap()));
+        let (_, want_logits) = common::read_npy(&golden.join(case["logits"].as_str().unwrap()));
+        assert_eq!(features.len(), FEATURES);
+        let max_diff = |a: &[f32], b: &[f32]| {
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0f32, f32::max)
+        };
+        let (df, dl) = (
+            max_diff(&features, &want_features),
+            max_diff(&logits, &want_logits),
+        );
+        eprintln!("{name}: features {df:.2e}, logits {dl:.2e}");
+        assert!(
+            df < 1e-3 && dl < 1e-3,
+            "{name}: features differ by {df}, logits by {dl}"
+        );
+        let mut order: Vec<usize> = (0..logits.len()).collect();
+        order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+        let top5: Vec<u64> = case["top5"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            order[..5].iter().map(|&i| i as u64).collect::<Vec<_>>(),
+            top5,
+            "{name}"
+        );
+    }
+}
