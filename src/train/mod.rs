@@ -168,56 +168,13 @@ fn run(
     let config = card.training.clone();
     let autodiff = device.clone().autodiff();
     let n = data.train.len();
-    let augment = (!config.no_augment).then_some(&config.augment);
     for epoch in card.epochs_completed + 1..=config.epochs {
         let start = Instant::now();
         // Seeding per epoch makes dropout and order the same whether or not the run resumed.
         autodiff.seed(config.seed.wrapping_add(epoch as u64));
-        let order = epoch_order(n, config.seed, epoch);
-        let bar = progress::bar(n, format!("epoch {epoch}/{}", config.epochs));
-        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
-        let mut waiting = Duration::ZERO;
-        network = std::thread::scope(|scope| {
-            let mut network = network;
-            let batches = batches::spawn(
-                scope,
-                &data.train,
-                order,
-                config.batch_size,
-                augment,
-                config.seed,
-                epoch,
-            );
-            loop {
-                let wait = Instant::now();
-                let Ok(batch) = batches.recv() else { break };
-                waiting += wait.elapsed();
-                let x = input::planar_tensor(batch.images, config.image_size, &autodiff);
-                let logits = network.forward(x);
-                let probs = model::probability_rows(logits.clone().detach());
-                let loss = model::loss(logits, &batch.labels);
-                let loss_value = loss.clone().into_scalar::<f32>() as f64;
-                let grads = GradientsParams::from_grads(loss.backward(), &network);
-                network = optim.step(config.learning_rate, network, grads);
-                let size = batch.labels.len();
-                loss_sum += loss_value * size as f64;
-                correct += probs
-                    .iter()
-                    .zip(&batch.labels)
-                    .filter(|(p, l)| metrics::argmax(p) == **l)
-                    .count();
-                seen += size;
-                bar.inc(size as u64);
-                bar.set_message(format!(
-                    "loss {:.4} acc {:.4}",
-                    loss_sum / seen as f64,
-                    correct as f64 / seen as f64
-                ));
-            }
-            network
-        });
+        let stats;
+        (network, stats) = train_epoch(network, &mut optim, &data.train, &config, epoch, &autodiff);
         let train_seconds = start.elapsed().as_secs_f64();
-        bar.finish_and_clear();
         let valid = network.valid();
         let pixels: Vec<&[u8]> = (0..data.validation.len())
             .map(|i| data.validation.pixels(i))
@@ -225,13 +182,13 @@ fn run(
         let val_probs = model::predict_probabilities(&valid, config.image_size, &pixels, device);
         let record = EpochRecord {
             epoch,
-            train_loss: loss_sum / n as f64,
-            train_accuracy: correct as f64 / n as f64,
+            train_loss: stats.loss_sum / n as f64,
+            train_accuracy: stats.correct as f64 / n as f64,
             validation_loss: metrics::log_loss(&val_probs, &data.validation.labels),
             validation_accuracy: metrics::accuracy(&val_probs, &data.validation.labels),
             seconds: start.elapsed().as_secs_f64(),
             train_images_per_second: n as f64 / train_seconds,
-            data_wait_seconds: waiting.as_secs_f64(),
+            data_wait_seconds: stats.waiting.as_secs_f64(),
         };
         eprintln!(
             "epoch {epoch}/{}: loss {:.4} acc {:.4} val_loss {:.4} val_acc {:.4} ({:.1}s, {:.0} img/s, {:.1}% waiting for data)",
@@ -260,6 +217,77 @@ fn run(
         save_epoch(dir, &card, &valid, &network, &optim, is_best)?;
     }
     Ok(card)
+}
+
+/// What one pass over the training photos measured.
+struct EpochStats {
+    loss_sum: f64,
+    correct: usize,
+    /// Time the step waited for the worker thread's next batch.
+    waiting: Duration,
+}
+
+/// One pass over `train` in the epoch's order, batches built (and augmented) ahead on a worker
+/// thread, an RMSprop step per batch.
+fn train_epoch(
+    network: RecipeCnn,
+    optim: &mut ModuleOptimizer,
+    train: &PhotoSet,
+    config: &TrainConfig,
+    epoch: usize,
+    autodiff: &Device,
+) -> (RecipeCnn, EpochStats) {
+    let n = train.len();
+    let augment = (!config.no_augment).then_some(&config.augment);
+    let order = epoch_order(n, config.seed, epoch);
+    let bar = progress::bar(n, format!("epoch {epoch}/{}", config.epochs));
+    let mut stats = EpochStats {
+        loss_sum: 0.0,
+        correct: 0,
+        waiting: Duration::ZERO,
+    };
+    let mut seen = 0usize;
+    let network = std::thread::scope(|scope| {
+        let mut network = network;
+        let batches = batches::spawn(
+            scope,
+            train,
+            order,
+            config.batch_size,
+            augment,
+            config.seed,
+            epoch,
+        );
+        loop {
+            let wait = Instant::now();
+            let Ok(batch) = batches.recv() else { break };
+            stats.waiting += wait.elapsed();
+            let x = input::planar_tensor(batch.images, config.image_size, autodiff);
+            let logits = network.forward(x);
+            let probs = model::probability_rows(logits.clone().detach());
+            let loss = model::loss(logits, &batch.labels);
+            let loss_value = loss.clone().into_scalar::<f32>() as f64;
+            let grads = GradientsParams::from_grads(loss.backward(), &network);
+            network = optim.step(config.learning_rate, network, grads);
+            let size = batch.labels.len();
+            stats.loss_sum += loss_value * size as f64;
+            stats.correct += probs
+                .iter()
+                .zip(&batch.labels)
+                .filter(|(p, l)| metrics::argmax(p) == **l)
+                .count();
+            seen += size;
+            bar.inc(size as u64);
+            bar.set_message(format!(
+                "loss {:.4} acc {:.4}",
+                stats.loss_sum / seen as f64,
+                stats.correct as f64 / seen as f64
+            ));
+        }
+        network
+    });
+    bar.finish_and_clear();
+    (network, stats)
 }
 
 /// Writes everything an epoch changed; `model.json` last, so that it never names an epoch whose
