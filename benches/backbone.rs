@@ -1,0 +1,46 @@
+//! EfficientNet-Lite0 speed on this machine: batch-1 latency and batch-32 throughput of the
+//! pooled features at 224x224, median, min and max of 5 repetitions.
+//! `cargo bench --bench backbone`; `VLINDER_SHARED` points at the shared folder (default ../shared).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use burn::prelude::*;
+use vlinder::model::efficientnet::EfficientNetLite0;
+
+fn median_min_max(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+fn main() {
+    let shared = std::env::var_os("VLINDER_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));
+    let device = Device::flex();
+    let network = EfficientNetLite0::from_pytorch(
+        &shared.join("models/efficientnet-lite0/efficientnet-lite0-57934424.pth"),
+        &device,
+    )
+    .expect("the shared EfficientNet-Lite0 weights");
+    let run = |batch: usize| {
+        let x = Tensor::<4>::random(
+            [batch, 3, 224, 224],
+            burn::tensor::Distribution::Uniform(-1.0, 1.0),
+            &device,
+        );
+        let start = Instant::now();
+        let features = network.features(x).into_data();
+        std::hint::black_box(features);
+        start.elapsed().as_secs_f64()
+    };
+    run(1);
+    let (m, lo, hi) = median_min_max((0..5).map(|_| run(1) * 1000.0).collect());
+    println!(
+        "EfficientNet-Lite0 features, 224x224, batch 1: median {m:.1} ms (min {lo:.1}, max {hi:.1})"
+    );
+    let (m, lo, hi) = median_min_max((0..5).map(|_| 32.0 / run(32)).collect());
+    println!(
+        "EfficientNet-Lite0 features, 224x224, batch 32: median {m:.1} images/s (min {lo:.1}, max {hi:.1})"
+    );
+}
