@@ -75,7 +75,8 @@ pub fn escape(text: &str) -> String {
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}\
 td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:middle}th{background:#f3f3f3}\
 .agrees{background:#d9f2d9}.disagrees{background:#f8d0d0}.uncertain{background:#fff1c2}.unknown{background:#e2e2f5}.error{background:#eee}\
-.bar{display:inline-block;height:10px;background:#4a7bd0;margin-right:6px}.p{font-size:90%;white-space:nowrap}img{display:block}";
+.bar{display:inline-block;height:10px;background:#4a7bd0;margin-right:6px}.p{font-size:90%;white-space:nowrap}img{display:block}\
+small{display:block;max-width:14em;word-break:break-all;color:#555}";
 
 fn class(r: &CheckedRecord) -> &'static str {
     match &r.verdict {
