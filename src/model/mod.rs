@@ -4,6 +4,7 @@
 //! trained model; [`directory`] reads and writes a whole model directory; [`input`] turns
 //! decoded photos into the network's input tensor.
 
+pub mod backbone;
 pub mod card;
 pub mod directory;
 pub mod efficientnet;

