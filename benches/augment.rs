@@ -36,7 +36,7 @@ fn main() {
                 },
                 &mut scratch,
             );
-            input::write_planar(&scratch, &mut planar);
+            input::write_planar(&scratch, &mut planar, input::RESCALE);
         }
         rates.push(set.len() as f64 / start.elapsed().as_secs_f64());
         std::hint::black_box(&planar);

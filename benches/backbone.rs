@@ -20,6 +20,7 @@ fn main() {
     let device = Device::flex();
     let network = EfficientNetLite0::from_pytorch(
         &shared.join("models/efficientnet-lite0/efficientnet-lite0-57934424.pth"),
+        false,
         &device,
     )
     .expect("the shared EfficientNet-Lite0 weights");

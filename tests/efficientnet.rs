@@ -12,6 +12,7 @@ fn the_port_reproduces_pytorch_logits_and_features() {
     let device = Device::flex();
     let network = EfficientNetLite0::from_pytorch(
         &shared.join("models/efficientnet-lite0/efficientnet-lite0-57934424.pth"),
+        true,
         &device,
     )
     .unwrap();
@@ -29,7 +30,12 @@ fn the_port_reproduces_pytorch_logits_and_features() {
             .into_data()
             .try_to_vec::<f32>()
             .unwrap();
-        let logits = network.logits(x).into_data().try_to_vec::<f32>().unwrap();
+        let logits = network
+            .logits(x)
+            .unwrap()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
         let (_, want_features) = common::read_npy(&golden.join(case["features"].as_str().unwrap()));
         let (_, want_logits) = common::read_npy(&golden.join(case["logits"].as_str().unwrap()));
         assert_eq!(features.len(), FEATURES);

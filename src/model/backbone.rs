@@ -104,7 +104,8 @@ impl BackboneSpec {
             let probe = target.with_extension("check.pth");
             files::write_atomic(&probe, &bytes)?;
             let loads =
-                EfficientNetLite0::from_pytorch(&probe, &burn::prelude::Device::default()).is_ok();
+                EfficientNetLite0::from_pytorch(&probe, false, &burn::prelude::Device::default())
+                    .is_ok();
             let _ = std::fs::remove_file(&probe);
             let what = if loads {
                 "EfficientNet-Lite0 weights, but not the published ones (tampered, or another version)"

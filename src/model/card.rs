@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::Architecture;
+use super::input::Normalisation;
 use crate::calibrate::Calibration;
 use crate::dataset::{ResizeFilter, SkippedPhoto, Species};
 use crate::train::{EpochRecord, TrainConfig};
@@ -47,8 +48,8 @@ pub struct ModelCard {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Preprocessing {
     pub resize: ResizeFilter,
-    /// Pixel values 0..255 are multiplied by this.
-    pub rescale: f32,
+    #[serde(flatten)]
+    pub normalisation: Normalisation,
     pub channels: String,
     pub layout: String,
 }

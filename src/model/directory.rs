@@ -8,7 +8,7 @@ use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, Sa
 use serde::{Deserialize, Serialize};
 
 use super::card::{FORMAT, FORMAT_VERSION};
-use super::{ModelCard, RecipeCnn, input, probability_rows};
+use super::{ModelCard, Network, Normalisation, input, probability_rows};
 use crate::{Error, Result, calibrate, files};
 
 /// Which of the saved weights to use.
@@ -103,9 +103,11 @@ impl ModelDir {
     }
 
     /// Saves the network's weights in SafeTensors with PyTorch's names and layouts.
-    pub fn save_weights(&self, network: &RecipeCnn, choice: WeightsChoice) -> Result<()> {
+    pub fn save_weights(&self, network: &Network, choice: WeightsChoice) -> Result<()> {
         let path = self.weights_path(choice);
-        let mut store = SafetensorsStore::from_bytes(None).with_to_adapter(BurnToPyTorchAdapter);
+        let mut store = SafetensorsStore::from_bytes(None)
+            .skip_enum_variants(true)
+            .with_to_adapter(BurnToPyTorchAdapter);
         network
             .save_into(&mut store)
             .map_err(|e| Error::output(&path, e))?;
@@ -114,14 +116,15 @@ impl ModelDir {
     }
 
     /// Loads weights saved by [`ModelDir::save_weights`] into `network`.
-    pub fn load_weights(&self, network: &mut RecipeCnn, choice: WeightsChoice) -> Result<()> {
+    pub fn load_weights(&self, network: &mut Network, choice: WeightsChoice) -> Result<()> {
         let path = self.weights_path(choice);
         let bytes = std::fs::read(&path).map_err(|e| Error::ModelCorrupt {
             path: path.clone(),
             reason: format!("cannot read the weights: {e}"),
         })?;
-        let mut store =
-            SafetensorsStore::from_bytes(Some(bytes)).with_from_adapter(PyTorchToBurnAdapter);
+        let mut store = SafetensorsStore::from_bytes(Some(bytes))
+            .skip_enum_variants(true)
+            .with_from_adapter(PyTorchToBurnAdapter);
         network
             .load_from(&mut store)
             .map_err(|e| Error::ModelCorrupt {
@@ -156,7 +159,7 @@ impl ModelDir {
 #[derive(Debug)]
 pub struct TrainedModel {
     pub card: ModelCard,
-    pub network: RecipeCnn,
+    pub network: Network,
     pub device: Device,
 }
 
@@ -167,7 +170,13 @@ impl TrainedModel {
     /// Per-species probabilities for each decoded photo (`image_size`² RGB bytes each), in the
     /// card's species order.
     pub fn probabilities(&self, photos: &[&[u8]]) -> Vec<Vec<f32>> {
-        predict_probabilities(&self.network, self.card.image_size, photos, &self.device)
+        predict_probabilities(
+            &self.network,
+            self.card.image_size,
+            self.card.preprocessing.normalisation,
+            photos,
+            &self.device,
+        )
     }
 
     /// [`TrainedModel::probabilities`] with the fitted temperature applied (unchanged for a
@@ -186,14 +195,15 @@ impl TrainedModel {
 
 /// Per-species probabilities of `network` (in inference mode) for decoded photos, in batches.
 pub fn predict_probabilities(
-    network: &RecipeCnn,
+    network: &Network,
     image_size: u32,
+    norm: Normalisation,
     photos: &[&[u8]],
     device: &Device,
 ) -> Vec<Vec<f32>> {
     let mut out = Vec::with_capacity(photos.len());
     for chunk in photos.chunks(BATCH) {
-        let x = input::batch_tensor(chunk.iter().copied(), image_size, device);
+        let x = input::batch_tensor(chunk.iter().copied(), image_size, norm, device);
         out.extend(probability_rows(network.forward(x)));
     }
     out

@@ -8,16 +8,19 @@
 use std::path::Path;
 
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::store::{ModuleSnapshot, PytorchStore};
 use burn::tensor::ops::PadMode;
 
+use super::input::Normalisation;
 use crate::{Error, Result};
 
-/// Pixels are normalised as (pixel - MEAN) / STD on the 0..255 scale, as these weights expect.
-pub const MEAN: f32 = 127.0;
-pub const STD: f32 = 128.0;
+/// Pixels are normalised as (pixel - 127) / 128 on the 0..255 scale, as these weights expect.
+pub const NORMALISATION: Normalisation = Normalisation {
+    offset: 127.0,
+    scale: 1.0 / 128.0,
+};
 /// Pooled features per photo.
 pub const FEATURES: usize = 1280;
 /// The smallest input side: five stride-2 stages leave one pixel.
@@ -143,7 +146,7 @@ impl MbConv {
     }
 }
 
-/// EfficientNet-Lite0 with its ImageNet classifier.
+/// EfficientNet-Lite0, with or without its ImageNet classifier.
 #[derive(Module, Debug)]
 pub struct EfficientNetLite0 {
     conv_stem: SameConv,
@@ -151,12 +154,12 @@ pub struct EfficientNetLite0 {
     blocks: Vec<MbConv>,
     conv_head: SameConv,
     bn1: BatchNorm,
-    fc: Linear,
+    fc: Option<Linear>,
 }
 
 impl EfficientNetLite0 {
-    /// The network with untrained weights.
-    pub fn new(device: &Device) -> Self {
+    /// The network with untrained weights; `classifier` adds the 1000-class ImageNet layer.
+    pub fn new(classifier: bool, device: &Device) -> Self {
         let mut blocks = Vec::new();
         for (repeats, kernel, stride, expansion, input, output) in STAGES {
             for r in 0..repeats {
@@ -172,13 +175,14 @@ impl EfficientNetLite0 {
             blocks,
             conv_head: SameConv::new([320, FEATURES], 1, 1, 1, device),
             bn1: batch_norm(FEATURES, device),
-            fc: LinearConfig::new(FEATURES, 1000).init(device),
+            fc: classifier.then(|| LinearConfig::new(FEATURES, 1000).init(device)),
         }
     }
 
-    /// The network with the ImageNet weights of a PyTorch `.pth` file of `efficientnet-lite-pytorch`.
-    pub fn from_pytorch(path: &Path, device: &Device) -> Result<Self> {
-        let mut network = EfficientNetLite0::new(device);
+    /// The network with the ImageNet weights of a PyTorch `.pth` file of
+    /// `efficientnet-lite-pytorch`, with or without the ImageNet classifier.
+    pub fn from_pytorch(path: &Path, classifier: bool, device: &Device) -> Result<Self> {
+        let mut network = EfficientNetLite0::new(classifier, device);
         // PyTorch names: `_blocks.3._expand_conv.weight`; ours: `blocks.3.expand_conv.conv.weight`.
         let mut store = PytorchStore::from_file(path)
             .with_key_remapping(r"(^|\.)_", "$1")
@@ -206,8 +210,41 @@ impl EfficientNetLite0 {
         x.mean_dim(3).mean_dim(2).reshape([n, c])
     }
 
-    /// ImageNet logits `[n, 1000]`.
-    pub fn logits(&self, images: Tensor<4>) -> Tensor<2> {
-        self.fc.forward(self.features(images))
+    /// ImageNet logits `[n, 1000]`, or `None` for a network built without the classifier.
+    pub fn logits(&self, images: Tensor<4>) -> Option<Tensor<2>> {
+        let fc = self.fc.as_ref()?;
+        Some(fc.forward(self.features(images)))
+    }
+}
+
+/// Transfer learning: a new dense layer, after dropout, on EfficientNet-Lite0's pooled features.
+#[derive(Module, Debug)]
+pub struct TransferNet {
+    pub backbone: EfficientNetLite0,
+    dropout: Dropout,
+    pub head: Linear,
+}
+
+/// Dropout before the new head, as EfficientNet-Lite0's own classifier has.
+const HEAD_DROPOUT: f64 = 0.2;
+
+impl TransferNet {
+    /// `backbone` with a fresh head for `classes` species.
+    pub fn new(backbone: EfficientNetLite0, classes: usize, device: &Device) -> Self {
+        TransferNet {
+            backbone,
+            dropout: DropoutConfig::new(HEAD_DROPOUT).init(),
+            head: LinearConfig::new(FEATURES, super::outputs(classes)).init(device),
+        }
+    }
+
+    /// The head's logits for pooled features `[n, 1280]`.
+    pub fn head_forward(&self, features: Tensor<2>) -> Tensor<2> {
+        self.head.forward(self.dropout.forward(features))
+    }
+
+    /// Logits from normalised images.
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        self.head_forward(self.backbone.features(images))
     }
 }

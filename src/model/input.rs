@@ -1,21 +1,33 @@
-//! From decoded photos to the network's input: NCHW float tensors scaled by 1/255, as Keras'
-//! `rescale=1/255`.
+//! From decoded photos to a network's input: NCHW float tensors, normalised as the network
+//! expects (the recipe: Keras' `rescale=1/255`; EfficientNet-Lite0: (pixel - 127) / 128).
 
 use burn::prelude::*;
+use serde::{Deserialize, Serialize};
 
-/// The factor applied to pixel values on the 0..255 scale.
-pub const RESCALE: f32 = 1.0 / 255.0;
+/// Pixel values on the 0..255 scale become `(value - offset) * scale`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Normalisation {
+    pub offset: f32,
+    pub scale: f32,
+}
 
-/// Writes one `side` x `side` RGB photo, row-major with channels last on the 0..255 scale, into
-/// `out` as three planes (CHW), rescaled.
-pub fn write_planar<T: Copy + Into<f32>>(hwc: &[T], out: &mut [f32]) {
+/// The recipe's `rescale=1/255`.
+pub const RESCALE: Normalisation = Normalisation {
+    offset: 0.0,
+    scale: 1.0 / 255.0,
+};
+
+/// Writes one RGB photo, row-major with channels last on the 0..255 scale, into `out` as three
+/// normalised planes (CHW).
+pub fn write_planar<T: Copy + Into<f32>>(hwc: &[T], out: &mut [f32], norm: Normalisation) {
     let plane = hwc.len() / 3;
     let (r, rest) = out.split_at_mut(plane);
     let (g, b) = rest.split_at_mut(plane);
+    let f = |v: T| (v.into() - norm.offset) * norm.scale;
     for (p, rgb) in hwc.chunks_exact(3).enumerate() {
-        r[p] = rgb[0].into() * RESCALE;
-        g[p] = rgb[1].into() * RESCALE;
-        b[p] = rgb[2].into() * RESCALE;
+        r[p] = f(rgb[0]);
+        g[p] = f(rgb[1]);
+        b[p] = f(rgb[2]);
     }
 }
 
@@ -30,12 +42,13 @@ pub fn planar_tensor(data: Vec<f32>, side: u32, device: &Device) -> Tensor<4> {
 pub fn batch_tensor<'a>(
     photos: impl ExactSizeIterator<Item = &'a [u8]>,
     size: u32,
+    norm: Normalisation,
     device: &Device,
 ) -> Tensor<4> {
     let per_photo = 3 * (size * size) as usize;
     let mut data = vec![0f32; photos.len() * per_photo];
     for (pixels, out) in photos.zip(data.chunks_exact_mut(per_photo)) {
-        write_planar(pixels, out);
+        write_planar(pixels, out, norm);
     }
     planar_tensor(data, size, device)
 }

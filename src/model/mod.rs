@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 
 pub use card::ModelCard;
 pub use directory::{ModelDir, TrainedModel, WeightsChoice, predict_probabilities};
+pub use efficientnet::{EfficientNetLite0, TransferNet};
+pub use input::Normalisation;
 pub use recipe::RecipeCnn;
 
 /// The networks vlinder can train.
@@ -26,6 +28,10 @@ pub enum Architecture {
     Recipe,
     /// The recipe's second model: also dropout 0.25 after each pooling layer, 0.5 before the output.
     RecipeDropout,
+    /// A new classifier on EfficientNet-Lite0's ImageNet features (transfer learning).
+    #[value(name = "efficientnet-lite0")]
+    #[serde(rename = "efficientnet-lite0")]
+    EfficientNetLite0,
 }
 
 impl Architecture {
@@ -33,14 +39,33 @@ impl Architecture {
     pub fn min_image_size(self) -> u32 {
         match self {
             Architecture::Recipe | Architecture::RecipeDropout => recipe::MIN_IMAGE_SIZE,
+            Architecture::EfficientNetLite0 => efficientnet::MIN_IMAGE_SIZE,
         }
     }
 
-    /// Builds a freshly initialised network for `classes` species.
-    pub fn init(self, classes: usize, image_size: u32, device: &Device) -> RecipeCnn {
+    /// How pixels are normalised for this network.
+    pub fn normalisation(self) -> Normalisation {
         match self {
-            Architecture::Recipe => RecipeCnn::new(classes, image_size, 0.0, 0.25, device),
-            Architecture::RecipeDropout => RecipeCnn::new(classes, image_size, 0.25, 0.5, device),
+            Architecture::Recipe | Architecture::RecipeDropout => input::RESCALE,
+            Architecture::EfficientNetLite0 => efficientnet::NORMALISATION,
+        }
+    }
+
+    /// A network of this architecture for `classes` species with fresh weights (for
+    /// EfficientNet-Lite0 the backbone too: its weights are loaded afterwards).
+    pub fn init(self, classes: usize, image_size: u32, device: &Device) -> Network {
+        match self {
+            Architecture::Recipe => {
+                Network::Recipe(RecipeCnn::new(classes, image_size, 0.0, 0.25, device))
+            }
+            Architecture::RecipeDropout => {
+                Network::Recipe(RecipeCnn::new(classes, image_size, 0.25, 0.5, device))
+            }
+            Architecture::EfficientNetLite0 => Network::Transfer(TransferNet::new(
+                EfficientNetLite0::new(false, device),
+                classes,
+                device,
+            )),
         }
     }
 }
@@ -50,9 +75,34 @@ impl std::fmt::Display for Architecture {
         let name = match self {
             Architecture::Recipe => "recipe",
             Architecture::RecipeDropout => "recipe-dropout",
+            Architecture::EfficientNetLite0 => "efficientnet-lite0",
         };
         f.write_str(name)
     }
+}
+
+/// A trained or trainable network of any architecture.
+// One network lives per model; boxing the larger variant would save nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Module, Debug)]
+pub enum Network {
+    Recipe(RecipeCnn),
+    Transfer(TransferNet),
+}
+
+impl Network {
+    /// Logits `[batch, 1]` for two species, `[batch, classes]` otherwise, from normalised images.
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        match self {
+            Network::Recipe(n) => n.forward(images),
+            Network::Transfer(n) => n.forward(images),
+        }
+    }
+}
+
+/// The number of outputs for `classes` species: one sigmoid unit for two, a softmax otherwise.
+pub fn outputs(classes: usize) -> usize {
+    if classes == 2 { 1 } else { classes }
 }
 
 /// The loss the network is trained with: binary cross-entropy on one sigmoid output for two

@@ -39,7 +39,7 @@ impl RecipeCnn {
         head_dropout: f64,
         device: &Device,
     ) -> Self {
-        let outputs = if classes == 2 { 1 } else { classes };
+        let outputs = super::outputs(classes);
         let conv1 = Conv2dConfig::new([3, 32], [2, 2])
             .with_padding(PaddingConfig2d::Same)
             .with_initializer(GLOROT)

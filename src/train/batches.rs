@@ -16,7 +16,7 @@ use crate::model::input;
 /// Batches built ahead of the one being trained on.
 const PREFETCH: usize = 4;
 
-/// One batch: `labels.len()` photos as CHW planes, rescaled.
+/// One batch: `labels.len()` photos as normalised CHW planes.
 pub struct Batch {
     pub images: Vec<f32>,
     pub labels: Vec<usize>,
@@ -33,20 +33,36 @@ pub fn augment_rng(seed: u64, epoch: usize, index: usize) -> ChaCha8Rng {
     rng
 }
 
-/// Starts building the batches of `order` on a thread of `scope`.
+/// What one epoch's batches are made of.
+pub struct BatchPlan<'a> {
+    /// Photo indices in the order they are seen.
+    pub order: Vec<usize>,
+    pub batch_size: usize,
+    /// `None` trains on the photos as they are.
+    pub augment: Option<&'a AugmentParams>,
+    pub norm: input::Normalisation,
+    pub seed: u64,
+    pub epoch: usize,
+}
+
+/// Starts building the batches of `plan` from `set` on a thread of `scope`.
 pub fn spawn<'scope, 'env>(
     scope: &'scope Scope<'scope, 'env>,
     set: &'env PhotoSet,
-    order: Vec<usize>,
-    batch_size: usize,
-    augment: Option<&'env AugmentParams>,
-    seed: u64,
-    epoch: usize,
+    plan: BatchPlan<'env>,
 ) -> Receiver<Batch> {
     let (sender, receiver) = sync_channel(PREFETCH);
     scope.spawn(move || {
         let side = set.size as usize;
         let per_photo = 3 * side * side;
+        let BatchPlan {
+            order,
+            batch_size,
+            augment,
+            norm,
+            seed,
+            epoch,
+        } = plan;
         for chunk in order.chunks(batch_size) {
             let mut images = vec![0f32; chunk.len() * per_photo];
             images
@@ -66,9 +82,9 @@ pub fn spawn<'scope, 'env>(
                                     cols: side,
                                 };
                                 transform.apply(image, scratch);
-                                input::write_planar(scratch, out);
+                                input::write_planar(scratch, out, norm);
                             }
-                            None => input::write_planar(pixels, out),
+                            None => input::write_planar(pixels, out, norm),
                         }
                     },
                 );

@@ -25,7 +25,7 @@ pub use data::TrainingData;
 use crate::dataset::{PhotoSet, Species};
 use crate::metrics;
 use crate::model::card::{DataSummary, FORMAT, FORMAT_VERSION, Preprocessing, Versions};
-use crate::model::{self, ModelCard, ModelDir, RecipeCnn, WeightsChoice, input};
+use crate::model::{self, ModelCard, ModelDir, Network, WeightsChoice, input};
 use crate::{Error, Result, calibrate, files, plot, progress};
 
 /// The metrics of one epoch, as in `history.csv`.
@@ -68,7 +68,7 @@ pub fn train(config: &TrainConfig, out: &Path) -> Result<ModelCard> {
         image_size: config.image_size,
         preprocessing: Preprocessing {
             resize: config.resize,
-            rescale: input::RESCALE,
+            normalisation: config.model.normalisation(),
             channels: "RGB".into(),
             layout: "NCHW".into(),
         },
@@ -141,7 +141,7 @@ pub fn resume(out: &Path) -> Result<ModelCard> {
 }
 
 /// The network's seeded initial weights, on the autodiff variant of `device`.
-fn fresh_network(config: &TrainConfig, classes: usize, device: &Device) -> RecipeCnn {
+fn fresh_network(config: &TrainConfig, classes: usize, device: &Device) -> Network {
     device.seed(config.seed);
     config
         .model
@@ -159,7 +159,7 @@ fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
 
 fn run(
     mut card: ModelCard,
-    mut network: RecipeCnn,
+    mut network: Network,
     mut optim: ModuleOptimizer,
     data: &TrainingData,
     dir: &ModelDir,
@@ -179,7 +179,13 @@ fn run(
         let pixels: Vec<&[u8]> = (0..data.validation.len())
             .map(|i| data.validation.pixels(i))
             .collect();
-        let val_probs = model::predict_probabilities(&valid, config.image_size, &pixels, device);
+        let val_probs = model::predict_probabilities(
+            &valid,
+            config.image_size,
+            config.model.normalisation(),
+            &pixels,
+            device,
+        );
         let record = EpochRecord {
             epoch,
             train_loss: stats.loss_sum / n as f64,
@@ -230,13 +236,13 @@ struct EpochStats {
 /// One pass over `train` in the epoch's order, batches built (and augmented) ahead on a worker
 /// thread, an RMSprop step per batch.
 fn train_epoch(
-    network: RecipeCnn,
+    network: Network,
     optim: &mut ModuleOptimizer,
     train: &PhotoSet,
     config: &TrainConfig,
     epoch: usize,
     autodiff: &Device,
-) -> (RecipeCnn, EpochStats) {
+) -> (Network, EpochStats) {
     let n = train.len();
     let augment = (!config.no_augment).then_some(&config.augment);
     let order = epoch_order(n, config.seed, epoch);
@@ -249,15 +255,15 @@ fn train_epoch(
     let mut seen = 0usize;
     let network = std::thread::scope(|scope| {
         let mut network = network;
-        let batches = batches::spawn(
-            scope,
-            train,
+        let plan = batches::BatchPlan {
             order,
-            config.batch_size,
+            batch_size: config.batch_size,
             augment,
-            config.seed,
+            norm: config.model.normalisation(),
+            seed: config.seed,
             epoch,
-        );
+        };
+        let batches = batches::spawn(scope, train, plan);
         loop {
             let wait = Instant::now();
             let Ok(batch) = batches.recv() else { break };
@@ -295,8 +301,8 @@ fn train_epoch(
 fn save_epoch(
     dir: &ModelDir,
     card: &ModelCard,
-    valid: &RecipeCnn,
-    network: &RecipeCnn,
+    valid: &Network,
+    network: &Network,
     optim: &ModuleOptimizer,
     is_best: bool,
 ) -> Result<()> {
@@ -312,7 +318,7 @@ fn save_epoch(
 
 /// The network and optimizer state needed to resume; burnpack keeps the parameter ids that the
 /// optimizer state is keyed by.
-fn save_checkpoint(dir: &ModelDir, network: &RecipeCnn, optim: &ModuleOptimizer) -> Result<()> {
+fn save_checkpoint(dir: &ModelDir, network: &Network, optim: &ModuleOptimizer) -> Result<()> {
     let path = dir.path.join("checkpoint").join("network.bpk");
     let mut store = BurnpackStore::from_bytes(None);
     network
@@ -332,7 +338,7 @@ fn load_checkpoint(
     config: &TrainConfig,
     classes: usize,
     device: &Device,
-) -> Result<RecipeCnn> {
+) -> Result<Network> {
     let mut network = config.model.init(classes, config.image_size, device);
     let path = dir.path.join("checkpoint").join("network.bpk");
     let corrupt = |reason: String| Error::ModelCorrupt {
