@@ -217,34 +217,47 @@ impl EfficientNetLite0 {
     }
 }
 
-/// Transfer learning: a new dense layer, after dropout, on EfficientNet-Lite0's pooled features.
+/// The new classifier of transfer learning: dropout, then a dense layer, on pooled features.
 #[derive(Module, Debug)]
-pub struct TransferNet {
-    pub backbone: EfficientNetLite0,
+pub struct Head {
     dropout: Dropout,
-    pub head: Linear,
+    linear: Linear,
 }
 
 /// Dropout before the new head, as EfficientNet-Lite0's own classifier has.
 const HEAD_DROPOUT: f64 = 0.2;
 
-impl TransferNet {
-    /// `backbone` with a fresh head for `classes` species.
-    pub fn new(backbone: EfficientNetLite0, classes: usize, device: &Device) -> Self {
-        TransferNet {
-            backbone,
+impl Head {
+    /// A fresh head for `classes` species (Glorot-uniform weights, zero bias, as Keras).
+    pub fn new(classes: usize, device: &Device) -> Self {
+        let linear = LinearConfig::new(FEATURES, super::outputs(classes))
+            .with_initializer(burn::nn::Initializer::XavierUniform { gain: 1.0 })
+            .init(device);
+        Head {
             dropout: DropoutConfig::new(HEAD_DROPOUT).init(),
-            head: LinearConfig::new(FEATURES, super::outputs(classes)).init(device),
+            linear: Linear {
+                bias: linear.bias.as_ref().map(super::zeros_like),
+                ..linear
+            },
         }
     }
 
-    /// The head's logits for pooled features `[n, 1280]`.
-    pub fn head_forward(&self, features: Tensor<2>) -> Tensor<2> {
-        self.head.forward(self.dropout.forward(features))
+    /// Logits for pooled features `[n, 1280]`.
+    pub fn forward(&self, features: Tensor<2>) -> Tensor<2> {
+        self.linear.forward(self.dropout.forward(features))
     }
+}
 
+/// Transfer learning: EfficientNet-Lite0's pooled features into a new [`Head`].
+#[derive(Module, Debug)]
+pub struct TransferNet {
+    pub backbone: EfficientNetLite0,
+    pub head: Head,
+}
+
+impl TransferNet {
     /// Logits from normalised images.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        self.head_forward(self.backbone.features(images))
+        self.head.forward(self.backbone.features(images))
     }
 }

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 pub use card::ModelCard;
 pub use directory::{ModelDir, TrainedModel, WeightsChoice, predict_probabilities};
-pub use efficientnet::{EfficientNetLite0, TransferNet};
+pub use efficientnet::{EfficientNetLite0, Head, TransferNet};
 pub use input::Normalisation;
 pub use recipe::RecipeCnn;
 
@@ -61,11 +61,10 @@ impl Architecture {
             Architecture::RecipeDropout => {
                 Network::Recipe(RecipeCnn::new(classes, image_size, 0.25, 0.5, device))
             }
-            Architecture::EfficientNetLite0 => Network::Transfer(TransferNet::new(
-                EfficientNetLite0::new(false, device),
-                classes,
-                device,
-            )),
+            Architecture::EfficientNetLite0 => Network::Transfer(TransferNet {
+                backbone: EfficientNetLite0::new(false, device),
+                head: Head::new(classes, device),
+            }),
         }
     }
 }
@@ -98,6 +97,12 @@ impl Network {
             Network::Transfer(n) => n.forward(images),
         }
     }
+}
+
+/// A zero tensor shaped like `bias`: Keras starts biases at zero, burn does not.
+pub(crate) fn zeros_like(bias: &burn::module::Param<Tensor<1>>) -> burn::module::Param<Tensor<1>> {
+    let value = bias.val();
+    burn::module::Param::from_tensor(Tensor::zeros(value.dims(), &value.device()))
 }
 
 /// The number of outputs for `classes` species: one sigmoid unit for two, a softmax otherwise.

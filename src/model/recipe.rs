@@ -5,11 +5,12 @@
 //! Weights start as in Keras (Glorot-uniform kernels, zero biases). The final sigmoid or softmax
 //! is applied by [`super::probabilities`] and folded into [`super::loss`].
 
-use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig, PaddingConfig2d, Relu};
 use burn::prelude::*;
+
+use super::zeros_like;
 
 /// The smallest input side for which the second pooling layer still has one pixel.
 pub const MIN_IMAGE_SIZE: u32 = 6;
@@ -96,9 +97,4 @@ impl RecipeCnn {
 fn flat_features(image_size: u32) -> usize {
     let side = (image_size as usize / 2 - 1) / 2;
     64 * side * side
-}
-
-fn zeros_like(bias: &Param<Tensor<1>>) -> Param<Tensor<1>> {
-    let value = bias.val();
-    Param::from_tensor(Tensor::zeros(value.dims(), &value.device()))
 }

@@ -51,6 +51,10 @@ pub struct TrainConfig {
     /// How photos are resized.
     #[arg(long, value_enum, default_value_t = ResizeFilter::Nearest)]
     pub resize: ResizeFilter,
+    /// EfficientNet-Lite0 weights (.pth) for --model efficientnet-lite0 (default: the ones
+    /// `vlinder backbone install` put in the cache).
+    #[arg(long, value_name = "FILE")]
+    pub backbone: Option<PathBuf>,
     /// Train on the photos as they are, without augmentation.
     #[arg(long)]
     pub no_augment: bool,
@@ -93,6 +97,13 @@ impl TrainConfig {
             return Err(Error::invalid("epsilon", self.epsilon, "a positive number"));
         }
         if !self.no_augment {
+            if self.model == Architecture::EfficientNetLite0 {
+                return Err(Error::invalid(
+                    "model",
+                    self.model,
+                    "with --no-augment: efficientnet-lite0 trains its head on features computed once per photo, and augmented copies of them are not implemented yet",
+                ));
+            }
             self.augment.validate()?;
         }
         let min = self.model.min_image_size();

@@ -4,6 +4,7 @@
 pub mod batches;
 pub mod config;
 pub mod data;
+pub mod transfer;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -25,7 +26,7 @@ pub use data::TrainingData;
 use crate::dataset::{PhotoSet, Species};
 use crate::metrics;
 use crate::model::card::{DataSummary, FORMAT, FORMAT_VERSION, Preprocessing, Versions};
-use crate::model::{self, ModelCard, ModelDir, Network, WeightsChoice, input};
+use crate::model::{self, Architecture, ModelCard, ModelDir, Network, WeightsChoice, input};
 use crate::{Error, Result, calibrate, files, plot, progress};
 
 /// The metrics of one epoch, as in `history.csv`.
@@ -57,9 +58,15 @@ pub fn train(config: &TrainConfig, out: &Path) -> Result<ModelCard> {
     }
     let device = config.device.device()?;
     let data = TrainingData::load(config)?;
+    let network = match config.model {
+        Architecture::EfficientNetLite0 => {
+            Network::Transfer(transfer::network(config, data.species.len(), &device)?)
+        }
+        _ => fresh_network(config, data.species.len(), &device),
+    };
+    // Only now that everything needed is at hand does the model directory appear.
     files::create_dir(&dir.path.join("checkpoint"))?;
     write_split(&dir, &data)?;
-    let network = fresh_network(config, data.species.len(), &device);
     let card = ModelCard {
         format: FORMAT.into(),
         format_version: FORMAT_VERSION,
@@ -94,7 +101,10 @@ pub fn train(config: &TrainConfig, out: &Path) -> Result<ModelCard> {
         versions: Versions::current(),
     };
     dir.write_card(&card)?;
-    run(card, network, optimizer(config), &data, &dir, &device)
+    match network {
+        Network::Transfer(net) => transfer::run(card, net, &data, &dir, &device),
+        recipe => run(card, recipe, optimizer(config), &data, &dir, &device),
+    }
 }
 
 /// Continues the training run in `out` from its last completed epoch.
@@ -105,6 +115,12 @@ pub fn resume(out: &Path) -> Result<ModelCard> {
         return Ok(card);
     }
     let config = &card.training;
+    if config.model == Architecture::EfficientNetLite0 {
+        return Err(Error::Layout {
+            path: out.to_path_buf(),
+            reason: "a transfer-learning run cannot be resumed (its features take a minute to recompute); train it again into a new folder".into(),
+        });
+    }
     let device = config.device.device()?;
     let data = TrainingData::load(config)?;
     if data.species != card.species {
@@ -196,33 +212,67 @@ fn run(
             train_images_per_second: n as f64 / train_seconds,
             data_wait_seconds: stats.waiting.as_secs_f64(),
         };
-        eprintln!(
-            "epoch {epoch}/{}: loss {:.4} acc {:.4} val_loss {:.4} val_acc {:.4} ({:.1}s, {:.0} img/s, {:.1}% waiting for data)",
-            config.epochs,
-            record.train_loss,
-            record.train_accuracy,
-            record.validation_loss,
-            record.validation_accuracy,
-            record.seconds,
-            record.train_images_per_second,
-            100.0 * record.data_wait_seconds / train_seconds
-        );
-        let is_best = card.record_epoch(record);
-        if card.is_complete() {
-            let calibration = calibrate::fit(&val_probs, &data.validation.labels);
-            eprintln!(
-                "calibration: temperature {:.3}, expected calibration error {:.4} -> {:.4} on {} validation photos",
-                calibration.temperature,
-                calibration.ece_before,
-                calibration.ece_after,
-                calibration.photos
-            );
-            plot::reliability_diagram(&calibration, &dir.reliability_path())?;
-            card.calibration = Some(calibration);
-        }
-        save_epoch(dir, &card, &valid, &network, &optim, is_best)?;
+        let labels = &data.validation.labels;
+        finish_epoch(
+            &mut card,
+            record,
+            &val_probs,
+            labels,
+            train_seconds,
+            dir,
+            |is_best| {
+                dir.save_weights(&valid, WeightsChoice::Last)?;
+                if is_best {
+                    dir.save_weights(&valid, WeightsChoice::Best)?;
+                }
+                save_checkpoint(dir, &network, &optim)
+            },
+        )?;
     }
     Ok(card)
+}
+
+/// Ends an epoch: prints it, records it, fits the calibration after the last one, and writes the
+/// model directory: the weights through `save_weights(is_best)` first, `model.json` last, so
+/// that it never names an epoch whose weights are not on disk.
+fn finish_epoch(
+    card: &mut ModelCard,
+    record: EpochRecord,
+    val_probs: &[Vec<f32>],
+    labels: &[usize],
+    train_seconds: f64,
+    dir: &ModelDir,
+    save_weights: impl FnOnce(bool) -> Result<()>,
+) -> Result<()> {
+    eprintln!(
+        "epoch {}/{}: loss {:.4} acc {:.4} val_loss {:.4} val_acc {:.4} ({:.1}s, {:.0} img/s, {:.1}% waiting for data)",
+        record.epoch,
+        card.training.epochs,
+        record.train_loss,
+        record.train_accuracy,
+        record.validation_loss,
+        record.validation_accuracy,
+        record.seconds,
+        record.train_images_per_second,
+        100.0 * record.data_wait_seconds / train_seconds
+    );
+    let is_best = card.record_epoch(record);
+    if card.is_complete() {
+        let calibration = calibrate::fit(val_probs, labels);
+        eprintln!(
+            "calibration: temperature {:.3}, expected calibration error {:.4} -> {:.4} on {} validation photos",
+            calibration.temperature,
+            calibration.ece_before,
+            calibration.ece_after,
+            calibration.photos
+        );
+        plot::reliability_diagram(&calibration, &dir.reliability_path())?;
+        card.calibration = Some(calibration);
+    }
+    save_weights(is_best)?;
+    files::write_atomic(&dir.history_path(), history_csv(&card.history).as_bytes())?;
+    plot::learning_curve(&card.history, &dir.learning_curve_path())?;
+    dir.write_card(card)
 }
 
 /// What one pass over the training photos measured.
@@ -294,26 +344,6 @@ fn train_epoch(
     });
     bar.finish_and_clear();
     (network, stats)
-}
-
-/// Writes everything an epoch changed; `model.json` last, so that it never names an epoch whose
-/// weights are not on disk.
-fn save_epoch(
-    dir: &ModelDir,
-    card: &ModelCard,
-    valid: &Network,
-    network: &Network,
-    optim: &ModuleOptimizer,
-    is_best: bool,
-) -> Result<()> {
-    dir.save_weights(valid, WeightsChoice::Last)?;
-    if is_best {
-        dir.save_weights(valid, WeightsChoice::Best)?;
-    }
-    save_checkpoint(dir, network, optim)?;
-    files::write_atomic(&dir.history_path(), history_csv(&card.history).as_bytes())?;
-    plot::learning_curve(&card.history, &dir.learning_curve_path())?;
-    dir.write_card(card)
 }
 
 /// The network and optimizer state needed to resume; burnpack keeps the parameter ids that the

@@ -87,6 +87,7 @@ pub fn quick_config(data: &Path, epochs: usize) -> TrainConfig {
         seed: 3,
         image_size: 32,
         resize: ResizeFilter::Bilinear,
+        backbone: None,
         no_augment: true,
         augment: AugmentParams::default(),
         device: Backend::Flex,

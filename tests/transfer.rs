@@ -1,0 +1,116 @@
+//! Transfer learning on EfficientNet-Lite0: the head trained on cached features, saved with the
+//! backbone, gives the same answers through the whole network.
+
+mod common;
+
+use std::path::PathBuf;
+
+use vlinder::device::Backend;
+use vlinder::evaluate::{self, EvaluateConfig, SplitChoice};
+use vlinder::model::{Architecture, ModelDir, WeightsChoice};
+use vlinder::train::{self, TrainConfig};
+
+const PAIR: [&str; 2] = ["anthocharis_cardamines", "gonepteryx_rhamni"];
+
+fn weights() -> PathBuf {
+    common::shared_data().join("../models/efficientnet-lite0/efficientnet-lite0-57934424.pth")
+}
+
+fn transfer_config(data: &std::path::Path) -> TrainConfig {
+    TrainConfig {
+        model: Architecture::EfficientNetLite0,
+        backbone: Some(weights()),
+        image_size: 96,
+        epochs: 15,
+        ..common::quick_config(data, 15)
+    }
+}
+
+#[test]
+fn the_head_learns_and_the_saved_network_reproduces_its_validation_metrics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = common::subset(tmp.path(), &PAIR, 24);
+    let out = tmp.path().join("model");
+    let card = {
+        let _serial = common::training_lock();
+        train::train(&transfer_config(&data), &out).unwrap()
+    };
+    let last = card.final_metrics.clone().unwrap();
+    assert!(last.validation_accuracy >= 0.75, "{:?}", card.history);
+    assert!(last.train_loss < card.history[0].train_loss);
+    assert_eq!(card.architecture, Architecture::EfficientNetLite0);
+    assert_eq!(card.preprocessing.normalisation.offset, 127.0);
+    assert!(card.calibration.is_some());
+
+    // Through the whole saved network (backbone + head) the validation photos score as the head
+    // did on their cached features.
+    let report = evaluate::evaluate(&EvaluateConfig {
+        model: out.clone(),
+        data: data.clone(),
+        split: SplitChoice::Validation,
+        weights: WeightsChoice::Last,
+        out: Some(tmp.path().join("eval")),
+        device: Backend::Flex,
+    })
+    .unwrap();
+    assert_eq!(report.evaluation.photos, 12);
+    assert!((report.evaluation.accuracy - last.validation_accuracy).abs() < 1e-9);
+    assert!(
+        (report.evaluation.log_loss - last.validation_loss).abs() < 1e-4,
+        "{} vs {}",
+        report.evaluation.log_loss,
+        last.validation_loss
+    );
+
+    // A transfer run is not resumed from the middle: it says so.
+    let dir = ModelDir::new(&out);
+    let mut unfinished = dir.read_card().unwrap();
+    unfinished.training.epochs += 5;
+    dir.write_card(&unfinished).unwrap();
+    let err = train::resume(&out).map(|_| ()).unwrap_err().to_string();
+    assert!(err.contains("cannot be resumed"), "{err}");
+}
+
+#[test]
+fn transfer_settings_that_cannot_work_are_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = common::subset(tmp.path(), &PAIR, 4);
+    let err = train::train(
+        &TrainConfig {
+            no_augment: false,
+            ..transfer_config(&data)
+        },
+        &tmp.path().join("a"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("--no-augment"), "{err}");
+    let err = train::train(
+        &TrainConfig {
+            image_size: 16,
+            ..transfer_config(&data)
+        },
+        &tmp.path().join("b"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("image-size") && err.contains("between 32 and 1024"),
+        "{err}"
+    );
+    let missing = tmp.path().join("no-such-weights.pth");
+    let err = train::train(
+        &TrainConfig {
+            backbone: Some(missing),
+            ..transfer_config(&data)
+        },
+        &tmp.path().join("c"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("no-such-weights.pth"), "{err}");
+    assert!(
+        !tmp.path().join("c").exists(),
+        "nothing is written before the backbone loads"
+    );
+}
