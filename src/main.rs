@@ -12,6 +12,7 @@ use vlinder::evaluate::{self, EvaluateConfig};
 use vlinder::model::backbone::{self, EFFICIENTNET_LITE0};
 use vlinder::predict::{self, PredictConfig};
 use vlinder::serve::{self, ServeConfig};
+use vlinder::train::cv::{self, CvConfig};
 use vlinder::train::{self, TrainConfig};
 
 #[derive(Parser)]
@@ -38,6 +39,8 @@ enum Command {
         #[arg(long, value_name = "DIR", conflicts_with = "out")]
         resume: Option<PathBuf>,
     },
+    /// Cross-validate a model and configuration over K folds of one folder of photos.
+    Cv(CvConfig),
     /// Measure a trained model on labelled photos.
     Evaluate(EvaluateConfig),
     /// Rank the species of new photos.
@@ -117,6 +120,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
             }
             println!("model written to {}", dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cv(config) => {
+            let report = cv::cross_validate(&config).context("cross-validation failed")?;
+            print!("{}", cv::render_table(&report));
+            println!("report written to {}", cv::report_path(&config).display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Evaluate(config) => {

@@ -260,3 +260,32 @@ fn split_is_stratified_disjoint_and_reproducible() {
             .contains("validation-split")
     );
 }
+
+#[test]
+fn folds_are_stratified_disjoint_complete_and_refuse_too_many() {
+    use vlinder::dataset::stratified_folds;
+    // 3 species with 7, 5 and 10 photos.
+    let labels: Vec<usize> = [vec![0; 7], vec![1; 5], vec![2; 10]].concat();
+    let folds = stratified_folds(&labels, 3, 5, 9).unwrap();
+    assert_eq!(folds, stratified_folds(&labels, 3, 5, 9).unwrap(), "seeded");
+    let mut all: Vec<usize> = folds.iter().flatten().copied().collect();
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (0..labels.len()).collect::<Vec<_>>(),
+        "every photo in exactly one fold"
+    );
+    for fold in &folds {
+        let per_class = |c| fold.iter().filter(|&&i| labels[i] == c).count();
+        assert!(
+            (1..=2).contains(&per_class(0)) && per_class(1) == 1 && per_class(2) == 2,
+            "{fold:?}"
+        );
+    }
+    let err = stratified_folds(&labels, 3, 6, 9).unwrap_err().to_string();
+    assert!(
+        err.contains("folds") && err.contains("smallest species"),
+        "{err}"
+    );
+    assert!(stratified_folds(&labels, 3, 1, 9).is_err());
+}

@@ -425,3 +425,54 @@ fn the_command_line_trains_predicts_and_fails_with_a_non_zero_exit() {
         "{stderr}"
     );
 }
+
+#[test]
+fn cross_validation_trains_one_model_per_fold_and_summarises_them() {
+    use vlinder::train::cv::{CvConfig, cross_validate};
+    let _serial = common::training_lock();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = common::subset(tmp.path(), &PAIR, 9);
+    let out = tmp.path().join("cv");
+    let report = cross_validate(&CvConfig {
+        train: config(&data, 1),
+        folds: 3,
+        out: out.clone(),
+    })
+    .unwrap();
+    assert_eq!(report.folds.len(), 3);
+    for f in &report.folds {
+        assert_eq!((f.train_photos, f.validation_photos), (12, 6));
+        assert!(f.model.join("model.json").is_file());
+    }
+    let accuracies: Vec<f64> = report.folds.iter().map(|f| f.accuracy).collect();
+    let mean = accuracies.iter().sum::<f64>() / 3.0;
+    assert!((report.mean_accuracy - mean).abs() < 1e-12);
+    assert!(out.join("cv.json").is_file());
+    // Every photo is validated exactly once across the folds.
+    let mut validated: Vec<String> = report
+        .folds
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f.model.join("split.csv"))
+                .unwrap()
+                .lines()
+                .filter(|l| l.ends_with(",validation"))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    validated.sort();
+    validated.dedup();
+    assert_eq!(validated.len(), 18);
+    let err = cross_validate(&CvConfig {
+        train: config(&data, 1),
+        folds: 10,
+        out: tmp.path().join("x"),
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("folds") && err.contains("smallest species"),
+        "{err}"
+    );
+}

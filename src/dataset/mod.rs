@@ -12,4 +12,4 @@ pub mod split;
 pub use decode::{ResizeFilter, decode_photo};
 pub use folder::{ImageFolder, Photo, SkippedPhoto, Species};
 pub use photo_set::PhotoSet;
-pub use split::{Split, stratified_split};
+pub use split::{Split, stratified_folds, stratified_split};

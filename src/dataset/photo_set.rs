@@ -62,6 +62,22 @@ impl PhotoSet {
         (set, skipped)
     }
 
+    /// A new set of the photos at `indices`, in that order.
+    pub fn subset(&self, indices: &[usize]) -> PhotoSet {
+        let mut set = PhotoSet {
+            size: self.size,
+            pixels: Vec::with_capacity(indices.len() * (self.size * self.size * 3) as usize),
+            labels: Vec::with_capacity(indices.len()),
+            paths: Vec::with_capacity(indices.len()),
+        };
+        for &i in indices {
+            set.pixels.extend_from_slice(self.pixels(i));
+            set.labels.push(self.labels[i]);
+            set.paths.push(self.paths[i].clone());
+        }
+        set
+    }
+
     pub fn len(&self) -> usize {
         self.labels.len()
     }

@@ -55,3 +55,39 @@ pub fn stratified_split(
         .sort_by(|a, b| (a.label, &a.path).cmp(&(b.label, &b.path)));
     Ok(split)
 }
+
+/// Assigns the photos with these `labels` to `k` folds, each species spread evenly over them
+/// after a seeded shuffle; returns the photo indices of each fold.
+pub fn stratified_folds(
+    labels: &[usize],
+    classes: usize,
+    k: usize,
+    seed: u64,
+) -> Result<Vec<Vec<usize>>> {
+    if k < 2 {
+        return Err(Error::invalid("folds", k, "at least 2"));
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut folds = vec![Vec::new(); k];
+    for class in 0..classes {
+        let mut members: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == class).collect();
+        if members.len() < k {
+            return Err(Error::invalid(
+                "folds",
+                k,
+                format!(
+                    "at most the number of photos of the smallest species ({} of class {class}); use fewer folds or add photos",
+                    members.len()
+                ),
+            ));
+        }
+        members.shuffle(&mut rng);
+        for (i, m) in members.into_iter().enumerate() {
+            folds[i % k].push(m);
+        }
+    }
+    for fold in &mut folds {
+        fold.sort_unstable();
+    }
+    Ok(folds)
+}

@@ -3,6 +3,7 @@
 
 pub mod batches;
 pub mod config;
+pub mod cv;
 pub mod data;
 pub mod transfer;
 
@@ -48,16 +49,29 @@ pub struct EpochRecord {
 /// Trains a new model as `config` says and writes its directory to `out`.
 pub fn train(config: &TrainConfig, out: &Path) -> Result<ModelCard> {
     config.validate()?;
-    let dir = ModelDir::new(out);
-    if dir.card_path().exists() {
+    refuse_existing(out)?;
+    let data = TrainingData::load(config)?;
+    train_on(config, &data, out)
+}
+
+fn refuse_existing(out: &Path) -> Result<()> {
+    if ModelDir::new(out).card_path().exists() {
         return Err(Error::Layout {
             path: out.to_path_buf(),
             reason: "already holds a model; choose another --out, or continue it with --resume"
                 .into(),
         });
     }
+    Ok(())
+}
+
+/// Trains on photos already decoded (cross-validation decodes them once for all folds) and
+/// writes the model directory to `out`.
+pub fn train_on(config: &TrainConfig, data: &TrainingData, out: &Path) -> Result<ModelCard> {
+    config.validate()?;
+    refuse_existing(out)?;
+    let dir = ModelDir::new(out);
     let device = config.device.device()?;
-    let data = TrainingData::load(config)?;
     let network = match config.model {
         Architecture::EfficientNetLite0 => {
             Network::Transfer(transfer::network(config, data.species.len(), &device)?)
@@ -66,7 +80,7 @@ pub fn train(config: &TrainConfig, out: &Path) -> Result<ModelCard> {
     };
     // Only now that everything needed is at hand does the model directory appear.
     files::create_dir(&dir.path.join("checkpoint"))?;
-    write_split(&dir, &data)?;
+    write_split(&dir, data)?;
     let card = ModelCard {
         format: FORMAT.into(),
         format_version: FORMAT_VERSION,
@@ -102,8 +116,8 @@ pub fn train(config: &TrainConfig, out: &Path) -> Result<ModelCard> {
     };
     dir.write_card(&card)?;
     match network {
-        Network::Transfer(net) => transfer::run(card, net, &data, &dir, &device),
-        recipe => run(card, recipe, optimizer(config), &data, &dir, &device),
+        Network::Transfer(net) => transfer::run(card, net, data, &dir, &device),
+        recipe => run(card, recipe, optimizer(config), data, &dir, &device),
     }
 }
 

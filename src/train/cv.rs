@@ -1,0 +1,155 @@
+//! `vlinder cv`: k-fold cross-validation of any model and configuration, as the recipe
+//! suggested: each fold is the validation set once, the rest train a fresh model.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{TrainConfig, TrainingData, train_on};
+use crate::dataset::{ImageFolder, PhotoSet, stratified_folds};
+use crate::{Error, Result, files};
+
+/// The configuration of `vlinder cv`, saved in `cv.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, clap::Args)]
+pub struct CvConfig {
+    #[command(flatten)]
+    pub train: TrainConfig,
+    /// The number of folds.
+    #[arg(long, default_value_t = 5)]
+    pub folds: usize,
+    /// Where the fold models (fold-1, fold-2, ...) and cv.json go.
+    #[arg(long, short, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+/// One fold's result, from its last epoch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FoldResult {
+    pub fold: usize,
+    pub train_photos: usize,
+    pub validation_photos: usize,
+    pub accuracy: f64,
+    pub log_loss: f64,
+    pub model: PathBuf,
+}
+
+/// What `cv.json` holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CvReport {
+    pub config: CvConfig,
+    pub folds: Vec<FoldResult>,
+    pub mean_accuracy: f64,
+    pub std_accuracy: f64,
+    pub mean_log_loss: f64,
+    pub std_log_loss: f64,
+    pub skipped: usize,
+}
+
+/// Mean and sample standard deviation.
+fn mean_std(values: &[f64]) -> (f64, f64) {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+    (mean, var.sqrt())
+}
+
+/// Runs the cross-validation and writes `cv.json`; the photos are decoded once for all folds.
+pub fn cross_validate(config: &CvConfig) -> Result<CvReport> {
+    let train = &config.train;
+    train.validate()?;
+    let Some(data_dir) = &train.data else {
+        return Err(Error::invalid(
+            "data",
+            "(none)",
+            "cross-validation splits one folder: give --data DIR",
+        ));
+    };
+    let folder = ImageFolder::scan(data_dir)?;
+    if folder.species.len() < 2 {
+        return Err(Error::Layout {
+            path: folder.root.clone(),
+            reason: "a classifier needs at least two species folders".into(),
+        });
+    }
+    let (set, bad) = PhotoSet::decode(&folder.photos, train.image_size, train.resize, "photos");
+    let mut skipped = folder.skipped.clone();
+    skipped.extend(bad);
+    let folds = stratified_folds(&set.labels, folder.species.len(), config.folds, train.seed)?;
+    files::create_dir(&config.out)?;
+    let mut results = Vec::with_capacity(folds.len());
+    for (i, validation) in folds.iter().enumerate() {
+        let training: Vec<usize> = folds
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .flat_map(|(_, f)| f.iter().copied())
+            .collect();
+        eprintln!(
+            "fold {}/{}: {} training, {} validation photos",
+            i + 1,
+            folds.len(),
+            training.len(),
+            validation.len()
+        );
+        let data = TrainingData {
+            species: folder.species.clone(),
+            train: set.subset(&training),
+            validation: set.subset(validation),
+            skipped: skipped.clone(),
+        };
+        let model = config.out.join(format!("fold-{}", i + 1));
+        let card = train_on(train, &data, &model)?;
+        let last = card.final_metrics.expect("a finished run has a last epoch");
+        results.push(FoldResult {
+            fold: i + 1,
+            train_photos: training.len(),
+            validation_photos: validation.len(),
+            accuracy: last.validation_accuracy,
+            log_loss: last.validation_loss,
+            model,
+        });
+    }
+    let (mean_accuracy, std_accuracy) =
+        mean_std(&results.iter().map(|r| r.accuracy).collect::<Vec<_>>());
+    let (mean_log_loss, std_log_loss) =
+        mean_std(&results.iter().map(|r| r.log_loss).collect::<Vec<_>>());
+    let report = CvReport {
+        config: config.clone(),
+        folds: results,
+        mean_accuracy,
+        std_accuracy,
+        mean_log_loss,
+        std_log_loss,
+        skipped: skipped.len(),
+    };
+    files::write_json(&config.out.join("cv.json"), &report)?;
+    Ok(report)
+}
+
+/// The report as a table: one row per fold, then mean ± standard deviation.
+pub fn render_table(report: &CvReport) -> String {
+    use std::fmt::Write;
+    let mut s = String::from("fold  train  validation  accuracy  log loss\n");
+    for f in &report.folds {
+        let _ = writeln!(
+            s,
+            "{:>4}  {:>5}  {:>10}  {:>8.4}  {:>8.4}",
+            f.fold, f.train_photos, f.validation_photos, f.accuracy, f.log_loss
+        );
+    }
+    let _ = writeln!(
+        s,
+        "mean accuracy {:.4} ± {:.4}, log loss {:.4} ± {:.4} over {} folds",
+        report.mean_accuracy,
+        report.std_accuracy,
+        report.mean_log_loss,
+        report.std_log_loss,
+        report.folds.len()
+    );
+    s
+}
+
+/// Where the report goes.
+pub fn report_path(config: &CvConfig) -> PathBuf {
+    Path::new(&config.out).join("cv.json")
+}
