@@ -63,31 +63,9 @@ pub fn spawn<'scope, 'env>(
             seed,
             epoch,
         } = plan;
+        let _ = per_photo;
         for chunk in order.chunks(batch_size) {
-            let mut images = vec![0f32; chunk.len() * per_photo];
-            images
-                .par_chunks_mut(per_photo)
-                .zip(chunk.par_iter())
-                .for_each_init(
-                    || vec![0f32; per_photo],
-                    |scratch, (out, &index)| {
-                        let pixels = set.pixels(index);
-                        match augment {
-                            Some(params) => {
-                                let mut rng = augment_rng(seed, epoch, index);
-                                let transform = params.draw(side, side, &mut rng);
-                                let image = Image {
-                                    pixels,
-                                    rows: side,
-                                    cols: side,
-                                };
-                                transform.apply(image, scratch);
-                                input::write_planar(scratch, out, norm);
-                            }
-                            None => input::write_planar(pixels, out, norm),
-                        }
-                    },
-                );
+            let images = layout(set, chunk, augment.map(|a| (a, seed, epoch)), norm);
             let labels = chunk.iter().map(|&i| set.labels[i]).collect();
             if sender.send(Batch { images, labels }).is_err() {
                 return; // the training loop stopped early
@@ -95,4 +73,41 @@ pub fn spawn<'scope, 'env>(
         }
     });
     receiver
+}
+
+/// The photos at `indices` laid out as normalised CHW planes, in parallel; with `augment`
+/// (parameters, seed, epoch) each gets its own seeded draw first.
+pub fn layout(
+    set: &PhotoSet,
+    indices: &[usize],
+    augment: Option<(&AugmentParams, u64, usize)>,
+    norm: input::Normalisation,
+) -> Vec<f32> {
+    let side = set.size as usize;
+    let per_photo = 3 * side * side;
+    let mut images = vec![0f32; indices.len() * per_photo];
+    images
+        .par_chunks_mut(per_photo)
+        .zip(indices.par_iter())
+        .for_each_init(
+            || vec![0f32; per_photo],
+            |scratch, (out, &index)| {
+                let pixels = set.pixels(index);
+                match augment {
+                    Some((params, seed, epoch)) => {
+                        let mut rng = augment_rng(seed, epoch, index);
+                        let transform = params.draw(side, side, &mut rng);
+                        let image = Image {
+                            pixels,
+                            rows: side,
+                            cols: side,
+                        };
+                        transform.apply(image, scratch);
+                        input::write_planar(scratch, out, norm);
+                    }
+                    None => input::write_planar(pixels, out, norm),
+                }
+            },
+        );
+    images
 }

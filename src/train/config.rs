@@ -55,6 +55,10 @@ pub struct TrainConfig {
     /// `vlinder backbone install` put in the cache).
     #[arg(long, value_name = "FILE")]
     pub backbone: Option<PathBuf>,
+    /// For efficientnet-lite0: augmented copies of each training photo whose features are
+    /// computed once, besides the photo itself (the recipe draws afresh every epoch instead).
+    #[arg(long, default_value_t = 4)]
+    pub feature_copies: usize,
     /// Train on the photos as they are, without augmentation.
     #[arg(long)]
     pub no_augment: bool,
@@ -97,13 +101,6 @@ impl TrainConfig {
             return Err(Error::invalid("epsilon", self.epsilon, "a positive number"));
         }
         if !self.no_augment {
-            if self.model == Architecture::EfficientNetLite0 {
-                return Err(Error::invalid(
-                    "model",
-                    self.model,
-                    "with --no-augment: efficientnet-lite0 trains its head on features computed once per photo, and augmented copies of them are not implemented yet",
-                ));
-            }
             self.augment.validate()?;
         }
         let min = self.model.min_image_size();

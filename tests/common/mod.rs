@@ -88,6 +88,7 @@ pub fn quick_config(data: &Path, epochs: usize) -> TrainConfig {
         image_size: 32,
         resize: ResizeFilter::Bilinear,
         backbone: None,
+        feature_copies: 4,
         no_augment: true,
         augment: AugmentParams::default(),
         device: Backend::Flex,
