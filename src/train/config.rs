@@ -58,6 +58,7 @@ pub struct TrainConfig {
     /// For efficientnet-lite0: augmented copies of each training photo whose features are
     /// computed once, besides the photo itself (the recipe draws afresh every epoch instead).
     #[arg(long, default_value_t = 4)]
+    #[serde(default = "default_feature_copies")]
     pub feature_copies: usize,
     /// Train on the photos as they are, without augmentation.
     #[arg(long)]
@@ -113,4 +114,9 @@ impl TrainConfig {
         }
         Ok(())
     }
+}
+
+/// Read into model.json files written before `feature_copies` existed.
+fn default_feature_copies() -> usize {
+    4
 }
