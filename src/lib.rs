@@ -4,10 +4,14 @@
 //!
 //! - [`dataset`]: species folders, photo decoding, train/validation splits;
 //! - [`augment`]: Keras' random geometric augmentation, exactly;
-//! - [`model`]: the networks and the model directory they are saved in;
-//! - [`train`]: the training loop, its configuration, history and checkpoints;
+//! - [`model`]: the networks (the recipe's CNN, EfficientNet-Lite0), pretrained backbones and the
+//!   model directory they are saved in;
+//! - [`train`]: the training loop, transfer learning, cross-validation, history and checkpoints;
 //! - [`evaluate`]: metrics of a trained model on labelled photos;
+//! - [`calibrate`]: temperature scaling for honest probabilities;
 //! - [`predict`]: ranked species for new photos;
+//! - [`check`]: verdicts on volunteers' records, most doubtful first;
+//! - [`serve`]: the HTTP service and the reviewers' page;
 //! - [`plot`]: the PNG charts that training and evaluation write.
 //!
 //! The binary (`src/main.rs`) is a thin command line over these.
