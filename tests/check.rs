@@ -215,23 +215,7 @@ fn wrongly_named_records_rank_first_and_bad_records_are_reported() {
     );
 }
 
-/// Serves `body` as a JPEG to every request on a local port for the rest of the test; returns its URL.
+/// Serves `body` as a JPEG on a local port for the rest of the test; returns its URL.
 fn serve_once(body: Vec<u8>) -> String {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/photo.jpg", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut request = [0u8; 4096];
-            let _ = stream.read(&mut request);
-            let header = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(header.as_bytes());
-            let _ = stream.write_all(&body);
-        }
-    });
-    url
+    common::web_server(move |_| ("image/jpeg", body.clone())) + "/photo.jpg"
 }

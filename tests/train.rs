@@ -6,8 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use vlinder::augment::AugmentParams;
-use vlinder::device::Backend;
-use vlinder::evaluate::{self, EvaluateConfig, SplitChoice};
+use vlinder::evaluate::{self, EvaluateConfig};
 use vlinder::model::{Architecture, ModelCard, ModelDir, WeightsChoice};
 use vlinder::train::{self, TrainConfig};
 
@@ -74,15 +73,7 @@ fn learns_the_pair_and_the_saved_model_reproduces_its_validation_metrics() {
     );
 
     // Loading the saved weights and re-deriving the split gives the metrics training reported.
-    let report = evaluate::evaluate(&EvaluateConfig {
-        model: out.clone(),
-        data: data.clone(),
-        split: SplitChoice::Validation,
-        weights: WeightsChoice::Last,
-        out: Some(tmp.path().join("eval")),
-        device: Backend::Flex,
-    })
-    .unwrap();
+    let report = common::evaluate_validation(&out, &data, &tmp.path().join("eval"));
     assert_eq!(report.evaluation.photos, 40);
     assert!((report.evaluation.accuracy - last.validation_accuracy).abs() < 1e-9);
     assert!((report.evaluation.log_loss - last.validation_loss).abs() < 1e-5);
@@ -174,15 +165,8 @@ fn augmentation_changes_training_not_validation_and_is_reproducible() {
     assert_eq!(saved.training.augment, AugmentParams::default());
     // Validation photos are never augmented: evaluating the saved model on them gives the
     // metrics training reported.
-    let report = evaluate::evaluate(&EvaluateConfig {
-        model: tmp.path().join("a"),
-        data: data.clone(),
-        split: SplitChoice::Validation,
-        weights: WeightsChoice::Last,
-        out: Some(tmp.path().join("eval")),
-        device: Backend::Flex,
-    })
-    .unwrap();
+    let report =
+        common::evaluate_validation(&tmp.path().join("a"), &data, &tmp.path().join("eval"));
     assert!((report.evaluation.log_loss - a.final_metrics.unwrap().validation_loss).abs() < 1e-5);
     // Bad augmentation values are refused before any work.
     let bad = TrainConfig {

@@ -5,9 +5,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use vlinder::device::Backend;
-use vlinder::evaluate::{self, EvaluateConfig, SplitChoice};
-use vlinder::model::{Architecture, ModelDir, WeightsChoice};
+use vlinder::model::{Architecture, ModelDir};
 use vlinder::train::{self, TrainConfig};
 
 const PAIR: [&str; 2] = ["anthocharis_cardamines", "gonepteryx_rhamni"];
@@ -44,15 +42,7 @@ fn the_head_learns_and_the_saved_network_reproduces_its_validation_metrics() {
 
     // Through the whole saved network (backbone + head) the validation photos score as the head
     // did on their cached features.
-    let report = evaluate::evaluate(&EvaluateConfig {
-        model: out.clone(),
-        data: data.clone(),
-        split: SplitChoice::Validation,
-        weights: WeightsChoice::Last,
-        out: Some(tmp.path().join("eval")),
-        device: Backend::Flex,
-    })
-    .unwrap();
+    let report = common::evaluate_validation(&out, &data, &tmp.path().join("eval"));
     assert_eq!(report.evaluation.photos, 12);
     assert!((report.evaluation.accuracy - last.validation_accuracy).abs() < 1e-9);
     assert!(

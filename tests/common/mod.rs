@@ -130,3 +130,44 @@ pub fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
         .collect();
     (shape, values)
 }
+
+/// A web server on 127.0.0.1 for the rest of the test: `answer(path)` gives the content type
+/// and body of each GET. Returns the base URL, `http://127.0.0.1:PORT`.
+pub fn web_server(answer: impl Fn(&str) -> (&'static str, Vec<u8>) + Send + 'static) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = [0u8; 4096];
+            let n = stream.read(&mut request).unwrap_or(0);
+            let request = String::from_utf8_lossy(&request[..n]);
+            let (kind, body) = answer(request.split_whitespace().nth(1).unwrap_or("/"));
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&body);
+        }
+    });
+    base
+}
+
+/// Evaluates `model` on the validation part of its own split of `data`, writing into `out`.
+pub fn evaluate_validation(
+    model: &Path,
+    data: &Path,
+    out: &Path,
+) -> vlinder::evaluate::EvaluationReport {
+    vlinder::evaluate::evaluate(&vlinder::evaluate::EvaluateConfig {
+        model: model.to_path_buf(),
+        data: data.to_path_buf(),
+        split: vlinder::evaluate::SplitChoice::Validation,
+        weights: vlinder::model::WeightsChoice::Last,
+        out: Some(out.to_path_buf()),
+        device: Backend::Flex,
+    })
+    .unwrap()
+}
