@@ -67,6 +67,7 @@ pub fn learning_curve(history: &[EpochRecord], path: &Path) -> Result<()> {
             chart
                 .configure_mesh()
                 .x_desc("epoch")
+                .x_labels(history.len().clamp(2, 10))
                 .x_label_formatter(&|x| format!("{x:.0}"))
                 .y_desc(name)
                 .label_style((FONT, 14))
