@@ -192,9 +192,11 @@ impl EfficientNetLite0 {
             );
         network
             .load_from(&mut store)
-            .map_err(|e| Error::ModelCorrupt {
-                path: path.to_path_buf(),
-                reason: format!("not EfficientNet-Lite0 ImageNet weights: {e}"),
+            .map_err(|e| Error::Backbone {
+                origin: path.display().to_string(),
+                reason: format!(
+                    "cannot load EfficientNet-Lite0 ImageNet weights ({e}); run `vlinder backbone install` or give the right file with --backbone"
+                ),
             })?;
         Ok(network)
     }
