@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::data::require_two_species;
 use super::{TrainConfig, TrainingData, train_on};
 use crate::dataset::{ImageFolder, PhotoSet, stratified_folds};
 use crate::{Error, Result, files};
@@ -65,12 +66,7 @@ pub fn cross_validate(config: &CvConfig) -> Result<CvReport> {
         ));
     };
     let folder = ImageFolder::scan(data_dir)?;
-    if folder.species.len() < 2 {
-        return Err(Error::Layout {
-            path: folder.root.clone(),
-            reason: "a classifier needs at least two species folders".into(),
-        });
-    }
+    require_two_species(&folder)?;
     let (set, bad) = PhotoSet::decode(&folder.photos, train.image_size, train.resize, "photos");
     let mut skipped = folder.skipped.clone();
     skipped.extend(bad);

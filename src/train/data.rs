@@ -93,7 +93,8 @@ impl TrainingData {
     }
 }
 
-fn require_two_species(folder: &ImageFolder) -> Result<()> {
+/// A classifier needs at least two species folders.
+pub(crate) fn require_two_species(folder: &ImageFolder) -> Result<()> {
     if folder.species.len() < 2 {
         return Err(Error::Layout {
             path: folder.root.clone(),
