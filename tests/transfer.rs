@@ -5,7 +5,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use vlinder::model::{Architecture, ModelDir};
+use vlinder::model::{Architecture, ModelDir, WeightsChoice};
 use vlinder::train::{self, TrainConfig};
 
 const PAIR: [&str; 2] = ["anthocharis_cardamines", "gonepteryx_rhamni"];
@@ -29,10 +29,8 @@ fn the_head_learns_and_the_saved_network_reproduces_its_validation_metrics() {
     let tmp = tempfile::tempdir().unwrap();
     let data = common::subset(tmp.path(), &PAIR, 24);
     let out = tmp.path().join("model");
-    let card = {
-        let _serial = common::training_lock();
-        train::train(&transfer_config(&data), &out).unwrap()
-    };
+    let _serial = common::training_lock();
+    let card = train::train(&transfer_config(&data), &out).unwrap();
     let last = card.final_metrics.clone().unwrap();
     assert!(last.validation_accuracy >= 0.75, "{:?}", card.history);
     assert!(last.train_loss < card.history[0].train_loss);
@@ -122,4 +120,111 @@ fn transfer_settings_that_cannot_work_are_clear_errors() {
         !tmp.path().join("c").exists(),
         "nothing is written before the backbone loads"
     );
+}
+
+/// Every tensor of a saved model, by name.
+fn saved_tensors(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    use burn::store::ModuleSnapshot;
+    let model = ModelDir::new(dir)
+        .load(WeightsChoice::Last, &Default::default())
+        .unwrap();
+    model
+        .network
+        .collect(None, None, true)
+        .into_iter()
+        .map(|t| (t.name.clone(), t.to_bytes().unwrap().to_vec()))
+        .collect()
+}
+
+#[test]
+fn fine_tuning_trains_only_the_last_blocks_and_keeps_the_imagenet_statistics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = common::subset(tmp.path(), &PAIR, 12);
+    let frozen_run = TrainConfig {
+        epochs: 3,
+        ..transfer_config(&data)
+    };
+    let tuned_run = TrainConfig {
+        fine_tune: 2,
+        fine_tune_epochs: 2,
+        ..frozen_run.clone()
+    };
+    // Held to the end: loading a model draws initial weights from the same seeded generator
+    // that another test's training draws its dropout from.
+    let _serial = common::training_lock();
+    let frozen = train::train(&frozen_run, &tmp.path().join("frozen")).unwrap();
+    let tuned = train::train(&tuned_run, &tmp.path().join("tuned")).unwrap();
+    assert_eq!(tuned.history.len(), 5);
+    assert_eq!(tuned.epochs_completed, 5);
+    assert!(tuned.calibration.is_some());
+    assert_eq!(
+        frozen.history[2].train_loss, tuned.history[2].train_loss,
+        "the head trains as without fine-tuning first"
+    );
+
+    let before = saved_tensors(&tmp.path().join("frozen"));
+    let after = saved_tensors(&tmp.path().join("tuned"));
+    assert_eq!(before.len(), after.len());
+    let tuned_block = |name: &str| name.contains("blocks.14.") || name.contains("blocks.15.");
+    for (name, bytes) in &before {
+        let statistics = name.contains("running_");
+        let trainable = tuned_block(name) || name.contains("conv_head") || name.contains("bn1");
+        if statistics || !(trainable || name.contains("head.linear")) {
+            assert_eq!(bytes, &after[name], "{name} must not change");
+        }
+    }
+    for name in [
+        "backbone.blocks.15.project_conv.conv.weight",
+        "backbone.blocks.14.depthwise_conv.conv.weight",
+        "backbone.conv_head.conv.weight",
+    ] {
+        assert_ne!(before[name], after[name], "{name} is fine-tuned");
+    }
+
+    // The saved network, run from the photos, scores the validation photos as fine-tuning did
+    // from the kept activations.
+    let last = tuned.final_metrics.clone().unwrap();
+    let report = common::evaluate_validation(
+        &tmp.path().join("tuned"),
+        &data,
+        &tmp.path().join("eval"),
+    );
+    assert!((report.evaluation.accuracy - last.validation_accuracy).abs() < 1e-9);
+    assert!((report.evaluation.log_loss - last.validation_loss).abs() < 1e-4);
+}
+
+#[test]
+fn fine_tuning_values_that_cannot_work_are_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = common::subset(tmp.path(), &PAIR, 4);
+    let cases = [
+        (
+            TrainConfig {
+                fine_tune: 17,
+                ..transfer_config(&data)
+            },
+            "between 0 and 16",
+        ),
+        (
+            TrainConfig {
+                fine_tune: 2,
+                ..common::quick_config(&data, 1)
+            },
+            "fine-tuning is for --model efficientnet-lite0",
+        ),
+        (
+            TrainConfig {
+                fine_tune: 2,
+                fine_tune_epochs: 0,
+                ..transfer_config(&data)
+            },
+            "fine-tune-epochs",
+        ),
+    ];
+    for (i, (config, expected)) in cases.into_iter().enumerate() {
+        let out = tmp.path().join(format!("m{i}"));
+        let err = train::train(&config, &out).unwrap_err().to_string();
+        assert!(err.contains(expected), "{err}");
+        assert!(!out.exists());
+    }
 }

@@ -100,6 +100,6 @@ impl ModelCard {
 
     /// True once all configured epochs have run.
     pub fn is_complete(&self) -> bool {
-        self.epochs_completed >= self.training.epochs
+        self.epochs_completed >= self.training.total_epochs()
     }
 }

@@ -7,6 +7,7 @@
 
 use std::path::Path;
 
+use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::prelude::*;
@@ -25,6 +26,8 @@ pub const NORMALISATION: Normalisation = Normalisation {
 pub const FEATURES: usize = 1280;
 /// The smallest input side: five stride-2 stages leave one pixel.
 pub const MIN_IMAGE_SIZE: u32 = 32;
+/// MBConv blocks, the units that fine-tuning unfreezes from the end.
+pub const BLOCKS: usize = 16;
 
 const BN_EPSILON: f64 = 1e-3;
 
@@ -88,10 +91,15 @@ fn relu6(x: Tensor<4>) -> Tensor<4> {
     x.clamp(0.0, 6.0)
 }
 
+/// A batch norm that always normalises with its stored (ImageNet) statistics, in training too:
+/// batches of a few dozen photos would give noisy statistics, and fine-tuning must not overwrite
+/// the pretrained ones. Its scale and shift stay trainable.
 fn batch_norm(channels: usize, device: &Device) -> BatchNorm {
-    BatchNormConfig::new(channels)
+    let mut bn = BatchNormConfig::new(channels)
         .with_epsilon(BN_EPSILON)
-        .init(device)
+        .init(device);
+    bn.training = Param::from_bool(false);
+    bn
 }
 
 /// An inverted-residual block: 1x1 expansion, depthwise convolution, 1x1 projection.
@@ -169,6 +177,7 @@ impl EfficientNetLite0 {
                 ));
             }
         }
+        debug_assert_eq!(blocks.len(), BLOCKS);
         EfficientNetLite0 {
             conv_stem: SameConv::new([3, 32], 3, 2, 1, device),
             bn0: batch_norm(32, device),
@@ -203,10 +212,24 @@ impl EfficientNetLite0 {
 
     /// The 1280 globally averaged features of normalised images `[n, 3, h, w]`.
     pub fn features(&self, images: Tensor<4>) -> Tensor<2> {
-        let mut x = relu6(self.bn0.forward(self.conv_stem.forward(images)));
-        for block in &self.blocks {
-            x = block.forward(x);
-        }
+        self.features_from(self.activations(images, BLOCKS), BLOCKS)
+    }
+
+    /// The activations of normalised images `[n, 3, h, w]` after the stem and the first
+    /// `blocks` blocks: what fine-tuning the remaining blocks starts from.
+    pub fn activations(&self, images: Tensor<4>, blocks: usize) -> Tensor<4> {
+        let x = relu6(self.bn0.forward(self.conv_stem.forward(images)));
+        self.blocks[..blocks]
+            .iter()
+            .fold(x, |x, block| block.forward(x))
+    }
+
+    /// The pooled features from [`activations`](Self::activations) after the first `blocks`
+    /// blocks.
+    pub fn features_from(&self, activations: Tensor<4>, blocks: usize) -> Tensor<2> {
+        let x = self.blocks[blocks..]
+            .iter()
+            .fold(activations, |x, block| block.forward(x));
         let x = relu6(self.bn1.forward(self.conv_head.forward(x)));
         let [n, c, _, _] = x.dims();
         x.mean_dim(3).mean_dim(2).reshape([n, c])
@@ -261,5 +284,11 @@ impl TransferNet {
     /// Logits from normalised images.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         self.head.forward(self.backbone.features(images))
+    }
+
+    /// Logits from the backbone's activations after its first `blocks` blocks.
+    pub fn forward_from(&self, activations: Tensor<4>, blocks: usize) -> Tensor<2> {
+        self.head
+            .forward(self.backbone.features_from(activations, blocks))
     }
 }

@@ -8,6 +8,7 @@ use crate::augment::AugmentParams;
 use crate::dataset::ResizeFilter;
 use crate::device::Backend;
 use crate::model::Architecture;
+use crate::model::efficientnet::BLOCKS;
 use crate::{Error, Result};
 
 /// Everything that decides a training run.
@@ -60,6 +61,20 @@ pub struct TrainConfig {
     #[arg(long, default_value_t = 4)]
     #[serde(default = "default_feature_copies")]
     pub feature_copies: usize,
+    /// For efficientnet-lite0: after training the head, train the last N of the backbone's 16
+    /// blocks, its final 1x1 convolution and the head together (0: the backbone stays frozen).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    #[serde(default)]
+    pub fine_tune: usize,
+    /// Epochs of fine-tuning, after --epochs of the head alone.
+    #[arg(long, default_value_t = 10)]
+    #[serde(default = "default_fine_tune_epochs")]
+    pub fine_tune_epochs: usize,
+    /// RMSprop's learning rate while fine-tuning: small, so that the pretrained weights move
+    /// only a little.
+    #[arg(long, default_value_t = 1e-4)]
+    #[serde(default = "default_fine_tune_learning_rate")]
+    pub fine_tune_learning_rate: f64,
     /// Train on the photos as they are, without augmentation.
     #[arg(long)]
     pub no_augment: bool,
@@ -73,6 +88,16 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
+    /// Epochs in all: the head's (or the whole network's) and then fine-tuning's.
+    pub fn total_epochs(&self) -> usize {
+        self.epochs
+            + if self.fine_tune > 0 {
+                self.fine_tune_epochs
+            } else {
+                0
+            }
+    }
+
     /// Checks every value, naming the first bad one and what is allowed.
     pub fn validate(&self) -> Result<()> {
         if self.data.is_none() && self.train.is_none() {
@@ -101,6 +126,36 @@ impl TrainConfig {
         if self.epsilon.is_nan() || self.epsilon <= 0.0 {
             return Err(Error::invalid("epsilon", self.epsilon, "a positive number"));
         }
+        if self.fine_tune > 0 {
+            if self.model != Architecture::EfficientNetLite0 {
+                return Err(Error::invalid(
+                    "fine-tune",
+                    self.fine_tune,
+                    "0 for the recipe models (they train every layer anyway); fine-tuning is for --model efficientnet-lite0",
+                ));
+            }
+            if self.fine_tune > BLOCKS {
+                return Err(Error::invalid(
+                    "fine-tune",
+                    self.fine_tune,
+                    format!("between 0 and {BLOCKS}, the backbone's blocks"),
+                ));
+            }
+            if self.fine_tune_epochs == 0 {
+                return Err(Error::invalid(
+                    "fine-tune-epochs",
+                    self.fine_tune_epochs,
+                    "at least 1 with --fine-tune",
+                ));
+            }
+            if !(self.fine_tune_learning_rate > 0.0 && self.fine_tune_learning_rate.is_finite()) {
+                return Err(Error::invalid(
+                    "fine-tune-learning-rate",
+                    self.fine_tune_learning_rate,
+                    "a positive number",
+                ));
+            }
+        }
         if !self.no_augment {
             self.augment.validate()?;
         }
@@ -114,6 +169,15 @@ impl TrainConfig {
         }
         Ok(())
     }
+}
+
+/// Read into model.json files written before fine-tuning existed.
+fn default_fine_tune_epochs() -> usize {
+    10
+}
+
+fn default_fine_tune_learning_rate() -> f64 {
+    1e-4
 }
 
 /// Read into model.json files written before `feature_copies` existed.

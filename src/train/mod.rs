@@ -261,7 +261,7 @@ fn finish_epoch(
     eprintln!(
         "epoch {}/{}: loss {:.4} acc {:.4} val_loss {:.4} val_acc {:.4} ({:.1}s, {:.0} img/s, {:.1}% waiting for data)",
         record.epoch,
-        card.training.epochs,
+        card.training.total_epochs(),
         record.train_loss,
         record.train_accuracy,
         record.validation_loss,

@@ -1,8 +1,11 @@
-//! Transfer learning: EfficientNet-Lite0's pooled features are computed once per photo (and per
-//! augmented copy of it), then a new head is trained on them, which takes milliseconds per epoch
-//! instead of a pass through the backbone. The saved model holds the backbone and the head, so
-//! it is used like any other.
+//! Transfer learning: EfficientNet-Lite0 runs once over each photo (and each augmented copy of
+//! it), then a new head is trained on the pooled features, which takes milliseconds per epoch
+//! instead of a pass through the backbone. With `--fine-tune N` the activations before the last
+//! N blocks are kept as well, and those blocks are then trained with the head, starting from
+//! the kept activations rather than from the photos. The saved model holds the backbone and the
+//! head, so it is used like any other.
 
+use std::ops::RangeInclusive;
 use std::time::Instant;
 
 use burn::optim::{GradientsParams, ModuleOptimizer};
@@ -14,6 +17,7 @@ use super::{
 use crate::augment::AugmentParams;
 use crate::dataset::PhotoSet;
 use crate::model::backbone::{self, EFFICIENTNET_LITE0};
+use crate::model::efficientnet::BLOCKS;
 use crate::model::{
     self, EfficientNetLite0, Head, ModelCard, ModelDir, Network, TransferNet, WeightsChoice, input,
 };
@@ -37,30 +41,61 @@ pub fn network(config: &TrainConfig, classes: usize, device: &Device) -> Result<
     })
 }
 
-/// The pooled features of every photo in `set`, `[n, 1280]` on `device`; with `augment`
-/// (parameters, seed, copy number), of a seeded augmented copy of each.
-fn features(
+/// What one pass of the frozen backbone over a set of photos gives.
+struct Encoded {
+    /// Pooled features `[n, 1280]`.
+    features: Tensor<2>,
+    /// The activations before the blocks that fine-tuning trains, when it does.
+    activations: Option<Tensor<4>>,
+}
+
+impl Encoded {
+    fn cat(parts: Vec<Encoded>) -> Encoded {
+        let (features, activations): (Vec<_>, Vec<_>) = parts
+            .into_iter()
+            .map(|part| (part.features, part.activations))
+            .unzip();
+        Encoded {
+            features: Tensor::cat(features, 0),
+            activations: activations
+                .into_iter()
+                .collect::<Option<Vec<_>>>()
+                .map(|parts| Tensor::cat(parts, 0)),
+        }
+    }
+}
+
+/// Runs the backbone over every photo in `set`, or with `augment` (parameters, seed, copy
+/// number) over a seeded augmented copy of each, keeping what training needs.
+fn encode(
     backbone: &EfficientNetLite0,
     set: &PhotoSet,
     config: &TrainConfig,
     augment: Option<(&AugmentParams, u64, usize)>,
     device: &Device,
     what: &str,
-) -> Tensor<2> {
+) -> Encoded {
     let bar = progress::bar(set.len(), format!("features {what}"));
     let norm = config.model.normalisation();
+    let frozen = BLOCKS - config.fine_tune;
     let indices: Vec<usize> = (0..set.len()).collect();
-    let mut rows = Vec::with_capacity(set.len());
+    let mut parts = Vec::with_capacity(set.len().div_ceil(FEATURE_BATCH));
     for chunk in indices.chunks(FEATURE_BATCH) {
         let images = batches::layout(set, chunk, augment, norm);
-        rows.push(backbone.features(input::planar_tensor(images, config.image_size, device)));
+        let activations =
+            backbone.activations(input::planar_tensor(images, config.image_size, device), frozen);
+        parts.push(Encoded {
+            features: backbone.features_from(activations.clone(), frozen),
+            activations: (config.fine_tune > 0).then_some(activations),
+        });
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
-    Tensor::cat(rows, 0)
+    Encoded::cat(parts)
 }
 
-/// Trains the head of `net` for the configured epochs and writes the model directory.
+/// Trains the head of `net` on cached features, then fine-tunes if configured, and writes the
+/// model directory after every epoch.
 pub fn run(
     mut card: ModelCard,
     net: TransferNet,
@@ -70,8 +105,7 @@ pub fn run(
 ) -> Result<ModelCard> {
     let config = card.training.clone();
     let started = Instant::now();
-    let autodiff = device.clone().autodiff();
-    let mut parts = vec![features(
+    let mut parts = vec![encode(
         &net.backbone,
         &data.train,
         &config,
@@ -84,7 +118,7 @@ pub fn run(
         for copy in 1..=config.feature_copies {
             let augment = Some((&config.augment, config.seed, copy));
             let what = format!("copy {copy}/{}", config.feature_copies);
-            parts.push(features(
+            parts.push(encode(
                 &net.backbone,
                 &data.train,
                 &config,
@@ -95,8 +129,8 @@ pub fn run(
             labels.extend_from_slice(&data.train.labels);
         }
     }
-    let train_x = Tensor::cat(parts, 0).to_device(&autodiff);
-    let val_x = features(
+    let train = Encoded::cat(parts);
+    let validation = encode(
         &net.backbone,
         &data.validation,
         &config,
@@ -112,64 +146,129 @@ pub fn run(
     );
     // The run's time includes the features, which are most of it.
     card.training_seconds += feature_seconds;
+    let stage = Stage {
+        labels: &labels,
+        validation_labels: &data.validation.labels,
+        dir,
+        device,
+    };
     let TransferNet { backbone, head } = net;
-    let mut head = head.to_device(&autodiff).train();
-    let mut optim: ModuleOptimizer = optimizer(&config);
-    let n = labels.len();
-    for epoch in card.epochs_completed + 1..=config.epochs {
-        let start = Instant::now();
-        autodiff.seed(config.seed.wrapping_add(epoch as u64));
-        let (mut loss_sum, mut correct) = (0.0f64, 0usize);
-        for batch in epoch_order(n, config.seed, epoch).chunks(config.batch_size) {
-            let batch_labels: Vec<usize> = batch.iter().map(|&i| labels[i]).collect();
-            let indices: Vec<i64> = batch.iter().map(|&i| i as i64).collect();
-            let rows =
-                Tensor::<1, Int>::from_data(TensorData::new(indices, [batch.len()]), &autodiff);
-            let logits = head.forward(train_x.clone().select(0, rows));
-            let probs = model::probability_rows(logits.clone().detach());
-            let loss = model::loss(logits, &batch_labels);
-            loss_sum += loss.clone().into_scalar::<f32>() as f64 * batch.len() as f64;
-            correct += probs
-                .iter()
-                .zip(&batch_labels)
-                .filter(|(p, l)| metrics::argmax(p) == **l)
-                .count();
-            let grads = GradientsParams::from_grads(loss.backward(), &head);
-            head = optim.step(config.learning_rate, head, grads);
-        }
-        let train_seconds = start.elapsed().as_secs_f64();
-        let valid_head = head.valid();
-        let val_probs = model::probability_rows(valid_head.forward(val_x.clone()));
-        let val_labels = &data.validation.labels;
-        let record = EpochRecord {
-            epoch,
-            train_loss: loss_sum / n as f64,
-            train_accuracy: correct as f64 / n as f64,
-            validation_loss: metrics::log_loss(&val_probs, val_labels),
-            validation_accuracy: metrics::accuracy(&val_probs, val_labels),
-            seconds: start.elapsed().as_secs_f64(),
-            train_images_per_second: n as f64 / train_seconds,
-            data_wait_seconds: 0.0,
-        };
-        finish_epoch(
+    let head = stage.fit(
+        &mut card,
+        head,
+        (train.features, validation.features),
+        1..=config.epochs,
+        config.learning_rate,
+        |head, x| head.forward(x),
+        |head| {
+            Network::Transfer(TransferNet {
+                backbone: backbone.clone(),
+                head,
+            })
+        },
+    )?;
+    if let (Some(train_x), Some(val_x)) = (train.activations, validation.activations) {
+        let frozen = BLOCKS - config.fine_tune;
+        eprintln!(
+            "fine-tuning the last {} blocks with the head",
+            config.fine_tune
+        );
+        stage.fit(
             &mut card,
-            record,
-            &val_probs,
-            val_labels,
-            train_seconds,
-            dir,
-            |is_best| {
-                let network = Network::Transfer(TransferNet {
-                    backbone: backbone.clone(),
-                    head: valid_head,
-                });
-                dir.save_weights(&network, WeightsChoice::Last)?;
-                if is_best {
-                    dir.save_weights(&network, WeightsChoice::Best)?;
-                }
-                Ok(())
-            },
+            TransferNet { backbone, head },
+            (train_x, val_x),
+            config.epochs + 1..=config.total_epochs(),
+            config.fine_tune_learning_rate,
+            |net, x| net.forward_from(x, frozen),
+            Network::Transfer,
         )?;
     }
     Ok(card)
+}
+
+/// What the head's training and fine-tuning share: the labels and where results go.
+struct Stage<'a> {
+    labels: &'a [usize],
+    validation_labels: &'a [usize],
+    dir: &'a ModelDir,
+    device: &'a Device,
+}
+
+impl Stage<'_> {
+    /// Trains `module` with RMSprop on the cached inputs `(train, validation)` for `epochs`,
+    /// `forward` giving logits; `network` makes the whole network to save from a validation
+    /// copy of `module`.
+    #[allow(clippy::too_many_arguments)]
+    fn fit<M: Module, const D: usize>(
+        &self,
+        card: &mut ModelCard,
+        module: M,
+        (train_x, val_x): (Tensor<D>, Tensor<D>),
+        epochs: RangeInclusive<usize>,
+        learning_rate: f64,
+        forward: impl Fn(&M, Tensor<D>) -> Tensor<2>,
+        network: impl Fn(M) -> Network,
+    ) -> Result<M> {
+        let config = card.training.clone();
+        let autodiff = self.device.clone().autodiff();
+        let train_x = train_x.to_device(&autodiff);
+        let mut module = module.to_device(&autodiff).train();
+        let mut optim: ModuleOptimizer = optimizer(&config);
+        let n = self.labels.len();
+        for epoch in epochs {
+            let start = Instant::now();
+            autodiff.seed(config.seed.wrapping_add(epoch as u64));
+            let (mut loss_sum, mut correct) = (0.0f64, 0usize);
+            let bar = progress::bar(n, format!("epoch {epoch}/{}", config.total_epochs()));
+            for batch in epoch_order(n, config.seed, epoch).chunks(config.batch_size) {
+                let batch_labels: Vec<usize> = batch.iter().map(|&i| self.labels[i]).collect();
+                let indices: Vec<i64> = batch.iter().map(|&i| i as i64).collect();
+                let rows =
+                    Tensor::<1, Int>::from_data(TensorData::new(indices, [batch.len()]), &autodiff);
+                let logits = forward(&module, train_x.clone().select(0, rows));
+                let probs = model::probability_rows(logits.clone().detach());
+                let loss = model::loss(logits, &batch_labels);
+                loss_sum += loss.clone().into_scalar::<f32>() as f64 * batch.len() as f64;
+                correct += probs
+                    .iter()
+                    .zip(&batch_labels)
+                    .filter(|(p, l)| metrics::argmax(p) == **l)
+                    .count();
+                let grads = GradientsParams::from_grads(loss.backward(), &module);
+                module = optim.step(learning_rate, module, grads);
+                bar.inc(batch.len() as u64);
+            }
+            bar.finish_and_clear();
+            let train_seconds = start.elapsed().as_secs_f64();
+            let valid = module.valid();
+            let val_probs = model::probability_rows(forward(&valid, val_x.clone()));
+            let record = EpochRecord {
+                epoch,
+                train_loss: loss_sum / n as f64,
+                train_accuracy: correct as f64 / n as f64,
+                validation_loss: metrics::log_loss(&val_probs, self.validation_labels),
+                validation_accuracy: metrics::accuracy(&val_probs, self.validation_labels),
+                seconds: start.elapsed().as_secs_f64(),
+                train_images_per_second: n as f64 / train_seconds,
+                data_wait_seconds: 0.0,
+            };
+            finish_epoch(
+                card,
+                record,
+                &val_probs,
+                self.validation_labels,
+                train_seconds,
+                self.dir,
+                |is_best| {
+                    let network = network(valid);
+                    self.dir.save_weights(&network, WeightsChoice::Last)?;
+                    if is_best {
+                        self.dir.save_weights(&network, WeightsChoice::Best)?;
+                    }
+                    Ok(())
+                },
+            )?;
+        }
+        Ok(module.valid())
+    }
 }
