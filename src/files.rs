@@ -29,6 +29,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Copies `from` to `to` through a temporary file beside `to`, then renames it.
+pub fn copy_atomic(from: &Path, to: &Path) -> Result<()> {
+    let bytes = std::fs::read(from).map_err(|e| Error::io(from, e))?;
+    write_atomic(to, &bytes)
+}
+
 /// Serialises `value` as pretty JSON and writes it atomically.
 pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
     let mut bytes = serde_json::to_vec_pretty(value).expect("vlinder's records serialise to JSON");

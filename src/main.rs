@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 use vlinder::augment::preview::{self, PreviewConfig};
 use vlinder::check::{self, CheckConfig};
+use vlinder::dataset::split_folders::{self, SplitFoldersConfig};
 use vlinder::evaluate::{self, EvaluateConfig};
 use vlinder::model::backbone::{self, EFFICIENTNET_LITE0};
 use vlinder::predict::{self, PredictConfig};
@@ -39,6 +40,9 @@ enum Command {
         #[arg(long, value_name = "DIR", conflicts_with = "out")]
         resume: Option<PathBuf>,
     },
+    /// Split a folder of species folders into train/validation(/test) folders or K folds,
+    /// keeping near-duplicate photos together.
+    Split(SplitFoldersConfig),
     /// Cross-validate a model and configuration over K folds of one folder of photos.
     Cv(CvConfig),
     /// Measure a trained model on labelled photos.
@@ -120,6 +124,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
             }
             println!("model written to {}", dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Split(config) => {
+            let report = split_folders::split_folders(&config)
+                .with_context(|| format!("cannot split {}", config.dir.display()))?;
+            print!("{}", split_folders::render_report(&report));
+            println!("written to {}", config.out.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Cv(config) => {

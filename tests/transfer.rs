@@ -184,11 +184,8 @@ fn fine_tuning_trains_only_the_last_blocks_and_keeps_the_imagenet_statistics() {
     // The saved network, run from the photos, scores the validation photos as fine-tuning did
     // from the kept activations.
     let last = tuned.final_metrics.clone().unwrap();
-    let report = common::evaluate_validation(
-        &tmp.path().join("tuned"),
-        &data,
-        &tmp.path().join("eval"),
-    );
+    let report =
+        common::evaluate_validation(&tmp.path().join("tuned"), &data, &tmp.path().join("eval"));
     assert!((report.evaluation.accuracy - last.validation_accuracy).abs() < 1e-9);
     assert!((report.evaluation.log_loss - last.validation_loss).abs() < 1e-4);
 }

@@ -82,8 +82,10 @@ fn encode(
     let mut parts = Vec::with_capacity(set.len().div_ceil(FEATURE_BATCH));
     for chunk in indices.chunks(FEATURE_BATCH) {
         let images = batches::layout(set, chunk, augment, norm);
-        let activations =
-            backbone.activations(input::planar_tensor(images, config.image_size, device), frozen);
+        let activations = backbone.activations(
+            input::planar_tensor(images, config.image_size, device),
+            frozen,
+        );
         parts.push(Encoded {
             features: backbone.features_from(activations.clone(), frozen),
             activations: (config.fine_tune > 0).then_some(activations),

@@ -1,0 +1,237 @@
+//! `vlinder split`: stratified, seeded, near-duplicates on one side, folds, and bad input.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use vlinder::dataset::split_folders::{SplitFoldersConfig, split_folders};
+
+const SPECIES: [&str; 3] = [
+    "anthocharis_cardamines",
+    "celastrina_argiolus",
+    "gonepteryx_rhamni",
+];
+
+/// 20 real photos per species, plus a smaller, re-encoded copy of three of them named
+/// `copy-of-<name>`.
+fn photos_with_copies(dir: &Path) -> PathBuf {
+    let root = common::subset(dir, &SPECIES, 20);
+    for (species, name) in [
+        (SPECIES[0], "spp_1.jpg"),
+        (SPECIES[1], "spp_100.jpg"),
+        (SPECIES[2], "spp_1.jpg"),
+    ] {
+        let original = root.join(species).join(name);
+        assert!(original.exists(), "{}", original.display());
+        let image = image::open(&original).unwrap();
+        let smaller = image.resize(
+            image.width() * 4 / 5,
+            image.height() * 4 / 5,
+            image::imageops::FilterType::Triangle,
+        );
+        let mut bytes = Vec::new();
+        smaller
+            .to_rgb8()
+            .write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(
+                &mut bytes, 60,
+            ))
+            .unwrap();
+        std::fs::write(root.join(species).join(format!("copy-of-{name}")), bytes).unwrap();
+    }
+    root
+}
+
+fn config(dir: &Path, out: &Path) -> SplitFoldersConfig {
+    SplitFoldersConfig {
+        dir: dir.to_path_buf(),
+        out: out.to_path_buf(),
+        validation: 0.25,
+        test: 0.1,
+        folds: None,
+        seed: 7,
+        link: false,
+        copy: false,
+        near_duplicate_bits: 5,
+    }
+}
+
+/// (species, file name) → parts it was written to, read back from the output folders.
+fn parts_of(out: &Path) -> BTreeMap<(String, String), Vec<String>> {
+    let mut found: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    let mut stack = vec![out.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "jpg") {
+                let relative = path.strip_prefix(out).unwrap();
+                let parts: Vec<String> = relative
+                    .iter()
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .collect();
+                let (file, species) = (&parts[parts.len() - 1], &parts[parts.len() - 2]);
+                let part = parts[..parts.len() - 2].join("/");
+                found
+                    .entry((species.clone(), file.clone()))
+                    .or_default()
+                    .push(part);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn the_split_is_stratified_seeded_and_keeps_a_photo_with_its_reencoded_copy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = photos_with_copies(tmp.path());
+    let out = tmp.path().join("split");
+    let report = split_folders(&config(&root, &out)).unwrap();
+
+    assert!(report.groups_kept_together >= 3, "{report:?}");
+    assert!(report.photos_in_groups >= 6);
+    let parts = parts_of(&out);
+    assert_eq!(parts.len(), 63, "every photo written once");
+    for ((species, file), where_) in &parts {
+        assert_eq!(where_.len(), 1, "{species}/{file} in {where_:?}");
+        if let Some(original) = file.strip_prefix("copy-of-") {
+            assert_eq!(
+                where_,
+                &parts[&(species.clone(), original.to_string())],
+                "{file} and its original are on the same side"
+            );
+        }
+    }
+    for species in SPECIES {
+        // 21 photos, one pair among them: about 10% test and 25% validation, counted in groups.
+        let count = |part: &str| report.counts[part][species];
+        assert!((1..=3).contains(&count("test")), "{report:?}");
+        assert!((4..=6).contains(&count("validation")), "{report:?}");
+        assert_eq!(count("test") + count("validation") + count("train"), 21);
+    }
+    let table = vlinder::dataset::split_folders::render_report(&report);
+    assert!(table.contains("near-duplicate"), "{table}");
+
+    // The same seed repeats the split; another seed changes it.
+    let again = tmp.path().join("again");
+    split_folders(&config(&root, &again)).unwrap();
+    assert_eq!(parts_of(&again), parts);
+    let other = tmp.path().join("other");
+    split_folders(&SplitFoldersConfig {
+        seed: 8,
+        ..config(&root, &other)
+    })
+    .unwrap();
+    assert_ne!(parts_of(&other), parts);
+    assert!(out.join("split.csv").is_file() && out.join("split-config.json").is_file());
+}
+
+#[test]
+fn folds_put_each_photo_in_one_validation_fold_with_its_copy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = photos_with_copies(tmp.path());
+    let out = tmp.path().join("folds");
+    let report = split_folders(&SplitFoldersConfig {
+        folds: Some(3),
+        test: 0.0,
+        ..config(&root, &out)
+    })
+    .unwrap();
+    assert_eq!(report.counts.len(), 6, "train and validation of 3 folds");
+    for (key, where_) in parts_of(&out) {
+        let validation: Vec<&String> = where_
+            .iter()
+            .filter(|p| p.ends_with("validation"))
+            .collect();
+        assert_eq!(validation.len(), 1, "{key:?}: {where_:?}");
+        assert_eq!(where_.len(), 3, "{key:?}: in the other folds' train parts");
+        if let Some(original) = key.1.strip_prefix("copy-of-") {
+            let original_parts = &parts_of(&out)[&(key.0.clone(), original.to_string())];
+            assert_eq!(&where_, original_parts);
+        }
+    }
+    for species in SPECIES {
+        let sizes: Vec<usize> = (1..=3)
+            .map(|f| report.counts[&format!("fold-{f}/validation")][species])
+            .collect();
+        assert!(sizes.iter().all(|&s| (6..=8).contains(&s)), "{sizes:?}");
+    }
+
+    let err = split_folders(&SplitFoldersConfig {
+        folds: Some(25),
+        test: 0.0,
+        ..config(&root, &tmp.path().join("too-many"))
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("folds") && err.contains("fewer folds"),
+        "{err}"
+    );
+}
+
+#[test]
+fn links_share_the_file_and_bad_input_is_reported() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("photos");
+    for species in ["a", "b"] {
+        std::fs::create_dir_all(root.join(species)).unwrap();
+        for i in 0..4 {
+            let source = common::shared_data()
+                .join("leeds_butterfly_10species")
+                .join(if species == "a" {
+                    "pieris_rapae"
+                } else {
+                    "vanessa_cardui"
+                });
+            let mut files: Vec<PathBuf> = std::fs::read_dir(&source)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            files.sort();
+            std::fs::copy(&files[i], root.join(species).join(format!("{i}.jpg"))).unwrap();
+        }
+    }
+    std::fs::write(root.join("a/broken.jpg"), b"<html>not a photo</html>").unwrap();
+    let out = tmp.path().join("linked");
+    let report = split_folders(&SplitFoldersConfig {
+        link: true,
+        test: 0.0,
+        validation: 0.25,
+        ..config(&root, &out)
+    })
+    .unwrap();
+    assert_eq!(report.skipped.len(), 1);
+    assert!(report.skipped[0].path.ends_with("broken.jpg"));
+    let parts = parts_of(&out);
+    let (_, where_) = parts
+        .iter()
+        .find(|(k, _)| k.0 == "a" && k.1 == "0.jpg")
+        .unwrap();
+    let linked = out.join(&where_[0]).join("a/0.jpg");
+    assert_eq!(
+        std::fs::metadata(&linked).unwrap().ino(),
+        std::fs::metadata(root.join("a/0.jpg")).unwrap().ino()
+    );
+
+    // An output folder that is not empty is refused, and left as it was.
+    let err = split_folders(&config(&root, &out)).unwrap_err().to_string();
+    assert!(err.contains("not empty"), "{err}");
+    let err = split_folders(&SplitFoldersConfig {
+        validation: 0.95,
+        ..config(&root, &tmp.path().join("x"))
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("validation"), "{err}");
+    let (ok, _, stderr) = common::vlinder(&[
+        "split",
+        root.join("a").to_str().unwrap(),
+        "--out",
+        tmp.path().join("y").to_str().unwrap(),
+    ]);
+    assert!(!ok && stderr.contains("species sub-folder"), "{stderr}");
+}
