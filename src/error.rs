@@ -57,6 +57,12 @@ pub enum Error {
         expected: String,
     },
 
+    #[error("{service}: {reason}")]
+    Source {
+        service: &'static str,
+        reason: String,
+    },
+
     #[error("cannot write {path}: {reason}")]
     Output { path: PathBuf, reason: String },
 }

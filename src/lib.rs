@@ -2,6 +2,7 @@
 //!
 //! The modules follow the data, from folders of labelled photos to a trained model and its use:
 //!
+//! - [`sources`]: collecting labelled photos from Flickr and GBIF;
 //! - [`dataset`]: species folders, photo decoding, train/validation splits;
 //! - [`augment`]: Keras' random geometric augmentation, exactly;
 //! - [`model`]: the networks (the recipe's CNN, EfficientNet-Lite0), pretrained backbones and the
@@ -30,6 +31,7 @@ pub mod plot;
 pub mod predict;
 pub mod progress;
 pub mod serve;
+pub mod sources;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -13,6 +13,9 @@ use vlinder::evaluate::{self, EvaluateConfig};
 use vlinder::model::backbone::{self, EFFICIENTNET_LITE0};
 use vlinder::predict::{self, PredictConfig};
 use vlinder::serve::{self, ServeConfig};
+use vlinder::sources::flickr::{self, FlickrConfig};
+use vlinder::sources::gbif::{self, GbifConfig};
+use vlinder::sources::{self as photo_sources, FetchReport};
 use vlinder::train::cv::{self, CvConfig};
 use vlinder::train::{self, TrainConfig};
 
@@ -40,6 +43,9 @@ enum Command {
         #[arg(long, value_name = "DIR", conflicts_with = "out")]
         resume: Option<PathBuf>,
     },
+    /// Collect labelled photos from Flickr or GBIF into one folder per species.
+    #[command(subcommand)]
+    Fetch(FetchCommand),
     /// Split a folder of species folders into train/validation(/test) folders or K folds,
     /// keeping near-duplicate photos together.
     Split(SplitFoldersConfig),
@@ -58,6 +64,14 @@ enum Command {
     /// Manage pretrained backbones.
     #[command(subcommand)]
     Backbone(BackboneCommand),
+}
+
+#[derive(Subcommand)]
+enum FetchCommand {
+    /// Photos found by keyword on Flickr, as the recipe collected them.
+    Flickr(FlickrConfig),
+    /// Photos of expert-verified observations published through GBIF.
+    Gbif(GbifConfig),
 }
 
 #[derive(Subcommand)]
@@ -80,6 +94,15 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A fetch that stopped early fails, though what it stored is kept.
+fn fetch_exit(report: &FetchReport) -> ExitCode {
+    if report.stopped.is_some() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 
@@ -125,6 +148,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             println!("model written to {}", dir.display());
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Fetch(command) => {
+            let (report, out) = match command {
+                FetchCommand::Flickr(config) => (
+                    flickr::fetch(&config).context("cannot fetch from Flickr")?,
+                    config.options.out,
+                ),
+                FetchCommand::Gbif(config) => (
+                    gbif::fetch(&config).context("cannot fetch from GBIF")?,
+                    config.options.out,
+                ),
+            };
+            print!("{}", photo_sources::render_report(&report));
+            println!(
+                "photos, manifest.jsonl and ATTRIBUTION.md in {}",
+                out.display()
+            );
+            Ok(fetch_exit(&report))
         }
         Command::Split(config) => {
             let report = split_folders::split_folders(&config)

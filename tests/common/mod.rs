@@ -174,3 +174,136 @@ pub fn evaluate_validation(
     })
     .unwrap()
 }
+
+/// One request to [`api_server`]: its path and decoded query parameters, in order.
+#[derive(Debug, Clone)]
+pub struct ApiRequest {
+    pub path: String,
+    pub query: Vec<(String, String)>,
+}
+
+impl ApiRequest {
+    /// The first value of the query parameter `key`.
+    pub fn param(&self, key: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// An answer of [`api_server`]: status, extra headers and body.
+pub struct ApiReply {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
+
+impl ApiReply {
+    pub fn ok(body: impl Into<Vec<u8>>) -> Self {
+        ApiReply {
+            status: 200,
+            headers: Vec::new(),
+            body: body.into(),
+        }
+    }
+
+    pub fn status(status: u16) -> Self {
+        ApiReply {
+            status,
+            headers: Vec::new(),
+            body: b"{}".to_vec(),
+        }
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
+                out.push(u8::from_str_radix(hex, 16).unwrap());
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// A stand-in for a remote API on 127.0.0.1, each connection served on its own thread:
+/// `answer` gets every GET and gives the reply. Returns the base URL.
+pub fn api_server(answer: impl Fn(&ApiRequest) -> ApiReply + Send + Sync + 'static) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let answer = std::sync::Arc::new(answer);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let answer = answer.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut first = String::new();
+                if reader.read_line(&mut first).is_err() {
+                    return;
+                }
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                }
+                let target = first.split_whitespace().nth(1).unwrap_or("/").to_string();
+                let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+                let request = ApiRequest {
+                    path: path.to_string(),
+                    query: query
+                        .split('&')
+                        .filter(|p| !p.is_empty())
+                        .map(|p| {
+                            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                            (percent_decode(k), percent_decode(v))
+                        })
+                        .collect(),
+                };
+                let reply = answer(&request);
+                let mut head = format!(
+                    "HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n",
+                    reply.status,
+                    reply.body.len()
+                );
+                for (k, v) in &reply.headers {
+                    head.push_str(&format!("{k}: {v}\r\n"));
+                }
+                head.push_str("\r\n");
+                let _ = stream.write_all(head.as_bytes());
+                let _ = stream.write_all(&reply.body);
+            });
+        }
+    });
+    base
+}
+
+/// Small real JPEGs: crops of a real photo, a different one for each `n`, so each has its own
+/// bytes.
+pub fn small_real_jpeg(n: usize) -> Vec<u8> {
+    use std::sync::OnceLock;
+    static PHOTO: OnceLock<image::RgbImage> = OnceLock::new();
+    let photo = PHOTO.get_or_init(|| image::load_from_memory(&real_jpeg()).unwrap().to_rgb8());
+    let (w, h) = photo.dimensions();
+    let x = (n * 7) as u32 % (w - 24);
+    let y = (n / 50 * 5) as u32 % (h - 24);
+    let crop = image::imageops::crop_imm(photo, x, y, 24, 24).to_image();
+    let mut bytes = Vec::new();
+    crop.write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(
+        &mut bytes, 90,
+    ))
+    .unwrap();
+    bytes
+}

@@ -1,0 +1,265 @@
+//! The photos collected so far, on disk: one folder per species, `manifest.jsonl` with a line
+//! per photo (written after the photo is in place, so a line always names a whole file), and
+//! `ATTRIBUTION.md` rebuilt from the manifest. Opening a collection reads the manifest back, so
+//! a second run skips what the first one stored.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::Candidate;
+use crate::dataset::decode::image_from_bytes;
+use crate::{Error, Result, files};
+
+pub const MANIFEST: &str = "manifest.jsonl";
+pub const ATTRIBUTION: &str = "ATTRIBUTION.md";
+
+/// One stored photo, as a line of `manifest.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ManifestEntry {
+    pub source: String,
+    pub id: String,
+    pub species: String,
+    pub title: String,
+    pub author: String,
+    pub licence: String,
+    pub page_url: String,
+    pub image_url: String,
+    pub sha256: String,
+    /// File size in bytes.
+    pub bytes: u64,
+    pub width: u32,
+    pub height: u32,
+    /// When the photo was taken (or, failing that, uploaded), as the source gives it.
+    pub date: String,
+    /// The photo's file, relative to the collection folder.
+    pub file: String,
+}
+
+/// What happened to one candidate photo.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Stored(Box<ManifestEntry>),
+    /// The same bytes are already stored under this file.
+    Duplicate(String),
+    /// Not stored, with the reason (not an image, truncated, ...).
+    Unusable(String),
+}
+
+struct State {
+    manifest: std::fs::File,
+    ids: HashSet<(String, String)>,
+    hashes: HashMap<String, String>,
+    per_species: BTreeMap<String, usize>,
+}
+
+/// A collection folder, shared by the download threads.
+pub struct Collection {
+    root: PathBuf,
+    state: Mutex<State>,
+}
+
+impl Collection {
+    /// Opens (or creates) the collection in `root`, reading its manifest and removing the
+    /// temporary files of an interrupted run.
+    pub fn open(root: &Path) -> Result<Self> {
+        files::create_dir(root)?;
+        let manifest_path = root.join(MANIFEST);
+        let mut ids = HashSet::new();
+        let mut hashes = HashMap::new();
+        let mut per_species: BTreeMap<String, usize> = BTreeMap::new();
+        for entry in read_manifest(root)? {
+            // A line whose photo was deleted by hand does not count as collected.
+            if root.join(&entry.file).is_file() {
+                ids.insert((entry.source.clone(), entry.id.clone()));
+                hashes.insert(entry.sha256.clone(), entry.file.clone());
+                *per_species.entry(entry.species.clone()).or_default() += 1;
+            }
+        }
+        remove_temporary_files(root)?;
+        let manifest = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&manifest_path)
+            .map_err(|e| Error::io(&manifest_path, e))?;
+        Ok(Collection {
+            root: root.to_path_buf(),
+            state: Mutex::new(State {
+                manifest,
+                ids,
+                hashes,
+                per_species,
+            }),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the photo `id` of `source` is already stored.
+    pub fn contains(&self, source: &str, id: &str) -> bool {
+        self.state()
+            .ids
+            .contains(&(source.to_string(), id.to_string()))
+    }
+
+    /// Photos of `species` stored so far.
+    pub fn count(&self, species: &str) -> usize {
+        self.state().per_species.get(species).copied().unwrap_or(0)
+    }
+
+    /// Checks that `bytes` are a whole image and stores them, unless the same bytes are
+    /// already stored. Only a failure to write is an error: it stops the run.
+    pub fn store(&self, candidate: &Candidate, bytes: &[u8]) -> Result<Outcome> {
+        let image = match image_from_bytes(bytes, Path::new(&candidate.image_url)) {
+            Ok(image) => image,
+            Err(Error::Photo { reason, .. }) => return Ok(Outcome::Unusable(reason)),
+            Err(other) => return Ok(Outcome::Unusable(other.to_string())),
+        };
+        let extension = match image::guess_format(bytes) {
+            Ok(image::ImageFormat::Png) => "png",
+            Ok(image::ImageFormat::WebP) => "webp",
+            Ok(image::ImageFormat::Gif) => "gif",
+            _ => "jpg",
+        };
+        let sha256 = format!("{:x}", Sha256::digest(bytes));
+        let file = format!(
+            "{}/{}-{}.{extension}",
+            candidate.species,
+            candidate.source,
+            file_safe(&candidate.id)
+        );
+        {
+            let state = self.state();
+            if let Some(existing) = state.hashes.get(&sha256) {
+                return Ok(Outcome::Duplicate(existing.clone()));
+            }
+        }
+        let path = self.root.join(&file);
+        if let Some(parent) = path.parent() {
+            files::create_dir(parent)?;
+        }
+        let entry = ManifestEntry {
+            source: candidate.source.to_string(),
+            id: candidate.id.clone(),
+            species: candidate.species.clone(),
+            title: candidate.title.clone(),
+            author: candidate.author.clone(),
+            licence: candidate.licence.clone(),
+            page_url: candidate.page_url.clone(),
+            image_url: candidate.image_url.clone(),
+            sha256: sha256.clone(),
+            bytes: bytes.len() as u64,
+            width: image.width(),
+            height: image.height(),
+            date: candidate.date.clone(),
+            file: file.clone(),
+        };
+        let mut state = self.state();
+        // Checked again under the lock: another thread may have stored the same bytes.
+        if let Some(existing) = state.hashes.get(&sha256) {
+            return Ok(Outcome::Duplicate(existing.clone()));
+        }
+        files::write_atomic(&path, bytes)?;
+        let mut line = serde_json::to_string(&entry).expect("a manifest entry serialises");
+        line.push('\n');
+        let manifest_path = self.root.join(MANIFEST);
+        state
+            .manifest
+            .write_all(line.as_bytes())
+            .and_then(|()| state.manifest.flush())
+            .map_err(|e| Error::io(&manifest_path, e))?;
+        state.ids.insert((entry.source.clone(), entry.id.clone()));
+        state.hashes.insert(sha256, file);
+        *state.per_species.entry(entry.species.clone()).or_default() += 1;
+        Ok(Outcome::Stored(Box::new(entry)))
+    }
+
+    /// Rewrites `ATTRIBUTION.md` from the whole manifest.
+    pub fn write_attribution(&self) -> Result<PathBuf> {
+        let entries = read_manifest(&self.root)?;
+        let mut text = String::from(
+            "# Attribution\n\nThe photos in this folder were collected by vlinder. Each is used under the licence \
+             named here; keep this file with the photos and credit the authors as the licences require.\n",
+        );
+        let mut by_species: BTreeMap<&str, Vec<&ManifestEntry>> = BTreeMap::new();
+        for entry in &entries {
+            by_species.entry(&entry.species).or_default().push(entry);
+        }
+        for (species, entries) in by_species {
+            let _ = writeln!(text, "\n## {species} ({} photos)\n", entries.len());
+            for e in entries {
+                let title = if e.title.trim().is_empty() {
+                    "untitled"
+                } else {
+                    e.title.trim()
+                };
+                let _ = writeln!(
+                    text,
+                    "- `{}`: \"{}\" by {}, {}, {} ({})",
+                    e.file,
+                    title.replace(['\n', '\r'], " "),
+                    e.author,
+                    e.licence,
+                    e.page_url,
+                    e.source
+                );
+            }
+        }
+        let path = self.root.join(ATTRIBUTION);
+        files::write_atomic(&path, text.as_bytes())?;
+        Ok(path)
+    }
+}
+
+/// Every complete line of `root`'s manifest; a line cut short by an interrupted write is
+/// left out (its photo, if any, is fetched again).
+pub fn read_manifest(root: &Path) -> Result<Vec<ManifestEntry>> {
+    let path = root.join(MANIFEST);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(&path, e)),
+    };
+    Ok(text
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect())
+}
+
+/// Removes the `.name.pid.tmp` files that an interrupted atomic write leaves behind.
+fn remove_temporary_files(root: &Path) -> Result<()> {
+    let read = |dir: &Path| std::fs::read_dir(dir).map_err(|e| Error::io(dir, e));
+    for entry in read(root)? {
+        let path = entry.map_err(|e| Error::io(root, e))?.path();
+        if path.is_dir() {
+            for inner in read(&path)? {
+                let file = inner.map_err(|e| Error::io(&path, e))?.path();
+                let name = file.file_name().unwrap_or_default().to_string_lossy();
+                if name.starts_with('.') && name.ends_with(".tmp") {
+                    std::fs::remove_file(&file).map_err(|e| Error::io(&file, e))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An id made safe as part of a file name.
+fn file_safe(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,597 @@
+//! `vlinder fetch`: the real Flickr and GBIF client code against a local server that speaks
+//! their JSON and serves real JPEG bytes.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use common::{ApiReply, ApiRequest};
+use serde_json::json;
+use vlinder::sources::collection::read_manifest;
+use vlinder::sources::flickr::{self, FlickrConfig, FlickrSize};
+use vlinder::sources::gbif::{self, GbifConfig};
+use vlinder::sources::{FetchOptions, FetchReport};
+
+const KEY: &str = "secret-test-key-0123456789";
+
+/// A photo on the fake Flickr: id, upload time, licence.
+#[derive(Clone)]
+struct FlickrPhoto {
+    id: String,
+    uploaded: u64,
+    licence: u32,
+}
+
+fn photos(n: usize) -> Vec<FlickrPhoto> {
+    (0..n)
+        .map(|i| FlickrPhoto {
+            id: format!("{}", 5_000_000 + i),
+            // Spread over 2010..2020.
+            uploaded: 1_262_304_000 + (i as u64 * 315_360_000 / n as u64),
+            licence: 4,
+        })
+        .collect()
+}
+
+/// Flickr's `photos.search` over `photos`, newest first, with its 4,000-result cap.
+fn search_answer(request: &ApiRequest, photos: &[FlickrPhoto], base: &str) -> ApiReply {
+    let from: u64 = request
+        .param("min_upload_date")
+        .unwrap_or("0")
+        .parse()
+        .unwrap();
+    let to: u64 = request
+        .param("max_upload_date")
+        .unwrap_or("99999999999")
+        .parse()
+        .unwrap();
+    let per_page: usize = request.param("per_page").unwrap().parse().unwrap();
+    let page: usize = request.param("page").unwrap().parse().unwrap();
+    let mut matching: Vec<&FlickrPhoto> = photos
+        .iter()
+        .filter(|p| (from..=to).contains(&p.uploaded))
+        .collect();
+    matching.sort_by_key(|p| std::cmp::Reverse(p.uploaded));
+    let visible = &matching[..matching.len().min(4000)];
+    let start = ((page - 1) * per_page).min(visible.len());
+    let end = (start + per_page).min(visible.len());
+    let photo: Vec<_> = visible[start..end]
+        .iter()
+        .map(|p| {
+            json!({
+                "id": p.id, "owner": "12345@N00", "secret": "abc", "server": "65535", "farm": 66,
+                "title": format!("Meadow brown {}", p.id), "ispublic": 1, "isfriend": 0, "isfamily": 0,
+                "license": p.licence.to_string(), "ownername": "A. Recorder",
+                "datetaken": "2019-07-01 10:00:00", "dateupload": p.uploaded.to_string(),
+                "url_m": format!("{base}/img/{}.jpg", p.id), "height_m": 24, "width_m": 24
+            })
+        })
+        .collect();
+    let body = json!({
+        "photos": {
+            "page": page, "pages": matching.len().div_ceil(per_page), "perpage": per_page,
+            "total": matching.len().to_string(), "photo": photo
+        },
+        "stat": "ok"
+    });
+    ApiReply::ok(body.to_string())
+}
+
+fn image_number(path: &str) -> usize {
+    path.trim_start_matches("/img/")
+        .trim_end_matches(".jpg")
+        .parse::<usize>()
+        .unwrap()
+}
+
+fn options(out: &Path, max: i64) -> FetchOptions {
+    FetchOptions {
+        out: out.to_path_buf(),
+        max,
+        jobs: 8,
+        calls_per_hour: 10_000_000,
+        retries: 2,
+        backoff: 0.05,
+        timeout: 10,
+    }
+}
+
+fn key_file(dir: &Path) -> PathBuf {
+    let path = dir.join("flickr-key");
+    std::fs::write(&path, format!("{KEY}\n")).unwrap();
+    path
+}
+
+fn flickr_config(base: &str, dir: &Path, out: &Path, max: i64) -> FlickrConfig {
+    FlickrConfig {
+        species: vec!["maniola_jurtina=\"meadow brown butterfly\"".into()],
+        size: FlickrSize::Medium,
+        licenses: vec![1, 2, 4, 5],
+        api_key_file: Some(key_file(dir)),
+        base_url: format!("{base}/services/rest/"),
+        per_page: 500,
+        options: options(out, max),
+    }
+}
+
+/// A fake Flickr over `photos`; returns its base URL and the log of search requests.
+fn fake_flickr(photos: Vec<FlickrPhoto>) -> (String, Arc<Mutex<Vec<ApiRequest>>>) {
+    let searches = Arc::new(Mutex::new(Vec::new()));
+    let log = searches.clone();
+    let base = Arc::new(Mutex::new(String::new()));
+    let base_in = base.clone();
+    let url = common::api_server(move |request| {
+        if request.path.starts_with("/img/") {
+            return ApiReply::ok(common::small_real_jpeg(image_number(&request.path)));
+        }
+        log.lock().unwrap().push(request.clone());
+        search_answer(request, &photos, &base_in.lock().unwrap())
+    });
+    *base.lock().unwrap() = url.clone();
+    (url, searches)
+}
+
+fn no_secret_in(dir: &Path) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
+            assert!(!text.contains(KEY), "the API key is in {}", path.display());
+        }
+    }
+}
+
+#[test]
+fn flickr_goes_past_the_4000_cap_with_upload_date_windows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (base, searches) = fake_flickr(photos(4_100));
+    let out = tmp.path().join("photos");
+    let report = flickr::fetch(&flickr_config(&base, tmp.path(), &out, -1)).unwrap();
+    assert_eq!(report.stopped, None);
+    let tally = &report.species["maniola_jurtina"];
+    assert_eq!(
+        tally.downloaded,
+        4_100,
+        "{:?}",
+        &tally.skipped[..tally.skipped.len().min(3)]
+    );
+    assert_eq!(tally.in_folder, 4_100);
+    let searches = searches.lock().unwrap();
+    assert!(searches.iter().all(|r| r.param("api_key") == Some(KEY)
+        && r.param("license") == Some("1,2,4,5")
+        && r.param("text") == Some("meadow brown butterfly")
+        && r.param("format") == Some("json")));
+    // The whole range was too big; its halves were walked page by page.
+    let windows: std::collections::BTreeSet<(String, String)> = searches
+        .iter()
+        .map(|r| {
+            (
+                r.param("min_upload_date").unwrap().to_string(),
+                r.param("max_upload_date").unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(windows.len() >= 3, "{windows:?}");
+    assert_eq!(report.api_calls, searches.len());
+
+    let manifest = read_manifest(&out).unwrap();
+    assert_eq!(manifest.len(), 4_100);
+    let first = manifest.iter().find(|e| e.id == "5000000").unwrap();
+    assert_eq!(first.source, "flickr");
+    assert_eq!(first.species, "maniola_jurtina");
+    assert_eq!(first.author, "A. Recorder");
+    assert_eq!(first.licence, "CC BY 2.0");
+    assert_eq!(
+        first.page_url,
+        "https://www.flickr.com/photos/12345@N00/5000000/"
+    );
+    assert_eq!(first.image_url, format!("{base}/img/5000000.jpg"));
+    assert_eq!((first.width, first.height), (24, 24));
+    assert_eq!(first.date, "2019-07-01 10:00:00");
+    let bytes = std::fs::read(out.join(&first.file)).unwrap();
+    assert_eq!(bytes.len() as u64, first.bytes);
+    assert_eq!(bytes, common::small_real_jpeg(5_000_000));
+    let attribution = std::fs::read_to_string(out.join("ATTRIBUTION.md")).unwrap();
+    assert!(attribution.contains("A. Recorder") && attribution.contains(&first.page_url));
+    no_secret_in(&out);
+}
+
+#[test]
+fn flickr_resumes_skips_bad_photos_and_stores_identical_photos_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut all = photos(40);
+    all[3].licence = 0; // All rights reserved: not asked for, though the server sends it.
+    let image_hits = Arc::new(AtomicUsize::new(0));
+    let hits = image_hits.clone();
+    let base = Arc::new(Mutex::new(String::new()));
+    let base_in = base.clone();
+    let listed = all.clone();
+    let url = common::api_server(move |request| {
+        if request.path.starts_with("/img/") {
+            hits.fetch_add(1, Ordering::SeqCst);
+            let n = image_number(&request.path) - 5_000_000;
+            let jpeg = common::small_real_jpeg(n);
+            return ApiReply::ok(match n {
+                5 => b"<html><body>Photo not found</body></html>".to_vec(),
+                6 => jpeg[..jpeg.len() / 2].to_vec(),
+                7 => common::small_real_jpeg(8),
+                _ => jpeg,
+            });
+        }
+        let mut reply = search_answer(request, &listed, &base_in.lock().unwrap());
+        // Like Flickr when new uploads shift the pages: page 2 repeats a photo of page 1.
+        if request.param("page") == Some("2") {
+            let mut json: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+            let repeated = json["photos"]["photo"][0].clone();
+            let mut again = repeated.clone();
+            again["id"] = json!("5000039");
+            json["photos"]["photo"].as_array_mut().unwrap().push(again);
+            reply.body = json.to_string().into_bytes();
+        }
+        reply
+    });
+    *base.lock().unwrap() = url.clone();
+    let out = tmp.path().join("photos");
+    let config = FlickrConfig {
+        per_page: 10,
+        ..flickr_config(&url, tmp.path(), &out, 12)
+    };
+    let first = flickr::fetch(&config).unwrap();
+    assert_eq!(first.species["maniola_jurtina"].in_folder, 12);
+    let after_first = image_hits.load(Ordering::SeqCst);
+
+    // An interrupted write left a temporary file; the next run removes it.
+    let stale = out.join("maniola_jurtina/.flickr-1.jpg.999.tmp");
+    std::fs::write(&stale, b"half a photo").unwrap();
+    let second = flickr::fetch(&FlickrConfig {
+        options: options(&out, -1),
+        ..config.clone()
+    })
+    .unwrap();
+    assert!(!stale.exists());
+    let tally = &second.species["maniola_jurtina"];
+    assert_eq!(tally.already_present, 12, "{first:?} {tally:?}");
+    // 40 listed, one not licensed: 39, minus the HTML page, the truncated JPEG and the copy.
+    assert_eq!(tally.in_folder, 36, "{tally:?}");
+    assert_eq!(tally.duplicates, 1);
+    assert_eq!(
+        image_hits.load(Ordering::SeqCst) - after_first,
+        39 - 12,
+        "stored photos are not downloaded again"
+    );
+    let reasons: Vec<(&str, &str)> = first.species["maniola_jurtina"]
+        .skipped
+        .iter()
+        .chain(&tally.skipped)
+        .map(|s| (s.id.as_str(), s.reason.as_str()))
+        .collect();
+    let reason = |id: &str| {
+        reasons
+            .iter()
+            .find(|(i, _)| *i == id)
+            .map(|(_, r)| r.to_string())
+            .unwrap_or_default()
+    };
+    assert!(reason("5000003").contains("not asked for"), "{reasons:?}");
+    assert!(reason("5000005").contains("not an image"), "{reasons:?}");
+    assert!(!reason("5000006").is_empty(), "{reasons:?}");
+    assert!(
+        reason("5000007").contains("already stored")
+            || reason("5000008").contains("already stored"),
+        "{reasons:?}"
+    );
+    let manifest = read_manifest(&out).unwrap();
+    assert_eq!(manifest.len(), 36);
+    let ids: std::collections::HashSet<&str> = manifest.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids.len(), 36, "each photo once");
+    let files = std::fs::read_dir(out.join("maniola_jurtina"))
+        .unwrap()
+        .count();
+    assert_eq!(files, 36, "no partial file survives");
+    no_secret_in(&out);
+}
+
+/// A fake Flickr whose search answers come from `script` in turn (then the real answer).
+fn scripted_flickr(script: Vec<ApiReply>) -> (String, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let count = calls.clone();
+    let script = Mutex::new(script.into_iter());
+    let listed = photos(3);
+    let base = Arc::new(Mutex::new(String::new()));
+    let base_in = base.clone();
+    let url = common::api_server(move |request| {
+        if request.path.starts_with("/img/") {
+            return ApiReply::ok(common::small_real_jpeg(image_number(&request.path)));
+        }
+        count.fetch_add(1, Ordering::SeqCst);
+        match script.lock().unwrap().next() {
+            Some(reply) => reply,
+            None => search_answer(request, &listed, &base_in.lock().unwrap()),
+        }
+    });
+    *base.lock().unwrap() = url.clone();
+    (url, calls)
+}
+
+fn flickr_fault(code: u32, message: &str) -> ApiReply {
+    ApiReply::ok(json!({"stat": "fail", "code": code, "message": message}).to_string())
+}
+
+fn run_scripted(script: Vec<ApiReply>) -> (FetchReport, usize, f64, tempfile::TempDir) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (url, calls) = scripted_flickr(script);
+    let config = flickr_config(&url, tmp.path(), &tmp.path().join("photos"), -1);
+    let started = Instant::now();
+    let report = flickr::fetch(&config).unwrap();
+    let seconds = started.elapsed().as_secs_f64();
+    (report, calls.load(Ordering::SeqCst), seconds, tmp)
+}
+
+#[test]
+fn transient_failures_are_retried_and_retry_after_is_honoured() {
+    let (report, calls, _, _tmp) = run_scripted(vec![
+        flickr_fault(105, "Service currently unavailable"),
+        ApiReply::status(503),
+    ]);
+    assert_eq!(report.stopped, None);
+    assert_eq!(calls, 3);
+    assert_eq!(report.species["maniola_jurtina"].in_folder, 3);
+
+    let mut busy = ApiReply::status(429);
+    busy.headers.push(("Retry-After", "1".into()));
+    let (report, calls, seconds, _tmp) = run_scripted(vec![busy]);
+    assert_eq!((report.stopped, calls), (None, 2));
+    assert!(seconds >= 1.0, "waited {seconds}s");
+}
+
+#[test]
+fn failures_that_do_not_pass_stop_the_run_with_a_clear_reason() {
+    let cases = [
+        (
+            vec![flickr_fault(100, "Invalid API Key (Key not found)")],
+            "rejected the API key",
+        ),
+        (
+            vec![
+                ApiReply::status(500),
+                ApiReply::status(500),
+                ApiReply::status(502),
+            ],
+            "HTTP 502 (after 3 attempts)",
+        ),
+        (
+            (0..3)
+                .map(|_| ApiReply::ok("<!DOCTYPE html><html>Maintenance</html>"))
+                .collect(),
+            "HTML page instead of its JSON",
+        ),
+        (
+            (0..3)
+                .map(|_| ApiReply::ok(r#"{"photos":{"page":1,"pages":1,"#))
+                .collect(),
+            "not complete JSON",
+        ),
+    ];
+    for (script, expected) in cases {
+        let (report, _, _, tmp) = run_scripted(script);
+        let stopped = report.stopped.clone().unwrap_or_default();
+        assert!(stopped.contains(expected), "{stopped}");
+        assert!(!stopped.contains(KEY), "{stopped}");
+        no_secret_in(&tmp.path().join("photos"));
+    }
+}
+
+#[test]
+fn the_command_line_fails_clearly_without_a_key_or_with_a_bad_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("photos");
+    let run = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_vlinder"))
+            .args(args)
+            .env_remove("FLICKR_API_KEY")
+            .env("HOME", tmp.path())
+            .env("XDG_CONFIG_HOME", tmp.path().join("config"))
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let out_arg = out.to_str().unwrap();
+    let (ok, stderr) = run(&["fetch", "flickr", "a=meadow brown", "--out", out_arg]);
+    assert!(!ok && stderr.contains("FLICKR_API_KEY"), "{stderr}");
+    let (ok, stderr) = run(&[
+        "fetch",
+        "flickr",
+        "../escape=meadow brown",
+        "--out",
+        out_arg,
+    ]);
+    assert!(
+        !ok && stderr.contains("species folder") && stderr.contains("../escape"),
+        "{stderr}"
+    );
+
+    // An output folder that cannot be made is named.
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let key = key_file(tmp.path());
+    let (ok, stderr) = run(&[
+        "fetch",
+        "flickr",
+        "a=meadow brown",
+        "--out",
+        file.join("photos").to_str().unwrap(),
+        "--api-key-file",
+        key.to_str().unwrap(),
+        "--base-url",
+        "http://127.0.0.1:9/",
+    ]);
+    assert!(!ok && stderr.contains("a-file"), "{stderr}");
+}
+
+#[test]
+fn api_calls_are_paced_under_the_hourly_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (base, searches) = fake_flickr(photos(50));
+    let config = FlickrConfig {
+        per_page: 10,
+        options: FetchOptions {
+            // One call every 0.25 s.
+            calls_per_hour: 14_400,
+            ..options(&tmp.path().join("photos"), -1)
+        },
+        ..flickr_config(&base, tmp.path(), &tmp.path().join("photos"), -1)
+    };
+    let started = Instant::now();
+    let report = flickr::fetch(&config).unwrap();
+    let seconds = started.elapsed().as_secs_f64();
+    assert_eq!(searches.lock().unwrap().len(), 5);
+    assert_eq!(report.species["maniola_jurtina"].in_folder, 50);
+    assert!(seconds >= 1.0, "5 calls in {seconds}s");
+}
+
+/// A fake GBIF with `n` occurrences of taxon 1234, every fifth under CC BY-NC-ND and every
+/// seventh without an image.
+fn fake_gbif(n: usize) -> (String, Arc<Mutex<Vec<ApiRequest>>>) {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let log_in = log.clone();
+    let base = Arc::new(Mutex::new(String::new()));
+    let base_in = base.clone();
+    let url = common::api_server(move |request| {
+        let base = base_in.lock().unwrap().clone();
+        if request.path.starts_with("/img/") {
+            return ApiReply::ok(common::small_real_jpeg(image_number(&request.path)));
+        }
+        log_in.lock().unwrap().push(request.clone());
+        match request.path.as_str() {
+            "/v1/species/match" => ApiReply::ok(match request.param("name") {
+                Some("Maniola jurtina") => json!({"usageKey": 1234, "scientificName": "Maniola jurtina (Linnaeus, 1758)",
+                    "rank": "SPECIES", "status": "ACCEPTED", "matchType": "EXACT", "confidence": 99}),
+                _ => json!({"confidence": 100, "matchType": "NONE", "synonym": false}),
+            }
+            .to_string()),
+            "/v1/occurrence/search" => {
+                let offset: usize = request.param("offset").unwrap().parse().unwrap();
+                let limit: usize = request.param("limit").unwrap().parse().unwrap();
+                let results: Vec<_> = (offset..(offset + limit).min(n))
+                    .map(|i| {
+                        let licence = if i % 5 == 4 {
+                            "http://creativecommons.org/licenses/by-nc-nd/4.0/legalcode"
+                        } else {
+                            "http://creativecommons.org/licenses/by-nc/4.0/legalcode"
+                        };
+                        let media = if i % 7 == 6 {
+                            json!([])
+                        } else {
+                            json!([{"type": "StillImage", "format": "image/jpeg",
+                                "identifier": format!("{base}/img/{}.jpg", 100 + i),
+                                "references": format!("https://www.inaturalist.org/photos/{i}"),
+                                "license": licence, "rightsHolder": "B. Observer", "creator": "B. Observer"}])
+                        };
+                        json!({"key": 4_000_000_000u64 + i as u64, "datasetKey": "50c9509d-22c7-4a22-a47d-8c48425ef4a7",
+                            "taxonKey": 1234, "scientificName": "Maniola jurtina (Linnaeus, 1758)",
+                            "license": "http://creativecommons.org/licenses/by-nc/4.0/legalcode",
+                            "eventDate": "2023-07-14T10:00:00", "recordedBy": "B. Observer", "media": media})
+                    })
+                    .collect();
+                ApiReply::ok(json!({"offset": offset, "limit": limit, "endOfRecords": offset + limit >= n,
+                    "count": n, "results": results}).to_string())
+            }
+            _ => ApiReply::status(404),
+        }
+    });
+    *base.lock().unwrap() = url.clone();
+    (url, log)
+}
+
+fn gbif_config(base: &str, out: &Path, species: &str) -> GbifConfig {
+    GbifConfig {
+        species: vec![species.into()],
+        country: Some("GB".into()),
+        dataset: Some("50c9509d-22c7-4a22-a47d-8c48425ef4a7".into()),
+        licenses: vec!["CC0_1_0".into(), "CC_BY_4_0".into(), "CC_BY_NC_4_0".into()],
+        base_url: format!("{base}/v1"),
+        options: options(out, -1),
+    }
+}
+
+#[test]
+fn gbif_resolves_the_name_pages_by_300_and_keeps_only_asked_licences() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (base, log) = fake_gbif(650);
+    let out = tmp.path().join("photos");
+    let report = gbif::fetch(&gbif_config(&base, &out, "Maniola jurtina")).unwrap();
+    assert_eq!(report.stopped, None);
+    let searches: Vec<ApiRequest> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.path.ends_with("/occurrence/search"))
+        .cloned()
+        .collect();
+    let offsets: Vec<&str> = searches
+        .iter()
+        .map(|r| r.param("offset").unwrap())
+        .collect();
+    assert_eq!(offsets, ["0", "300", "600"]);
+    for r in &searches {
+        assert_eq!(r.param("taxonKey"), Some("1234"));
+        assert_eq!(r.param("mediaType"), Some("StillImage"));
+        assert_eq!(r.param("limit"), Some("300"));
+        assert_eq!(r.param("country"), Some("GB"));
+        assert_eq!(
+            r.param("datasetKey"),
+            Some("50c9509d-22c7-4a22-a47d-8c48425ef4a7")
+        );
+        let licences: Vec<&str> = r
+            .query
+            .iter()
+            .filter(|(k, _)| k == "license")
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(licences, ["CC0_1_0", "CC_BY_4_0", "CC_BY_NC_4_0"]);
+    }
+    let expected = (0..650).filter(|i| i % 5 != 4 && i % 7 != 6).count();
+    let tally = &report.species["maniola_jurtina"];
+    assert_eq!(tally.in_folder, expected, "{:?}", &tally.skipped[..3]);
+    assert!(
+        tally
+            .skipped
+            .iter()
+            .any(|s| s.reason.contains("CC_BY_NC_ND_4_0"))
+    );
+    assert!(
+        tally
+            .skipped
+            .iter()
+            .any(|s| s.reason.contains("no still image"))
+    );
+    let manifest = read_manifest(&out).unwrap();
+    let first = manifest.iter().find(|e| e.id == "4000000000").unwrap();
+    assert_eq!(first.source, "gbif");
+    assert_eq!(first.licence, "CC_BY_NC_4_0");
+    assert_eq!(first.author, "B. Observer");
+    assert_eq!(first.page_url, "https://www.gbif.org/occurrence/4000000000");
+    assert_eq!(first.date, "2023-07-14T10:00:00");
+    assert!(
+        std::fs::read_to_string(out.join("ATTRIBUTION.md"))
+            .unwrap()
+            .contains("B. Observer")
+    );
+
+    // A name GBIF does not know stops the run before anything is written.
+    let elsewhere = tmp.path().join("other");
+    let err = gbif::fetch(&gbif_config(&base, &elsewhere, "Maniola jurtinaa"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("does not know the species \"Maniola jurtinaa\""),
+        "{err}"
+    );
+    assert!(!elsewhere.exists());
+}
