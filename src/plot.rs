@@ -227,3 +227,43 @@ pub fn reliability_diagram(c: &Calibration, path: &Path) -> Result<()> {
         Ok(())
     })
 }
+
+/// One panel per measure, a bar per contender, each bar labelled with its contender and value:
+/// benchmark results side by side. Each measure is (title, unit, [(contender, value)]).
+pub fn bar_panels(measures: &[(String, String, Vec<(String, f64)>)], path: &Path) -> Result<()> {
+    let panels = measures.len().max(1);
+    render(path, (440 * panels as u32, 440), |root| {
+        for (panel, (title, unit, bars)) in root.split_evenly((1, panels)).iter().zip(measures) {
+            let top = bars.iter().map(|(_, v)| *v).fold(0.0, f64::max).max(1e-9) * 1.25;
+            let mut chart = ChartBuilder::on(panel)
+                .caption(title, (FONT, 18))
+                .margin(15)
+                .x_label_area_size(10)
+                .y_label_area_size(60)
+                .build_cartesian_2d(0.0..bars.len().max(1) as f64, 0.0..top)?;
+            chart
+                .configure_mesh()
+                .disable_x_mesh()
+                .x_labels(0)
+                .y_desc(unit.as_str())
+                .label_style((FONT, 13))
+                .draw()?;
+            for (i, (name, value)) in bars.iter().enumerate() {
+                let x = i as f64;
+                chart.draw_series([Rectangle::new(
+                    [(x + 0.15, 0.0), (x + 0.85, *value)],
+                    Palette99::pick(i).filled(),
+                )])?;
+                chart.draw_series([
+                    Text::new(name.clone(), (x + 0.15, value + top * 0.1), (FONT, 13)),
+                    Text::new(
+                        format!("{value:.1}"),
+                        (x + 0.15, value + top * 0.05),
+                        (FONT, 13),
+                    ),
+                ])?;
+            }
+        }
+        Ok(())
+    })
+}
