@@ -171,7 +171,7 @@ fn main() {
         "contender", "train img/s (share of GEMM)", "inference b64 img/s (share)", "batch-1 ms"
     );
     let mut json = serde_json::Map::new();
-    let mut chart: Vec<(String, String, Vec<(String, f64)>)> = vec![
+    let mut chart: Vec<vlinder::plot::BarPanel> = vec![
         (
             "training step, batch 32".into(),
             "images/s".into(),

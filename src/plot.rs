@@ -228,9 +228,12 @@ pub fn reliability_diagram(c: &Calibration, path: &Path) -> Result<()> {
     })
 }
 
+/// One panel of [`bar_panels`]: a title, the unit, and a (contender, value) per bar.
+pub type BarPanel = (String, String, Vec<(String, f64)>);
+
 /// One panel per measure, a bar per contender, each bar labelled with its contender and value:
-/// benchmark results side by side. Each measure is (title, unit, [(contender, value)]).
-pub fn bar_panels(measures: &[(String, String, Vec<(String, f64)>)], path: &Path) -> Result<()> {
+/// benchmark results side by side.
+pub fn bar_panels(measures: &[BarPanel], path: &Path) -> Result<()> {
     let panels = measures.len().max(1);
     render(path, (440 * panels as u32, 440), |root| {
         for (panel, (title, unit, bars)) in root.split_evenly((1, panels)).iter().zip(measures) {
