@@ -179,23 +179,23 @@ fn flickr_goes_past_the_4000_cap_with_upload_date_windows() {
 
     let manifest = read_manifest(&out).unwrap();
     assert_eq!(manifest.len(), 4_100);
-    let first = manifest.iter().find(|e| e.id == "5000000").unwrap();
-    assert_eq!(first.source, "flickr");
-    assert_eq!(first.species, "maniola_jurtina");
-    assert_eq!(first.author, "A. Recorder");
-    assert_eq!(first.licence, "CC BY 2.0");
+    let first = manifest.iter().find(|e| e.photo.id == "5000000").unwrap();
+    assert_eq!(first.photo.source, "flickr");
+    assert_eq!(first.photo.species, "maniola_jurtina");
+    assert_eq!(first.photo.author, "A. Recorder");
+    assert_eq!(first.photo.licence, "CC BY 2.0");
     assert_eq!(
-        first.page_url,
+        first.photo.page_url,
         "https://www.flickr.com/photos/12345@N00/5000000/"
     );
-    assert_eq!(first.image_url, format!("{base}/img/5000000.jpg"));
+    assert_eq!(first.photo.image_url, format!("{base}/img/5000000.jpg"));
     assert_eq!((first.width, first.height), (24, 24));
-    assert_eq!(first.date, "2019-07-01 10:00:00");
+    assert_eq!(first.photo.date, "2019-07-01 10:00:00");
     let bytes = std::fs::read(out.join(&first.file)).unwrap();
     assert_eq!(bytes.len() as u64, first.bytes);
     assert_eq!(bytes, common::small_real_jpeg(5_000_000));
     let attribution = std::fs::read_to_string(out.join("ATTRIBUTION.md")).unwrap();
-    assert!(attribution.contains("A. Recorder") && attribution.contains(&first.page_url));
+    assert!(attribution.contains("A. Recorder") && attribution.contains(&first.photo.page_url));
     no_secret_in(&out);
 }
 
@@ -285,7 +285,8 @@ fn flickr_resumes_skips_bad_photos_and_stores_identical_photos_once() {
     );
     let manifest = read_manifest(&out).unwrap();
     assert_eq!(manifest.len(), 36);
-    let ids: std::collections::HashSet<&str> = manifest.iter().map(|e| e.id.as_str()).collect();
+    let ids: std::collections::HashSet<&str> =
+        manifest.iter().map(|e| e.photo.id.as_str()).collect();
     assert_eq!(ids.len(), 36, "each photo once");
     let files = std::fs::read_dir(out.join("maniola_jurtina"))
         .unwrap()
@@ -572,12 +573,18 @@ fn gbif_resolves_the_name_pages_by_300_and_keeps_only_asked_licences() {
             .any(|s| s.reason.contains("no still image"))
     );
     let manifest = read_manifest(&out).unwrap();
-    let first = manifest.iter().find(|e| e.id == "4000000000").unwrap();
-    assert_eq!(first.source, "gbif");
-    assert_eq!(first.licence, "CC_BY_NC_4_0");
-    assert_eq!(first.author, "B. Observer");
-    assert_eq!(first.page_url, "https://www.gbif.org/occurrence/4000000000");
-    assert_eq!(first.date, "2023-07-14T10:00:00");
+    let first = manifest
+        .iter()
+        .find(|e| e.photo.id == "4000000000")
+        .unwrap();
+    assert_eq!(first.photo.source, "gbif");
+    assert_eq!(first.photo.licence, "CC_BY_NC_4_0");
+    assert_eq!(first.photo.author, "B. Observer");
+    assert_eq!(
+        first.photo.page_url,
+        "https://www.gbif.org/occurrence/4000000000"
+    );
+    assert_eq!(first.photo.date, "2023-07-14T10:00:00");
     assert!(
         std::fs::read_to_string(out.join("ATTRIBUTION.md"))
             .unwrap()

@@ -19,24 +19,16 @@ use crate::{Error, Result, files};
 pub const MANIFEST: &str = "manifest.jsonl";
 pub const ATTRIBUTION: &str = "ATTRIBUTION.md";
 
-/// One stored photo, as a line of `manifest.jsonl`.
+/// One stored photo, as a line of `manifest.jsonl`: what the source said of it, and the file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ManifestEntry {
-    pub source: String,
-    pub id: String,
-    pub species: String,
-    pub title: String,
-    pub author: String,
-    pub licence: String,
-    pub page_url: String,
-    pub image_url: String,
+    #[serde(flatten)]
+    pub photo: Candidate,
     pub sha256: String,
     /// File size in bytes.
     pub bytes: u64,
     pub width: u32,
     pub height: u32,
-    /// When the photo was taken (or, failing that, uploaded), as the source gives it.
-    pub date: String,
     /// The photo's file, relative to the collection folder.
     pub file: String,
 }
@@ -76,9 +68,10 @@ impl Collection {
         for entry in read_manifest(root)? {
             // A line whose photo was deleted by hand does not count as collected.
             if root.join(&entry.file).is_file() {
-                ids.insert((entry.source.clone(), entry.id.clone()));
+                let photo = &entry.photo;
+                ids.insert((photo.source.clone(), photo.id.clone()));
                 hashes.insert(entry.sha256.clone(), entry.file.clone());
-                *per_species.entry(entry.species.clone()).or_default() += 1;
+                *per_species.entry(photo.species.clone()).or_default() += 1;
             }
         }
         remove_temporary_files(root)?;
@@ -146,19 +139,11 @@ impl Collection {
             files::create_dir(parent)?;
         }
         let entry = ManifestEntry {
-            source: candidate.source.to_string(),
-            id: candidate.id.clone(),
-            species: candidate.species.clone(),
-            title: candidate.title.clone(),
-            author: candidate.author.clone(),
-            licence: candidate.licence.clone(),
-            page_url: candidate.page_url.clone(),
-            image_url: candidate.image_url.clone(),
+            photo: candidate.clone(),
             sha256: sha256.clone(),
             bytes: bytes.len() as u64,
             width: image.width(),
             height: image.height(),
-            date: candidate.date.clone(),
             file: file.clone(),
         };
         let mut state = self.state();
@@ -175,9 +160,14 @@ impl Collection {
             .write_all(line.as_bytes())
             .and_then(|()| state.manifest.flush())
             .map_err(|e| Error::io(&manifest_path, e))?;
-        state.ids.insert((entry.source.clone(), entry.id.clone()));
+        state
+            .ids
+            .insert((entry.photo.source.clone(), entry.photo.id.clone()));
         state.hashes.insert(sha256, file);
-        *state.per_species.entry(entry.species.clone()).or_default() += 1;
+        *state
+            .per_species
+            .entry(entry.photo.species.clone())
+            .or_default() += 1;
         Ok(Outcome::Stored(Box::new(entry)))
     }
 
@@ -190,25 +180,29 @@ impl Collection {
         );
         let mut by_species: BTreeMap<&str, Vec<&ManifestEntry>> = BTreeMap::new();
         for entry in &entries {
-            by_species.entry(&entry.species).or_default().push(entry);
+            by_species
+                .entry(&entry.photo.species)
+                .or_default()
+                .push(entry);
         }
         for (species, entries) in by_species {
             let _ = writeln!(text, "\n## {species} ({} photos)\n", entries.len());
             for e in entries {
-                let title = if e.title.trim().is_empty() {
+                let p = &e.photo;
+                let title = if p.title.trim().is_empty() {
                     "untitled"
                 } else {
-                    e.title.trim()
+                    p.title.trim()
                 };
                 let _ = writeln!(
                     text,
                     "- `{}`: \"{}\" by {}, {}, {} ({})",
                     e.file,
                     title.replace(['\n', '\r'], " "),
-                    e.author,
-                    e.licence,
-                    e.page_url,
-                    e.source
+                    p.author,
+                    p.licence,
+                    p.page_url,
+                    p.source
                 );
             }
         }

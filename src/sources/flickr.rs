@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::http::{Fault, Service};
-use super::{Candidate, Collection, FetchOptions, FetchReport, SpeciesTally, download};
+use super::{Candidate, Collection, FetchOptions, FetchReport, SpeciesTally, take};
 use crate::{Error, Result};
 
 pub const DEFAULT_URL: &str = "https://api.flickr.com/services/rest/";
@@ -314,32 +314,23 @@ pub fn fetch(config: &FlickrConfig) -> Result<FetchReport> {
         };
         let mut seen = HashSet::new();
         let mut visit = |photos: Vec<Value>| -> std::result::Result<bool, String> {
-            let mut candidates = Vec::new();
+            let mut offered = Vec::new();
             for photo in photos {
                 let id = text(&photo, "id");
                 if id.is_empty() || !seen.insert(id.clone()) {
                     continue;
                 }
-                match candidate(config, folder, &photo) {
-                    Ok(c) => candidates.push(c),
-                    Err(reason) => tally.skipped.push(super::Skipped {
-                        id,
-                        url: String::new(),
-                        reason,
-                    }),
-                }
+                offered.push(candidate(config, folder, &photo).map_err(|reason| (id, reason)));
             }
-            let wanted = config.options.wanted(collection.count(folder));
-            download(
+            take(
                 &service,
                 &collection,
-                candidates,
-                wanted,
-                config.options.jobs,
+                &config.options,
+                folder,
+                offered,
                 &mut tally,
             )
-            .map_err(|e| e.to_string())?;
-            Ok(config.options.wanted(collection.count(folder)) > 0)
+            .map_err(|e| e.to_string())
         };
         let walked = if config.options.wanted(collection.count(folder)) > 0 {
             search.walk((FIRST_UPLOAD, now), &mut visit)
@@ -387,7 +378,7 @@ fn candidate(
         .filter(|d| !d.is_empty())
         .unwrap_or_else(|| text(photo, "dateupload"));
     Ok(Candidate {
-        source: "flickr",
+        source: "flickr".into(),
         page_url: format!("https://www.flickr.com/photos/{owner}/{id}/"),
         id,
         species: folder.to_string(),

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::flickr::text;
 use super::http::{Fault, Service};
-use super::{Candidate, Collection, FetchOptions, FetchReport, Skipped, SpeciesTally, download};
+use super::{Candidate, Collection, FetchOptions, FetchReport, SpeciesTally, take};
 use crate::{Error, Result};
 
 pub const DEFAULT_URL: &str = "https://api.gbif.org/v1";
@@ -181,24 +181,19 @@ pub fn fetch(config: &GbifConfig) -> Result<FetchReport> {
                 .and_then(Value::as_array)
                 .cloned()
                 .unwrap_or_default();
-            let mut candidates = Vec::new();
-            for record in &results {
-                match candidate(record, folder, &allowed) {
-                    Ok(c) => candidates.push(c),
-                    Err(reason) => tally.skipped.push(Skipped {
-                        id: text(record, "key"),
-                        url: String::new(),
-                        reason,
-                    }),
-                }
-            }
-            let wanted = config.options.wanted(collection.count(folder));
-            if let Err(e) = download(
+            let offered = results
+                .iter()
+                .map(|record| {
+                    candidate(record, folder, &allowed)
+                        .map_err(|reason| (text(record, "key"), reason))
+                })
+                .collect();
+            if let Err(e) = take(
                 &service,
                 &collection,
-                candidates,
-                wanted,
-                config.options.jobs,
+                &config.options,
+                folder,
+                offered,
                 &mut tally,
             ) {
                 stopped = Some(e.to_string());
@@ -255,7 +250,7 @@ fn candidate(
         .find(|a| !a.is_empty())
         .unwrap_or_else(|| "unknown".into());
     Ok(Candidate {
-        source: "gbif",
+        source: "gbif".into(),
         page_url: format!("https://www.gbif.org/occurrence/{key}"),
         id: key,
         species: folder.to_string(),

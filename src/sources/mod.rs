@@ -99,9 +99,10 @@ impl FetchOptions {
 }
 
 /// A photo a source offers: where to get it and whom to credit.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Candidate {
-    pub source: &'static str,
+    /// `flickr` or `gbif`.
+    pub source: String,
     pub id: String,
     /// The species folder it goes to.
     pub species: String,
@@ -110,6 +111,7 @@ pub struct Candidate {
     pub licence: String,
     pub page_url: String,
     pub image_url: String,
+    /// When the photo was taken (or, failing that, uploaded), as the source gives it.
     pub date: String,
 }
 
@@ -166,6 +168,32 @@ pub fn check_folder_name(name: &str) -> Result<()> {
     }
 }
 
+/// Downloads, of the photos a source `offered` for `folder` (each a candidate, or its id and why
+/// it is not one), those still wanted; returns whether the folder wants more.
+fn take(
+    service: &Service,
+    collection: &Collection,
+    options: &FetchOptions,
+    folder: &str,
+    offered: Vec<std::result::Result<Candidate, (String, String)>>,
+    tally: &mut SpeciesTally,
+) -> Result<bool> {
+    let mut candidates = Vec::new();
+    for photo in offered {
+        match photo {
+            Ok(candidate) => candidates.push(candidate),
+            Err((id, reason)) => tally.skipped.push(Skipped {
+                id,
+                url: String::new(),
+                reason,
+            }),
+        }
+    }
+    let wanted = options.wanted(collection.count(folder));
+    download(service, collection, candidates, wanted, options.jobs, tally)?;
+    Ok(options.wanted(collection.count(folder)) > 0)
+}
+
 /// Downloads `candidates` (of one species) with `jobs` threads into `collection` until the
 /// species has `wanted` more photos; counts each outcome in `tally`. Returns how many were
 /// stored; an error writing to the collection stops it.
@@ -180,7 +208,7 @@ fn download(
     let mut fresh = Vec::new();
     for candidate in candidates {
         tally.listed += 1;
-        if collection.contains(candidate.source, &candidate.id) {
+        if collection.contains(&candidate.source, &candidate.id) {
             tally.already_present += 1;
         } else {
             fresh.push(candidate);
