@@ -232,57 +232,51 @@ fn place<'a>(items: &'a [Item], config: &SplitFoldersConfig) -> Result<Vec<(&'a 
         groups.shuffle(&mut rng);
         let n: usize = groups.iter().map(Vec::len).sum();
         let share = |fraction: f64| (n as f64 * fraction).round() as usize;
-        let mut held_out = vec![("test".to_string(), share(config.test), 0usize)];
+        let mut held_out = vec![("test", share(config.test), 0usize)];
+        if config.folds.is_none() {
+            held_out.push(("validation", share(config.validation), 0));
+        }
         let mut rest = Vec::new();
-        match config.folds {
-            None => {
-                held_out.push(("validation".into(), share(config.validation), 0));
-                for group in groups {
-                    let part = held_out
-                        .iter_mut()
-                        .find(|(_, target, filled)| *filled + group.len() <= *target)
-                        .map(|(name, _, filled)| {
-                            *filled += group.len();
-                            name.clone()
-                        })
-                        .unwrap_or_else(|| "train".into());
-                    placed.extend(group.into_iter().map(|item| (item, part.clone())));
+        for group in groups {
+            match held_out
+                .iter_mut()
+                .find(|(_, target, filled)| *filled + group.len() <= *target)
+            {
+                Some((name, _, filled)) => {
+                    *filled += group.len();
+                    placed.extend(group.into_iter().map(|item| (item, name.to_string())));
                 }
+                None => rest.push(group),
             }
-            Some(k) => {
-                for group in groups {
-                    let (name, target, filled) = &mut held_out[0];
-                    if *filled + group.len() <= *target {
-                        *filled += group.len();
-                        placed.extend(group.into_iter().map(|item| (item, name.clone())));
-                    } else {
-                        rest.push(group);
-                    }
-                }
-                if rest.len() < k {
-                    return Err(Error::invalid(
-                        "folds",
-                        k,
-                        format!(
-                            "at most the {} groups of photos of {species}; use fewer folds or add photos",
-                            rest.len()
-                        ),
-                    ));
-                }
-                let mut fold_sizes = vec![0usize; k];
-                let mut folds: Vec<Vec<&Item>> = vec![Vec::new(); k];
-                for group in rest {
-                    let fold = (0..k).min_by_key(|&f| fold_sizes[f]).unwrap();
-                    fold_sizes[fold] += group.len();
-                    folds[fold].extend(group);
-                }
-                for (f, members) in folds.iter().enumerate() {
-                    for other in 0..k {
-                        let part = if other == f { "validation" } else { "train" };
-                        let part = format!("fold-{}/{part}", other + 1);
-                        placed.extend(members.iter().map(|&item| (item, part.clone())));
-                    }
-                }
+        }
+        let Some(k) = config.folds else {
+            placed.extend(
+                rest.into_iter()
+                    .flatten()
+                    .map(|item| (item, "train".into())),
+            );
+            continue;
+        };
+        if rest.len() < k {
+            return Err(Error::invalid(
+                "folds",
+                k,
+                format!(
+                    "at most the {} groups of photos of {species}; use fewer folds or add photos",
+                    rest.len()
+                ),
+            ));
+        }
+        let mut folds: Vec<Vec<&Item>> = vec![Vec::new(); k];
+        for group in rest {
+            let fold = (0..k).min_by_key(|&f| folds[f].len()).unwrap();
+            folds[fold].extend(group);
+        }
+        for (f, members) in folds.iter().enumerate() {
+            for other in 0..k {
+                let part = if other == f { "validation" } else { "train" };
+                let part = format!("fold-{}/{part}", other + 1);
+                placed.extend(members.iter().map(|&item| (item, part.clone())));
             }
         }
     }
