@@ -110,6 +110,11 @@ impl Collection {
     /// Checks that `bytes` are a whole image and stores them, unless the same bytes are
     /// already stored. Only a failure to write is an error: it stops the run.
     pub fn store(&self, candidate: &Candidate, bytes: &[u8]) -> Result<Outcome> {
+        // Bytes already stored need no decoding.
+        let sha256 = format!("{:x}", Sha256::digest(bytes));
+        if let Some(existing) = self.state().hashes.get(&sha256) {
+            return Ok(Outcome::Duplicate(existing.clone()));
+        }
         let image = match image_from_bytes(bytes, Path::new(&candidate.image_url)) {
             Ok(image) => image,
             Err(Error::Photo { reason, .. }) => return Ok(Outcome::Unusable(reason)),
@@ -121,19 +126,12 @@ impl Collection {
             Ok(image::ImageFormat::Gif) => "gif",
             _ => "jpg",
         };
-        let sha256 = format!("{:x}", Sha256::digest(bytes));
         let file = format!(
             "{}/{}-{}.{extension}",
             candidate.species,
             candidate.source,
             file_safe(&candidate.id)
         );
-        {
-            let state = self.state();
-            if let Some(existing) = state.hashes.get(&sha256) {
-                return Ok(Outcome::Duplicate(existing.clone()));
-            }
-        }
         let path = self.root.join(&file);
         if let Some(parent) = path.parent() {
             files::create_dir(parent)?;

@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::http::{Fault, Service};
-use super::{Candidate, Collection, FetchOptions, FetchReport, SpeciesTally, take};
+use super::{
+    Candidate, Collection, FetchOptions, FetchReport, SpeciesTally, answer_json, number, take, text,
+};
 use crate::{Error, Result};
 
 pub const DEFAULT_URL: &str = "https://api.flickr.com/services/rest/";
@@ -152,29 +154,9 @@ struct Page {
     total: u64,
 }
 
-/// A string or number member of a JSON object as text (Flickr uses both).
-pub(super) fn text(v: &Value, key: &str) -> String {
-    match v.get(key) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Number(n)) => n.to_string(),
-        _ => String::new(),
-    }
-}
-
-fn number(v: &Value, key: &str) -> u64 {
-    text(v, key).parse().unwrap_or(0)
-}
-
 /// Reads Flickr's answer: its JSON, or what went wrong and whether it may pass.
 fn read_answer(body: &[u8]) -> std::result::Result<Page, Fault> {
-    let json: Value = serde_json::from_slice(body).map_err(|e| {
-        let start = String::from_utf8_lossy(&body[..body.len().min(64)]).to_string();
-        if start.trim_start().starts_with('<') {
-            Fault::transient("Flickr answered with an HTML page instead of its JSON")
-        } else {
-            Fault::transient(format!("Flickr's answer is not complete JSON ({e})"))
-        }
-    })?;
+    let json = answer_json(body, "Flickr")?;
     if text(&json, "stat") != "ok" {
         let code = number(&json, "code");
         let message = text(&json, "message");

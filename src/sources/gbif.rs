@@ -6,9 +6,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::flickr::text;
 use super::http::{Fault, Service};
-use super::{Candidate, Collection, FetchOptions, FetchReport, SpeciesTally, take};
+use super::{
+    Candidate, Collection, FetchOptions, FetchReport, SpeciesTally, answer_json, take, text,
+};
 use crate::{Error, Result};
 
 pub const DEFAULT_URL: &str = "https://api.gbif.org/v1";
@@ -85,16 +86,7 @@ pub fn licence_code(licence: &str) -> String {
 }
 
 fn json(body: &[u8]) -> std::result::Result<Value, Fault> {
-    serde_json::from_slice(body).map_err(|e| {
-        if String::from_utf8_lossy(&body[..body.len().min(64)])
-            .trim_start()
-            .starts_with('<')
-        {
-            Fault::transient("GBIF answered with an HTML page instead of its JSON")
-        } else {
-            Fault::transient(format!("GBIF's answer is not complete JSON ({e})"))
-        }
-    })
+    answer_json(body, "GBIF")
 }
 
 /// The taxon key of a scientific name, or a clear error if GBIF does not know it.

@@ -148,6 +148,35 @@ pub struct FetchReport {
     pub stopped: Option<String>,
 }
 
+/// An API's answer as JSON; an HTML page (a proxy's or the service's error page) or JSON cut
+/// short is a fault that may pass, named for `service`.
+fn answer_json(body: &[u8], service: &str) -> std::result::Result<serde_json::Value, http::Fault> {
+    serde_json::from_slice(body).map_err(|e| {
+        let start = String::from_utf8_lossy(&body[..body.len().min(64)]).into_owned();
+        if start.trim_start().starts_with('<') {
+            http::Fault::transient(format!(
+                "{service} answered with an HTML page instead of its JSON"
+            ))
+        } else {
+            http::Fault::transient(format!("{service}'s answer is not complete JSON ({e})"))
+        }
+    })
+}
+
+/// A string or number member of a JSON object as text (the APIs use both).
+fn text(v: &serde_json::Value, key: &str) -> String {
+    match v.get(key) {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Number(n)) => n.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// A numeric member, whether given as a number or a string; 0 when absent.
+fn number(v: &serde_json::Value, key: &str) -> u64 {
+    text(v, key).parse().unwrap_or(0)
+}
+
 /// A species folder name that stays inside the collection folder.
 pub fn check_folder_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
