@@ -121,16 +121,13 @@ fn flickr_config(base: &str, dir: &Path, out: &Path, max: i64) -> FlickrConfig {
 fn fake_flickr(photos: Vec<FlickrPhoto>) -> (String, Arc<Mutex<Vec<ApiRequest>>>) {
     let searches = Arc::new(Mutex::new(Vec::new()));
     let log = searches.clone();
-    let base = Arc::new(Mutex::new(String::new()));
-    let base_in = base.clone();
-    let url = common::api_server(move |request| {
+    let url = common::api_server(move |request, base| {
         if request.path.starts_with("/img/") {
             return ApiReply::ok(common::small_real_jpeg(image_number(&request.path)));
         }
         log.lock().unwrap().push(request.clone());
-        search_answer(request, &photos, &base_in.lock().unwrap())
+        search_answer(request, &photos, base)
     });
-    *base.lock().unwrap() = url.clone();
     (url, searches)
 }
 
@@ -206,10 +203,8 @@ fn flickr_resumes_skips_bad_photos_and_stores_identical_photos_once() {
     all[3].licence = 0; // All rights reserved: not asked for, though the server sends it.
     let image_hits = Arc::new(AtomicUsize::new(0));
     let hits = image_hits.clone();
-    let base = Arc::new(Mutex::new(String::new()));
-    let base_in = base.clone();
     let listed = all.clone();
-    let url = common::api_server(move |request| {
+    let url = common::api_server(move |request, base| {
         if request.path.starts_with("/img/") {
             hits.fetch_add(1, Ordering::SeqCst);
             let n = image_number(&request.path) - 5_000_000;
@@ -221,7 +216,7 @@ fn flickr_resumes_skips_bad_photos_and_stores_identical_photos_once() {
                 _ => jpeg,
             });
         }
-        let mut reply = search_answer(request, &listed, &base_in.lock().unwrap());
+        let mut reply = search_answer(request, &listed, base);
         // Like Flickr when new uploads shift the pages: page 2 repeats a photo of page 1.
         if request.param("page") == Some("2") {
             let mut json: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
@@ -233,7 +228,6 @@ fn flickr_resumes_skips_bad_photos_and_stores_identical_photos_once() {
         }
         reply
     });
-    *base.lock().unwrap() = url.clone();
     let out = tmp.path().join("photos");
     let config = FlickrConfig {
         per_page: 10,
@@ -301,19 +295,16 @@ fn scripted_flickr(script: Vec<ApiReply>) -> (String, Arc<AtomicUsize>) {
     let count = calls.clone();
     let script = Mutex::new(script.into_iter());
     let listed = photos(3);
-    let base = Arc::new(Mutex::new(String::new()));
-    let base_in = base.clone();
-    let url = common::api_server(move |request| {
+    let url = common::api_server(move |request, base| {
         if request.path.starts_with("/img/") {
             return ApiReply::ok(common::small_real_jpeg(image_number(&request.path)));
         }
         count.fetch_add(1, Ordering::SeqCst);
         match script.lock().unwrap().next() {
             Some(reply) => reply,
-            None => search_answer(request, &listed, &base_in.lock().unwrap()),
+            None => search_answer(request, &listed, base),
         }
     });
-    *base.lock().unwrap() = url.clone();
     (url, calls)
 }
 
@@ -461,10 +452,7 @@ fn api_calls_are_paced_under_the_hourly_limit() {
 fn fake_gbif(n: usize) -> (String, Arc<Mutex<Vec<ApiRequest>>>) {
     let log = Arc::new(Mutex::new(Vec::new()));
     let log_in = log.clone();
-    let base = Arc::new(Mutex::new(String::new()));
-    let base_in = base.clone();
-    let url = common::api_server(move |request| {
-        let base = base_in.lock().unwrap().clone();
+    let url = common::api_server(move |request, base| {
         if request.path.starts_with("/img/") {
             return ApiReply::ok(common::small_real_jpeg(image_number(&request.path)));
         }
@@ -506,7 +494,6 @@ fn fake_gbif(n: usize) -> (String, Arc<Mutex<Vec<ApiRequest>>>) {
             _ => ApiReply::status(404),
         }
     });
-    *base.lock().unwrap() = url.clone();
     (url, log)
 }
 

@@ -237,16 +237,20 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// A stand-in for a remote API on 127.0.0.1, each connection served on its own thread:
-/// `answer` gets every GET and gives the reply. Returns the base URL.
-pub fn api_server(answer: impl Fn(&ApiRequest) -> ApiReply + Send + Sync + 'static) -> String {
+/// `answer` gets every GET with the server's base URL (for links in its answers) and gives the
+/// reply. Returns the base URL, `http://127.0.0.1:PORT`.
+pub fn api_server(
+    answer: impl Fn(&ApiRequest, &str) -> ApiReply + Send + Sync + 'static,
+) -> String {
     use std::io::{BufRead, BufReader, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let answer = std::sync::Arc::new(answer);
+    let served = base.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
-            let answer = answer.clone();
+            let (answer, base) = (answer.clone(), served.clone());
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
                 let mut first = String::new();
@@ -272,7 +276,7 @@ pub fn api_server(answer: impl Fn(&ApiRequest) -> ApiReply + Send + Sync + 'stat
                         })
                         .collect(),
                 };
-                let reply = answer(&request);
+                let reply = answer(&request, &base);
                 let mut head = format!(
                     "HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n",
                     reply.status,
