@@ -117,18 +117,26 @@ fn flickr_config(base: &str, dir: &Path, out: &Path, max: i64) -> FlickrConfig {
     }
 }
 
-/// A fake Flickr over `photos`; returns its base URL and the log of search requests.
-fn fake_flickr(photos: Vec<FlickrPhoto>) -> (String, Arc<Mutex<Vec<ApiRequest>>>) {
-    let searches = Arc::new(Mutex::new(Vec::new()));
-    let log = searches.clone();
+/// A fake service: `/img/N.jpg` is a real JPEG, every other request is logged and answered by
+/// `answer`. Returns its base URL and the log of API requests.
+fn fake_service(
+    answer: impl Fn(&ApiRequest, &str) -> ApiReply + Send + Sync + 'static,
+) -> (String, Arc<Mutex<Vec<ApiRequest>>>) {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let log_in = log.clone();
     let url = common::api_server(move |request, base| {
         if request.path.starts_with("/img/") {
             return ApiReply::ok(common::small_real_jpeg(image_number(&request.path)));
         }
-        log.lock().unwrap().push(request.clone());
-        search_answer(request, &photos, base)
+        log_in.lock().unwrap().push(request.clone());
+        answer(request, base)
     });
-    (url, searches)
+    (url, log)
+}
+
+/// A fake Flickr over `photos`.
+fn fake_flickr(photos: Vec<FlickrPhoto>) -> (String, Arc<Mutex<Vec<ApiRequest>>>) {
+    fake_service(move |request, base| search_answer(request, &photos, base))
 }
 
 fn no_secret_in(dir: &Path) {
@@ -450,13 +458,7 @@ fn api_calls_are_paced_under_the_hourly_limit() {
 /// A fake GBIF with `n` occurrences of taxon 1234, every fifth under CC BY-NC-ND and every
 /// seventh without an image.
 fn fake_gbif(n: usize) -> (String, Arc<Mutex<Vec<ApiRequest>>>) {
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let log_in = log.clone();
-    let url = common::api_server(move |request, base| {
-        if request.path.starts_with("/img/") {
-            return ApiReply::ok(common::small_real_jpeg(image_number(&request.path)));
-        }
-        log_in.lock().unwrap().push(request.clone());
+    fake_service(move |request, base| {
         match request.path.as_str() {
             "/v1/species/match" => ApiReply::ok(match request.param("name") {
                 Some("Maniola jurtina") => json!({"usageKey": 1234, "scientificName": "Maniola jurtina (Linnaeus, 1758)",
@@ -493,8 +495,7 @@ fn fake_gbif(n: usize) -> (String, Arc<Mutex<Vec<ApiRequest>>>) {
             }
             _ => ApiReply::status(404),
         }
-    });
-    (url, log)
+    })
 }
 
 fn gbif_config(base: &str, out: &Path, species: &str) -> GbifConfig {
