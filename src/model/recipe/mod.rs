@@ -12,6 +12,12 @@ use burn::prelude::*;
 
 use super::zeros_like;
 
+pub mod conv_pool;
+#[cfg(feature = "flex")]
+mod extension;
+#[cfg(feature = "flex")]
+pub use extension::{conv2x2_relu_pool, supported};
+
 /// The smallest input side for which the second pooling layer still has one pixel.
 pub const MIN_IMAGE_SIZE: u32 = 6;
 
@@ -82,14 +88,27 @@ impl RecipeCnn {
     /// Logits `[batch, 1]` for two species, `[batch, classes]` otherwise, from images
     /// `[batch, 3, size, size]` scaled to 0..1.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let x = self
-            .pool
-            .forward(self.relu.forward(self.conv1.forward(images)));
+        let x = self.conv_relu_pool(&self.conv1, images);
         let x = self.pool_dropout.forward(x);
-        let x = self.pool.forward(self.relu.forward(self.conv2.forward(x)));
+        let x = self.conv_relu_pool(&self.conv2, x);
         let x = self.pool_dropout.forward(x);
         let x = self.relu.forward(self.dense.forward(x.flatten(1, 3)));
         self.output.forward(self.head_dropout.forward(x))
+    }
+}
+
+impl RecipeCnn {
+    /// One convolution, its ReLU and the pooling after it; on burn's CPU backend as one fused
+    /// operation ([`conv_pool`]), elsewhere as burn's layers.
+    fn conv_relu_pool(&self, conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+        #[cfg(feature = "flex")]
+        if extension::supported(&x)
+            && let Some(bias) = &conv.bias
+        {
+            let same = conv.padding == PaddingConfig2d::Same;
+            return extension::conv2x2_relu_pool(x, conv.weight.val(), bias.val(), same);
+        }
+        self.pool.forward(self.relu.forward(conv.forward(x)))
     }
 }
 
