@@ -101,6 +101,22 @@ pub struct Gradients {
     pub bias: Vec<f32>,
 }
 
+/// Buffers one thread reuses from image to image.
+#[derive(Default)]
+struct Scratch {
+    padded: Vec<f32>,
+    conv: Vec<f32>,
+    pooled: Vec<f32>,
+    products: Vec<f32>,
+}
+
+/// `buffer` resized to `len` zeros.
+fn zeroed(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    buffer.clear();
+    buffer.resize(len, 0.0);
+    buffer
+}
+
 /// Pooled activations `[batch, filters, pooled height, pooled width]` of images `[batch,
 /// channels, height, width]`, weights `[filters, channels, 2, 2]` and biases `[filters]`; with
 /// `keep`, also what [`backward`] needs.
@@ -125,12 +141,17 @@ pub fn forward(
             0
         }
     ];
-    let per_image = |(b, (out, won)): (usize, (&mut [f32], &mut [u8])), padded: &mut [f32]| {
-        let image = &input[b * shape.image_len()..][..shape.image_len()];
-        to_padded_channels_last(shape, image, padded);
-        let conv = convolve(shape, padded, &weights);
-        pool(shape, &conv, bias, out, won);
-    };
+    let per_image =
+        |scratch: &mut Scratch, b: usize, out: &mut [f32], won: &mut [u8], padded: &mut [f32]| {
+            let image = &input[b * shape.image_len()..][..shape.image_len()];
+            to_padded_channels_last(shape, image, padded);
+            let conv = zeroed(&mut scratch.conv, shape.rows() * shape.filters);
+            convolve(shape, padded, &weights, conv);
+            let pooled = zeroed(&mut scratch.pooled, shape.pooled_len());
+            pool(shape, conv, bias, pooled, won);
+            let (ph, pw) = shape.pooled();
+            transpose(pooled, ph * pw, shape.filters, out);
+        };
     let images = output
         .par_chunks_mut(shape.pooled_len())
         .zip(winners.par_chunks_mut(shape.pooled_len()))
@@ -138,12 +159,16 @@ pub fn forward(
     if keep {
         images
             .zip(padded.par_chunks_mut(shape.padded_len()))
-            .for_each(|(image, padded)| per_image(image, padded));
+            .for_each_init(Scratch::default, |scratch, ((b, (out, won)), padded)| {
+                per_image(scratch, b, out, won, padded)
+            });
     } else {
-        images.for_each_init(
-            || vec![0.0; shape.padded_len()],
-            |padded, image| per_image(image, padded),
-        );
+        images.for_each_init(Scratch::default, |scratch, (b, (out, won))| {
+            let mut padded = std::mem::take(&mut scratch.padded);
+            padded.resize(shape.padded_len(), 0.0);
+            per_image(scratch, b, out, won, &mut padded);
+            scratch.padded = padded;
+        });
     }
     let saved = keep.then_some(Saved {
         shape,
@@ -158,45 +183,63 @@ pub fn forward(
 pub fn backward(saved: &Saved, grad_output: &[f32], want_input: bool) -> Gradients {
     let shape = saved.shape;
     assert_eq!(grad_output.len(), shape.batch * shape.pooled_len());
+    let (ph, pw) = shape.pooled();
     let sums = || vec![0.0f32; shape.weight_len() + shape.filters];
-    let per_image = |b: usize, input_grad: Option<&mut [f32]>, sums: &mut Vec<f32>| {
-        let grad = &grad_output[b * shape.pooled_len()..][..shape.pooled_len()];
-        let winners = &saved.winners[b * shape.pooled_len()..][..shape.pooled_len()];
-        let padded = &saved.padded[b * shape.padded_len()..][..shape.padded_len()];
-        let conv_grad = unpool(shape, grad, winners);
-        let (weight_sums, bias_sums) = sums.split_at_mut(shape.weight_len());
-        for row in conv_grad.chunks_exact(shape.filters) {
-            for (sum, g) in bias_sums.iter_mut().zip(row) {
-                *sum += g;
+    let per_image =
+        |scratch: &mut Scratch, b: usize, input_grad: Option<&mut [f32]>, sums: &mut [f32]| {
+            let grad = &grad_output[b * shape.pooled_len()..][..shape.pooled_len()];
+            let winners = &saved.winners[b * shape.pooled_len()..][..shape.pooled_len()];
+            let padded = &saved.padded[b * shape.padded_len()..][..shape.padded_len()];
+            let grad_channels_last = zeroed(&mut scratch.pooled, shape.pooled_len());
+            transpose(grad, shape.filters, ph * pw, grad_channels_last);
+            let conv_grad = zeroed(&mut scratch.conv, shape.rows() * shape.filters);
+            unpool(shape, grad_channels_last, winners, conv_grad);
+            let (weight_sums, bias_sums) = sums.split_at_mut(shape.weight_len());
+            for row in conv_grad.chunks_exact(shape.filters) {
+                for (sum, g) in bias_sums.iter_mut().zip(row) {
+                    *sum += g;
+                }
             }
-        }
-        weight_gradient(shape, padded, &conv_grad, weight_sums);
-        if let Some(input_grad) = input_grad {
-            input_gradient(shape, &conv_grad, &saved.weights, input_grad);
-        }
-    };
+            weight_gradient(shape, padded, conv_grad, weight_sums);
+            if let Some(input_grad) = input_grad {
+                let products = zeroed(&mut scratch.products, shape.rows() * 4 * shape.channels);
+                let padded_grad = zeroed(&mut scratch.padded, shape.padded_len());
+                input_gradient(
+                    shape,
+                    conv_grad,
+                    &saved.weights,
+                    products,
+                    padded_grad,
+                    input_grad,
+                );
+            }
+        };
     let add = |mut a: Vec<f32>, b: Vec<f32>| {
         a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
         a
     };
+    let fold = |(mut scratch, mut sums): (Scratch, Vec<f32>),
+                (b, input_grad): (usize, Option<&mut [f32]>)| {
+        per_image(&mut scratch, b, input_grad, &mut sums);
+        (scratch, sums)
+    };
+    let init = || (Scratch::default(), sums());
     let (input, sums) = if want_input {
         let mut input = vec![0.0; shape.batch * shape.image_len()];
         let sums = input
             .par_chunks_mut(shape.image_len())
             .enumerate()
-            .fold(sums, |mut sums, (b, input_grad)| {
-                per_image(b, Some(input_grad), &mut sums);
-                sums
-            })
+            .map(|(b, grad)| (b, Some(grad)))
+            .fold(init, fold)
+            .map(|(_, sums)| sums)
             .reduce(sums, add);
         (Some(input), sums)
     } else {
         let sums = (0..shape.batch)
             .into_par_iter()
-            .fold(sums, |mut sums, b| {
-                per_image(b, None, &mut sums);
-                sums
-            })
+            .map(|b| (b, None))
+            .fold(init, fold)
+            .map(|(_, sums)| sums)
             .reduce(sums, add);
         (None, sums)
     };
@@ -205,6 +248,21 @@ pub fn backward(saved: &Saved, grad_output: &[f32], want_input: bool) -> Gradien
         input,
         weight: burn_weights(shape, weight_sums),
         bias: bias.to_vec(),
+    }
+}
+
+/// `dst[j][i] = src[i][j]` for `src` of `rows x cols`.
+fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    const TILE: usize = 16;
+    for i0 in (0..rows).step_by(TILE) {
+        for j0 in (0..cols).step_by(TILE) {
+            for i in i0..(i0 + TILE).min(rows) {
+                let row = &src[i * cols..][..cols];
+                for j in j0..(j0 + TILE).min(cols) {
+                    dst[j * rows + i] = row[j];
+                }
+            }
+        }
     }
 }
 
@@ -244,11 +302,10 @@ fn to_padded_channels_last(shape: ConvPoolShape, image: &[f32], padded: &mut [f3
     let (h, w, c) = (shape.height, shape.width, shape.channels);
     let (_, wp) = shape.padded();
     padded.fill(0.0);
-    for y in 0..h {
-        for x in 0..w {
-            let pixel = &mut padded[(y * wp + x) * c..][..c];
-            for (channel, value) in pixel.iter_mut().enumerate() {
-                *value = image[(channel * h + y) * w + x];
+    for (channel, plane) in image.chunks_exact(h * w).enumerate() {
+        for (row, padded_row) in plane.chunks_exact(w).zip(padded.chunks_exact_mut(wp * c)) {
+            for (value, pixel) in row.iter().zip(padded_row.chunks_exact_mut(c)) {
+                pixel[channel] = *value;
             }
         }
     }
@@ -300,14 +357,13 @@ fn matmul(
 }
 
 /// The convolution without bias, `[rows, filters]`, one row per padded-width position.
-fn convolve(shape: ConvPoolShape, padded: &[f32], weights: &[f32]) -> Vec<f32> {
+fn convolve(shape: ConvPoolShape, padded: &[f32], weights: &[f32], conv: &mut [f32]) {
     let (c, f, rows) = (shape.channels, shape.filters, shape.rows());
     let (_, wp) = shape.padded();
-    let mut conv = vec![0.0; rows * f];
     for ky in 0..2 {
         matmul(
             (rows, f, 2 * c),
-            &mut conv,
+            conv,
             (f, 1),
             ky == 1,
             &padded[ky * wp * c..],
@@ -316,62 +372,59 @@ fn convolve(shape: ConvPoolShape, padded: &[f32], weights: &[f32]) -> Vec<f32> {
             (f, 1),
         );
     }
-    conv
 }
 
-/// Bias, ReLU and max pooling of one image's convolution, written channels-first.
-fn pool(shape: ConvPoolShape, conv: &[f32], bias: &[f32], out: &mut [f32], winners: &mut [u8]) {
+/// Bias, ReLU and max pooling of one image's convolution, channels-last.
+fn pool(shape: ConvPoolShape, conv: &[f32], bias: &[f32], pooled: &mut [f32], winners: &mut [u8]) {
     let f = shape.filters;
     let (_, wp) = shape.padded();
     let (ph, pw) = shape.pooled();
     for py in 0..ph {
         for px in 0..pw {
             let corner = (2 * py) * wp + 2 * px;
-            let window =
+            let [a, b, c, d] =
                 [corner, corner + 1, corner + wp, corner + wp + 1].map(|p| &conv[p * f..][..f]);
-            for filter in 0..f {
-                let (mut best, mut won) = (window[0][filter], 0u8);
-                for (i, pixel) in window.iter().enumerate().skip(1) {
-                    if pixel[filter] > best {
-                        best = pixel[filter];
-                        won = i as u8;
-                    }
+            let at = (py * pw + px) * f;
+            let values = a.iter().zip(b).zip(c.iter().zip(d)).zip(bias);
+            let outputs = pooled[at..][..f].iter_mut().zip(&mut winners[at..][..f]);
+            for ((((a, b), (c, d)), bias), (out, won)) in values.zip(outputs) {
+                let (mut best, mut index) = (*a, 0u8);
+                if *b > best {
+                    (best, index) = (*b, 1);
                 }
-                let value = best + bias[filter];
-                let at = (filter * ph + py) * pw + px;
-                if value > 0.0 {
-                    out[at] = value;
-                    winners[at] = won;
-                } else {
-                    out[at] = 0.0;
-                    winners[at] = NO_WINNER;
+                if *c > best {
+                    (best, index) = (*c, 2);
                 }
+                if *d > best {
+                    (best, index) = (*d, 3);
+                }
+                let value = best + bias;
+                let alive = value > 0.0;
+                *out = if alive { value } else { 0.0 };
+                *won = if alive { index } else { NO_WINNER };
             }
         }
     }
 }
 
 /// The gradient with respect to the convolution's output, `[rows, filters]`: each pooled
-/// gradient goes to the pixel that won its window.
-fn unpool(shape: ConvPoolShape, grad: &[f32], winners: &[u8]) -> Vec<f32> {
+/// gradient (channels-last) goes to the pixel that won its window.
+fn unpool(shape: ConvPoolShape, grad: &[f32], winners: &[u8], conv_grad: &mut [f32]) {
     let f = shape.filters;
     let (_, wp) = shape.padded();
     let (ph, pw) = shape.pooled();
-    let mut conv_grad = vec![0.0; shape.rows() * f];
-    for filter in 0..f {
-        for py in 0..ph {
-            for px in 0..pw {
-                let at = (filter * ph + py) * pw + px;
-                let won = winners[at];
-                if won != NO_WINNER {
-                    let (dy, dx) = (usize::from(won / 2), usize::from(won % 2));
-                    let p = (2 * py + dy) * wp + 2 * px + dx;
-                    conv_grad[p * f + filter] = grad[at];
+    for py in 0..ph {
+        for px in 0..pw {
+            let at = (py * pw + px) * f;
+            let corner = (2 * py) * wp + 2 * px;
+            let pixels = [corner, corner + 1, corner + wp, corner + wp + 1];
+            for (filter, (won, g)) in winners[at..][..f].iter().zip(&grad[at..][..f]).enumerate() {
+                if let Some(p) = pixels.get(usize::from(*won)) {
+                    conv_grad[p * f + filter] = *g;
                 }
             }
         }
     }
-    conv_grad
 }
 
 /// Adds one image's weight gradient, in the matrices' layout, to `sums`.
@@ -393,11 +446,14 @@ fn weight_gradient(shape: ConvPoolShape, padded: &[f32], conv_grad: &[f32], sums
     }
 }
 
-/// One image's gradient with respect to its input, channels-first.
+/// One image's gradient with respect to its input, channels-first: one product gives each
+/// convolution row's contribution to its four input pixels, which are then added in place.
 fn input_gradient(
     shape: ConvPoolShape,
     conv_grad: &[f32],
     weights: &[f32],
+    products: &mut [f32],
+    padded_grad: &mut [f32],
     input_grad: &mut [f32],
 ) {
     let (h, w, c, f, rows) = (
@@ -408,26 +464,32 @@ fn input_gradient(
         shape.rows(),
     );
     let (_, wp) = shape.padded();
-    let mut padded_grad = vec![0.0; shape.padded_len()];
-    // One product per kernel pixel keeps the destination rows from overlapping.
-    for ky in 0..2 {
-        for kx in 0..2 {
-            matmul(
-                (rows, c, f),
-                &mut padded_grad[(ky * wp + kx) * c..],
-                (c, 1),
-                true,
-                conv_grad,
-                (f, 1),
-                &weights[(ky * 2 * c + kx * c) * f..],
-                (1, f),
-            );
+    // products[p][(ky * 2 + kx) * c + channel] = sum over filters of conv_grad[p][filter] * weight.
+    matmul(
+        (rows, 4 * c, f),
+        products,
+        (4 * c, 1),
+        false,
+        conv_grad,
+        (f, 1),
+        weights,
+        (1, f),
+    );
+    for (p, row) in products.chunks_exact(4 * c).enumerate() {
+        for (k, part) in row.chunks_exact(c).enumerate() {
+            let pixel = p + (k / 2) * wp + k % 2;
+            for (sum, value) in padded_grad[pixel * c..][..c].iter_mut().zip(part) {
+                *sum += value;
+            }
         }
     }
-    for y in 0..h {
-        for x in 0..w {
-            for channel in 0..c {
-                input_grad[(channel * h + y) * w + x] = padded_grad[(y * wp + x) * c + channel];
+    for (channel, plane) in input_grad.chunks_exact_mut(h * w).enumerate() {
+        for (row, padded_row) in plane
+            .chunks_exact_mut(w)
+            .zip(padded_grad.chunks_exact(wp * c))
+        {
+            for (value, pixel) in row.iter_mut().zip(padded_row.chunks_exact(c)) {
+                *value = pixel[channel];
             }
         }
     }
