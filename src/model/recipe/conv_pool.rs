@@ -392,17 +392,18 @@ fn pool(shape: ConvPoolShape, conv: &[f32], bias: &[f32], pooled: &mut [f32], wi
                 [corner, corner + 1, corner + wp, corner + wp + 1].map(|p| &conv[p * f..][..f]);
             let at = (py * pw + px) * f;
             let (out, won) = (&mut pooled[at..][..f], &mut winners[at..][..f]);
+            // Pairwise maxima as selects, ties to the earlier pixel, so the loop vectorises.
             for i in 0..f {
-                let (mut best, mut index) = (a[i], 0u8);
-                if b[i] > best {
-                    (best, index) = (b[i], 1);
-                }
-                if c[i] > best {
-                    (best, index) = (c[i], 2);
-                }
-                if d[i] > best {
-                    (best, index) = (d[i], 3);
-                }
+                let (top_right, bottom_right) = (b[i] > a[i], d[i] > c[i]);
+                let top = if top_right { b[i] } else { a[i] };
+                let bottom = if bottom_right { d[i] } else { c[i] };
+                let lower = bottom > top;
+                let best = if lower { bottom } else { top };
+                let index = if lower {
+                    2 + u8::from(bottom_right)
+                } else {
+                    u8::from(top_right)
+                };
                 let value = best + bias[i];
                 let alive = value > 0.0;
                 out[i] = if alive { value } else { 0.0 };
