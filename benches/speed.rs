@@ -130,7 +130,9 @@ fn main() {
         std::env::var("VLINDER_KERAS_PYTHON")
             .unwrap_or_else(|_| "/tmp/keras-anchor/bin/python".into()),
     );
-    let device = Device::flex();
+    let device = vlinder::device::Backend::Flex
+        .device()
+        .expect("the default build has the CPU backend");
     let measures = [
         "train_images_per_second",
         "batch64_images_per_second",
