@@ -117,6 +117,12 @@ fn zeroed(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
     buffer
 }
 
+/// `buffer` resized to `len`, for a caller that overwrites every value.
+fn sized(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    buffer.resize(len, 0.0);
+    &mut buffer[..len]
+}
+
 /// Pooled activations `[batch, filters, pooled height, pooled width]` of images `[batch,
 /// channels, height, width]`, weights `[filters, channels, 2, 2]` and biases `[filters]`; with
 /// `keep`, also what [`backward`] needs.
@@ -190,7 +196,7 @@ pub fn backward(saved: &Saved, grad_output: &[f32], want_input: bool) -> Gradien
             let grad = &grad_output[b * shape.pooled_len()..][..shape.pooled_len()];
             let winners = &saved.winners[b * shape.pooled_len()..][..shape.pooled_len()];
             let padded = &saved.padded[b * shape.padded_len()..][..shape.padded_len()];
-            let grad_channels_last = zeroed(&mut scratch.pooled, shape.pooled_len());
+            let grad_channels_last = sized(&mut scratch.pooled, shape.pooled_len());
             transpose(grad, shape.filters, ph * pw, grad_channels_last);
             let conv_grad = zeroed(&mut scratch.conv, shape.rows() * shape.filters);
             unpool(shape, grad_channels_last, winners, conv_grad);
@@ -202,7 +208,7 @@ pub fn backward(saved: &Saved, grad_output: &[f32], want_input: bool) -> Gradien
             }
             weight_gradient(shape, padded, conv_grad, weight_sums);
             if let Some(input_grad) = input_grad {
-                let products = zeroed(&mut scratch.products, shape.rows() * 4 * shape.channels);
+                let products = sized(&mut scratch.products, shape.rows() * 4 * shape.channels);
                 let padded_grad = zeroed(&mut scratch.padded, shape.padded_len());
                 input_gradient(
                     shape,
