@@ -278,34 +278,34 @@ fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
     }
 }
 
-fn gemm_weights(shape: ConvPoolShape, weight: &[f32]) -> Vec<f32> {
+/// Each weight's index in burn's `[filters, channels, 2, 2]` layout and in the matrices' layout.
+fn weight_places(shape: ConvPoolShape) -> impl Iterator<Item = (usize, usize)> {
     let (c, f) = (shape.channels, shape.filters);
+    (0..f).flat_map(move |filter| {
+        (0..c).flat_map(move |channel| {
+            (0..4).map(move |k| {
+                let (ky, kx) = (k / 2, k % 2);
+                (
+                    ((filter * c + channel) * 2 + ky) * 2 + kx,
+                    (ky * 2 * c + kx * c + channel) * f + filter,
+                )
+            })
+        })
+    })
+}
+
+fn gemm_weights(shape: ConvPoolShape, weight: &[f32]) -> Vec<f32> {
     let mut out = vec![0.0; shape.weight_len()];
-    for filter in 0..f {
-        for channel in 0..c {
-            for ky in 0..2 {
-                for kx in 0..2 {
-                    out[(ky * 2 * c + kx * c + channel) * f + filter] =
-                        weight[((filter * c + channel) * 2 + ky) * 2 + kx];
-                }
-            }
-        }
+    for (burn, matrices) in weight_places(shape) {
+        out[matrices] = weight[burn];
     }
     out
 }
 
-fn burn_weights(shape: ConvPoolShape, gemm_layout: &[f32]) -> Vec<f32> {
-    let (c, f) = (shape.channels, shape.filters);
+fn burn_weights(shape: ConvPoolShape, matrices_layout: &[f32]) -> Vec<f32> {
     let mut out = vec![0.0; shape.weight_len()];
-    for filter in 0..f {
-        for channel in 0..c {
-            for ky in 0..2 {
-                for kx in 0..2 {
-                    out[((filter * c + channel) * 2 + ky) * 2 + kx] =
-                        gemm_layout[(ky * 2 * c + kx * c + channel) * f + filter];
-                }
-            }
-        }
+    for (burn, matrices) in weight_places(shape) {
+        out[burn] = matrices_layout[matrices];
     }
     out
 }
