@@ -15,6 +15,7 @@ use burn::tensor::{DType, TensorData};
 
 use super::conv_pool::{self, ConvPoolShape, Saved};
 
+/// The backends the fused operation is written for: flex, and autodiff over flex.
 #[backend_extension(Flex, Autodiff)]
 pub trait ConvPoolBackend: Backend {
     /// 2x2 convolution with bias, ReLU, 2x2 max pooling of stride 2.
