@@ -105,9 +105,37 @@ pub struct Gradients {
 #[derive(Default)]
 struct Scratch {
     padded: Vec<f32>,
+    winners: Vec<u8>,
     conv: Vec<f32>,
     pooled: Vec<f32>,
     products: Vec<f32>,
+}
+
+/// Defines a function whose body is compiled twice, for the baseline and for AVX2 with FMA, and
+/// picks the second at run time where the CPU has it: the pooling and layout loops then use
+/// 256-bit vectors instead of the baseline's 128.
+macro_rules! wide {
+    ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$meta])*
+        fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                fn avx2($($arg: $ty),*) {
+                    body($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the CPU has both features, checked just above.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            body($($arg),*)
+        }
+    };
 }
 
 /// `buffer` resized to `len` zeros.
@@ -138,42 +166,37 @@ pub fn forward(
     assert_eq!(bias.len(), shape.filters);
     let weights = gemm_weights(shape, weight);
     let mut output = vec![0.0; shape.batch * shape.pooled_len()];
-    let mut winners = vec![NO_WINNER; shape.batch * shape.pooled_len()];
-    let mut padded = vec![
-        0.0;
-        if keep {
-            shape.batch * shape.padded_len()
-        } else {
-            0
-        }
-    ];
+    let kept = |len: usize| if keep { shape.batch * len } else { 0 };
+    let mut winners = vec![NO_WINNER; kept(shape.pooled_len())];
+    let mut padded = vec![0.0; kept(shape.padded_len())];
     let per_image =
         |scratch: &mut Scratch, b: usize, out: &mut [f32], won: &mut [u8], padded: &mut [f32]| {
             let image = &input[b * shape.image_len()..][..shape.image_len()];
             to_padded_channels_last(shape, image, padded);
-            let conv = zeroed(&mut scratch.conv, shape.rows() * shape.filters);
+            let conv = sized(&mut scratch.conv, shape.rows() * shape.filters);
             convolve(shape, padded, &weights, conv);
-            let pooled = zeroed(&mut scratch.pooled, shape.pooled_len());
-            pool(shape, conv, bias, pooled, won);
+            let pooled = sized(&mut scratch.pooled, shape.pooled_len());
             let (ph, pw) = shape.pooled();
+            pool(shape, conv, bias, pooled, won);
             transpose(pooled, ph * pw, shape.filters, out);
         };
-    let images = output
-        .par_chunks_mut(shape.pooled_len())
-        .zip(winners.par_chunks_mut(shape.pooled_len()))
-        .enumerate();
+    let images = output.par_chunks_mut(shape.pooled_len()).enumerate();
     if keep {
         images
+            .zip(winners.par_chunks_mut(shape.pooled_len()))
             .zip(padded.par_chunks_mut(shape.padded_len()))
-            .for_each_init(Scratch::default, |scratch, ((b, (out, won)), padded)| {
+            .for_each_init(Scratch::default, |scratch, (((b, out), won), padded)| {
                 per_image(scratch, b, out, won, padded)
             });
     } else {
-        images.for_each_init(Scratch::default, |scratch, (b, (out, won))| {
+        // Inference: the padded image and the winners live in the thread's buffers.
+        images.for_each_init(Scratch::default, |scratch, (b, out)| {
             let mut padded = std::mem::take(&mut scratch.padded);
+            let mut won = std::mem::take(&mut scratch.winners);
             padded.resize(shape.padded_len(), 0.0);
-            per_image(scratch, b, out, won, &mut padded);
-            scratch.padded = padded;
+            won.resize(shape.pooled_len(), NO_WINNER);
+            per_image(scratch, b, out, &mut won, &mut padded);
+            (scratch.padded, scratch.winners) = (padded, won);
         });
     }
     let saved = keep.then_some(Saved {
@@ -257,24 +280,83 @@ pub fn backward(saved: &Saved, grad_output: &[f32], want_input: bool) -> Gradien
     }
 }
 
-/// `dst[j][i] = src[i][j]` for `src` of `rows x cols`, eight source rows at a time so that
-/// reads stay in a few cache lines and writes are runs of eight.
+/// `dst[j][i] = src[i][j]` for `src` of `rows x cols`: 8x8 blocks in AVX registers where the CPU
+/// has AVX, single values for the rest.
 fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
-    const BLOCK: usize = 8;
-    let full = rows / BLOCK * BLOCK;
-    for i0 in (0..full).step_by(BLOCK) {
-        let block: [&[f32]; BLOCK] = std::array::from_fn(|k| &src[(i0 + k) * cols..][..cols]);
-        for j in 0..cols {
-            let out = &mut dst[j * rows + i0..][..BLOCK];
-            for (o, row) in out.iter_mut().zip(&block) {
-                *o = row[j];
+    assert!(src.len() >= rows * cols && dst.len() >= rows * cols);
+    let (mut rows_done, mut cols_done) = (0, 0);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx") {
+        (rows_done, cols_done) = (rows / 8 * 8, cols / 8 * 8);
+        for i in (0..rows_done).step_by(8) {
+            for j in (0..cols_done).step_by(8) {
+                // SAFETY: AVX is present; the block's last source value is at
+                // (i + 7) * cols + j + 7 < rows * cols and its last destination value at
+                // (j + 7) * rows + i + 7 < rows * cols, both within the asserted lengths.
+                unsafe {
+                    transpose_8x8(
+                        src[i * cols + j..].as_ptr(),
+                        cols,
+                        dst[j * rows + i..].as_mut_ptr(),
+                        rows,
+                    )
+                };
             }
         }
     }
-    for i in full..rows {
-        for (j, value) in src[i * cols..][..cols].iter().enumerate() {
-            dst[j * rows + i] = *value;
-        }
+    let mut single = |i: usize, j: usize| dst[j * rows + i] = src[i * cols + j];
+    for i in 0..rows_done {
+        (cols_done..cols).for_each(|j| single(i, j));
+    }
+    for i in rows_done..rows {
+        (0..cols).for_each(|j| single(i, j));
+    }
+}
+
+/// One 8x8 block: eight rows of `src` (row stride `src_stride`) become eight columns of `dst`.
+///
+/// # Safety
+/// The CPU has AVX, and the 8x8 blocks at both pointers lie inside their allocations.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn transpose_8x8(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller keeps all eight rows of the block inside `src`.
+    let r: [__m256; 8] =
+        std::array::from_fn(|k| unsafe { _mm256_loadu_ps(src.add(k * src_stride)) });
+    let t = [
+        _mm256_unpacklo_ps(r[0], r[1]),
+        _mm256_unpackhi_ps(r[0], r[1]),
+        _mm256_unpacklo_ps(r[2], r[3]),
+        _mm256_unpackhi_ps(r[2], r[3]),
+        _mm256_unpacklo_ps(r[4], r[5]),
+        _mm256_unpackhi_ps(r[4], r[5]),
+        _mm256_unpacklo_ps(r[6], r[7]),
+        _mm256_unpackhi_ps(r[6], r[7]),
+    ];
+    let q = [
+        _mm256_shuffle_ps::<0x44>(t[0], t[2]),
+        _mm256_shuffle_ps::<0xEE>(t[0], t[2]),
+        _mm256_shuffle_ps::<0x44>(t[1], t[3]),
+        _mm256_shuffle_ps::<0xEE>(t[1], t[3]),
+        _mm256_shuffle_ps::<0x44>(t[4], t[6]),
+        _mm256_shuffle_ps::<0xEE>(t[4], t[6]),
+        _mm256_shuffle_ps::<0x44>(t[5], t[7]),
+        _mm256_shuffle_ps::<0xEE>(t[5], t[7]),
+    ];
+    let out = [
+        _mm256_permute2f128_ps::<0x20>(q[0], q[4]),
+        _mm256_permute2f128_ps::<0x20>(q[1], q[5]),
+        _mm256_permute2f128_ps::<0x20>(q[2], q[6]),
+        _mm256_permute2f128_ps::<0x20>(q[3], q[7]),
+        _mm256_permute2f128_ps::<0x31>(q[0], q[4]),
+        _mm256_permute2f128_ps::<0x31>(q[1], q[5]),
+        _mm256_permute2f128_ps::<0x31>(q[2], q[6]),
+        _mm256_permute2f128_ps::<0x31>(q[3], q[7]),
+    ];
+    for (k, row) in out.into_iter().enumerate() {
+        // SAFETY: the caller keeps all eight rows of the block inside `dst`.
+        unsafe { _mm256_storeu_ps(dst.add(k * dst_stride), row) };
     }
 }
 
@@ -310,10 +392,23 @@ fn burn_weights(shape: ConvPoolShape, matrices_layout: &[f32]) -> Vec<f32> {
     out
 }
 
+wide! {
 fn to_padded_channels_last(shape: ConvPoolShape, image: &[f32], padded: &mut [f32]) {
     let (h, w, c) = (shape.height, shape.width, shape.channels);
     let (_, wp) = shape.padded();
-    padded.fill(0.0);
+    if !shape.same {
+        // Without padding the channels-last image is the transposed channels-first one.
+        transpose(image, c, h * w, padded);
+        return;
+    }
+    {
+        // Only the last column and the last row are padding; the image covers the rest.
+        for row in padded.chunks_exact_mut(wp * c) {
+            row[w * c..].fill(0.0);
+        }
+        let last_row = h * wp * c;
+        padded[last_row..].fill(0.0);
+    }
     for (channel, plane) in image.chunks_exact(h * w).enumerate() {
         for (row, padded_row) in plane.chunks_exact(w).zip(padded.chunks_exact_mut(wp * c)) {
             for (value, pixel) in row.iter().zip(padded_row[channel..].iter_mut().step_by(c)) {
@@ -321,6 +416,7 @@ fn to_padded_channels_last(shape: ConvPoolShape, image: &[f32], padded: &mut [f3
             }
         }
     }
+}
 }
 
 /// `dst (m x n) += lhs (m x k) * rhs (k x n)`, or `=` when `!accumulate`, with explicit
@@ -386,6 +482,7 @@ fn convolve(shape: ConvPoolShape, padded: &[f32], weights: &[f32], conv: &mut [f
     }
 }
 
+wide! {
 /// Bias, ReLU and max pooling of one image's convolution, channels-last.
 fn pool(shape: ConvPoolShape, conv: &[f32], bias: &[f32], pooled: &mut [f32], winners: &mut [u8]) {
     let f = shape.filters;
@@ -418,7 +515,9 @@ fn pool(shape: ConvPoolShape, conv: &[f32], bias: &[f32], pooled: &mut [f32], wi
         }
     }
 }
+}
 
+wide! {
 /// The gradient with respect to the convolution's output, `[rows, filters]`: each pooled
 /// gradient (channels-last) goes to the pixel that won its window.
 fn unpool(shape: ConvPoolShape, grad: &[f32], winners: &[u8], conv_grad: &mut [f32]) {
@@ -440,6 +539,7 @@ fn unpool(shape: ConvPoolShape, grad: &[f32], winners: &[u8], conv_grad: &mut [f
             }
         }
     }
+}
 }
 
 /// Adds one image's weight gradient, in the matrices' layout, to `sums`.
@@ -505,6 +605,29 @@ fn input_gradient(
         {
             for (value, pixel) in row.iter_mut().zip(padded_row[channel..].iter().step_by(c)) {
                 *value = *pixel;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::transpose;
+
+    #[test]
+    fn transpose_moves_every_value_for_whole_and_partial_blocks() {
+        for (rows, cols) in [(16, 24), (13, 21), (3, 5625), (1369, 32)] {
+            let src: Vec<f32> = (0..rows * cols).map(|v| v as f32).collect();
+            let mut dst = vec![-1.0; rows * cols];
+            transpose(&src, rows, cols, &mut dst);
+            for i in 0..rows {
+                for j in 0..cols {
+                    assert_eq!(
+                        dst[j * rows + i],
+                        src[i * cols + j],
+                        "{rows}x{cols} at ({i}, {j})"
+                    );
+                }
             }
         }
     }
