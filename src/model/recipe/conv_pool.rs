@@ -77,38 +77,59 @@ impl ConvPoolShape {
     }
 }
 
+/// One layer of a chain: its shapes and its weights as matrices.
+struct Layer {
+    shape: ConvPoolShape,
+    weights: Vec<f32>,
+}
+
+/// What the backward pass needs of one image from the forward pass, per layer.
+struct ImageRecord {
+    /// The layer's input, channels-last with its padding.
+    padded: Vec<Vec<f32>>,
+    /// Per pooled value (channels-last), which pixel of its window won (row-major), or
+    /// [`NO_WINNER`].
+    winners: Vec<Vec<u8>>,
+}
+
 /// What the backward pass needs from the forward pass.
 pub struct Saved {
-    shape: ConvPoolShape,
-    /// Each image channels-last with its padding.
-    padded: Vec<f32>,
-    /// Per pooled value, which pixel of its window won (row-major), or [`NO_WINNER`].
-    winners: Vec<u8>,
-    weights: Vec<f32>,
+    layers: Vec<Layer>,
+    images: Vec<ImageRecord>,
+}
+
+impl Saved {
+    /// The shapes of the chain's layers.
+    pub fn shapes(&self) -> impl Iterator<Item = ConvPoolShape> + '_ {
+        self.layers.iter().map(|l| l.shape)
+    }
 }
 
 impl std::fmt::Debug for Saved {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Saved").field("shape", &self.shape).finish()
+        let shapes: Vec<_> = self.layers.iter().map(|l| l.shape).collect();
+        f.debug_struct("Saved").field("layers", &shapes).finish()
     }
 }
 
-/// Gradients of the loss with respect to the three inputs.
+/// Gradients of the loss with respect to the chain's input and each layer's parameters.
 pub struct Gradients {
     /// `None` when not asked for (the network's first layer).
     pub input: Option<Vec<f32>>,
-    pub weight: Vec<f32>,
-    pub bias: Vec<f32>,
+    /// Per layer, the weight gradient `[filters, channels, 2, 2]` and the bias gradient.
+    pub layers: Vec<(Vec<f32>, Vec<f32>)>,
 }
 
 /// Buffers one thread reuses from image to image.
 #[derive(Default)]
 struct Scratch {
-    padded: Vec<f32>,
-    winners: Vec<u8>,
+    /// Per layer, its padded input and its winners; moved out when the forward pass keeps them.
+    padded: Vec<Vec<f32>>,
+    winners: Vec<Vec<u8>>,
     conv: Vec<f32>,
     pooled: Vec<f32>,
     products: Vec<f32>,
+    grad: Vec<f32>,
 }
 
 /// Defines a function whose body is compiled twice, for the baseline and for AVX2 with FMA, and
@@ -151,96 +172,143 @@ fn sized(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
     &mut buffer[..len]
 }
 
-/// Pooled activations `[batch, filters, pooled height, pooled width]` of images `[batch,
-/// channels, height, width]`, weights `[filters, channels, 2, 2]` and biases `[filters]`; with
-/// `keep`, also what [`backward`] needs.
+/// Checks that each layer takes the previous one's pooled output without padding.
+fn check_chain(shapes: &[ConvPoolShape]) {
+    assert!(!shapes.is_empty());
+    for pair in shapes.windows(2) {
+        let (ph, pw) = pair[0].pooled();
+        let next = pair[1];
+        assert!(
+            !next.same
+                && next.batch == pair[0].batch
+                && next.channels == pair[0].filters
+                && (next.height, next.width) == (ph, pw),
+            "layer {next:?} cannot follow {:?}",
+            pair[0]
+        );
+    }
+}
+
+/// Pooled activations `[batch, filters, pooled height, pooled width]` of the last layer of a
+/// chain of conv + ReLU + pool layers, from images `[batch, channels, height, width]` and each
+/// layer's weights `[filters, channels, 2, 2]` and biases `[filters]`; with `keep`, also what
+/// [`backward`] needs. Between layers the activations stay channels-last.
 pub fn forward(
-    shape: ConvPoolShape,
+    shapes: &[ConvPoolShape],
     input: &[f32],
-    weight: &[f32],
-    bias: &[f32],
+    params: &[(&[f32], &[f32])],
     keep: bool,
 ) -> (Vec<f32>, Option<Saved>) {
-    assert_eq!(input.len(), shape.batch * shape.image_len());
-    assert_eq!(weight.len(), shape.weight_len());
-    assert_eq!(bias.len(), shape.filters);
-    let weights = gemm_weights(shape, weight);
-    let mut output = vec![0.0; shape.batch * shape.pooled_len()];
-    let kept = |len: usize| if keep { shape.batch * len } else { 0 };
-    let mut winners = vec![NO_WINNER; kept(shape.pooled_len())];
-    let mut padded = vec![0.0; kept(shape.padded_len())];
-    let per_image =
-        |scratch: &mut Scratch, b: usize, out: &mut [f32], won: &mut [u8], padded: &mut [f32]| {
-            let image = &input[b * shape.image_len()..][..shape.image_len()];
-            to_padded_channels_last(shape, image, padded);
-            let conv = sized(&mut scratch.conv, shape.rows() * shape.filters);
-            convolve(shape, padded, &weights, conv);
-            let pooled = sized(&mut scratch.pooled, shape.pooled_len());
-            let (ph, pw) = shape.pooled();
-            pool(shape, conv, bias, pooled, won);
-            transpose(pooled, ph * pw, shape.filters, out);
-        };
-    let images = output.par_chunks_mut(shape.pooled_len()).enumerate();
-    if keep {
-        images
-            .zip(winners.par_chunks_mut(shape.pooled_len()))
-            .zip(padded.par_chunks_mut(shape.padded_len()))
-            .for_each_init(Scratch::default, |scratch, (((b, out), won), padded)| {
-                per_image(scratch, b, out, won, padded)
-            });
-    } else {
-        // Inference: the padded image and the winners live in the thread's buffers.
-        images.for_each_init(Scratch::default, |scratch, (b, out)| {
-            let mut padded = std::mem::take(&mut scratch.padded);
-            let mut won = std::mem::take(&mut scratch.winners);
-            padded.resize(shape.padded_len(), 0.0);
-            won.resize(shape.pooled_len(), NO_WINNER);
-            per_image(scratch, b, out, &mut won, &mut padded);
-            (scratch.padded, scratch.winners) = (padded, won);
-        });
-    }
-    let saved = keep.then_some(Saved {
-        shape,
-        padded,
-        winners,
-        weights,
+    check_chain(shapes);
+    assert_eq!(params.len(), shapes.len());
+    let (first, last) = (shapes[0], shapes[shapes.len() - 1]);
+    assert_eq!(input.len(), first.batch * first.image_len());
+    let layers: Vec<Layer> = shapes
+        .iter()
+        .zip(params)
+        .map(|(&shape, (weight, bias))| {
+            assert_eq!(weight.len(), shape.weight_len());
+            assert_eq!(bias.len(), shape.filters);
+            Layer {
+                shape,
+                weights: gemm_weights(shape, weight),
+            }
+        })
+        .collect();
+    let mut output = vec![0.0; last.batch * last.pooled_len()];
+    let images: Vec<Option<ImageRecord>> = output
+        .par_chunks_mut(last.pooled_len())
+        .enumerate()
+        .map_init(Scratch::default, |scratch, (b, out)| {
+            scratch.padded.resize_with(layers.len(), Vec::new);
+            scratch.winners.resize_with(layers.len(), Vec::new);
+            let image = &input[b * first.image_len()..][..first.image_len()];
+            to_padded_channels_last(
+                first,
+                image,
+                sized(&mut scratch.padded[0], first.padded_len()),
+            );
+            for (l, (layer, (_, bias))) in layers.iter().zip(params).enumerate() {
+                let shape = layer.shape;
+                let conv = sized(&mut scratch.conv, shape.rows() * shape.filters);
+                let (done, next) = scratch.padded.split_at_mut(l + 1);
+                convolve(shape, &done[l], &layer.weights, conv);
+                let won = &mut scratch.winners[l];
+                won.resize(shape.pooled_len(), NO_WINNER);
+                // The next layer's input is this one's pooled output, unpadded.
+                let pooled = match next.first_mut() {
+                    Some(next) => sized(next, shape.pooled_len()),
+                    None => sized(&mut scratch.pooled, shape.pooled_len()),
+                };
+                pool(shape, conv, bias, pooled, won);
+            }
+            let (ph, pw) = last.pooled();
+            transpose(&scratch.pooled, ph * pw, last.filters, out);
+            keep.then(|| ImageRecord {
+                padded: scratch.padded.iter_mut().map(std::mem::take).collect(),
+                winners: scratch.winners.iter_mut().map(std::mem::take).collect(),
+            })
+        })
+        .collect();
+    let saved = keep.then(|| Saved {
+        layers,
+        images: images.into_iter().flatten().collect(),
     });
     (output, saved)
 }
 
-/// Gradients from the loss's gradient with respect to the pooled output.
+/// Gradients from the loss's gradient with respect to the last layer's pooled output.
 pub fn backward(saved: &Saved, grad_output: &[f32], want_input: bool) -> Gradients {
-    let shape = saved.shape;
-    assert_eq!(grad_output.len(), shape.batch * shape.pooled_len());
-    let (ph, pw) = shape.pooled();
-    let sums = || vec![0.0f32; shape.weight_len() + shape.filters];
+    let layers = &saved.layers;
+    let (first, last) = (layers[0].shape, layers[layers.len() - 1].shape);
+    assert_eq!(grad_output.len(), last.batch * last.pooled_len());
+    // All layers' weight and bias sums, one after the other.
+    let offsets: Vec<usize> = layers
+        .iter()
+        .scan(0, |at, l| {
+            let start = *at;
+            *at += l.shape.weight_len() + l.shape.filters;
+            Some(start)
+        })
+        .collect();
+    let total: usize = layers
+        .iter()
+        .map(|l| l.shape.weight_len() + l.shape.filters)
+        .sum();
     let per_image =
         |scratch: &mut Scratch, b: usize, input_grad: Option<&mut [f32]>, sums: &mut [f32]| {
-            let grad = &grad_output[b * shape.pooled_len()..][..shape.pooled_len()];
-            let winners = &saved.winners[b * shape.pooled_len()..][..shape.pooled_len()];
-            let padded = &saved.padded[b * shape.padded_len()..][..shape.padded_len()];
-            let grad_channels_last = sized(&mut scratch.pooled, shape.pooled_len());
-            transpose(grad, shape.filters, ph * pw, grad_channels_last);
-            let conv_grad = zeroed(&mut scratch.conv, shape.rows() * shape.filters);
-            unpool(shape, grad_channels_last, winners, conv_grad);
-            let (weight_sums, bias_sums) = sums.split_at_mut(shape.weight_len());
-            for row in conv_grad.chunks_exact(shape.filters) {
-                for (sum, g) in bias_sums.iter_mut().zip(row) {
-                    *sum += g;
+            let record = &saved.images[b];
+            let (ph, pw) = last.pooled();
+            let grad = &grad_output[b * last.pooled_len()..][..last.pooled_len()];
+            transpose(
+                grad,
+                last.filters,
+                ph * pw,
+                sized(&mut scratch.grad, last.pooled_len()),
+            );
+            for (l, layer) in layers.iter().enumerate().rev() {
+                let shape = layer.shape;
+                let conv_grad = zeroed(&mut scratch.conv, shape.rows() * shape.filters);
+                unpool(shape, &scratch.grad, &record.winners[l], conv_grad);
+                let sums = &mut sums[offsets[l]..][..shape.weight_len() + shape.filters];
+                let (weight_sums, bias_sums) = sums.split_at_mut(shape.weight_len());
+                for row in conv_grad.chunks_exact(shape.filters) {
+                    for (sum, g) in bias_sums.iter_mut().zip(row) {
+                        *sum += g;
+                    }
+                }
+                weight_gradient(shape, &record.padded[l], conv_grad, weight_sums);
+                if l > 0 || want_input {
+                    let products = sized(&mut scratch.products, shape.rows() * 4 * shape.channels);
+                    // Unpadded layers (all but maybe the first) get the previous layer's pooled
+                    // gradient, channels-last, directly.
+                    let padded_grad = zeroed(&mut scratch.pooled, shape.padded_len());
+                    padded_input_gradient(shape, conv_grad, &layer.weights, products, padded_grad);
+                    std::mem::swap(&mut scratch.grad, &mut scratch.pooled);
                 }
             }
-            weight_gradient(shape, padded, conv_grad, weight_sums);
             if let Some(input_grad) = input_grad {
-                let products = sized(&mut scratch.products, shape.rows() * 4 * shape.channels);
-                let padded_grad = zeroed(&mut scratch.padded, shape.padded_len());
-                input_gradient(
-                    shape,
-                    conv_grad,
-                    &saved.weights,
-                    products,
-                    padded_grad,
-                    input_grad,
-                );
+                from_padded_channels_last(first, &scratch.grad, input_grad);
             }
         };
     let add = |mut a: Vec<f32>, b: Vec<f32>| {
@@ -252,31 +320,39 @@ pub fn backward(saved: &Saved, grad_output: &[f32], want_input: bool) -> Gradien
         per_image(&mut scratch, b, input_grad, &mut sums);
         (scratch, sums)
     };
-    let init = || (Scratch::default(), sums());
+    let init = || (Scratch::default(), vec![0.0f32; total]);
     let (input, sums) = if want_input {
-        let mut input = vec![0.0; shape.batch * shape.image_len()];
+        let mut input = vec![0.0; first.batch * first.image_len()];
         let sums = input
-            .par_chunks_mut(shape.image_len())
+            .par_chunks_mut(first.image_len())
             .enumerate()
             .map(|(b, grad)| (b, Some(grad)))
             .fold(init, fold)
             .map(|(_, sums)| sums)
-            .reduce(sums, add);
+            .reduce(|| vec![0.0; total], add);
         (Some(input), sums)
     } else {
-        let sums = (0..shape.batch)
+        let sums = (0..first.batch)
             .into_par_iter()
             .map(|b| (b, None))
             .fold(init, fold)
             .map(|(_, sums)| sums)
-            .reduce(sums, add);
+            .reduce(|| vec![0.0; total], add);
         (None, sums)
     };
-    let (weight_sums, bias) = sums.split_at(shape.weight_len());
+    let gradients = layers
+        .iter()
+        .zip(&offsets)
+        .map(|(layer, &at)| {
+            let shape = layer.shape;
+            let (weight, bias) =
+                sums[at..][..shape.weight_len() + shape.filters].split_at(shape.weight_len());
+            (burn_weights(shape, weight), bias.to_vec())
+        })
+        .collect();
     Gradients {
         input,
-        weight: burn_weights(shape, weight_sums),
-        bias: bias.to_vec(),
+        layers: gradients,
     }
 }
 
@@ -561,23 +637,17 @@ fn weight_gradient(shape: ConvPoolShape, padded: &[f32], conv_grad: &[f32], sums
     }
 }
 
-/// One image's gradient with respect to its input, channels-first: one product gives each
-/// convolution row's contribution to its four input pixels, which are then added in place.
-fn input_gradient(
+/// Adds one image's gradient with respect to its padded channels-last input to `padded_grad`:
+/// one product gives each convolution row's contribution to its four input pixels, which are
+/// then added in place.
+fn padded_input_gradient(
     shape: ConvPoolShape,
     conv_grad: &[f32],
     weights: &[f32],
     products: &mut [f32],
     padded_grad: &mut [f32],
-    input_grad: &mut [f32],
 ) {
-    let (h, w, c, f, rows) = (
-        shape.height,
-        shape.width,
-        shape.channels,
-        shape.filters,
-        shape.rows(),
-    );
+    let (c, f, rows) = (shape.channels, shape.filters, shape.rows());
     let (_, wp) = shape.padded();
     // products[p][(ky * 2 + kx) * c + channel] = sum over filters of conv_grad[p][filter] * weight.
     matmul(
@@ -590,6 +660,12 @@ fn input_gradient(
         weights,
         (1, f),
     );
+    add_shifted(c, wp, products, padded_grad);
+}
+
+wide! {
+/// `padded_grad[p + (k / 2) * wp + k % 2] += products[p][k]` for the four kernel pixels `k`.
+fn add_shifted(c: usize, wp: usize, products: &[f32], padded_grad: &mut [f32]) {
     for (p, row) in products.chunks_exact(4 * c).enumerate() {
         for (k, part) in row.chunks_exact(c).enumerate() {
             let pixel = p + (k / 2) * wp + k % 2;
@@ -598,16 +674,22 @@ fn input_gradient(
             }
         }
     }
-    for (channel, plane) in input_grad.chunks_exact_mut(h * w).enumerate() {
-        for (row, padded_row) in plane
-            .chunks_exact_mut(w)
-            .zip(padded_grad.chunks_exact(wp * c))
-        {
+}
+}
+
+wide! {
+/// The image inside a padded channels-last buffer, channels-first.
+fn from_padded_channels_last(shape: ConvPoolShape, padded: &[f32], image: &mut [f32]) {
+    let (h, w, c) = (shape.height, shape.width, shape.channels);
+    let (_, wp) = shape.padded();
+    for (channel, plane) in image.chunks_exact_mut(h * w).enumerate() {
+        for (row, padded_row) in plane.chunks_exact_mut(w).zip(padded.chunks_exact(wp * c)) {
             for (value, pixel) in row.iter_mut().zip(padded_row[channel..].iter().step_by(c)) {
                 *value = *pixel;
             }
         }
     }
+}
 }
 
 #[cfg(test)]

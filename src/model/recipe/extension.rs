@@ -15,7 +15,7 @@ use burn::tensor::{DType, TensorData};
 
 use super::conv_pool::{self, ConvPoolShape, Saved};
 
-/// The backends the fused operation is written for: flex, and autodiff over flex.
+/// The backends the fused operations are written for: flex, and autodiff over flex.
 #[backend_extension(Flex, Autodiff)]
 pub trait ConvPoolBackend: Backend {
     /// 2x2 convolution with bias, ReLU, 2x2 max pooling of stride 2.
@@ -25,9 +25,20 @@ pub trait ConvPoolBackend: Backend {
         bias: FloatTensor<Self>,
         same: bool,
     ) -> FloatTensor<Self>;
+
+    /// Two such layers, the second unpadded, with the activations between them kept
+    /// channels-last.
+    fn conv2x2_relu_pool_twice(
+        input: FloatTensor<Self>,
+        weight1: FloatTensor<Self>,
+        bias1: FloatTensor<Self>,
+        weight2: FloatTensor<Self>,
+        bias2: FloatTensor<Self>,
+        same: bool,
+    ) -> FloatTensor<Self>;
 }
 
-/// Whether [`conv2x2_relu_pool`] runs on the device of `tensor`.
+/// Whether the fused operations run on the device of `tensor`.
 pub fn supported(tensor: &Tensor<4>) -> bool {
     tensor.device().without_autodiff() == Device::flex() && tensor.dtype() == DType::F32
 }
@@ -48,40 +59,67 @@ pub fn conv2x2_relu_pool(
     ))
 }
 
-fn shape_of(input: &FlexTensor, weight: &FlexTensor, same: bool) -> ConvPoolShape {
-    let dims = input.layout().shape();
-    let filters = weight.layout().shape()[0];
-    ConvPoolShape {
-        batch: dims[0],
-        channels: dims[1],
-        height: dims[2],
-        width: dims[3],
-        filters,
+/// [`conv2x2_relu_pool`] twice, the first layer padded as `same` says, the second 'valid'.
+pub fn conv2x2_relu_pool_twice(
+    input: Tensor<4>,
+    first: (Tensor<4>, Tensor<1>),
+    second: (Tensor<4>, Tensor<1>),
+    same: bool,
+) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as ConvPoolBackend>::conv2x2_relu_pool_twice(
+        input.into_dispatch(),
+        first.0.into_dispatch(),
+        first.1.into_dispatch(),
+        second.0.into_dispatch(),
+        second.1.into_dispatch(),
         same,
-    }
+    ))
 }
 
+/// The shapes of a chain on `input` with the given weights, the first padded as `same` says.
+fn chain(input: &FlexTensor, weights: &[&FlexTensor], same: bool) -> Vec<ConvPoolShape> {
+    let dims = input.layout().shape();
+    let (mut channels, mut height, mut width) = (dims[1], dims[2], dims[3]);
+    weights
+        .iter()
+        .enumerate()
+        .map(|(l, weight)| {
+            let shape = ConvPoolShape {
+                batch: dims[0],
+                channels,
+                height,
+                width,
+                filters: weight.layout().shape()[0],
+                same: same && l == 0,
+            };
+            (channels, (height, width)) = (shape.filters, shape.pooled());
+            shape
+        })
+        .collect()
+}
+
+/// Runs a chain; `params` are each layer's weight and bias.
 fn run(
     input: FlexTensor,
-    weight: FlexTensor,
-    bias: FlexTensor,
+    params: &[(FlexTensor, FlexTensor)],
     same: bool,
     keep: bool,
 ) -> (FlexTensor, Option<Saved>) {
-    let shape = shape_of(&input, &weight, same);
-    let [input, weight, bias] = [input, weight, bias].map(|t| t.to_contiguous());
-    let (output, saved) = conv_pool::forward(
-        shape,
-        input.storage(),
-        weight.storage(),
-        bias.storage(),
-        keep,
-    );
-    let (ph, pw) = shape.pooled();
-    let output = FlexTensor::from_data(TensorData::new(
-        output,
-        [shape.batch, shape.filters, ph, pw],
-    ));
+    let weights: Vec<&FlexTensor> = params.iter().map(|(w, _)| w).collect();
+    let shapes = chain(&input, &weights, same);
+    let input = input.to_contiguous();
+    let params: Vec<(FlexTensor, FlexTensor)> = params
+        .iter()
+        .map(|(w, b)| (w.to_contiguous(), b.to_contiguous()))
+        .collect();
+    let slices: Vec<(&[f32], &[f32])> = params
+        .iter()
+        .map(|(w, b)| (w.storage(), b.storage()))
+        .collect();
+    let (output, saved) = conv_pool::forward(&shapes, input.storage(), &slices, keep);
+    let last = shapes[shapes.len() - 1];
+    let (ph, pw) = last.pooled();
+    let output = FlexTensor::from_data(TensorData::new(output, [last.batch, last.filters, ph, pw]));
     (output, saved)
 }
 
@@ -92,34 +130,89 @@ impl ConvPoolBackend for Flex {
         bias: FlexTensor,
         same: bool,
     ) -> FlexTensor {
-        run(input, weight, bias, same, false).0
+        run(input, &[(weight, bias)], same, false).0
+    }
+
+    fn conv2x2_relu_pool_twice(
+        input: FlexTensor,
+        weight1: FlexTensor,
+        bias1: FlexTensor,
+        weight2: FlexTensor,
+        bias2: FlexTensor,
+        same: bool,
+    ) -> FlexTensor {
+        run(input, &[(weight1, bias1), (weight2, bias2)], same, false).0
     }
 }
 
+/// The backward pass of a chain: parents are the input, then each layer's weight and bias.
 #[derive(Debug)]
 struct ConvPoolBackward;
 
-impl Backward<Flex, 3> for ConvPoolBackward {
-    type State = (Arc<Saved>, [usize; 4], [usize; 4]);
+impl<const N: usize> Backward<Flex, N> for ConvPoolBackward {
+    type State = Arc<Saved>;
 
-    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [input_node, weight_node, bias_node] = ops.parents;
-        let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
-        let (saved, input_dims, weight_dims) = ops.state;
-        let found = conv_pool::backward(&saved, grad.storage(), input_node.is_some());
-        let tensor = |values: Vec<f32>, dims: &[usize]| {
-            FlexTensor::from_data(TensorData::new(values, dims.to_vec()))
+    fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [input_node, params @ ..] = &ops.parents[..] else {
+            unreachable!("a chain has an input")
         };
+        let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
+        let saved = ops.state;
+        let found = conv_pool::backward(&saved, grad.storage(), input_node.is_some());
+        let tensor = |values: Vec<f32>, dims: Vec<usize>| {
+            FlexTensor::from_data(TensorData::new(values, dims))
+        };
+        let shapes: Vec<ConvPoolShape> = saved.shapes().collect();
         if let (Some(node), Some(values)) = (input_node, found.input) {
-            grads.register::<Flex>(node.id, tensor(values, &input_dims));
+            let s = shapes[0];
+            grads.register::<Flex>(
+                node.id,
+                tensor(values, vec![s.batch, s.channels, s.height, s.width]),
+            );
         }
-        if let Some(node) = weight_node {
-            grads.register::<Flex>(node.id, tensor(found.weight, &weight_dims));
+        for ((nodes, (weight, bias)), shape) in
+            params.chunks_exact(2).zip(found.layers).zip(&shapes)
+        {
+            if let Some(node) = &nodes[0] {
+                let dims = vec![shape.filters, shape.channels, 2, 2];
+                grads.register::<Flex>(node.id, tensor(weight, dims));
+            }
+            if let Some(node) = &nodes[1] {
+                grads.register::<Flex>(node.id, tensor(bias, vec![shape.filters]));
+            }
         }
-        if let Some(node) = bias_node {
-            let filters = found.bias.len();
-            grads.register::<Flex>(node.id, tensor(found.bias, &[filters]));
+    }
+}
+
+/// A tensor under autodiff over flex.
+type Tracked<C> = FloatTensor<Autodiff<Flex, C>>;
+
+/// Runs a chain under autodiff, recording its backward pass when any input is tracked.
+fn tracked<const N: usize, C: CheckpointStrategy>(
+    input: Tracked<C>,
+    params: Vec<(Tracked<C>, Tracked<C>)>,
+    same: bool,
+) -> Tracked<C> {
+    let mut nodes = vec![input.node()];
+    for (weight, bias) in &params {
+        nodes.extend([weight.node(), bias.node()]);
+    }
+    let nodes: [_; N] = nodes.try_into().unwrap_or_else(|_| panic!("{N} parents"));
+    let prep = ConvPoolBackward
+        .prepare::<C>(nodes)
+        .compute_bound()
+        .stateful();
+    let input = input.into_primitive();
+    let params: Vec<(FlexTensor, FlexTensor)> = params
+        .into_iter()
+        .map(|(w, b)| (w.into_primitive(), b.into_primitive()))
+        .collect();
+    match prep {
+        OpsKind::Tracked(prep) => {
+            let (output, saved) = run(input, &params, same, true);
+            prep.finish(Arc::new(saved.expect("kept for the backward pass")), output)
         }
+        OpsKind::UnTracked(prep) => prep.finish(run(input, &params, same, false).0),
     }
 }
 
@@ -130,29 +223,17 @@ impl<C: CheckpointStrategy> ConvPoolBackend for Autodiff<Flex, C> {
         bias: FloatTensor<Self>,
         same: bool,
     ) -> FloatTensor<Self> {
-        let prep = ConvPoolBackward
-            .prepare::<C>([input.node(), weight.node(), bias.node()])
-            .compute_bound()
-            .stateful();
-        let dims = |t: &FlexTensor| -> [usize; 4] {
-            let s = t.layout().shape();
-            [s[0], s[1], s[2], s[3]]
-        };
-        let (input_dims, weight_dims) = (dims(input.primitive()), dims(weight.primitive()));
-        let primitives = (
-            input.into_primitive(),
-            weight.into_primitive(),
-            bias.into_primitive(),
-        );
-        match prep {
-            OpsKind::Tracked(prep) => {
-                let (output, saved) = run(primitives.0, primitives.1, primitives.2, same, true);
-                let saved = Arc::new(saved.expect("kept for the backward pass"));
-                prep.finish((saved, input_dims, weight_dims), output)
-            }
-            OpsKind::UnTracked(prep) => {
-                prep.finish(run(primitives.0, primitives.1, primitives.2, same, false).0)
-            }
-        }
+        tracked::<3, C>(input, vec![(weight, bias)], same)
+    }
+
+    fn conv2x2_relu_pool_twice(
+        input: FloatTensor<Self>,
+        weight1: FloatTensor<Self>,
+        bias1: FloatTensor<Self>,
+        weight2: FloatTensor<Self>,
+        bias2: FloatTensor<Self>,
+        same: bool,
+    ) -> FloatTensor<Self> {
+        tracked::<5, C>(input, vec![(weight1, bias1), (weight2, bias2)], same)
     }
 }

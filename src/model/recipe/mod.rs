@@ -19,7 +19,7 @@ pub mod conv_pool;
 #[cfg(feature = "flex")]
 mod extension;
 #[cfg(feature = "flex")]
-pub use extension::{conv2x2_relu_pool, supported};
+pub use extension::{conv2x2_relu_pool, conv2x2_relu_pool_twice, supported};
 
 /// The smallest input side for which the second pooling layer still has one pixel.
 pub const MIN_IMAGE_SIZE: u32 = 6;
@@ -91,25 +91,41 @@ impl RecipeCnn {
     /// Logits `[batch, 1]` for two species, `[batch, classes]` otherwise, from images
     /// `[batch, 3, size, size]` scaled to 0..1.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let x = self.conv_relu_pool(&self.conv1, images);
-        let x = self.pool_dropout.forward(x);
-        let x = self.conv_relu_pool(&self.conv2, x);
-        let x = self.pool_dropout.forward(x);
+        let x = self.features(images);
         let x = self.relu.forward(self.dense.forward(x.flatten(1, 3)));
         self.output.forward(self.head_dropout.forward(x))
     }
 
-    /// One convolution, its ReLU and the pooling after it; on burn's CPU backend as one fused
-    /// operation ([`conv_pool`]), elsewhere as burn's layers.
-    fn conv_relu_pool(&self, conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    /// Both convolution blocks (convolution, ReLU, pooling, dropout). On burn's CPU backend they
+    /// run as fused operations ([`conv_pool`]), elsewhere as burn's layers.
+    fn features(&self, images: Tensor<4>) -> Tensor<4> {
         #[cfg(feature = "flex")]
-        if extension::supported(&x)
-            && let Some(bias) = &conv.bias
+        if extension::supported(&images)
+            && let (Some(b1), Some(b2)) = (&self.conv1.bias, &self.conv2.bias)
         {
-            let same = conv.padding == PaddingConfig2d::Same;
-            return extension::conv2x2_relu_pool(x, conv.weight.val(), bias.val(), same);
+            let (w1, w2) = (self.conv1.weight.val(), self.conv2.weight.val());
+            let same = self.conv1.padding == PaddingConfig2d::Same;
+            // Dropout acts only in training with a nonzero rate; without it the two blocks are
+            // one operation that keeps the activations between them channels-last.
+            if self.pool_dropout.prob == 0.0 || !images.device().is_autodiff() {
+                return extension::conv2x2_relu_pool_twice(
+                    images,
+                    (w1, b1.val()),
+                    (w2, b2.val()),
+                    same,
+                );
+            }
+            let x = extension::conv2x2_relu_pool(images, w1, b1.val(), same);
+            let x = self.pool_dropout.forward(x);
+            let x = extension::conv2x2_relu_pool(x, w2, b2.val(), false);
+            return self.pool_dropout.forward(x);
         }
-        self.pool.forward(self.relu.forward(conv.forward(x)))
+        let x = self
+            .pool
+            .forward(self.relu.forward(self.conv1.forward(images)));
+        let x = self.pool_dropout.forward(x);
+        let x = self.pool.forward(self.relu.forward(self.conv2.forward(x)));
+        self.pool_dropout.forward(x)
     }
 }
 
