@@ -1,6 +1,6 @@
-//! The recipe's hot layer pair on the CPU: a 2x2 convolution with bias, ReLU and a 2x2 max pool
-//! of stride 2, forward and backward, for `f32` images in burn's `[batch, channels, height,
-//! width]` layout.
+//! The recipe's hot layers on the CPU: a chain of blocks of a 2x2 convolution with bias, ReLU and
+//! a 2x2 max pool of stride 2 (the recipe has two), forward and backward, for `f32` images in
+//! burn's `[batch, channels, height, width]` layout.
 //!
 //! Why by hand: burn's generic CPU path runs this as im2col, GEMM, a separate ReLU and a generic
 //! pooling loop, with layout copies between them; for the recipe's shapes that spends most of a
@@ -9,7 +9,8 @@
 //! view of that image (row `p` of kernel row `ky` is the `2 * channels` values starting at pixel
 //! `p + ky * padded_width`), so no patch matrix is built. ReLU and pooling are fused into one pass
 //! that remembers which of the four pixels won; the backward pass routes gradients through that
-//! record. Images are spread over rayon's threads.
+//! record. Between blocks the activations stay channels-last. Images are spread over rayon's
+//! threads.
 
 use gemm::{Parallelism, gemm};
 use rayon::prelude::*;
