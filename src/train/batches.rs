@@ -53,8 +53,6 @@ pub fn spawn<'scope, 'env>(
 ) -> Receiver<Batch> {
     let (sender, receiver) = sync_channel(PREFETCH);
     scope.spawn(move || {
-        let side = set.size as usize;
-        let per_photo = 3 * side * side;
         let BatchPlan {
             order,
             batch_size,
@@ -63,7 +61,6 @@ pub fn spawn<'scope, 'env>(
             seed,
             epoch,
         } = plan;
-        let _ = per_photo;
         for chunk in order.chunks(batch_size) {
             let images = layout(set, chunk, augment.map(|a| (a, seed, epoch)), norm);
             let labels = chunk.iter().map(|&i| set.labels[i]).collect();
