@@ -225,3 +225,71 @@ fn fine_tuning_values_that_cannot_work_are_clear_errors() {
         assert!(!out.exists());
     }
 }
+
+#[test]
+fn a_model_that_looks_twice_is_saved_with_its_focus_and_predicts_as_trained() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = common::subset(tmp.path(), &PAIR, 16);
+    let out = tmp.path().join("model");
+    let config = TrainConfig {
+        image_size: 128,
+        focus: Some(64),
+        epochs: 10,
+        ..transfer_config(&data)
+    };
+    let _serial = common::training_lock();
+    let card = train::train(&config, &out).unwrap();
+    assert_eq!(card.image_size, 128);
+    assert_eq!(card.training.focus, Some(64));
+    assert_eq!(card.training.pooling, vlinder::model::Pooling::Gem);
+    let last = card.final_metrics.clone().unwrap();
+    assert!(last.train_loss < card.history[0].train_loss);
+
+    // Loaded from its directory the network looks twice again: the validation photos score
+    // exactly as they did in training (one look at 128 pixels would score otherwise).
+    let report = common::evaluate_validation(&out, &data, &tmp.path().join("eval"));
+    assert!((report.evaluation.accuracy - last.validation_accuracy).abs() < 1e-9);
+    assert!(
+        (report.evaluation.log_loss - last.validation_loss).abs() < 1e-4,
+        "{} vs {}",
+        report.evaluation.log_loss,
+        last.validation_loss
+    );
+}
+
+#[test]
+fn focus_values_that_cannot_work_are_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = common::subset(tmp.path(), &PAIR, 4);
+    let cases = [
+        (Some(40), 96, 0, "a whole fraction"),
+        (Some(64), 96, 0, "a whole fraction"),
+        (Some(96), 96, 0, "a whole fraction"),
+        (Some(16), 96, 0, "at least 32"),
+        (Some(48), 96, 2, "no --focus with --fine-tune"),
+    ];
+    for (i, (focus, image_size, fine_tune, expected)) in cases.into_iter().enumerate() {
+        let config = TrainConfig {
+            focus,
+            image_size,
+            fine_tune,
+            ..transfer_config(&data)
+        };
+        let out = tmp.path().join(format!("m{i}"));
+        let err = train::train(&config, &out).unwrap_err().to_string();
+        assert!(err.contains(expected), "{focus:?} {image_size}: {err}");
+        assert!(!out.exists());
+    }
+    let recipe = TrainConfig {
+        focus: Some(32),
+        image_size: 64,
+        ..common::quick_config(&data, 1)
+    };
+    let err = train::train(&recipe, &tmp.path().join("r"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("it is for --model efficientnet-lite0"),
+        "{err}"
+    );
+}

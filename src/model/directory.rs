@@ -143,9 +143,7 @@ impl ModelDir {
                 reason: "training has not completed an epoch yet".into(),
             });
         }
-        let mut network = card
-            .architecture
-            .init(card.species.len(), card.image_size, device);
+        let mut network = card.training.network(card.species.len(), device);
         self.load_weights(&mut network, choice)?;
         Ok(TrainedModel {
             card,

@@ -12,7 +12,9 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::store::{ModuleSnapshot, PytorchStore};
-use burn::tensor::ops::PadMode;
+use burn::tensor::module::avg_pool2d;
+use burn::tensor::ops::{AvgPoolOptions, PadMode};
+use serde::{Deserialize, Serialize};
 
 use super::input::Normalisation;
 use crate::{Error, Result};
@@ -210,9 +212,15 @@ impl EfficientNetLite0 {
         Ok(network)
     }
 
-    /// The 1280 globally averaged features of normalised images `[n, 3, h, w]`.
+    /// The 1280 globally averaged features of normalised images `[n, 3, h, w]`, as the
+    /// network was trained on ImageNet.
     pub fn features(&self, images: Tensor<4>) -> Tensor<2> {
-        self.features_from(self.activations(images, BLOCKS), BLOCKS)
+        Pooling::Average.pool(self.feature_map(images))
+    }
+
+    /// The 1280-channel map before pooling, `[n, 1280, h/32, w/32]` (rounded up).
+    pub fn feature_map(&self, images: Tensor<4>) -> Tensor<4> {
+        self.feature_map_from(self.activations(images, BLOCKS), BLOCKS)
     }
 
     /// The activations of normalised images `[n, 3, h, w]` after the stem and the first
@@ -224,15 +232,13 @@ impl EfficientNetLite0 {
             .fold(x, |x, block| block.forward(x))
     }
 
-    /// The pooled features from [`activations`](Self::activations) after the first `blocks`
+    /// The feature map from [`activations`](Self::activations) after the first `blocks`
     /// blocks.
-    pub fn features_from(&self, activations: Tensor<4>, blocks: usize) -> Tensor<2> {
+    pub fn feature_map_from(&self, activations: Tensor<4>, blocks: usize) -> Tensor<4> {
         let x = self.blocks[blocks..]
             .iter()
             .fold(activations, |x, block| block.forward(x));
-        let x = relu6(self.bn1.forward(self.conv_head.forward(x)));
-        let [n, c, _, _] = x.dims();
-        x.mean_dim(3).mean_dim(2).reshape([n, c])
+        relu6(self.bn1.forward(self.conv_head.forward(x)))
     }
 
     /// ImageNet logits `[n, 1000]`, or `None` for a network built without the classifier.
@@ -273,22 +279,160 @@ impl Head {
     }
 }
 
+/// How a feature map `[n, c, h, w]` becomes one vector `[n, c]` per photo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    /// The mean over all positions, as the backbone was trained on ImageNet.
+    #[default]
+    Average,
+    /// The generalised mean with exponent 3: leans towards the positions that respond most,
+    /// so a small butterfly in a large scene is not averaged away.
+    Gem,
+}
+
+/// The exponent of [`Pooling::Gem`].
+const GEM_POWER: f32 = 3.0;
+
+impl Pooling {
+    pub fn pool(self, map: Tensor<4>) -> Tensor<2> {
+        let [n, c, h, w] = map.dims();
+        let positions = map.reshape([n, c, h * w]);
+        let pooled = match self {
+            Pooling::Average => positions.mean_dim(2),
+            // ReLU6 leaves zeros; the floor keeps the cube root's gradient finite.
+            Pooling::Gem => positions
+                .clamp_min(1e-6)
+                .powf_scalar(GEM_POWER)
+                .mean_dim(2)
+                .powf_scalar(1.0 / GEM_POWER),
+        };
+        pooled.reshape([n, c])
+    }
+}
+
+/// How the backbone looks at a photo for the head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Viewing {
+    pub pooling: Pooling,
+    /// With `Some(view)` the network looks twice: at the whole photo shrunk to `view` pixels,
+    /// then at a `view`-pixel window of the full-size input around the position whose
+    /// features respond most; the head sees the mean of both views' features. The input side
+    /// is a multiple of `view`.
+    pub focus: Option<usize>,
+}
+
 /// Transfer learning: EfficientNet-Lite0's pooled features into a new [`Head`].
 #[derive(Module, Debug)]
 pub struct TransferNet {
     pub backbone: EfficientNetLite0,
     pub head: Head,
+    #[module(skip)]
+    pub viewing: Viewing,
 }
 
 impl TransferNet {
     /// Logits from normalised images.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        self.head.forward(self.backbone.features(images))
+        self.head.forward(self.features(images))
     }
 
-    /// Logits from the backbone's activations after its first `blocks` blocks.
+    /// The features the head sees, from normalised images.
+    pub fn features(&self, images: Tensor<4>) -> Tensor<2> {
+        let pooling = self.viewing.pooling;
+        let Some(view) = self.viewing.focus else {
+            return pooling.pool(self.backbone.feature_map(images));
+        };
+        let [n, _, side, _] = images.dims();
+        let shrink = side / view;
+        let whole = avg_pool2d(images.clone(), AvgPoolOptions::new([shrink, shrink]));
+        let map = self.backbone.feature_map(whole);
+        let windows = focus_windows(map.clone(), side, view);
+        let crops = (0..n)
+            .zip(windows)
+            .map(|(i, [top, left])| {
+                images
+                    .clone()
+                    .slice([i..i + 1, 0..3, top..top + view, left..left + view])
+            })
+            .collect();
+        let detail = self.backbone.feature_map(Tensor::cat(crops, 0));
+        (pooling.pool(map) + pooling.pool(detail)) / 2.0
+    }
+
+    /// Logits from the backbone's activations after its first `blocks` blocks (without focus).
     pub fn forward_from(&self, activations: Tensor<4>, blocks: usize) -> Tensor<2> {
-        self.head
-            .forward(self.backbone.features_from(activations, blocks))
+        self.head.forward(self.features_from(activations, blocks))
+    }
+
+    /// The head's features from the backbone's activations after its first `blocks` blocks;
+    /// fine-tuning, which starts there, does not take a second look.
+    pub fn features_from(&self, activations: Tensor<4>, blocks: usize) -> Tensor<2> {
+        debug_assert!(self.viewing.focus.is_none());
+        self.viewing
+            .pooling
+            .pool(self.backbone.feature_map_from(activations, blocks))
+    }
+}
+
+/// The top-left corner of each photo's `view`-pixel window in a `side`-pixel input, centred
+/// (as far as the edges allow) on the position of `map` whose channels sum highest.
+fn focus_windows(map: Tensor<4>, side: usize, view: usize) -> Vec<[usize; 2]> {
+    let [n, _, h, w] = map.dims();
+    let strongest: Vec<i64> = map
+        .sum_dim(1)
+        .reshape([n, h * w])
+        .argmax(1)
+        .into_data()
+        .convert::<i64>()
+        .try_to_vec::<i64>()
+        .expect("argmax gives integers");
+    strongest
+        .into_iter()
+        .map(|position| {
+            let position = position as usize;
+            let centre = |cell: usize, cells: usize| (cell * 2 + 1) * side / (cells * 2);
+            let start = |centre: usize| centre.saturating_sub(view / 2).min(side - view);
+            [
+                start(centre(position / w, h)),
+                start(centre(position % w, w)),
+            ]
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device() -> Device {
+        crate::device::Backend::Flex.device().unwrap()
+    }
+
+    #[test]
+    fn gem_leans_towards_the_strongest_positions() {
+        let map = Tensor::<4>::from_floats([[[[1.0, 2.0], [3.0, 4.0]]]], &device());
+        let average: Vec<f32> = Pooling::Average
+            .pool(map.clone())
+            .into_data()
+            .try_to_vec()
+            .unwrap();
+        let gem: Vec<f32> = Pooling::Gem.pool(map).into_data().try_to_vec().unwrap();
+        assert!((average[0] - 2.5).abs() < 1e-6);
+        // (1 + 8 + 27 + 64) / 4 = 25
+        assert!((gem[0] - 25f32.cbrt()).abs() < 1e-5, "{gem:?}");
+    }
+
+    #[test]
+    fn the_focus_window_centres_on_the_strongest_position_within_the_photo() {
+        // Two photos, 3 channels on a 4x4 grid of a 128-pixel input; the channel sums peak at
+        // cell (0, 0) and at cell (2, 3).
+        let mut values = vec![0f32; 2 * 3 * 16];
+        values[0] = 5.0;
+        values[48 + 16 + 2 * 4 + 3] = 5.0;
+        let map = Tensor::<4>::from_data(TensorData::new(values, [2, 3, 4, 4]), &device());
+        // Cell (2, 3) is centred on pixel (80, 112): its 64-pixel window starts at row 48 and
+        // would start at column 80, past the edge, so it stops at 64. Cell (0, 0) clamps to 0.
+        assert_eq!(focus_windows(map, 128, 64), vec![[0, 0], [48, 64]]);
     }
 }

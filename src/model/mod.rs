@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 pub use card::ModelCard;
 pub use directory::{ModelDir, TrainedModel, WeightsChoice, predict_probabilities};
-pub use efficientnet::{EfficientNetLite0, Head, TransferNet};
+pub use efficientnet::{EfficientNetLite0, Head, Pooling, TransferNet, Viewing};
 pub use input::Normalisation;
 pub use recipe::RecipeCnn;
 
@@ -64,6 +64,7 @@ impl Architecture {
             Architecture::EfficientNetLite0 => Network::Transfer(TransferNet {
                 backbone: EfficientNetLite0::new(false, device),
                 head: Head::new(classes, device),
+                viewing: Viewing::default(),
             }),
         }
     }

@@ -2,13 +2,14 @@
 
 use std::path::PathBuf;
 
+use burn::prelude::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::augment::AugmentParams;
 use crate::dataset::ResizeFilter;
 use crate::device::Backend;
-use crate::model::Architecture;
-use crate::model::efficientnet::BLOCKS;
+use crate::model::efficientnet::{BLOCKS, MIN_IMAGE_SIZE, Pooling, Viewing};
+use crate::model::{Architecture, Network, TransferNet};
 use crate::{Error, Result};
 
 /// Everything that decides a training run.
@@ -61,6 +62,18 @@ pub struct TrainConfig {
     #[arg(long, default_value_t = 4)]
     #[serde(default = "default_feature_copies")]
     pub feature_copies: usize,
+    /// For efficientnet-lite0: how the backbone's feature map becomes the head's input.
+    #[arg(long, value_enum, default_value_t = Pooling::Gem)]
+    // Models trained before this option pooled by averaging.
+    #[serde(default)]
+    pub pooling: Pooling,
+    /// For efficientnet-lite0: look twice, at the whole photo shrunk to VIEW pixels and at a
+    /// VIEW-pixel window of it at full size around where the features respond most, and give
+    /// the head the mean of both (--image-size a multiple of VIEW, e.g. 640 with 320). Helps
+    /// with small butterflies in large scenes; costs a second pass through the backbone.
+    #[arg(long, value_name = "VIEW")]
+    #[serde(default)]
+    pub focus: Option<u32>,
     /// For efficientnet-lite0: after training the head, train the last N of the backbone's 16
     /// blocks, its final 1x1 convolution and the head together (0: the backbone stays frozen).
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -96,6 +109,25 @@ impl TrainConfig {
             } else {
                 0
             }
+    }
+
+    /// How an EfficientNet-Lite0 network looks at photos.
+    pub fn viewing(&self) -> Viewing {
+        Viewing {
+            pooling: self.pooling,
+            focus: self.focus.map(|view| view as usize),
+        }
+    }
+
+    /// The network this configuration describes, with fresh weights.
+    pub fn network(&self, classes: usize, device: &Device) -> Network {
+        match self.model.init(classes, self.image_size, device) {
+            Network::Transfer(net) => Network::Transfer(TransferNet {
+                viewing: self.viewing(),
+                ..net
+            }),
+            recipe => recipe,
+        }
     }
 
     /// Checks every value, naming the first bad one and what is allowed.
@@ -156,6 +188,9 @@ impl TrainConfig {
                 ));
             }
         }
+        if let Some(view) = self.focus {
+            self.validate_focus(view)?;
+        }
         if !self.no_augment {
             self.augment.validate()?;
         }
@@ -165,6 +200,31 @@ impl TrainConfig {
                 "image-size",
                 self.image_size,
                 format!("between {min} and 1024 pixels for the {} model", self.model),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl TrainConfig {
+    fn validate_focus(&self, view: u32) -> Result<()> {
+        let invalid = |allowed: String| Err(Error::invalid("focus", view, allowed));
+        if self.model != Architecture::EfficientNetLite0 {
+            return invalid(
+                "no --focus for the recipe models; it is for --model efficientnet-lite0".into(),
+            );
+        }
+        if self.fine_tune > 0 {
+            return invalid("no --focus with --fine-tune: fine-tuning looks once".into());
+        }
+        if view < MIN_IMAGE_SIZE {
+            return invalid(format!("at least {MIN_IMAGE_SIZE} pixels"));
+        }
+        if self.image_size < 2 * view || !self.image_size.is_multiple_of(view) {
+            return invalid(format!(
+                "a whole fraction (a half, a third, ...) of --image-size {}: e.g. --image-size {} --focus {view}",
+                self.image_size,
+                2 * view
             ));
         }
         Ok(())

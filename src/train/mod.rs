@@ -173,9 +173,7 @@ pub fn resume(out: &Path) -> Result<ModelCard> {
 /// The network's seeded initial weights, on the autodiff variant of `device`.
 fn fresh_network(config: &TrainConfig, classes: usize, device: &Device) -> Network {
     device.seed(config.seed);
-    config
-        .model
-        .init(classes, config.image_size, &device.clone().autodiff())
+    config.network(classes, &device.clone().autodiff())
 }
 
 /// RMSprop with the configured values; no momentum, as in Keras.
@@ -383,7 +381,7 @@ fn load_checkpoint(
     classes: usize,
     device: &Device,
 ) -> Result<Network> {
-    let mut network = config.model.init(classes, config.image_size, device);
+    let mut network = config.network(classes, device);
     let path = dir.path.join("checkpoint").join("network.bpk");
     let corrupt = |reason: String| Error::ModelCorrupt {
         path: path.clone(),

@@ -38,6 +38,7 @@ pub fn network(config: &TrainConfig, classes: usize, device: &Device) -> Result<
     Ok(TransferNet {
         backbone,
         head: Head::new(classes, device),
+        viewing: config.viewing(),
     })
 }
 
@@ -68,7 +69,7 @@ impl Encoded {
 /// Runs the backbone over every photo in `set`, or with `augment` (parameters, seed, copy
 /// number) over a seeded augmented copy of each, keeping what training needs.
 fn encode(
-    backbone: &EfficientNetLite0,
+    net: &TransferNet,
     set: &PhotoSet,
     config: &TrainConfig,
     augment: Option<(&AugmentParams, u64, usize)>,
@@ -82,13 +83,18 @@ fn encode(
     let mut parts = Vec::with_capacity(set.len().div_ceil(FEATURE_BATCH));
     for chunk in indices.chunks(FEATURE_BATCH) {
         let images = batches::layout(set, chunk, augment, norm);
-        let activations = backbone.activations(
-            input::planar_tensor(images, config.image_size, device),
-            frozen,
-        );
-        parts.push(Encoded {
-            features: backbone.features_from(activations.clone(), frozen),
-            activations: (config.fine_tune > 0).then_some(activations),
+        let images = input::planar_tensor(images, config.image_size, device);
+        parts.push(if config.fine_tune > 0 {
+            let activations = net.backbone.activations(images, frozen);
+            Encoded {
+                features: net.features_from(activations.clone(), frozen),
+                activations: Some(activations),
+            }
+        } else {
+            Encoded {
+                features: net.features(images),
+                activations: None,
+            }
         });
         bar.inc(chunk.len() as u64);
     }
@@ -107,39 +113,18 @@ pub fn run(
 ) -> Result<ModelCard> {
     let config = card.training.clone();
     let started = Instant::now();
-    let mut parts = vec![encode(
-        &net.backbone,
-        &data.train,
-        &config,
-        None,
-        device,
-        "train",
-    )];
+    let mut parts = vec![encode(&net, &data.train, &config, None, device, "train")];
     let mut labels = data.train.labels.clone();
     if !config.no_augment {
         for copy in 1..=config.feature_copies {
             let augment = Some((&config.augment, config.seed, copy));
             let what = format!("copy {copy}/{}", config.feature_copies);
-            parts.push(encode(
-                &net.backbone,
-                &data.train,
-                &config,
-                augment,
-                device,
-                &what,
-            ));
+            parts.push(encode(&net, &data.train, &config, augment, device, &what));
             labels.extend_from_slice(&data.train.labels);
         }
     }
     let train = Encoded::cat(parts);
-    let validation = encode(
-        &net.backbone,
-        &data.validation,
-        &config,
-        None,
-        device,
-        "validation",
-    );
+    let validation = encode(&net, &data.validation, &config, None, device, "validation");
     let feature_seconds = started.elapsed().as_secs_f64();
     eprintln!(
         "features of {} photos and {} augmented copies computed in {feature_seconds:.1}s",
@@ -154,7 +139,11 @@ pub fn run(
         dir,
         device,
     };
-    let TransferNet { backbone, head } = net;
+    let TransferNet {
+        backbone,
+        head,
+        viewing,
+    } = net;
     let head = stage.fit(
         &mut card,
         head,
@@ -166,6 +155,7 @@ pub fn run(
             Network::Transfer(TransferNet {
                 backbone: backbone.clone(),
                 head,
+                viewing,
             })
         },
     )?;
@@ -177,7 +167,11 @@ pub fn run(
         );
         stage.fit(
             &mut card,
-            TransferNet { backbone, head },
+            TransferNet {
+                backbone,
+                head,
+                viewing,
+            },
             (train_x, val_x),
             config.epochs + 1..=config.total_epochs(),
             config.fine_tune_learning_rate,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use vlinder::augment::AugmentParams;
 use vlinder::dataset::ResizeFilter;
 use vlinder::device::Backend;
-use vlinder::model::Architecture;
+use vlinder::model::{Architecture, Pooling};
 use vlinder::train::TrainConfig;
 
 /// The shared data folder: `$VLINDER_SHARED/data`, by default `../shared/data` beside the repo.
@@ -89,6 +89,8 @@ pub fn quick_config(data: &Path, epochs: usize) -> TrainConfig {
         resize: ResizeFilter::Bilinear,
         backbone: None,
         feature_copies: 4,
+        pooling: Pooling::Gem,
+        focus: None,
         fine_tune: 0,
         fine_tune_epochs: 10,
         fine_tune_learning_rate: 1e-4,
