@@ -3,9 +3,10 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use vlinder::model::{Architecture, ModelDir, WeightsChoice};
+use vlinder::evaluate::EvaluationReport;
+use vlinder::model::{Architecture, ModelCard, ModelDir, WeightsChoice};
 use vlinder::train::{self, TrainConfig};
 
 const PAIR: [&str; 2] = ["anthocharis_cardamines", "gonepteryx_rhamni"];
@@ -40,15 +41,8 @@ fn the_head_learns_and_the_saved_network_reproduces_its_validation_metrics() {
 
     // Through the whole saved network (backbone + head) the validation photos score as the head
     // did on their cached features.
-    let report = common::evaluate_validation(&out, &data, &tmp.path().join("eval"));
+    let report = assert_scores_as_trained(&out, &data, &tmp.path().join("eval"), &card);
     assert_eq!(report.evaluation.photos, 12);
-    assert!((report.evaluation.accuracy - last.validation_accuracy).abs() < 1e-9);
-    assert!(
-        (report.evaluation.log_loss - last.validation_loss).abs() < 1e-4,
-        "{} vs {}",
-        report.evaluation.log_loss,
-        last.validation_loss
-    );
 
     // A transfer run is not resumed from the middle: it says so.
     let dir = ModelDir::new(&out);
@@ -122,6 +116,26 @@ fn transfer_settings_that_cannot_work_are_clear_errors() {
     );
 }
 
+/// Evaluates the model saved at `model` on the validation photos of its split of `data` and
+/// checks that they score exactly as its last epoch did in training.
+fn assert_scores_as_trained(
+    model: &Path,
+    data: &Path,
+    out: &Path,
+    card: &ModelCard,
+) -> EvaluationReport {
+    let last = card.final_metrics.clone().unwrap();
+    let report = common::evaluate_validation(model, data, out);
+    assert!((report.evaluation.accuracy - last.validation_accuracy).abs() < 1e-9);
+    assert!(
+        (report.evaluation.log_loss - last.validation_loss).abs() < 1e-4,
+        "{} vs {}",
+        report.evaluation.log_loss,
+        last.validation_loss
+    );
+    report
+}
+
 /// Every tensor of a saved model, by name.
 fn saved_tensors(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
     use burn::store::ModuleSnapshot;
@@ -183,11 +197,12 @@ fn fine_tuning_trains_only_the_last_blocks_and_keeps_the_imagenet_statistics() {
 
     // The saved network, run from the photos, scores the validation photos as fine-tuning did
     // from the kept activations.
-    let last = tuned.final_metrics.clone().unwrap();
-    let report =
-        common::evaluate_validation(&tmp.path().join("tuned"), &data, &tmp.path().join("eval"));
-    assert!((report.evaluation.accuracy - last.validation_accuracy).abs() < 1e-9);
-    assert!((report.evaluation.log_loss - last.validation_loss).abs() < 1e-4);
+    assert_scores_as_trained(
+        &tmp.path().join("tuned"),
+        &data,
+        &tmp.path().join("eval"),
+        &tuned,
+    );
 }
 
 #[test]
@@ -247,14 +262,7 @@ fn a_model_that_looks_twice_is_saved_with_its_focus_and_predicts_as_trained() {
 
     // Loaded from its directory the network looks twice again: the validation photos score
     // exactly as they did in training (one look at 128 pixels would score otherwise).
-    let report = common::evaluate_validation(&out, &data, &tmp.path().join("eval"));
-    assert!((report.evaluation.accuracy - last.validation_accuracy).abs() < 1e-9);
-    assert!(
-        (report.evaluation.log_loss - last.validation_loss).abs() < 1e-4,
-        "{} vs {}",
-        report.evaluation.log_loss,
-        last.validation_loss
-    );
+    assert_scores_as_trained(&out, &data, &tmp.path().join("eval"), &card);
 }
 
 #[test]
