@@ -244,3 +244,32 @@ fn default_fine_tune_learning_rate() -> f64 {
 fn default_feature_copies() -> usize {
     4
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Command {
+        #[command(flatten)]
+        config: TrainConfig,
+    }
+
+    #[test]
+    fn new_runs_pool_by_gem_and_older_model_files_read_as_they_were_trained() {
+        let args = ["train", "--data", "photos", "--model", "efficientnet-lite0"];
+        let config = Command::parse_from(args).config;
+        assert_eq!(config.pooling, Pooling::Gem);
+        assert_eq!(config.focus, None);
+
+        // A model.json written before these options had neither key: its network averaged.
+        let mut json = serde_json::to_value(&config).unwrap();
+        let fields = json.as_object_mut().unwrap();
+        assert!(fields.remove("pooling").is_some() && fields.remove("focus").is_some());
+        let old: TrainConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(old.viewing(), Viewing::default());
+        assert_eq!(old.viewing().pooling, Pooling::Average);
+    }
+}
