@@ -4,6 +4,8 @@
 //! Layer names follow the PyTorch package `efficientnet-lite-pytorch` without its leading
 //! underscores, so its `.pth` weights load by name. Convolutions pad like TensorFlow's 'same'
 //! (the weights come from TensorFlow), computed from the input size, so any image size works.
+//! [`TransferNet`] puts a new head on it, with a choice of pooling and an optional second look
+//! at the region where the features respond most.
 
 use std::path::Path;
 
@@ -295,6 +297,7 @@ pub enum Pooling {
 const GEM_POWER: f32 = 3.0;
 
 impl Pooling {
+    /// One vector per photo from its feature map.
     pub fn pool(self, map: Tensor<4>) -> Tensor<2> {
         let [n, c, h, w] = map.dims();
         let positions = map.reshape([n, c, h * w]);
