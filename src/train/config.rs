@@ -204,9 +204,7 @@ impl TrainConfig {
         }
         Ok(())
     }
-}
 
-impl TrainConfig {
     fn validate_focus(&self, view: u32) -> Result<()> {
         let invalid = |allowed: String| Err(Error::invalid("focus", view, allowed));
         if self.model != Architecture::EfficientNetLite0 {

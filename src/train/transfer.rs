@@ -1,9 +1,9 @@
 //! Transfer learning: EfficientNet-Lite0 runs once over each photo (and each augmented copy of
-//! it; twice with `--focus`), then a new head is trained on the pooled features, which takes milliseconds per epoch
-//! instead of a pass through the backbone. With `--fine-tune N` the activations before the last
-//! N blocks are kept as well, and those blocks are then trained with the head, starting from
-//! the kept activations rather than from the photos. The saved model holds the backbone and the
-//! head, so it is used like any other.
+//! it; twice with `--focus`), then a new head is trained on the pooled features, which takes
+//! milliseconds per epoch instead of a pass through the backbone. With `--fine-tune N` the
+//! activations before the last N blocks are kept as well, and those blocks are then trained
+//! with the head, starting from the kept activations rather than from the photos. The saved
+//! model holds the backbone and the head, so it is used like any other.
 
 use std::ops::RangeInclusive;
 use std::time::Instant;
