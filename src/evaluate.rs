@@ -4,10 +4,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::dataset::{ImageFolder, PhotoSet, SkippedPhoto, stratified_split};
+use crate::check::{Thresholds, Verdict, judge};
+use crate::dataset::{
+    ImageFolder, Photo, PhotoSet, SkippedPhoto, Species, photos_below, stratified_split,
+};
 use crate::device::Backend;
-use crate::metrics::Evaluation;
-use crate::model::{ModelDir, WeightsChoice};
+use crate::metrics::{self, Evaluation};
+use crate::model::{Assessment, ModelDir, TrainedModel, WeightsChoice};
 use crate::train::data::relabel;
 use crate::{Error, Result, files, plot};
 
@@ -38,6 +41,13 @@ pub struct EvaluateConfig {
     /// Which saved weights to use.
     #[arg(long, value_enum, default_value_t = WeightsChoice::Last)]
     pub weights: WeightsChoice,
+    /// Photos of species the model was not trained on, or of no butterfly (any layout): how
+    /// well the unknown-ness score tells them from the evaluated photos.
+    #[arg(long, value_name = "DIR")]
+    pub unknown: Option<PathBuf>,
+    /// The verdict thresholds of the open-set figures, as in `vlinder check`.
+    #[command(flatten)]
+    pub thresholds: Thresholds,
     /// Where `evaluation.json` and `confusion-matrix.png` go (default: the model directory).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -51,7 +61,47 @@ pub struct EvaluationReport {
     pub config: EvaluateConfig,
     #[serde(flatten)]
     pub evaluation: Evaluation,
+    /// The unknown-ness score's figures, for a model that has one.
+    pub open_set: Option<OpenSetReport>,
     pub skipped: Vec<SkippedPhoto>,
+}
+
+/// How the unknown-ness score does on the evaluated photos and on photos of unknown species.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OpenSetReport {
+    pub threshold: f64,
+    pub keep: f64,
+    pub in_set: InSetFigures,
+    pub unknown: Option<UnknownFigures>,
+}
+
+/// The evaluated photos (of known species) as records: each photo named rightly, and named as
+/// each other species, with and without the unknown-ness score.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InSetFigures {
+    pub photos: usize,
+    /// The share whose score passes the threshold.
+    pub passed: f64,
+    /// The share of right names that get `agrees`.
+    pub right_names_agree: f64,
+    pub right_names_agree_image_only: f64,
+    /// The AUC of the doubt that ranks wrong names above right ones.
+    pub doubt_auc: Option<f64>,
+    pub doubt_auc_image_only: Option<f64>,
+}
+
+/// Photos of species the model does not know.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UnknownFigures {
+    pub folder: PathBuf,
+    pub photos: usize,
+    /// The AUC of the score between them and the evaluated photos.
+    pub auroc: Option<f64>,
+    /// The share whose score passes the threshold, as if they were known species.
+    pub passed: f64,
+    /// The share that would get `agrees` if the claim were the model's top species.
+    pub agrees: f64,
+    pub agrees_image_only: f64,
 }
 
 /// Evaluates the model on the photos `config` names and writes the report and the confusion
@@ -95,10 +145,45 @@ pub fn evaluate(config: &EvaluateConfig) -> Result<EvaluationReport> {
         });
     }
     let pixels: Vec<&[u8]> = (0..set.len()).map(|i| set.pixels(i)).collect();
-    let probabilities = model.probabilities(&pixels);
+    let assessments = model.assess(&pixels);
+    let probabilities: Vec<Vec<f32>> = assessments.iter().map(|a| a.raw.clone()).collect();
+    let open_set = match (&model.novelty, &config.unknown) {
+        (Ok((_, novelty)), unknown) => {
+            let unknown = match unknown {
+                Some(dir) => Some(unknown_figures(
+                    &model,
+                    dir,
+                    &assessments,
+                    config,
+                    &mut skipped,
+                )?),
+                None => None,
+            };
+            Some(OpenSetReport {
+                threshold: novelty.threshold,
+                keep: novelty.keep,
+                in_set: in_set_figures(
+                    &assessments,
+                    &set.labels,
+                    &card.species,
+                    &config.thresholds,
+                ),
+                unknown,
+            })
+        }
+        (Err(why), Some(_)) => {
+            return Err(Error::invalid(
+                "unknown",
+                config.unknown.as_ref().unwrap().display(),
+                why.clone(),
+            ));
+        }
+        (Err(_), None) => None,
+    };
     let report = EvaluationReport {
         config: config.clone(),
         evaluation: Evaluation::compute(&probabilities, &set.labels, &card.species),
+        open_set,
         skipped,
     };
     let out = output_dir(config);
@@ -110,6 +195,174 @@ pub fn evaluate(config: &EvaluateConfig) -> Result<EvaluationReport> {
         &out.join("confusion-matrix.png"),
     )?;
     Ok(report)
+}
+
+/// The share of `items` for which `test` holds.
+fn share<T>(items: &[T], test: impl Fn(&T) -> bool) -> f64 {
+    items.iter().filter(|i| test(i)).count() as f64 / items.len().max(1) as f64
+}
+
+fn in_set_figures(
+    assessments: &[Assessment],
+    labels: &[usize],
+    species: &Species,
+    thresholds: &Thresholds,
+) -> InSetFigures {
+    // Every photo with every name: its own (right) and each other species' (wrong).
+    let mut right = [Vec::new(), Vec::new()];
+    let (mut doubts, mut wrong) = ([Vec::new(), Vec::new()], Vec::new());
+    for (a, &label) in assessments.iter().zip(labels) {
+        for claimed in 0..species.len() {
+            for (i, novelty) in [a.novelty.as_ref(), None].into_iter().enumerate() {
+                let (verdict, doubt) = judge(
+                    &a.calibrated,
+                    species,
+                    species.name(claimed),
+                    thresholds,
+                    novelty,
+                );
+                doubts[i].push(doubt as f32);
+                if claimed == label {
+                    right[i].push(verdict);
+                }
+            }
+            wrong.push(claimed != label);
+        }
+    }
+    let agree = |v: &Verdict| *v == Verdict::Agrees;
+    InSetFigures {
+        photos: assessments.len(),
+        passed: share(assessments, |a| a.novelty.is_some_and(|n| !n.unknown)),
+        right_names_agree: share(&right[0], agree),
+        right_names_agree_image_only: share(&right[1], agree),
+        doubt_auc: metrics::roc_auc(&doubts[0], &wrong),
+        doubt_auc_image_only: metrics::roc_auc(&doubts[1], &wrong),
+    }
+}
+
+/// The photos below `dir` through the model, against the evaluated photos' scores.
+fn unknown_figures(
+    model: &TrainedModel,
+    dir: &Path,
+    in_set: &[Assessment],
+    config: &EvaluateConfig,
+    skipped: &mut Vec<SkippedPhoto>,
+) -> Result<UnknownFigures> {
+    let (paths, not_photos) = photos_below(dir)?;
+    skipped.extend(not_photos);
+    let photos: Vec<Photo> = paths
+        .into_iter()
+        .map(|path| Photo { path, label: 0 })
+        .collect();
+    let card = &model.card;
+    let (set, bad) = PhotoSet::decode(
+        &photos,
+        card.image_size,
+        card.preprocessing.resize,
+        "unknown",
+    );
+    skipped.extend(bad);
+    if set.is_empty() {
+        return Err(Error::Layout {
+            path: dir.to_path_buf(),
+            reason: "no readable photo of unknown species to evaluate on".into(),
+        });
+    }
+    let pixels: Vec<&[u8]> = (0..set.len()).map(|i| set.pixels(i)).collect();
+    let strangers = model.assess(&pixels);
+    let scores: Vec<f32> = in_set
+        .iter()
+        .chain(&strangers)
+        .map(|a| a.novelty.map_or(f32::NAN, |n| n.score as f32))
+        .collect();
+    let positives: Vec<bool> = (0..scores.len()).map(|i| i >= in_set.len()).collect();
+    let agrees = |novelty: bool| {
+        share(&strangers, |a| {
+            let top = card.species.name(metrics::argmax(&a.calibrated));
+            let novelty = a.novelty.filter(|_| novelty);
+            judge(
+                &a.calibrated,
+                &card.species,
+                top,
+                &config.thresholds,
+                novelty.as_ref(),
+            )
+            .0 == Verdict::Agrees
+        })
+    };
+    Ok(UnknownFigures {
+        folder: dir.to_path_buf(),
+        photos: strangers.len(),
+        auroc: metrics::roc_auc(&scores, &positives),
+        passed: share(&strangers, |a| a.novelty.is_some_and(|n| !n.unknown)),
+        agrees: agrees(true),
+        agrees_image_only: agrees(false),
+    })
+}
+
+/// The report as a text table: overall metrics, per-species scores, the confusion matrix and
+/// the unknown-ness figures.
+pub fn render_report(report: &EvaluationReport) -> String {
+    use std::fmt::Write;
+    let mut s = render_table(&report.evaluation);
+    let Some(o) = &report.open_set else {
+        return s;
+    };
+    let percent = |share: f64| format!("{:.1}%", 100.0 * share);
+    let auc = |auc: Option<f64>| auc.map_or("-".to_string(), |a| format!("{a:.4}"));
+    let i = &o.in_set;
+    let _ = writeln!(
+        s,
+        "\nunknown-ness (threshold {:.4}, set to keep {} of the validation photos)",
+        o.threshold,
+        percent(o.keep)
+    );
+    let _ = writeln!(
+        s,
+        "                                     with score  image only"
+    );
+    let _ = writeln!(
+        s,
+        "photos evaluated that pass           {:>10}",
+        percent(i.passed)
+    );
+    let _ = writeln!(
+        s,
+        "right names that get agrees          {:>10}  {:>10}",
+        percent(i.right_names_agree),
+        percent(i.right_names_agree_image_only)
+    );
+    let _ = writeln!(
+        s,
+        "AUC of doubt, wrong names vs right   {:>10}  {:>10}",
+        auc(i.doubt_auc),
+        auc(i.doubt_auc_image_only)
+    );
+    if let Some(u) = &o.unknown {
+        let _ = writeln!(
+            s,
+            "\n{} photos of unknown species ({})",
+            u.photos,
+            u.folder.display()
+        );
+        let _ = writeln!(
+            s,
+            "AUROC of the score, unknown vs evaluated  {}",
+            auc(u.auroc)
+        );
+        let _ = writeln!(
+            s,
+            "pass the threshold                        {}",
+            percent(u.passed)
+        );
+        let _ = writeln!(
+            s,
+            "agrees when named as the top species      {} (image only: {})",
+            percent(u.agrees),
+            percent(u.agrees_image_only)
+        );
+    }
+    s
 }
 
 /// The report as a text table: overall metrics, per-species scores and the confusion matrix.

@@ -10,6 +10,7 @@
 //! - [`train`]: the training loop, transfer learning, cross-validation, history and checkpoints;
 //! - [`evaluate`]: metrics of a trained model on labelled photos;
 //! - [`calibrate`]: temperature scaling for honest probabilities;
+//! - [`novelty`]: whether a photo shows one of the model's species at all;
 //! - [`predict`]: ranked species for new photos;
 //! - [`check`]: verdicts on volunteers' records, most doubtful first;
 //! - [`serve`]: the HTTP service and the reviewers' page;
@@ -27,6 +28,7 @@ pub mod evaluate;
 pub mod files;
 pub mod metrics;
 pub mod model;
+pub mod novelty;
 pub mod plot;
 pub mod predict;
 pub mod progress;

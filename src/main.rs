@@ -185,7 +185,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for skipped in &report.skipped {
                 eprintln!("skipped {}: {}", skipped.path.display(), skipped.reason);
             }
-            print!("{}", evaluate::render_table(&report.evaluation));
+            print!("{}", evaluate::render_report(&report));
             println!(
                 "report written to {}",
                 evaluate::output_dir(&config)

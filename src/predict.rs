@@ -1,15 +1,15 @@
 //! `vlinder predict`: each photo's species ranked by probability.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::dataset::decode::has_photo_extension;
-use crate::dataset::decode_photo;
+use crate::dataset::{decode_photo, photos_below};
 use crate::device::Backend;
 use crate::model::{ModelDir, WeightsChoice};
+use crate::novelty::Novelty;
 use crate::{Error, Result, files};
 
 /// How predictions are printed.
@@ -54,6 +54,10 @@ pub struct Prediction {
     pub photo: PathBuf,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ranking: Vec<Ranked>,
+    /// Whether the photo shows one of the model's species at all (absent for a model without
+    /// an unknown-ness score).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub novelty: Option<Novelty>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -68,22 +72,27 @@ pub fn predict(config: &PredictConfig) -> Result<Vec<Prediction>> {
         .map(|p| decode_photo(p, size, model.card.preprocessing.resize))
         .collect();
     let readable: Vec<&[u8]> = decoded.iter().filter_map(|d| d.as_deref().ok()).collect();
-    let mut probabilities = model.calibrated_probabilities(&readable).into_iter();
+    if let Err(why) = &model.novelty {
+        eprintln!("warning: {why}");
+    }
+    let mut assessments = model.assess(&readable).into_iter();
     Ok(photos
         .into_iter()
         .zip(decoded)
         .map(|(photo, d)| match d {
             Ok(_) => {
-                let p = probabilities.next().expect("one row per readable photo");
+                let a = assessments.next().expect("one row per readable photo");
                 Prediction {
                     photo,
-                    ranking: rank(&p, model.card.species.names()),
+                    ranking: rank(&a.calibrated, model.card.species.names()),
+                    novelty: a.novelty,
                     error: None,
                 }
             }
             Err(e) => Prediction {
                 photo,
                 ranking: Vec::new(),
+                novelty: None,
                 error: Some(e.to_string()),
             },
         })
@@ -109,35 +118,19 @@ fn expand(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut photos = Vec::new();
     for input in inputs {
         if input.is_dir() {
-            let before = photos.len();
-            collect_photos(input, &mut photos)?;
-            if photos.len() == before {
+            let (found, _) = photos_below(input)?;
+            if found.is_empty() {
                 return Err(Error::Layout {
                     path: input.clone(),
                     reason: "no photo (jpg, jpeg, png, bmp, tif, tiff, webp) in this folder".into(),
                 });
             }
+            photos.extend(found);
         } else {
             photos.push(input.clone());
         }
     }
     Ok(photos)
-}
-
-fn collect_photos(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| Error::io(dir, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    entries.sort();
-    for path in entries {
-        if path.is_dir() {
-            collect_photos(&path, out)?;
-        } else if has_photo_extension(&path) {
-            out.push(path);
-        }
-    }
-    Ok(())
 }
 
 /// Renders predictions in `format`; `top` limits the species shown per photo in the table.
@@ -147,18 +140,26 @@ pub fn render(predictions: &[Prediction], format: OutputFormat, top: Option<usiz
             serde_json::to_string_pretty(predictions).expect("predictions serialise") + "\n"
         }
         OutputFormat::Csv => {
-            let mut s = String::from("photo,rank,species,probability,error\n");
+            let mut s =
+                String::from("photo,rank,species,probability,unknown,unknown_score,error\n");
             for p in predictions {
                 let photo = files::csv_field(&p.photo.to_string_lossy());
+                let (unknown, score) = p.novelty.map_or((String::new(), String::new()), |n| {
+                    (n.unknown.to_string(), format!("{:.4}", n.score))
+                });
                 match &p.error {
                     Some(e) => {
-                        let _ = writeln!(s, "{photo},,,,{}", files::csv_field(e));
+                        let _ = writeln!(s, "{photo},,,,,,{}", files::csv_field(e));
                     }
                     None => {
                         for (i, r) in p.ranking.iter().enumerate() {
                             let species = files::csv_field(&r.species);
-                            let _ =
-                                writeln!(s, "{photo},{},{species},{:.6},", i + 1, r.probability);
+                            let _ = writeln!(
+                                s,
+                                "{photo},{},{species},{:.6},{unknown},{score},",
+                                i + 1,
+                                r.probability
+                            );
                         }
                     }
                 }
@@ -179,13 +180,22 @@ pub fn render(predictions: &[Prediction], format: OutputFormat, top: Option<usiz
             for p in predictions {
                 let cells = match &p.error {
                     Some(e) => format!("error: {e}"),
-                    None => p
-                        .ranking
-                        .iter()
-                        .take(top.unwrap_or(usize::MAX))
-                        .map(|r| format!("{} ({:.3})", r.species, r.probability))
-                        .collect::<Vec<_>>()
-                        .join("  "),
+                    None => {
+                        let ranking = p
+                            .ranking
+                            .iter()
+                            .take(top.unwrap_or(usize::MAX))
+                            .map(|r| format!("{} ({:.3})", r.species, r.probability))
+                            .collect::<Vec<_>>()
+                            .join("  ");
+                        match p.novelty.filter(|n| n.unknown) {
+                            Some(n) => format!(
+                                "unknown: not one of the species this model knows (score {:.2} > {:.2}); ranking {ranking}",
+                                n.score, n.threshold
+                            ),
+                            None => ranking,
+                        }
+                    }
                 };
                 let _ = writeln!(s, "{:width$}  {cells}", p.photo.to_string_lossy());
             }

@@ -163,17 +163,31 @@ fn every_endpoint_answers_and_bad_inputs_get_json_errors() {
     let (ct, body) = multipart(&[("photo", &photo)]);
     let (status, form) = post(&server.url("/v1/classify"), &ct, &body);
     assert_eq!((status, &form), (200, &raw));
+    // The photo's unknown-ness comes with every answer, consistent with its threshold.
+    let novelty = &raw["novelty"];
+    assert_eq!(
+        novelty["unknown"].as_bool().unwrap(),
+        novelty["score"].as_f64().unwrap() > novelty["threshold"].as_f64().unwrap(),
+        "{raw}"
+    );
 
     // Check: the verdict against the claimed species, from a form or a query.
     let (ct, body) = multipart(&[("photo", &photo), ("species", PAIR[1].as_bytes())]);
     let (status, answer) = post(&server.url("/v1/check"), &ct, &body);
     assert_eq!(status, 200, "{answer}");
-    assert!(
-        ["agrees", "disagrees", "uncertain"].contains(&answer["verdict"].as_str().unwrap()),
-        "{answer}"
-    );
     let p_claimed = answer["claimed_probability"].as_f64().unwrap();
-    assert!((answer["doubt"].as_f64().unwrap() - (1.0 - p_claimed)).abs() < 1e-6);
+    let doubt = answer["doubt"].as_f64().unwrap();
+    if answer["novelty"]["unknown"] == true {
+        // A photo unlike the training photos is `unknown`, and at least as doubtful as even.
+        assert_eq!(answer["verdict"], "unknown", "{answer}");
+        assert!(doubt >= 0.5 && doubt >= 1.0 - p_claimed - 1e-6, "{answer}");
+    } else {
+        assert!(
+            ["agrees", "disagrees", "uncertain"].contains(&answer["verdict"].as_str().unwrap()),
+            "{answer}"
+        );
+        assert!((doubt - (1.0 - p_claimed)).abs() < 1e-6);
+    }
     let (status, unknown) = post(
         &server.url("/v1/check?species=vanessa_atalanta"),
         "image/jpeg",

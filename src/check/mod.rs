@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::device::Backend;
 use crate::model::{ModelDir, WeightsChoice};
+use crate::novelty::Novelty;
 use crate::predict::{Ranked, rank};
 use crate::{Result, progress};
 use records::{Columns, LoadedPhoto, Record, RecordError};
@@ -70,6 +71,9 @@ pub struct CheckedRecord {
     /// The probability that the claimed species is wrong; records are ranked by it.
     pub doubt: f64,
     pub ranking: Vec<Ranked>,
+    /// Whether the photo shows one of the model's species at all (absent for a model without
+    /// an unknown-ness score).
+    pub novelty: Option<Novelty>,
     pub error: Option<String>,
     /// A small JPEG of the photo as a data URI, for the HTML report.
     #[serde(skip)]
@@ -91,6 +95,8 @@ pub struct CheckResults {
     pub config: CheckConfig,
     pub species: Vec<String>,
     pub temperature: Option<f64>,
+    /// The unknown-ness threshold, or why the model has no score.
+    pub novelty: std::result::Result<f64, String>,
     pub totals: Totals,
     /// Most doubtful first; records that could not be checked last.
     pub records: Vec<CheckedRecord>,
@@ -103,6 +109,9 @@ const CHUNK: usize = 256;
 pub fn check(config: &CheckConfig) -> Result<CheckResults> {
     config.thresholds.validate()?;
     let model = ModelDir::new(&config.model).load(config.weights, &config.device.device()?)?;
+    if let Err(why) = &model.novelty {
+        eprintln!("warning: {why}");
+    }
     let rows = records::read(&config.records, &config.columns)?;
     let base = config
         .records
@@ -128,13 +137,20 @@ pub fn check(config: &CheckConfig) -> Result<CheckResults> {
             .iter()
             .filter_map(|l| l.as_ref().ok().map(|(_, photo)| photo.pixels.as_slice()))
             .collect();
-        let mut probabilities = model.calibrated_probabilities(&pixels).into_iter();
+        let mut assessments = model.assess(&pixels).into_iter();
         for result in loaded {
             checked.push(match result {
                 Ok((record, photo)) => {
-                    let p = probabilities.next().expect("one row per loaded photo");
+                    let a = assessments.next().expect("one row per loaded photo");
+                    let (p, novelty) = (&a.calibrated, a.novelty);
                     let species = &model.card.species;
-                    let (verdict, doubt) = judge(&p, species, &record.claimed, &config.thresholds);
+                    let (verdict, doubt) = judge(
+                        p,
+                        species,
+                        &record.claimed,
+                        &config.thresholds,
+                        novelty.as_ref(),
+                    );
                     CheckedRecord {
                         claimed_probability: species
                             .index_of(record.claimed.trim())
@@ -142,7 +158,8 @@ pub fn check(config: &CheckConfig) -> Result<CheckResults> {
                         record,
                         verdict: Some(verdict),
                         doubt,
-                        ranking: rank(&p, species.names()),
+                        ranking: rank(p, species.names()),
+                        novelty,
                         error: None,
                         thumbnail: Some(photo.thumbnail),
                     }
@@ -153,6 +170,7 @@ pub fn check(config: &CheckConfig) -> Result<CheckResults> {
                     claimed_probability: None,
                     doubt: 0.0,
                     ranking: Vec::new(),
+                    novelty: None,
                     error: Some(e.message),
                     thumbnail: None,
                 },
@@ -163,14 +181,20 @@ pub fn check(config: &CheckConfig) -> Result<CheckResults> {
     bar.finish_and_clear();
     // Most doubtful first; unreadable records after all checked ones, in file order.
     checked.sort_by(|a, b| {
-        (a.error.is_some(), -a.doubt, a.record.row)
-            .partial_cmp(&(b.error.is_some(), -b.doubt, b.record.row))
-            .expect("doubts are finite")
+        a.error
+            .is_some()
+            .cmp(&b.error.is_some())
+            .then(b.doubt.total_cmp(&a.doubt))
+            .then(a.record.row.cmp(&b.record.row))
     });
     let results = CheckResults {
         config: config.clone(),
         species: model.card.species.names().to_vec(),
         temperature: model.card.calibration.as_ref().map(|c| c.temperature),
+        novelty: match &model.novelty {
+            Ok((_, card)) => Ok(card.threshold),
+            Err(why) => Err(why.clone()),
+        },
         totals: totals(&checked),
         records: checked,
     };

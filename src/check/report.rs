@@ -19,7 +19,7 @@ pub fn write(results: &CheckResults, dir: &Path) -> Result<()> {
 /// One line per record, in the report's order.
 pub fn csv(records: &[CheckedRecord]) -> String {
     let mut s = String::from(
-        "rank,id,photo,claimed,verdict,predicted,claimed_probability,doubt,top_species,top_probability,error\n",
+        "rank,id,photo,claimed,verdict,predicted,claimed_probability,doubt,top_species,top_probability,unknown_score,error\n",
     );
     for (i, r) in records.iter().enumerate() {
         let predicted = match &r.verdict {
@@ -34,7 +34,7 @@ pub fn csv(records: &[CheckedRecord]) -> String {
             });
         let _ = writeln!(
             s,
-            "{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{}",
             i + 1,
             csv_field(&r.record.id),
             csv_field(&r.record.photo),
@@ -50,6 +50,8 @@ pub fn csv(records: &[CheckedRecord]) -> String {
             },
             csv_field(&top),
             top_p,
+            r.novelty
+                .map_or(String::new(), |n| format!("{:.4}", n.score)),
             csv_field(r.error.as_deref().unwrap_or(""))
         );
     }
@@ -74,7 +76,7 @@ pub fn escape(text: &str) -> String {
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}\
 td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:middle}th{background:#f3f3f3}\
-.agrees{background:#d9f2d9}.disagrees{background:#f8d0d0}.uncertain{background:#fff1c2}.unknown{background:#e2e2f5}.error{background:#eee}\
+.agrees{background:#d9f2d9}.disagrees{background:#f8d0d0}.uncertain{background:#fff1c2}.unknown{background:#e2e2f5}.stranger{background:#f3d9f5}.error{background:#eee}\
 .bar{display:inline-block;height:10px;background:#4a7bd0;margin-right:6px}.p{font-size:90%;white-space:nowrap}img{display:block}\
 small{display:block;max-width:14em;word-break:break-all;color:#555}";
 
@@ -84,6 +86,7 @@ fn class(r: &CheckedRecord) -> &'static str {
         Some(Verdict::Disagrees { .. }) => "disagrees",
         Some(Verdict::Uncertain) => "uncertain",
         Some(Verdict::UnknownSpecies) => "unknown",
+        Some(Verdict::Unknown) => "stranger",
         None => "error",
     }
 }
@@ -110,8 +113,19 @@ pub fn html(results: &CheckResults) -> String {
             "; probabilities calibrated (temperature {t:.2})"
         ))
     );
+    let _ = write!(
+        s,
+        "<p>{}</p>",
+        match &results.novelty {
+            Ok(t) => format!(
+                "A photo whose unknown-ness score is above {t:.2} is <b>unknown</b>: it shows none of the species this model knows, whatever its probabilities; the ranking is still shown."
+            ),
+            Err(why) => format!("This model cannot say <b>unknown</b>: {}", escape(why)),
+        }
+    );
     let verdicts = [
         "disagrees",
+        "unknown",
         "uncertain",
         "unknown species",
         "agrees",
@@ -140,6 +154,13 @@ pub fn html(results: &CheckResults) -> String {
         let verdict = match (&r.verdict, &r.error) {
             (Some(Verdict::Disagrees { predicted }), _) => {
                 format!("disagrees: looks like <b>{}</b>", escape(predicted))
+            }
+            (Some(Verdict::Unknown), _) => {
+                let n = r.novelty.expect("an unknown photo has its score");
+                format!(
+                    "unknown: <b>not one of the species this model knows</b> (unknown-ness {:.2}, threshold {:.2})",
+                    n.score, n.threshold
+                )
             }
             (Some(v), _) => v.label().to_string(),
             (None, Some(e)) => format!("error: {}", escape(e)),

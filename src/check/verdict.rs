@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dataset::Species;
 use crate::metrics::argmax;
+use crate::novelty::Novelty;
 use crate::{Error, Result};
 
 /// The two thresholds on the calibrated probability of the claimed species.
@@ -39,6 +40,10 @@ impl Thresholds {
     }
 }
 
+/// The least doubt of a record whose photo is `unknown`: as likely wrong as right, so such
+/// records rank above every one that agrees.
+pub const UNKNOWN_DOUBT: f64 = 0.5;
+
 /// What vlinder says about a record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "verdict", rename_all = "snake_case")]
@@ -51,6 +56,9 @@ pub enum Verdict {
     Uncertain,
     /// The claimed species is not one the model knows.
     UnknownSpecies,
+    /// The photo shows none of the species the model knows (its unknown-ness score is above
+    /// the threshold), whatever the probabilities say.
+    Unknown,
 }
 
 impl Verdict {
@@ -61,23 +69,35 @@ impl Verdict {
             Verdict::Disagrees { .. } => "disagrees",
             Verdict::Uncertain => "uncertain",
             Verdict::UnknownSpecies => "unknown species",
+            Verdict::Unknown => "unknown",
         }
     }
 }
 
-/// The verdict for `claimed` given calibrated `probabilities` in `species` order, and the
-/// probability that the claim is wrong (1 for an unknown species).
+/// The verdict for `claimed` given calibrated `probabilities` in `species` order and the
+/// photo's unknown-ness (when the model has a score), and the doubt it is ranked by: the
+/// probability that the claim is wrong (1 for an unknown species). For a photo unlike every
+/// known species the probability of the claim is first scaled by the novelty's weight, so
+/// that the stranger the photo, the more doubtful the record, and the doubt is at least
+/// [`UNKNOWN_DOUBT`].
 pub fn judge(
     probabilities: &[f32],
     species: &Species,
     claimed: &str,
     thresholds: &Thresholds,
+    novelty: Option<&Novelty>,
 ) -> (Verdict, f64) {
     let Some(index) = species.index_of(claimed.trim()) else {
         return (Verdict::UnknownSpecies, 1.0);
     };
     // Compared in the probabilities' own precision, so that 0.9 meets a threshold of 0.9.
     let p = probabilities[index];
+    if let Some(n) = novelty.filter(|n| n.unknown) {
+        return (
+            Verdict::Unknown,
+            (1.0 - p as f64 * n.weight).max(UNKNOWN_DOUBT),
+        );
+    }
     let verdict = if p >= thresholds.agree as f32 {
         Verdict::Agrees
     } else if p <= thresholds.disagree as f32 {
@@ -105,10 +125,10 @@ mod tests {
         let t = Thresholds::default();
         let p = [0.05, 0.93, 0.02];
         assert_eq!(
-            judge(&p, &species, "maniola_jurtina", &t).0,
+            judge(&p, &species, "maniola_jurtina", &t, None).0,
             Verdict::Agrees
         );
-        let (v, wrong) = judge(&p, &species, "pyronia_tithonus", &t);
+        let (v, wrong) = judge(&p, &species, "pyronia_tithonus", &t, None);
         assert_eq!(
             v,
             Verdict::Disagrees {
@@ -117,23 +137,57 @@ mod tests {
         );
         assert!((wrong - 0.98).abs() < 1e-6);
         assert_eq!(
-            judge(&[0.1, 0.5, 0.4], &species, "pyronia_tithonus", &t).0,
+            judge(&[0.1, 0.5, 0.4], &species, "pyronia_tithonus", &t, None).0,
             Verdict::Uncertain
         );
         assert_eq!(
-            judge(&[0.1, 0.9, 0.0], &species, "maniola_jurtina", &t).0,
+            judge(&[0.1, 0.9, 0.0], &species, "maniola_jurtina", &t, None).0,
             Verdict::Agrees,
             "the bound itself agrees"
         );
         assert_eq!(
-            judge(&[0.2, 0.8, 0.0], &species, "coenonympha_pamphilus", &t)
-                .0
-                .label(),
+            judge(
+                &[0.2, 0.8, 0.0],
+                &species,
+                "coenonympha_pamphilus",
+                &t,
+                None
+            )
+            .0
+            .label(),
             "disagrees"
         );
         assert_eq!(
-            judge(&p, &species, "aglais_io", &t),
+            judge(&p, &species, "aglais_io", &t, None),
             (Verdict::UnknownSpecies, 1.0)
+        );
+        // A photo unlike every known species is never `agrees`, and ranks among the doubtful.
+        let stranger = Novelty {
+            score: 9.0,
+            threshold: 5.0,
+            unknown: true,
+            p_value: 1.0 / 181.0,
+            weight: 0.11,
+        };
+        let (v, doubt) = judge(&p, &species, "maniola_jurtina", &t, Some(&stranger));
+        assert_eq!(v, Verdict::Unknown);
+        assert!((doubt - (1.0 - 0.93 * 0.11)).abs() < 1e-6, "{doubt}");
+        let barely = Novelty {
+            weight: 0.99,
+            ..stranger
+        };
+        let (_, doubt) = judge(&p, &species, "maniola_jurtina", &t, Some(&barely));
+        assert_eq!(doubt, UNKNOWN_DOUBT, "never below an even chance");
+        let familiar = Novelty {
+            unknown: false,
+            p_value: 0.5,
+            weight: 1.0,
+            ..stranger
+        };
+        assert_eq!(
+            judge(&p, &species, "maniola_jurtina", &t, Some(&familiar)),
+            judge(&p, &species, "maniola_jurtina", &t, None),
+            "a photo that passes is judged as without the score"
         );
         assert!(
             Thresholds {

@@ -106,16 +106,9 @@ impl ImageFolder {
         let mut photos = Vec::new();
         let mut skipped = Vec::new();
         for (label, dir) in species_dirs.iter().enumerate() {
-            for path in walk_files(dir)? {
-                if has_photo_extension(&path) {
-                    photos.push(Photo { path, label });
-                } else {
-                    skipped.push(SkippedPhoto {
-                        path,
-                        reason: "not a photo file extension".into(),
-                    });
-                }
-            }
+            let (found, not_photos) = photos_below(dir)?;
+            photos.extend(found.into_iter().map(|path| Photo { path, label }));
+            skipped.extend(not_photos);
         }
         Ok(ImageFolder {
             root: root.to_path_buf(),
@@ -129,6 +122,22 @@ impl ImageFolder {
     pub fn counts(&self) -> Vec<usize> {
         count_labels(self.photos.iter().map(|p| p.label), self.species.len())
     }
+}
+
+/// The photos below `dir` at any depth, in any layout (hidden files left out), sorted at each
+/// level, and the files there that have no photo extension.
+pub fn photos_below(dir: &Path) -> Result<(Vec<PathBuf>, Vec<SkippedPhoto>)> {
+    let (photos, others): (Vec<PathBuf>, Vec<PathBuf>) = walk_files(dir)?
+        .into_iter()
+        .partition(|p| has_photo_extension(p));
+    let skipped = others
+        .into_iter()
+        .map(|path| SkippedPhoto {
+            path,
+            reason: "not a photo file extension".into(),
+        })
+        .collect();
+    Ok((photos, skipped))
 }
 
 /// How many of `labels` fall in each of `classes` classes.

@@ -13,6 +13,6 @@ pub mod split;
 pub mod split_folders;
 
 pub use decode::{ResizeFilter, decode_photo};
-pub use folder::{ImageFolder, Photo, SkippedPhoto, Species};
+pub use folder::{ImageFolder, Photo, SkippedPhoto, Species, photos_below};
 pub use photo_set::PhotoSet;
 pub use split::{Split, stratified_folds, stratified_split};

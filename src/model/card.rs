@@ -8,6 +8,7 @@ use super::Architecture;
 use super::input::Normalisation;
 use crate::calibrate::Calibration;
 use crate::dataset::{ResizeFilter, SkippedPhoto, Species};
+use crate::novelty::NoveltyCard;
 use crate::train::{EpochRecord, TrainConfig};
 
 /// The `format` field of every `model.json`.
@@ -41,6 +42,10 @@ pub struct ModelCard {
     /// training is complete.
     #[serde(default)]
     pub calibration: Option<Calibration>,
+    /// The unknown-ness score, fitted with the last epoch's weights once training is complete
+    /// (absent in models trained before it existed: they never say `unknown`).
+    #[serde(default)]
+    pub novelty: Option<NoveltyCard>,
     pub versions: Versions,
 }
 

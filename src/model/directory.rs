@@ -8,7 +8,8 @@ use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, Sa
 use serde::{Deserialize, Serialize};
 
 use super::card::{FORMAT, FORMAT_VERSION};
-use super::{ModelCard, Network, Normalisation, input, probability_rows};
+use super::{Architecture, ModelCard, Network, Normalisation, input, probability_rows};
+use crate::novelty::{Detector, Novelty, NoveltyCard};
 use crate::{Error, Result, calibrate, files};
 
 /// Which of the saved weights to use.
@@ -63,6 +64,11 @@ impl ModelDir {
 
     pub fn split_path(&self) -> PathBuf {
         self.path.join("split.csv")
+    }
+
+    /// The statistics of the unknown-ness score.
+    pub fn novelty_path(&self) -> PathBuf {
+        self.path.join("novelty.safetensors")
     }
 
     /// Reads and checks `model.json`.
@@ -145,11 +151,52 @@ impl ModelDir {
         }
         let mut network = card.training.network(card.species.len(), device);
         self.load_weights(&mut network, choice)?;
+        let novelty = self.load_novelty(&card, choice)?;
         Ok(TrainedModel {
             card,
             network: network.valid(),
             device: device.clone(),
+            novelty,
         })
+    }
+
+    /// The unknown-ness score that fits the chosen weights, or why there is none.
+    fn load_novelty(
+        &self,
+        card: &ModelCard,
+        choice: WeightsChoice,
+    ) -> Result<std::result::Result<(Detector, NoveltyCard), String>> {
+        let Some(novelty) = &card.novelty else {
+            return Ok(Err(format!(
+                "{} has no unknown-ness score (trained before vlinder had one); it cannot say `unknown`: retrain it to get one",
+                self.path.display()
+            )));
+        };
+        // The score was fitted on the last epoch's features; other weights see other features
+        // unless the layers before the head stayed frozen.
+        let frozen =
+            card.architecture == Architecture::EfficientNetLite0 && card.training.fine_tune == 0;
+        let best_is_last = card
+            .best_metrics
+            .as_ref()
+            .is_some_and(|b| b.epoch == card.epochs_completed);
+        if choice == WeightsChoice::Best && !frozen && !best_is_last {
+            return Ok(Err(format!(
+                "{}: the unknown-ness score was fitted with the last epoch's weights, not the best; it cannot say `unknown` with --weights best",
+                self.path.display()
+            )));
+        }
+        novelty.validate().map_err(|reason| Error::ModelCorrupt {
+            path: self.card_path(),
+            reason,
+        })?;
+        let detector = Detector::load(
+            &self.novelty_path(),
+            card.species.len(),
+            novelty.dimensions,
+            novelty.others > 0,
+        )?;
+        Ok(Ok((detector, novelty.clone())))
     }
 }
 
@@ -159,36 +206,77 @@ pub struct TrainedModel {
     pub card: ModelCard,
     pub network: Network,
     pub device: Device,
+    /// The unknown-ness score's statistics and threshold, or why this model has none.
+    pub novelty: std::result::Result<(Detector, NoveltyCard), String>,
+}
+
+/// What the model makes of one photo.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assessment {
+    /// The network's own probabilities, in species order.
+    pub raw: Vec<f32>,
+    /// With the fitted temperature applied.
+    pub calibrated: Vec<f32>,
+    /// Whether it shows one of the model's species at all, when the model can tell.
+    pub novelty: Option<Novelty>,
 }
 
 /// Photos per forward pass at inference.
 const BATCH: usize = 64;
 
 impl TrainedModel {
-    /// Per-species probabilities for each decoded photo (`image_size`² RGB bytes each), in the
-    /// card's species order.
-    pub fn probabilities(&self, photos: &[&[u8]]) -> Vec<Vec<f32>> {
-        predict_probabilities(
+    /// Raw and calibrated probabilities (unchanged for a model without calibration) and the
+    /// unknown-ness of each decoded photo, from one pass of the network.
+    pub fn assess(&self, photos: &[&[u8]]) -> Vec<Assessment> {
+        let (raw, features) = embed(
             &self.network,
             self.card.image_size,
             self.card.preprocessing.normalisation,
             photos,
             &self.device,
-        )
+        );
+        let scores = self
+            .novelty
+            .as_ref()
+            .ok()
+            .map(|(detector, card)| (detector.scores(&features), card));
+        raw.into_iter()
+            .enumerate()
+            .map(|(i, raw)| Assessment {
+                calibrated: match &self.card.calibration {
+                    Some(c) => calibrate::apply_temperature(&raw, c.temperature),
+                    None => raw.clone(),
+                },
+                raw,
+                novelty: scores.as_ref().map(|(s, card)| card.judge(s[i])),
+            })
+            .collect()
     }
+}
 
-    /// [`TrainedModel::probabilities`] with the fitted temperature applied (unchanged for a
-    /// model without calibration).
-    pub fn calibrated_probabilities(&self, photos: &[&[u8]]) -> Vec<Vec<f32>> {
-        let raw = self.probabilities(photos);
-        match &self.card.calibration {
-            Some(c) => raw
-                .iter()
-                .map(|p| calibrate::apply_temperature(p, c.temperature))
-                .collect(),
-            None => raw,
-        }
+/// Per-species probabilities and the features the last layer sees (flat, one row per photo)
+/// of `network` (in inference mode) for decoded photos, in batches.
+pub fn embed(
+    network: &Network,
+    image_size: u32,
+    norm: Normalisation,
+    photos: &[&[u8]],
+    device: &Device,
+) -> (Vec<Vec<f32>>, Vec<f32>) {
+    let mut probabilities = Vec::with_capacity(photos.len());
+    let mut features = Vec::new();
+    for chunk in photos.chunks(BATCH) {
+        let x = input::batch_tensor(chunk.iter().copied(), image_size, norm, device);
+        let (f, logits) = network.embed(x);
+        probabilities.extend(probability_rows(logits));
+        features.extend(
+            f.into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .expect("features are f32"),
+        );
     }
+    (probabilities, features)
 }
 
 /// Per-species probabilities of `network` (in inference mode) for decoded photos, in batches.

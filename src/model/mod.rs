@@ -15,7 +15,9 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 pub use card::ModelCard;
-pub use directory::{ModelDir, TrainedModel, WeightsChoice, predict_probabilities};
+pub use directory::{
+    Assessment, ModelDir, TrainedModel, WeightsChoice, embed, predict_probabilities,
+};
 pub use efficientnet::{EfficientNetLite0, Head, Pooling, TransferNet, Viewing};
 pub use input::Normalisation;
 pub use recipe::RecipeCnn;
@@ -96,6 +98,18 @@ impl Network {
         match self {
             Network::Recipe(n) => n.forward(images),
             Network::Transfer(n) => n.forward(images),
+        }
+    }
+
+    /// The features the last layer sees `[batch, features]` and the logits, from one pass: the
+    /// unknown-ness score works on the features.
+    pub fn embed(&self, images: Tensor<4>) -> (Tensor<2>, Tensor<2>) {
+        match self {
+            Network::Recipe(n) => n.embed(images),
+            Network::Transfer(n) => {
+                let features = n.features(images);
+                (features.clone(), n.head.forward(features))
+            }
         }
     }
 }

@@ -25,7 +25,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::check::{Thresholds, Verdict, judge};
 use crate::dataset::decode;
 use crate::device::Backend;
-use crate::model::{ModelCard, ModelDir, TrainedModel, WeightsChoice};
+use crate::model::{Assessment, ModelCard, ModelDir, TrainedModel, WeightsChoice};
+use crate::novelty::Novelty;
 use crate::predict::{Ranked, rank};
 use crate::{Error, Result};
 
@@ -58,7 +59,7 @@ pub struct ServeConfig {
 /// A request for the model thread.
 struct Job {
     pixels: Vec<u8>,
-    reply: oneshot::Sender<Vec<f32>>,
+    reply: oneshot::Sender<Assessment>,
 }
 
 struct AppState {
@@ -97,6 +98,9 @@ impl IntoResponse for ApiError {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Classification {
     pub ranking: Vec<Ranked>,
+    /// Whether the photo shows one of the model's species at all (absent for a model without
+    /// an unknown-ness score).
+    pub novelty: Option<Novelty>,
 }
 
 /// The answer of `/v1/check`.
@@ -108,6 +112,7 @@ pub struct CheckAnswer {
     pub claimed_probability: Option<f64>,
     pub doubt: f64,
     pub ranking: Vec<Ranked>,
+    pub novelty: Option<Novelty>,
 }
 
 /// Loads the model and builds the HTTP application; the model thread ends with the app.
@@ -117,6 +122,9 @@ pub fn app(config: &ServeConfig) -> Result<Router> {
         return Err(Error::invalid("max-batch", 0, "at least 1"));
     }
     let model = ModelDir::new(&config.model).load(config.weights, &config.device.device()?)?;
+    if let Err(why) = &model.novelty {
+        eprintln!("warning: {why}");
+    }
     let card = model.card.clone();
     let jobs = spawn_model_thread(model, config.max_batch);
     let state = Arc::new(AppState {
@@ -174,9 +182,9 @@ fn spawn_model_thread(model: TrainedModel, max_batch: usize) -> mpsc::Sender<Job
                 }
             }
             let pixels: Vec<&[u8]> = jobs.iter().map(|j| j.pixels.as_slice()).collect();
-            let probabilities = model.calibrated_probabilities(&pixels);
-            for (job, p) in jobs.into_iter().zip(probabilities) {
-                let _ = job.reply.send(p);
+            let assessments = model.assess(&pixels);
+            for (job, a) in jobs.into_iter().zip(assessments) {
+                let _ = job.reply.send(a);
             }
         }
     });
@@ -185,7 +193,7 @@ fn spawn_model_thread(model: TrainedModel, max_batch: usize) -> mpsc::Sender<Job
 
 impl AppState {
     /// Decodes the photo on a blocking thread and classifies it on the model thread.
-    async fn probabilities(&self, photo: axum::body::Bytes) -> Result<Vec<f32>, ApiError> {
+    async fn assess(&self, photo: axum::body::Bytes) -> Result<Assessment, ApiError> {
         let (size, filter) = (self.card.image_size, self.card.preprocessing.resize);
         let pixels = tokio::task::spawn_blocking(move || {
             decode::image_from_bytes(&photo, std::path::Path::new("upload"))
@@ -236,9 +244,10 @@ async fn classify(
     body: Body,
 ) -> Result<Json<Classification>, ApiError> {
     let upload = upload::read(&headers, body, state.max_upload).await?;
-    let p = state.probabilities(upload.photo).await?;
+    let a = state.assess(upload.photo).await?;
     Ok(Json(Classification {
-        ranking: rank(&p, state.card.species.names()),
+        ranking: rank(&a.calibrated, state.card.species.names()),
+        novelty: a.novelty,
     }))
 }
 
@@ -256,15 +265,17 @@ async fn check(
             "name the claimed species: a multipart field `species`, or ?species= with a raw photo body",
         )
     })?;
-    let p = state.probabilities(upload.photo).await?;
+    let a = state.assess(upload.photo).await?;
+    let (p, novelty) = (&a.calibrated, a.novelty);
     let species = &state.card.species;
-    let (verdict, doubt) = judge(&p, species, &claimed, &state.thresholds);
+    let (verdict, doubt) = judge(p, species, &claimed, &state.thresholds, novelty.as_ref());
     Ok(Json(CheckAnswer {
         claimed_probability: species.index_of(claimed.trim()).map(|i| p[i] as f64),
         claimed,
         verdict,
         doubt,
-        ranking: rank(&p, species.names()),
+        ranking: rank(p, species.names()),
+        novelty,
     }))
 }
 

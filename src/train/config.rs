@@ -88,6 +88,16 @@ pub struct TrainConfig {
     #[arg(long, default_value_t = 2e-5)]
     #[serde(default = "default_fine_tune_learning_rate")]
     pub fine_tune_learning_rate: f64,
+    /// Photos of other species or of no butterfly (any layout, no labels): they teach the
+    /// unknown-ness score what the model's species are not.
+    #[arg(long, value_name = "DIR")]
+    #[serde(default)]
+    pub others: Option<PathBuf>,
+    /// The share of validation photos whose unknown-ness score must pass: the rest of them,
+    /// and photos less like the known species, are called `unknown`.
+    #[arg(long, default_value_t = 0.95)]
+    #[serde(default = "default_keep")]
+    pub keep: f64,
     /// Train on the photos as they are, without augmentation.
     #[arg(long)]
     pub no_augment: bool,
@@ -188,6 +198,13 @@ impl TrainConfig {
                 ));
             }
         }
+        if !(self.keep > 0.0 && self.keep < 1.0) {
+            return Err(Error::invalid(
+                "keep",
+                self.keep,
+                "a share between 0 and 1 exclusive, e.g. 0.95: the validation photos that pass the unknown-ness score",
+            ));
+        }
         if let Some(view) = self.focus {
             self.validate_focus(view)?;
         }
@@ -236,6 +253,11 @@ fn default_fine_tune_epochs() -> usize {
 
 fn default_fine_tune_learning_rate() -> f64 {
     2e-5
+}
+
+/// Read into model.json files written before the unknown-ness score existed.
+fn default_keep() -> f64 {
+    0.95
 }
 
 /// Read into model.json files written before `feature_copies` existed.

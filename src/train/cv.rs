@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::data::require_two_species;
+use super::data::{load_others, require_two_species};
 use super::{TrainConfig, TrainingData, train_on};
 use crate::dataset::{ImageFolder, PhotoSet, stratified_folds};
 use crate::{Error, Result, files};
@@ -70,6 +70,7 @@ pub fn cross_validate(config: &CvConfig) -> Result<CvReport> {
     let (set, bad) = PhotoSet::decode(&folder.photos, train.image_size, train.resize, "photos");
     let mut skipped = folder.skipped.clone();
     skipped.extend(bad);
+    let others = load_others(train, &mut skipped)?;
     let folds = stratified_folds(&set.labels, folder.species.len(), config.folds, train.seed)?;
     files::create_dir(&config.out)?;
     let mut results = Vec::with_capacity(folds.len());
@@ -91,6 +92,7 @@ pub fn cross_validate(config: &CvConfig) -> Result<CvReport> {
             species: folder.species.clone(),
             train: set.subset(&training),
             validation: set.subset(validation),
+            others: others.clone(),
             skipped: skipped.clone(),
         };
         let model = config.out.join(format!("fold-{}", i + 1));

@@ -3,7 +3,9 @@
 use std::path::Path;
 
 use super::TrainConfig;
-use crate::dataset::{ImageFolder, Photo, PhotoSet, SkippedPhoto, Species, stratified_split};
+use crate::dataset::{
+    ImageFolder, Photo, PhotoSet, SkippedPhoto, Species, photos_below, stratified_split,
+};
 use crate::{Error, Result};
 
 /// Decoded training and validation photos with the species they are labelled with.
@@ -12,6 +14,8 @@ pub struct TrainingData {
     pub species: Species,
     pub train: PhotoSet,
     pub validation: PhotoSet,
+    /// Photos of other species or of no butterfly (`--others`), all labelled 0.
+    pub others: Option<PhotoSet>,
     /// Files that were found but could not be used.
     pub skipped: Vec<SkippedPhoto>,
 }
@@ -84,13 +88,50 @@ impl TrainingData {
                 reason: "the validation set has no readable photo; add photos or raise --validation-split".into(),
             });
         }
+        let others = load_others(config, &mut skipped)?;
         Ok(TrainingData {
             species,
             train,
             validation,
+            others,
             skipped,
         })
     }
+}
+
+/// Decodes the photos of `--others`, adding the unreadable ones to `skipped`; a folder without
+/// a readable photo is an error, found before any training.
+pub(crate) fn load_others(
+    config: &TrainConfig,
+    skipped: &mut Vec<SkippedPhoto>,
+) -> Result<Option<PhotoSet>> {
+    let Some(dir) = &config.others else {
+        return Ok(None);
+    };
+    if !dir.is_dir() {
+        return Err(Error::Layout {
+            path: dir.clone(),
+            reason: "--others must be a folder of photos of other species or of no butterfly (any layout)".into(),
+        });
+    }
+    let (paths, not_photos) = photos_below(dir)?;
+    let photos: Vec<Photo> = paths
+        .into_iter()
+        .map(|path| Photo { path, label: 0 })
+        .collect();
+    let (set, bad) = PhotoSet::decode(&photos, config.image_size, config.resize, "others");
+    skipped.extend(not_photos);
+    skipped.extend(bad);
+    if set.is_empty() {
+        return Err(Error::Layout {
+            path: dir.clone(),
+            reason: format!(
+                "no readable photo for --others ({} photo files found); add photos of other species or of no butterfly",
+                photos.len()
+            ),
+        });
+    }
+    Ok(Some(set))
 }
 
 /// A classifier needs at least two species folders.

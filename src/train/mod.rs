@@ -28,6 +28,7 @@ use crate::dataset::{PhotoSet, Species};
 use crate::metrics;
 use crate::model::card::{DataSummary, FORMAT, FORMAT_VERSION, Preprocessing, Versions};
 use crate::model::{self, Architecture, ModelCard, ModelDir, Network, WeightsChoice, input};
+use crate::novelty::{self, Detector, NoveltyCard};
 use crate::{Error, Result, calibrate, files, plot, progress};
 
 /// The metrics of one epoch, as in `history.csv`.
@@ -112,13 +113,88 @@ pub fn train_on(config: &TrainConfig, data: &TrainingData, out: &Path) -> Result
         best_metrics: None,
         training_seconds: 0.0,
         calibration: None,
+        novelty: None,
         versions: Versions::current(),
     };
     dir.write_card(&card)?;
-    match network {
-        Network::Transfer(net) => transfer::run(card, net, data, &dir, &device),
-        recipe => run(card, recipe, optimizer(config), data, &dir, &device),
-    }
+    let (card, embedded) = match network {
+        Network::Transfer(net) => transfer::run(card, net, data, &dir, &device)?,
+        recipe => (
+            run(card, recipe, optimizer(config), data, &dir, &device)?,
+            None,
+        ),
+    };
+    fit_novelty(card, data, &dir, &device, embedded)
+}
+
+/// Features of the finished network's training (with any augmented copies) and validation
+/// photos, one row each, where training computed them anyway.
+pub struct Embedded {
+    pub train: Vec<f32>,
+    pub labels: Vec<usize>,
+    pub validation: Vec<f32>,
+}
+
+/// Fits the unknown-ness score on the finished network's features (and those of `--others`),
+/// sets its threshold on the validation photos, and records it in the model directory.
+fn fit_novelty(
+    mut card: ModelCard,
+    data: &TrainingData,
+    dir: &ModelDir,
+    device: &Device,
+    embedded: Option<Embedded>,
+) -> Result<ModelCard> {
+    let model = dir.load(WeightsChoice::Last, device)?;
+    let features = |set: &PhotoSet| {
+        let pixels: Vec<&[u8]> = (0..set.len()).map(|i| set.pixels(i)).collect();
+        let norm = card.preprocessing.normalisation;
+        model::embed(&model.network, card.image_size, norm, &pixels, device).1
+    };
+    let embedded = embedded.unwrap_or_else(|| Embedded {
+        train: features(&data.train),
+        labels: data.train.labels.clone(),
+        validation: features(&data.validation),
+    });
+    let dim = embedded.validation.len() / data.validation.len();
+    let others = data.others.as_ref().map(features);
+    let detector = Detector::fit(
+        &embedded.train,
+        &embedded.labels,
+        card.species.len(),
+        dim,
+        others.as_deref(),
+    )?;
+    let mut scores = detector.scores(&embedded.validation);
+    let keep = card.training.keep;
+    let threshold = novelty::threshold(&scores, keep);
+    scores.sort_by(f32::total_cmp);
+    let others = data.others.as_ref().map_or(0, PhotoSet::len);
+    eprintln!(
+        "unknown-ness: threshold {threshold:.4} passes {:.1}% of {} validation photos (fitted on {} feature rows{})",
+        100.0 * scores.iter().filter(|&&s| s as f64 <= threshold).count() as f64
+            / scores.len() as f64,
+        scores.len(),
+        embedded.labels.len(),
+        if others > 0 {
+            format!(" and {others} other photos")
+        } else {
+            String::new()
+        }
+    );
+    detector.save(&dir.novelty_path())?;
+    card.novelty = Some(NoveltyCard {
+        method: novelty::METHOD.into(),
+        dimensions: dim,
+        power: novelty::POWER as f64,
+        shrinkage: novelty::SHRINKAGE,
+        train_features: embedded.labels.len(),
+        others,
+        keep,
+        threshold,
+        validation_scores: scores,
+    });
+    dir.write_card(&card)?;
+    Ok(card)
 }
 
 /// Continues the training run in `out` from its last completed epoch.
@@ -167,7 +243,8 @@ pub fn resume(out: &Path) -> Result<ModelCard> {
                 reason: e.to_string(),
             })?;
     }
-    run(card, network, optim, &data, &dir, &device)
+    let card = run(card, network, optim, &data, &dir, &device)?;
+    fit_novelty(card, &data, &dir, &device, None)
 }
 
 /// The network's seeded initial weights, on the autodiff variant of `device`.

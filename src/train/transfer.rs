@@ -12,7 +12,7 @@ use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 
 use super::{
-    EpochRecord, TrainConfig, TrainingData, batches, epoch_order, finish_epoch, optimizer,
+    Embedded, EpochRecord, TrainConfig, TrainingData, batches, epoch_order, finish_epoch, optimizer,
 };
 use crate::augment::AugmentParams;
 use crate::dataset::PhotoSet;
@@ -103,14 +103,15 @@ fn encode(
 }
 
 /// Trains the head of `net` on cached features, then fine-tunes if configured, and writes the
-/// model directory after every epoch.
+/// model directory after every epoch. Without fine-tuning the cached features are those of the
+/// finished network too, and come back for the unknown-ness score.
 pub fn run(
     mut card: ModelCard,
     net: TransferNet,
     data: &TrainingData,
     dir: &ModelDir,
     device: &Device,
-) -> Result<ModelCard> {
+) -> Result<(ModelCard, Option<Embedded>)> {
     let config = card.training.clone();
     let started = Instant::now();
     let mut parts = vec![encode(&net, &data.train, &config, None, device, "train")];
@@ -144,6 +145,11 @@ pub fn run(
         head,
         viewing,
     } = net;
+    let embedded = (train.activations.is_none()).then(|| Embedded {
+        train: rows(train.features.clone()),
+        labels: labels.clone(),
+        validation: rows(validation.features.clone()),
+    });
     let head = stage.fit(
         &mut card,
         head,
@@ -179,7 +185,16 @@ pub fn run(
             Network::Transfer,
         )?;
     }
-    Ok(card)
+    Ok((card, embedded))
+}
+
+/// A feature tensor's values, row after row.
+fn rows(features: Tensor<2>) -> Vec<f32> {
+    features
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .expect("features are f32")
 }
 
 /// What the head's training and fine-tuning share: the labels and where results go.

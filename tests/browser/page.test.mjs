@@ -66,7 +66,12 @@ test("a reviewer uploads photos and sees verdicts with probabilities", async (t)
   await page.setInputFiles("#files", photo);
   const verdict = page.locator(".result .verdict").first();
   await verdict.waitFor({ timeout: 30000 });
-  assert.match(await verdict.textContent(), /^(agrees|disagrees|uncertain)/);
+  const label = await verdict.textContent();
+  assert.match(label, /^(agrees|disagrees|uncertain|unknown)/);
+  // An `unknown` photo is explained, with the ranking still shown below.
+  const notes = await page.locator(".result .note").count();
+  assert.equal(notes, label.startsWith("unknown") ? 1 : 0);
+  if (notes) assert.match(await page.locator(".result .note").textContent(), /Not one of the species this model knows/);
   assert.equal(await page.locator(".result .bar").count(), 2, "one probability bar per species");
   const widths = await page.locator(".result .bar").evaluateAll((bars) => bars.map((b) => parseFloat(b.style.width)));
   assert.ok(Math.abs(widths[0] + widths[1] - 200) <= 2, `bars share 200px: ${widths}`);

@@ -27,8 +27,23 @@ pub fn shared_data() -> PathBuf {
 /// The first `per_species` photos (sorted by name) of each named species of the iNaturalist set,
 /// linked into a new ImageFolder under `dir`.
 pub fn subset(dir: &Path, species: &[&str], per_species: usize) -> PathBuf {
-    let source = shared_data().join("inat_uk_3species_csellwood");
-    let root = dir.join("photos");
+    link_photos(
+        "inat_uk_3species_csellwood",
+        species,
+        0..per_species,
+        &dir.join("photos"),
+    )
+}
+
+/// The photos at positions `range` (sorted by name) of each named species of a shared data set,
+/// linked into `root/<species>/`.
+pub fn link_photos(
+    dataset: &str,
+    species: &[&str],
+    range: std::ops::Range<usize>,
+    root: &Path,
+) -> PathBuf {
+    let source = shared_data().join(dataset);
     for name in species {
         let mut files: Vec<PathBuf> = std::fs::read_dir(source.join(name))
             .unwrap()
@@ -36,12 +51,12 @@ pub fn subset(dir: &Path, species: &[&str], per_species: usize) -> PathBuf {
             .collect();
         files.sort();
         std::fs::create_dir_all(root.join(name)).unwrap();
-        for file in files.iter().take(per_species) {
+        for file in &files[range.clone()] {
             std::os::unix::fs::symlink(file, root.join(name).join(file.file_name().unwrap()))
                 .unwrap();
         }
     }
-    root
+    root.to_path_buf()
 }
 
 /// The bytes of one real JPEG from the shared photos.
@@ -94,6 +109,8 @@ pub fn quick_config(data: &Path, epochs: usize) -> TrainConfig {
         fine_tune: 0,
         fine_tune_epochs: 10,
         fine_tune_learning_rate: 1e-4,
+        others: None,
+        keep: 0.95,
         no_augment: true,
         augment: AugmentParams::default(),
         device: Backend::Flex,
@@ -160,21 +177,31 @@ pub fn web_server(answer: impl Fn(&str) -> (&'static str, Vec<u8>) + Send + 'sta
     base
 }
 
+/// Evaluation of `model` on the validation part of its own split of `data`, written into `out`.
+pub fn validation_config(
+    model: &Path,
+    data: &Path,
+    out: &Path,
+) -> vlinder::evaluate::EvaluateConfig {
+    vlinder::evaluate::EvaluateConfig {
+        model: model.to_path_buf(),
+        data: data.to_path_buf(),
+        split: vlinder::evaluate::SplitChoice::Validation,
+        weights: vlinder::model::WeightsChoice::Last,
+        unknown: None,
+        thresholds: vlinder::check::Thresholds::default(),
+        out: Some(out.to_path_buf()),
+        device: Backend::Flex,
+    }
+}
+
 /// Evaluates `model` on the validation part of its own split of `data`, writing into `out`.
 pub fn evaluate_validation(
     model: &Path,
     data: &Path,
     out: &Path,
 ) -> vlinder::evaluate::EvaluationReport {
-    vlinder::evaluate::evaluate(&vlinder::evaluate::EvaluateConfig {
-        model: model.to_path_buf(),
-        data: data.to_path_buf(),
-        split: vlinder::evaluate::SplitChoice::Validation,
-        weights: vlinder::model::WeightsChoice::Last,
-        out: Some(out.to_path_buf()),
-        device: Backend::Flex,
-    })
-    .unwrap()
+    vlinder::evaluate::evaluate(&validation_config(model, data, out)).unwrap()
 }
 
 /// One request to [`api_server`]: its path and decoded query parameters, in order.

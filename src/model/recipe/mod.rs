@@ -91,9 +91,14 @@ impl RecipeCnn {
     /// Logits `[batch, 1]` for two species, `[batch, classes]` otherwise, from images
     /// `[batch, 3, size, size]` scaled to 0..1.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        self.embed(images).1
+    }
+
+    /// The 64 activations of the dense layer (what the output layer sees) and the logits.
+    pub fn embed(&self, images: Tensor<4>) -> (Tensor<2>, Tensor<2>) {
         let x = self.features(images);
         let x = self.relu.forward(self.dense.forward(x.flatten(1, 3)));
-        self.output.forward(self.head_dropout.forward(x))
+        (x.clone(), self.output.forward(self.head_dropout.forward(x)))
     }
 
     /// Both convolution blocks (convolution, ReLU, pooling, dropout). On burn's CPU backend they
