@@ -3,11 +3,12 @@
 //! `--focus 320`), median, min and max of 5 repetitions.
 //! `cargo bench --bench backbone`; `VLINDER_SHARED` points at the shared folder (default ../shared).
 
-use std::path::PathBuf;
 use std::time::Instant;
 
+mod common;
+
 use burn::prelude::*;
-use vlinder::model::efficientnet::{EfficientNetLite0, Head, Pooling, TransferNet, Viewing};
+use vlinder::model::efficientnet::{Head, Pooling, TransferNet, Viewing};
 
 fn median_min_max(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(f64::total_cmp);
@@ -15,16 +16,8 @@ fn median_min_max(mut v: Vec<f64>) -> (f64, f64, f64) {
 }
 
 fn main() {
-    let shared = std::env::var_os("VLINDER_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));
     let device = Device::flex();
-    let backbone = EfficientNetLite0::from_pytorch(
-        &shared.join("models/efficientnet-lite0/efficientnet-lite0-57934424.pth"),
-        false,
-        &device,
-    )
-    .expect("the shared EfficientNet-Lite0 weights");
+    let backbone = common::lite0(&device);
     let network = |viewing| TransferNet {
         backbone: backbone.clone(),
         head: Head::new(3, &device),

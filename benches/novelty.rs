@@ -4,15 +4,14 @@
 //! on 3,600 feature rows (720 photos and 4 augmented copies each, as a default run has).
 //! `cargo bench --bench novelty`; `VLINDER_SHARED` points at the shared folder (default ../shared).
 
-use std::path::PathBuf;
 use std::time::Instant;
+
+mod common;
 
 use burn::prelude::*;
 use rand::{Rng, SeedableRng};
 use vlinder::model::Network;
-use vlinder::model::efficientnet::{
-    EfficientNetLite0, FEATURES, Head, Pooling, TransferNet, Viewing,
-};
+use vlinder::model::efficientnet::{FEATURES, Head, Pooling, TransferNet, Viewing};
 use vlinder::novelty::Detector;
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -21,16 +20,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let shared = std::env::var_os("VLINDER_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));
     let device = Device::flex();
-    let backbone = EfficientNetLite0::from_pytorch(
-        &shared.join("models/efficientnet-lite0/efficientnet-lite0-57934424.pth"),
-        false,
-        &device,
-    )
-    .expect("the shared EfficientNet-Lite0 weights");
+    let backbone = common::lite0(&device);
     let network = Network::Transfer(TransferNet {
         backbone,
         head: Head::new(3, &device),

@@ -1,5 +1,6 @@
 //! `vlinder evaluate`: how well a trained model names the species of labelled photos.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -102,6 +103,17 @@ pub struct UnknownFigures {
     /// The share that would get `agrees` if the claim were the model's top species.
     pub agrees: f64,
     pub agrees_image_only: f64,
+    /// The same shares for the photos of each folder directly below `folder` (`.` for photos
+    /// directly in it): one species each, in the usual layout.
+    pub by_folder: BTreeMap<String, FolderFigures>,
+}
+
+/// The unknown photos of one folder.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FolderFigures {
+    pub photos: usize,
+    pub passed: f64,
+    pub agrees: f64,
 }
 
 /// Evaluates the model on the photos `config` names and writes the report and the confusion
@@ -276,27 +288,47 @@ fn unknown_figures(
         .map(|a| a.novelty.map_or(f32::NAN, |n| n.score as f32))
         .collect();
     let positives: Vec<bool> = (0..scores.len()).map(|i| i >= in_set.len()).collect();
-    let agrees = |novelty: bool| {
-        share(&strangers, |a| {
-            let top = card.species.name(metrics::argmax(&a.calibrated));
-            let novelty = a.novelty.filter(|_| novelty);
-            judge(
-                &a.calibrated,
-                &card.species,
-                top,
-                &config.thresholds,
-                novelty.as_ref(),
-            )
-            .0 == Verdict::Agrees
-        })
+    let agrees = |a: &&Assessment, novelty: bool| {
+        let top = card.species.name(metrics::argmax(&a.calibrated));
+        let novelty = a.novelty.filter(|_| novelty);
+        judge(
+            &a.calibrated,
+            &card.species,
+            top,
+            &config.thresholds,
+            novelty.as_ref(),
+        )
+        .0 == Verdict::Agrees
     };
+    let passes = |a: &&Assessment| a.novelty.is_some_and(|n| !n.unknown);
+    let mut folders: BTreeMap<String, Vec<&Assessment>> = BTreeMap::new();
+    for (path, a) in set.paths.iter().zip(&strangers) {
+        let relative = path.strip_prefix(dir).unwrap_or(path);
+        let folder = match relative.parent().and_then(|p| p.components().next()) {
+            Some(first) => first.as_os_str().to_string_lossy().into_owned(),
+            None => ".".to_string(),
+        };
+        folders.entry(folder).or_default().push(a);
+    }
+    let all: Vec<&Assessment> = strangers.iter().collect();
     Ok(UnknownFigures {
         folder: dir.to_path_buf(),
         photos: strangers.len(),
         auroc: metrics::roc_auc(&scores, &positives),
-        passed: share(&strangers, |a| a.novelty.is_some_and(|n| !n.unknown)),
-        agrees: agrees(true),
-        agrees_image_only: agrees(false),
+        passed: share(&all, passes),
+        agrees: share(&all, |a| agrees(a, true)),
+        agrees_image_only: share(&all, |a| agrees(a, false)),
+        by_folder: folders
+            .into_iter()
+            .map(|(name, photos)| {
+                let figures = FolderFigures {
+                    photos: photos.len(),
+                    passed: share(&photos, passes),
+                    agrees: share(&photos, |a| agrees(a, true)),
+                };
+                (name, figures)
+            })
+            .collect(),
     })
 }
 
@@ -361,6 +393,25 @@ pub fn render_report(report: &EvaluationReport) -> String {
             percent(u.agrees),
             percent(u.agrees_image_only)
         );
+        if u.by_folder.len() > 1 {
+            let width = u
+                .by_folder
+                .keys()
+                .map(String::len)
+                .max()
+                .unwrap_or(6)
+                .max(6);
+            let _ = writeln!(s, "\n{:width$}  photos    pass  agrees", "folder");
+            for (name, f) in &u.by_folder {
+                let _ = writeln!(
+                    s,
+                    "{name:width$}  {:>6}  {:>6}  {:>6}",
+                    f.photos,
+                    percent(f.passed),
+                    percent(f.agrees)
+                );
+            }
+        }
     }
     s
 }

@@ -4,30 +4,11 @@
 mod common;
 
 use std::fmt::Write as _;
-use std::path::Path;
 
-use vlinder::check::{self, CheckConfig, Thresholds, records::Columns};
-use vlinder::device::Backend;
-use vlinder::model::WeightsChoice;
+use vlinder::check;
 use vlinder::train;
 
 const PAIR: [&str; 2] = ["anthocharis_cardamines", "gonepteryx_rhamni"];
-
-fn check_config(model: &Path, records: &Path) -> CheckConfig {
-    CheckConfig {
-        model: model.to_path_buf(),
-        records: records.to_path_buf(),
-        columns: Columns {
-            id_column: "id".into(),
-            photo_column: "photo".into(),
-            species_column: "species".into(),
-        },
-        thresholds: Thresholds::default(),
-        out: None,
-        weights: WeightsChoice::Last,
-        device: Backend::Flex,
-    }
-}
 
 #[test]
 fn wrongly_named_records_rank_first_and_bad_records_are_reported() {
@@ -96,7 +77,7 @@ fn wrongly_named_records_rank_first_and_bad_records_are_reported() {
     let records = tmp.path().join("records.csv");
     std::fs::write(&records, csv).unwrap();
 
-    let results = check::check(&check_config(&model, &records)).unwrap();
+    let results = check::check(&common::check_config(&model, &records)).unwrap();
     let out = tmp.path().join("records-check");
     for file in ["results.csv", "report.html", "check.json"] {
         assert!(out.join(file).is_file(), "{file}");
@@ -194,7 +175,7 @@ fn wrongly_named_records_rank_first_and_bad_records_are_reported() {
 
     // A CSV without the named columns is an error that lists the columns it has.
     std::fs::write(tmp.path().join("bad.csv"), "record,name,file\n1,x,y\n").unwrap();
-    let err = check::check(&check_config(&model, &tmp.path().join("bad.csv")))
+    let err = check::check(&common::check_config(&model, &tmp.path().join("bad.csv")))
         .unwrap_err()
         .to_string();
     assert!(

@@ -8,7 +8,7 @@ mod common;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use vlinder::check::{self, CheckConfig, Thresholds, Verdict, records::Columns};
+use vlinder::check::{self, Verdict};
 use vlinder::device::Backend;
 use vlinder::evaluate::{self, EvaluateConfig};
 use vlinder::model::{Architecture, ModelDir, WeightsChoice};
@@ -71,22 +71,6 @@ fn records(dir: &Path, out: &Path, claim: impl Fn(&Path) -> String) -> PathBuf {
     out.to_path_buf()
 }
 
-fn check_config(model: &Path, records: &Path) -> CheckConfig {
-    CheckConfig {
-        model: model.to_path_buf(),
-        records: records.to_path_buf(),
-        columns: Columns {
-            id_column: "id".into(),
-            photo_column: "photo".into(),
-            species_column: "species".into(),
-        },
-        thresholds: Thresholds::default(),
-        out: None,
-        weights: WeightsChoice::Last,
-        device: Backend::Flex,
-    }
-}
-
 #[test]
 fn species_the_model_never_saw_are_unknown_and_never_agree() {
     let tmp = tempfile::tempdir().unwrap();
@@ -139,6 +123,11 @@ fn species_the_model_never_saw_are_unknown_and_never_agree() {
     )
     .unwrap();
     assert_eq!(saved["open_set"]["unknown"]["photos"], 36);
+    // One row per species folder, which together make up the whole.
+    assert_eq!(unknown.by_folder.len(), 3);
+    assert!(unknown.by_folder.values().all(|f| f.photos == 12));
+    let mean_pass = unknown.by_folder.values().map(|f| f.passed).sum::<f64>() / 3.0;
+    assert!((mean_pass - unknown.passed).abs() < 1e-9);
     let table = evaluate::render_report(&report);
     assert!(
         table.contains("AUROC of the score") && table.contains("agrees when named"),
@@ -148,7 +137,7 @@ fn species_the_model_never_saw_are_unknown_and_never_agree() {
     // check: every unseen photo named as the model's own top species. An `unknown` photo is
     // never `agrees`, ranks above every photo that agrees, and the report says why.
     let csv = records(&unseen, &tmp.path().join("unseen.csv"), |_| String::new());
-    let first = check::check(&check_config(&model, &csv)).unwrap();
+    let first = check::check(&common::check_config(&model, &csv)).unwrap();
     let named_as_top = records(&unseen, &tmp.path().join("named.csv"), |photo| {
         let r = first
             .records
@@ -157,7 +146,7 @@ fn species_the_model_never_saw_are_unknown_and_never_agree() {
             .unwrap();
         r.ranking[0].species.clone()
     });
-    let results = check::check(&check_config(&model, &named_as_top)).unwrap();
+    let results = check::check(&common::check_config(&model, &named_as_top)).unwrap();
     let verdicts: Vec<&Verdict> = results
         .records
         .iter()
@@ -331,7 +320,7 @@ fn a_model_from_before_the_score_loads_and_never_says_unknown() {
     let csv = records(&unseen, &tmp.path().join("unseen.csv"), |_| {
         KNOWN[0].to_string()
     });
-    let results = check::check(&check_config(&model, &csv)).unwrap();
+    let results = check::check(&common::check_config(&model, &csv)).unwrap();
     assert!(
         results
             .records

@@ -177,6 +177,23 @@ pub fn web_server(answer: impl Fn(&str) -> (&'static str, Vec<u8>) + Send + 'sta
     base
 }
 
+/// `vlinder check` of `records` with `model` and the default columns and thresholds.
+pub fn check_config(model: &Path, records: &Path) -> vlinder::check::CheckConfig {
+    vlinder::check::CheckConfig {
+        model: model.to_path_buf(),
+        records: records.to_path_buf(),
+        columns: vlinder::check::records::Columns {
+            id_column: "id".into(),
+            photo_column: "photo".into(),
+            species_column: "species".into(),
+        },
+        thresholds: vlinder::check::Thresholds::default(),
+        out: None,
+        weights: vlinder::model::WeightsChoice::Last,
+        device: Backend::Flex,
+    }
+}
+
 /// Evaluation of `model` on the validation part of its own split of `data`, written into `out`.
 pub fn validation_config(
     model: &Path,
