@@ -94,7 +94,8 @@ impl NoveltyCard {
         let scores = &self.validation_scores;
         let below = scores.partition_point(|&s| s < score);
         let p_value = (scores.len() - below + 1) as f64 / (scores.len() + 1) as f64;
-        let unknown = score as f64 > self.threshold;
+        // A score that is not a number (features that overflowed) is no known species either.
+        let unknown = score.is_nan() || score as f64 > self.threshold;
         Novelty {
             score: score as f64,
             threshold: self.threshold,
@@ -542,6 +543,10 @@ mod tests {
         let far = card.judge(10.0);
         assert!(far.unknown && (far.p_value - 1.0 / 5.0).abs() < 1e-12);
         assert!((far.weight - 0.2 / 0.25).abs() < 1e-12);
+        assert!(
+            card.judge(f32::NAN).unknown,
+            "a score that is not a number is no known species"
+        );
         assert_eq!(threshold(&[4.0, 1.0, 3.0, 2.0], 0.75), 3.0);
         let bad = NoveltyCard { keep: 1.0, ..card };
         assert!(bad.validate().unwrap_err().contains("keep"));

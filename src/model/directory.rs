@@ -287,10 +287,5 @@ pub fn predict_probabilities(
     photos: &[&[u8]],
     device: &Device,
 ) -> Vec<Vec<f32>> {
-    let mut out = Vec::with_capacity(photos.len());
-    for chunk in photos.chunks(BATCH) {
-        let x = input::batch_tensor(chunk.iter().copied(), image_size, norm, device);
-        out.extend(probability_rows(network.forward(x)));
-    }
-    out
+    embed(network, image_size, norm, photos, device).0
 }
