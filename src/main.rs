@@ -196,10 +196,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Predict(config) => {
             let predictions = predict::predict(&config).context("prediction failed")?;
-            print!(
-                "{}",
-                predict::render(&predictions, config.format, config.top)
-            );
+            let text = predict::render(&predictions, config.format, config.top);
+            // A reader that stops early (`| head`) is not an error.
+            match std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes()) {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                    return Ok(ExitCode::SUCCESS);
+                }
+                result => result.context("cannot write the predictions to standard output")?,
+            }
             let failed = predictions.iter().filter(|p| p.error.is_some()).count();
             if failed > 0 {
                 eprintln!("{failed} of {} photos could not be read", predictions.len());

@@ -359,6 +359,8 @@ fn the_command_line_trains_predicts_and_fails_with_a_non_zero_exit() {
     // A folder works too; an unreadable photo is reported, the others still answered.
     let bad = tmp.path().join("bad.jpg");
     std::fs::write(&bad, b"not a jpeg").unwrap();
+    // A hidden file in a folder (macOS leaves `._` files) is no photo, as in training.
+    std::fs::write(data.join(PAIR[0]).join("._0001.jpg"), b"resource fork").unwrap();
     let (ok, stdout, stderr) = common::vlinder(&[
         "predict",
         "--model",
@@ -377,6 +379,23 @@ fn the_command_line_trains_predicts_and_fails_with_a_non_zero_exit() {
     assert!(
         stdout.contains("bad.jpg,,,,") && stderr.contains("1 of 11"),
         "{stdout}{stderr}"
+    );
+    assert!(!stdout.contains("._0001.jpg"), "{stdout}");
+
+    // A reader that stops early (`| head`) ends the output quietly.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vlinder"))
+        .args(["predict", "--model", model.to_str().unwrap()])
+        .arg(data.join(PAIR[0]))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !stderr.contains("panicked"),
+        "{stderr}"
     );
 
     let (ok, _, stderr) = common::vlinder(&[
