@@ -65,6 +65,17 @@ pub enum Error {
 
     #[error("cannot write {path}: {reason}")]
     Output { path: PathBuf, reason: String },
+
+    #[error(
+        "training diverged in epoch {epoch} (loss {loss}); {path} keeps epoch {kept}; train again with a lower --learning-rate than {learning_rate}"
+    )]
+    Diverged {
+        path: PathBuf,
+        epoch: usize,
+        kept: usize,
+        loss: f64,
+        learning_rate: f64,
+    },
 }
 
 impl Error {

@@ -47,11 +47,59 @@ pub fn create_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))
 }
 
-/// Quotes a CSV field when it holds a comma, quote or line break.
+/// A CSV field: quoted when it holds a comma, quote or line break, and, when it starts with a
+/// character that makes a spreadsheet read it as a formula (`= + - @`, tab, carriage return),
+/// preceded by an apostrophe so that it stays text.
 pub fn csv_field(value: &str) -> String {
+    let value = if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{value}")
+    } else {
+        value.to_string()
+    };
     if value.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", value.replace('"', "\"\""))
     } else {
-        value.to_string()
+        value
+    }
+}
+
+/// `text` for a terminal: control characters (escape sequences, line breaks) written out as
+/// escapes, so that a file name or record id cannot move the cursor or recolour the screen.
+pub fn terminal_text(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spreadsheet_formulas_stay_text_and_escapes_stay_visible() {
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(
+            csv_field("=HYPERLINK(\"http://x\",\"y\")"),
+            "\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\""
+        );
+        for risky in ["+1", "-1", "@SUM(A1)", "\tx", "\rx"] {
+            assert!(
+                csv_field(risky).trim_start_matches('"').starts_with('\''),
+                "{risky}"
+            );
+        }
+        assert_eq!(
+            terminal_text("id\u{1b}[31mred\nnext"),
+            "id\\u{1b}[31mred\\nnext"
+        );
+        assert_eq!(terminal_text("vlinder é"), "vlinder é");
     }
 }

@@ -10,6 +10,7 @@ use vlinder::augment::preview::{self, PreviewConfig};
 use vlinder::check::{self, CheckConfig};
 use vlinder::dataset::split_folders::{self, SplitFoldersConfig};
 use vlinder::evaluate::{self, EvaluateConfig};
+use vlinder::files::terminal_text;
 use vlinder::model::backbone::{self, EFFICIENTNET_LITE0};
 use vlinder::predict::{self, PredictConfig};
 use vlinder::serve::{self, ServeConfig};
@@ -126,7 +127,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 (None, None) => unreachable!("clap requires --out or --resume"),
             };
             for skipped in &card.data.skipped {
-                eprintln!("skipped {}: {}", skipped.path.display(), skipped.reason);
+                eprintln!(
+                    "skipped {}: {}",
+                    terminal_text(&skipped.path.display().to_string()),
+                    terminal_text(&skipped.reason)
+                );
             }
             if let (Some(last), Some(best)) = (&card.final_metrics, &card.best_metrics) {
                 println!(
@@ -183,7 +188,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Evaluate(config) => {
             let report = evaluate::evaluate(&config).context("evaluation failed")?;
             for skipped in &report.skipped {
-                eprintln!("skipped {}: {}", skipped.path.display(), skipped.reason);
+                eprintln!(
+                    "skipped {}: {}",
+                    terminal_text(&skipped.path.display().to_string()),
+                    terminal_text(&skipped.reason)
+                );
             }
             print!("{}", evaluate::render_report(&report));
             println!(
@@ -235,9 +244,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for r in results.records.iter().filter(|r| r.error.is_some()) {
                 eprintln!(
                     "record {} (line {}): {}",
-                    r.record.id,
+                    terminal_text(&r.record.id),
                     r.record.row,
-                    r.error.as_deref().unwrap_or_default()
+                    terminal_text(r.error.as_deref().unwrap_or_default())
                 );
             }
             println!("results: {}", out.join("results.csv").display());

@@ -167,19 +167,18 @@ pub fn render(predictions: &[Prediction], format: OutputFormat, top: Option<usiz
             s
         }
         OutputFormat::Table => {
-            let width = predictions
+            let photos: Vec<String> = predictions
                 .iter()
-                .map(|p| p.photo.to_string_lossy().len())
-                .max()
-                .unwrap_or(5)
-                .max(5);
+                .map(|p| files::terminal_text(&p.photo.to_string_lossy()))
+                .collect();
+            let width = photos.iter().map(String::len).max().unwrap_or(5).max(5);
             let mut s = format!(
                 "{:width$}  species (probability), most probable first\n",
                 "photo"
             );
-            for p in predictions {
+            for (p, photo) in predictions.iter().zip(&photos) {
                 let cells = match &p.error {
-                    Some(e) => format!("error: {e}"),
+                    Some(e) => format!("error: {}", files::terminal_text(e)),
                     None => {
                         let ranking = p
                             .ranking
@@ -197,7 +196,7 @@ pub fn render(predictions: &[Prediction], format: OutputFormat, top: Option<usiz
                         }
                     }
                 };
-                let _ = writeln!(s, "{:width$}  {cells}", p.photo.to_string_lossy());
+                let _ = writeln!(s, "{photo:width$}  {cells}");
             }
             s
         }

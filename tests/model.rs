@@ -111,3 +111,57 @@ fn a_missing_or_corrupt_model_directory_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn weights_that_are_not_finite_numbers_are_refused_with_the_tensor_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = common::subset(
+        tmp.path(),
+        &["anthocharis_cardamines", "gonepteryx_rhamni"],
+        8,
+    );
+    let model = tmp.path().join("model");
+    {
+        let _serial = common::training_lock();
+        vlinder::train::train(&common::quick_config(&data, 1), &model).unwrap();
+    }
+    // The same file with one weight of the output layer set to NaN.
+    let path = model.join("weights.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut data: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(name, view)| {
+            (
+                name.to_string(),
+                view.shape().to_vec(),
+                view.data().to_vec(),
+            )
+        })
+        .collect();
+    let output = data
+        .iter_mut()
+        .find(|(name, ..)| name == "output.weight")
+        .unwrap();
+    output.2[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+    let views: Vec<(String, safetensors::tensor::TensorView)> = data
+        .iter()
+        .map(|(name, shape, bytes)| {
+            let view =
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
+                    .unwrap();
+            (name.clone(), view)
+        })
+        .collect();
+    std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
+    let err = ModelDir::new(&model)
+        .load(WeightsChoice::Last, &Device::flex())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("weights.safetensors")
+            && err.contains("output.weight")
+            && err.contains("not finite"),
+        "{err}"
+    );
+}

@@ -313,6 +313,47 @@ fn bad_training_inputs_are_clear_errors() {
 }
 
 #[test]
+fn a_run_that_diverges_stops_with_the_epoch_and_keeps_the_last_finite_one() {
+    let _serial = common::training_lock();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = common::subset(tmp.path(), &PAIR, 12);
+    let out = tmp.path().join("model");
+    let diverging = TrainConfig {
+        learning_rate: 1e8,
+        ..config(&data, 5)
+    };
+    let err = train::train(&diverging, &out).unwrap_err();
+    let vlinder::Error::Diverged { epoch, kept, .. } = err else {
+        panic!("{err}")
+    };
+    let message = err.to_string();
+    assert!(
+        message.contains(&format!("diverged in epoch {epoch}"))
+            && message.contains("lower --learning-rate than 100000000"),
+        "{message}"
+    );
+    assert_eq!(kept, epoch - 1);
+    // What is on disk is the last finite epoch, whole, or no model yet if that was the first.
+    let card = vlinder::model::ModelDir::new(&out).read_card().unwrap();
+    assert_eq!(card.epochs_completed, kept);
+    assert!(card.history.iter().all(|r| r.train_loss.is_finite()));
+    let (ok, _, stderr) = common::vlinder(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--learning-rate",
+        "1e8",
+        "--image-size",
+        "32",
+        "--epochs",
+        "5",
+        "--out",
+        tmp.path().join("cli").to_str().unwrap(),
+    ]);
+    assert!(!ok && stderr.contains("diverged in epoch"), "{stderr}");
+}
+
+#[test]
 fn the_command_line_trains_predicts_and_fails_with_a_non_zero_exit() {
     let tmp = tempfile::tempdir().unwrap();
     let data = common::subset(tmp.path(), &PAIR, 10);

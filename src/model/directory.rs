@@ -128,6 +128,12 @@ impl ModelDir {
             path: path.clone(),
             reason: format!("cannot read the weights: {e}"),
         })?;
+        if let Some(name) = non_finite_tensor(&bytes) {
+            return Err(Error::ModelCorrupt {
+                path,
+                reason: format!("the weights {name} hold values that are not finite numbers"),
+            });
+        }
         let mut store = SafetensorsStore::from_bytes(Some(bytes))
             .skip_enum_variants(true)
             .with_from_adapter(PyTorchToBurnAdapter);
@@ -198,6 +204,20 @@ impl ModelDir {
         )?;
         Ok(Ok((detector, novelty.clone())))
     }
+}
+
+/// The name of the first float32 tensor of a safetensors file with a NaN or infinite value
+/// (a diverged or tampered model, whose every answer would be meaningless).
+fn non_finite_tensor(bytes: &[u8]) -> Option<String> {
+    let tensors = safetensors::SafeTensors::deserialize(bytes).ok()?;
+    tensors.iter().find_map(|(name, view)| {
+        let non_finite = view.dtype() == safetensors::Dtype::F32
+            && view
+                .data()
+                .chunks_exact(4)
+                .any(|b| !f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite());
+        non_finite.then(|| name.to_string())
+    })
 }
 
 /// A trained network with its card, ready to classify decoded photos.

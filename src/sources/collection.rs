@@ -195,12 +195,12 @@ impl Collection {
                 let _ = writeln!(
                     text,
                     "- `{}`: \"{}\" by {}, {}, {} ({})",
-                    e.file,
-                    title.replace(['\n', '\r'], " "),
-                    p.author,
-                    p.licence,
-                    p.page_url,
-                    p.source
+                    e.file.replace('`', "'"),
+                    markdown_text(title),
+                    markdown_text(&p.author),
+                    markdown_text(&p.licence),
+                    markdown_text(&p.page_url),
+                    markdown_text(&p.source)
                 );
             }
         }
@@ -208,6 +208,26 @@ impl Collection {
         files::write_atomic(&path, text.as_bytes())?;
         Ok(path)
     }
+}
+
+/// `text` as one line of literal Markdown: line breaks become spaces and the characters that
+/// Markdown or HTML would act on are escaped, so that a photo's title or author (from a
+/// service's answer) cannot add headings, links or markup to `ATTRIBUTION.md`.
+fn markdown_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.trim().chars() {
+        match c {
+            '\n' | '\r' => out.push(' '),
+            c if c.is_control() => {}
+            '\\' | '`' | '*' | '_' | '{' | '}' | '[' | ']' | '<' | '>' | '(' | ')' | '#' | '+'
+            | '-' | '!' | '|' | '~' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Every complete line of `root`'s manifest; a line cut short by an interrupted write is
@@ -254,4 +274,18 @@ fn file_safe(id: &str) -> String {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::markdown_text;
+
+    #[test]
+    fn a_service_answer_cannot_add_markup_to_the_attribution() {
+        assert_eq!(
+            markdown_text("Jo\n## Pwned [click](http://x) <img src=x>"),
+            "Jo \\#\\# Pwned \\[click\\]\\(http://x\\) \\<img src=x\\>"
+        );
+        assert_eq!(markdown_text("  Anna Smith "), "Anna Smith");
+    }
 }

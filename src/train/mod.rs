@@ -333,6 +333,25 @@ fn finish_epoch(
     dir: &ModelDir,
     save_weights: impl FnOnce(bool) -> Result<()>,
 ) -> Result<()> {
+    // A diverged epoch is not written: the directory keeps the last finite one.
+    let loss = [record.train_loss, record.validation_loss]
+        .into_iter()
+        .find(|l| !l.is_finite());
+    if let Some(loss) = loss {
+        let config = &card.training;
+        let fine_tuning = config.fine_tune > 0 && record.epoch > config.epochs;
+        return Err(Error::Diverged {
+            path: dir.path.clone(),
+            epoch: record.epoch,
+            kept: card.epochs_completed,
+            loss,
+            learning_rate: if fine_tuning {
+                config.fine_tune_learning_rate
+            } else {
+                config.learning_rate
+            },
+        });
+    }
     eprintln!(
         "epoch {}/{}: loss {:.4} acc {:.4} val_loss {:.4} val_acc {:.4} ({:.1}s, {:.0} img/s, {:.1}% waiting for data)",
         record.epoch,
