@@ -432,6 +432,44 @@ fn the_command_line_fails_clearly_without_a_key_or_with_a_bad_folder() {
         "http://127.0.0.1:9/",
     ]);
     assert!(!ok && stderr.contains("a-file"), "{stderr}");
+
+    // Values that would overflow a wait or a deadline are range errors, not panics.
+    for (option, value, expected) in [
+        (
+            "--retries",
+            "4294967295",
+            "invalid retries = 4294967295: between 0 and 100",
+        ),
+        (
+            "--backoff",
+            "1e300",
+            "invalid backoff = 1e300: seconds, between 0 and 3600",
+        ),
+        (
+            "--timeout",
+            "18446744073709551615",
+            "invalid timeout = 18446744073709551615",
+        ),
+        ("--timeout", "0", "invalid timeout = 0"),
+    ] {
+        let (ok, stderr) = run(&[
+            "fetch",
+            "flickr",
+            "a=meadow brown",
+            "--out",
+            out_arg,
+            "--api-key-file",
+            key.to_str().unwrap(),
+            "--base-url",
+            "http://127.0.0.1:9/",
+            option,
+            value,
+        ]);
+        assert!(
+            !ok && stderr.contains(expected) && !stderr.contains("panicked"),
+            "{stderr}"
+        );
+    }
 }
 
 #[test]

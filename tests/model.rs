@@ -165,3 +165,65 @@ fn weights_that_are_not_finite_numbers_are_refused_with_the_tensor_named() {
         "{err}"
     );
 }
+
+#[test]
+fn a_model_json_with_impossible_values_is_refused_with_the_field_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = common::subset(
+        tmp.path(),
+        &["anthocharis_cardamines", "gonepteryx_rhamni"],
+        8,
+    );
+    let model = tmp.path().join("model");
+    {
+        let _serial = common::training_lock();
+        vlinder::train::train(&common::quick_config(&data, 1), &model).unwrap();
+    }
+    let original = std::fs::read_to_string(model.join("model.json")).unwrap();
+    // (field as a JSON pointer, hostile value, what the error says)
+    let cases = [
+        (
+            "/image_size",
+            serde_json::json!(60000),
+            "image_size 60000 is outside 6..=1024",
+        ),
+        (
+            "/image_size",
+            serde_json::json!(48),
+            "image_size 48 differs from training.image_size 32",
+        ),
+        (
+            "/calibration/temperature",
+            serde_json::json!(0.0),
+            "calibration.temperature 0 is not a positive number",
+        ),
+        (
+            "/calibration/temperature",
+            serde_json::json!(-1.0),
+            "calibration.temperature -1",
+        ),
+        (
+            "/output",
+            serde_json::json!("softmax"),
+            "output \"softmax\" does not fit 2 species",
+        ),
+        (
+            "/training/learning_rate",
+            serde_json::json!(-1.0),
+            "training: invalid learning-rate = -1",
+        ),
+    ];
+    for (field, value, expected) in cases {
+        let mut card: serde_json::Value = serde_json::from_str(&original).unwrap();
+        *card.pointer_mut(field).unwrap() = value;
+        std::fs::write(model.join("model.json"), card.to_string()).unwrap();
+        let err = ModelDir::new(&model)
+            .load(WeightsChoice::Last, &Device::flex())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("model.json") && err.contains(expected),
+            "{err}"
+        );
+    }
+}

@@ -33,6 +33,19 @@ fn tiny_model(dir: &Path) -> PathBuf {
     out
 }
 
+fn serve_config(model: &Path, max_upload_bytes: usize, timeout_seconds: u64) -> ServeConfig {
+    ServeConfig {
+        model: model.to_path_buf(),
+        addr: "127.0.0.1:0".parse().unwrap(),
+        max_upload_bytes,
+        timeout_seconds,
+        max_batch: 8,
+        thresholds: Thresholds::default(),
+        weights: WeightsChoice::Last,
+        device: Backend::Flex,
+    }
+}
+
 struct Server {
     addr: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -41,16 +54,7 @@ struct Server {
 
 impl Server {
     fn start(model: &Path, max_upload_bytes: usize, timeout_seconds: u64) -> Server {
-        let config = ServeConfig {
-            model: model.to_path_buf(),
-            addr: "127.0.0.1:0".parse().unwrap(),
-            max_upload_bytes,
-            timeout_seconds,
-            max_batch: 8,
-            thresholds: Thresholds::default(),
-            weights: WeightsChoice::Last,
-            device: Backend::Flex,
-        };
+        let config = serve_config(model, max_upload_bytes, timeout_seconds);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
@@ -139,6 +143,17 @@ fn every_endpoint_answers_and_bad_inputs_get_json_errors() {
     let model = tiny_model(tmp.path());
     let server = Server::start(&model, 300_000, 30);
     let photo = common::real_jpeg();
+
+    // A deadline past the clock's range is a range error, not a panic.
+    for timeout in [0, u64::MAX] {
+        let err = serve::app(&serve_config(&model, 300_000, timeout))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("timeout-seconds") && err.contains("between 1 and 3600"),
+            "{err}"
+        );
+    }
 
     let mut health = agent().get(&server.url("/healthz")).call().unwrap();
     assert_eq!(health.body_mut().read_to_string().unwrap(), "ok");

@@ -103,6 +103,66 @@ impl ModelCard {
         is_best
     }
 
+    /// Checks that the fields agree with each other and lie in the ranges vlinder supports, so
+    /// that a hostile or hand-edited `model.json` is refused with the field named instead of
+    /// failing later (a huge allocation, a division by zero, an inverted ranking).
+    pub fn validate(&self) -> Result<(), String> {
+        let min = self.architecture.min_image_size();
+        if !(min..=1024).contains(&self.image_size) {
+            return Err(format!(
+                "image_size {} is outside {min}..=1024 for the {} model",
+                self.image_size, self.architecture
+            ));
+        }
+        if self.training.image_size != self.image_size {
+            return Err(format!(
+                "image_size {} differs from training.image_size {}",
+                self.image_size, self.training.image_size
+            ));
+        }
+        if self.training.model != self.architecture {
+            return Err(format!(
+                "architecture {} differs from training.model {}",
+                self.architecture, self.training.model
+            ));
+        }
+        if self.species.len() < 2 {
+            return Err(format!(
+                "species lists {} species; a model has at least two",
+                self.species.len()
+            ));
+        }
+        let output = if self.species.len() == 2 {
+            "sigmoid"
+        } else {
+            "softmax"
+        };
+        if self.output != output {
+            return Err(format!(
+                "output {:?} does not fit {} species (expected {output:?})",
+                self.output,
+                self.species.len()
+            ));
+        }
+        if self.preprocessing.normalisation != self.architecture.normalisation() {
+            return Err(format!(
+                "preprocessing does not fit the {} model",
+                self.architecture
+            ));
+        }
+        if let Some(c) = &self.calibration
+            && !(c.temperature.is_finite() && c.temperature > 0.0)
+        {
+            return Err(format!(
+                "calibration.temperature {} is not a positive number",
+                c.temperature
+            ));
+        }
+        self.training
+            .validate()
+            .map_err(|e| format!("training: {e}"))
+    }
+
     /// True once all configured epochs have run.
     pub fn is_complete(&self) -> bool {
         self.epochs_completed >= self.training.total_epochs()

@@ -101,7 +101,9 @@ impl ModelDir {
                 expected: FORMAT_VERSION,
             });
         }
-        serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))
+        let card: ModelCard = serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))?;
+        card.validate().map_err(corrupt)?;
+        Ok(card)
     }
 
     pub fn write_card(&self, card: &ModelCard) -> Result<()> {

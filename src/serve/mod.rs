@@ -121,6 +121,14 @@ pub fn app(config: &ServeConfig) -> Result<Router> {
     if config.max_batch == 0 {
         return Err(Error::invalid("max-batch", 0, "at least 1"));
     }
+    // An hour at most: a deadline past the clock's range would panic.
+    if !(1..=3600).contains(&config.timeout_seconds) {
+        return Err(Error::invalid(
+            "timeout-seconds",
+            config.timeout_seconds,
+            "between 1 and 3600",
+        ));
+    }
     let model = ModelDir::new(&config.model).load(config.weights, &config.device.device()?)?;
     if let Err(why) = &model.novelty {
         eprintln!("warning: {why}");

@@ -159,7 +159,7 @@ impl Service {
                         ));
                     }
                     std::thread::sleep(wait);
-                    delay *= 2;
+                    delay = delay.saturating_mul(2);
                 }
             }
         }

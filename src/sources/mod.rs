@@ -55,6 +55,11 @@ pub struct FetchOptions {
     pub timeout: u64,
 }
 
+/// The most retries of one call.
+const MAX_RETRIES: u32 = 100;
+/// The longest `--backoff` and `--timeout`, in seconds: an hour.
+const MAX_SECONDS: u64 = 3600;
+
 impl FetchOptions {
     fn validate(&self) -> Result<()> {
         if self.max == 0 || self.max < -1 {
@@ -70,11 +75,27 @@ impl FetchOptions {
         if self.calls_per_hour == 0 {
             return Err(Error::invalid("calls-per-hour", 0, "at least 1"));
         }
-        if !(self.backoff >= 0.0 && self.backoff.is_finite()) {
+        // Bounded so that the waits and deadlines they make cannot overflow.
+        if self.retries > MAX_RETRIES {
+            return Err(Error::invalid(
+                "retries",
+                self.retries,
+                format!("between 0 and {MAX_RETRIES}"),
+            ));
+        }
+        if !(self.backoff >= 0.0 && self.backoff <= MAX_SECONDS as f64) {
+            // `{:?}` writes 1e300 as typed, not as 301 digits.
             return Err(Error::invalid(
                 "backoff",
-                self.backoff,
-                "seconds, 0 or more",
+                format!("{:?}", self.backoff),
+                format!("seconds, between 0 and {MAX_SECONDS}"),
+            ));
+        }
+        if !(1..=MAX_SECONDS).contains(&self.timeout) {
+            return Err(Error::invalid(
+                "timeout",
+                self.timeout,
+                format!("seconds, between 1 and {MAX_SECONDS}"),
             ));
         }
         Ok(())
@@ -83,7 +104,7 @@ impl FetchOptions {
     fn service(&self) -> Service {
         Service::new(
             self.calls_per_hour,
-            Duration::from_secs(self.timeout.max(1)),
+            Duration::from_secs(self.timeout),
             self.retries,
             Duration::from_secs_f64(self.backoff),
         )
