@@ -11,7 +11,7 @@ use crate::dataset::{
 };
 use crate::device::Backend;
 use crate::metrics::{self, Evaluation};
-use crate::model::{Assessment, ModelDir, TrainedModel, WeightsChoice};
+use crate::model::{Assessment, ModelCard, ModelDir, TrainedModel, WeightsChoice};
 use crate::train::data::relabel;
 use crate::{Error, Result, files, plot};
 
@@ -125,23 +125,7 @@ pub fn evaluate(config: &EvaluateConfig) -> Result<EvaluationReport> {
     let folder = ImageFolder::scan(&config.data)?;
     let mut photos = relabel(&folder, &card.species)?;
     if config.split != SplitChoice::All {
-        if card.training.data.is_none() {
-            return Err(Error::invalid(
-                "split",
-                format!("{:?}", config.split).to_lowercase(),
-                "`all`: this model was trained on separate --train and --validation folders, not a --validation-split",
-            ));
-        }
-        let split = stratified_split(
-            &photos,
-            card.species.len(),
-            card.training.validation_split,
-            card.training.seed,
-        )?;
-        photos = match config.split {
-            SplitChoice::Train => split.train,
-            _ => split.validation,
-        };
+        photos = model_split(&dir, card, config, photos)?;
     }
     let (set, mut skipped) = PhotoSet::decode(
         &photos,
@@ -207,6 +191,68 @@ pub fn evaluate(config: &EvaluateConfig) -> Result<EvaluationReport> {
         &out.join("confusion-matrix.png"),
     )?;
     Ok(report)
+}
+
+/// The photos of `photos` in the part of the model's split that `config.split` names: as its
+/// `split.csv` lists them (a `cv` fold's model has its fold there), else re-created from the
+/// seed and `--validation-split` it was trained with.
+fn model_split(
+    dir: &ModelDir,
+    card: &ModelCard,
+    config: &EvaluateConfig,
+    photos: Vec<Photo>,
+) -> Result<Vec<Photo>> {
+    let part = match config.split {
+        SplitChoice::Train => "train",
+        _ => "validation",
+    };
+    let listing = dir.split_path();
+    if listing.is_file() {
+        let corrupt = |reason: String| Error::ModelCorrupt {
+            path: listing.clone(),
+            reason,
+        };
+        let mut reader = csv::Reader::from_path(&listing).map_err(|e| corrupt(e.to_string()))?;
+        let mut wanted = std::collections::HashSet::new();
+        for row in reader.records() {
+            let row = row.map_err(|e| corrupt(e.to_string()))?;
+            if row.get(2) == Some(part) {
+                let path = PathBuf::from(row.get(0).unwrap_or_default());
+                wanted.insert(path.canonicalize().unwrap_or(path));
+            }
+        }
+        let chosen: Vec<Photo> = photos
+            .into_iter()
+            .filter(|p| wanted.contains(&p.path.canonicalize().unwrap_or_else(|_| p.path.clone())))
+            .collect();
+        if chosen.is_empty() {
+            return Err(Error::Layout {
+                path: config.data.clone(),
+                reason: format!(
+                    "none of its photos is in the {part} part of {}; give --data the folder the model was trained on, or --split all",
+                    listing.display()
+                ),
+            });
+        }
+        return Ok(chosen);
+    }
+    if card.training.data.is_none() {
+        return Err(Error::invalid(
+            "split",
+            part,
+            "`all`: this model was trained on separate --train and --validation folders, not a --validation-split",
+        ));
+    }
+    let split = stratified_split(
+        &photos,
+        card.species.len(),
+        card.training.validation_split,
+        card.training.seed,
+    )?;
+    Ok(match config.split {
+        SplitChoice::Train => split.train,
+        _ => split.validation,
+    })
 }
 
 /// The share of `items` for which `test` holds.

@@ -508,6 +508,17 @@ fn cross_validation_trains_one_model_per_fold_and_summarises_them() {
     validated.sort();
     validated.dedup();
     assert_eq!(validated.len(), 18);
+    // A fold's model is evaluated on its own fold, as split.csv lists it, not on a fresh 80/20.
+    for f in &report.folds {
+        let e = common::evaluate_validation(&f.model, &data, &tmp.path().join("e"));
+        assert_eq!(e.evaluation.photos, 6);
+        assert!(
+            (e.evaluation.accuracy - f.accuracy).abs() < 1e-12,
+            "{} vs {}",
+            e.evaluation.accuracy,
+            f.accuracy
+        );
+    }
     let err = cross_validate(&CvConfig {
         train: config(&data, 1),
         folds: 10,
