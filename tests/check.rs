@@ -200,3 +200,94 @@ fn wrongly_named_records_rank_first_and_bad_records_are_reported() {
 fn serve_once(body: Vec<u8>) -> String {
     common::web_server(move |_| ("image/jpeg", body.clone())) + "/photo.jpg"
 }
+
+#[test]
+fn photo_paths_stay_inside_the_photos_folder_and_only_regular_files_are_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = common::subset(tmp.path(), &PAIR, 8);
+    let model = tmp.path().join("model");
+    {
+        let _serial = common::training_lock();
+        train::train(&common::quick_config(&data, 1), &model).unwrap();
+    }
+    let folder = tmp.path().join("records");
+    std::fs::create_dir(&folder).unwrap();
+    let photo = common::real_jpeg();
+    std::fs::write(folder.join("inside.jpg"), &photo).unwrap();
+    std::fs::write(tmp.path().join("outside.jpg"), &photo).unwrap();
+    std::os::unix::fs::symlink(tmp.path().join("outside.jpg"), folder.join("link.jpg")).unwrap();
+    let fifo = std::ffi::CString::new(folder.join("pipe.jpg").to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    std::fs::File::create(folder.join("huge.jpg"))
+        .unwrap()
+        .set_len(51 * 1024 * 1024)
+        .unwrap();
+    let mut csv = String::from("id,species,photo\n");
+    for (id, path) in [
+        ("inside", "inside.jpg"),
+        ("dotdot", "../outside.jpg"),
+        ("link", "link.jpg"),
+        ("fifo", "pipe.jpg"),
+        ("zero", "/dev/zero"),
+        ("huge", "huge.jpg"),
+    ] {
+        writeln!(csv, "{id},{},{path}", PAIR[0]).unwrap();
+    }
+    let records = folder.join("records.csv");
+    std::fs::write(&records, csv).unwrap();
+    let config = vlinder::check::CheckConfig {
+        photos_root: None,
+        ..common::check_config(&model, &records)
+    };
+    let results = check::check(&config).unwrap();
+    let error = |id: &str| {
+        let r = results.records.iter().find(|r| r.record.id == id).unwrap();
+        r.error.clone().unwrap_or_default()
+    };
+    assert_eq!(error("inside"), "");
+    for id in ["dotdot", "link"] {
+        assert!(
+            error(id).contains("outside the photos folder"),
+            "{id}: {}",
+            error(id)
+        );
+    }
+    assert!(
+        error("fifo").contains("not a regular file"),
+        "{}",
+        error("fifo")
+    );
+    assert!(
+        error("zero").contains("outside the photos folder"),
+        "{}",
+        error("zero")
+    );
+    assert!(
+        error("huge").contains("larger than 50 MiB"),
+        "{}",
+        error("huge")
+    );
+    // No photo from outside reached the report.
+    let html = std::fs::read_to_string(folder.join("records-check/report.html")).unwrap();
+    assert_eq!(html.matches("data:image/jpeg;base64,").count(), 1);
+
+    // --photos-root allows another folder, still only regular files within it.
+    let wider = check::check(&vlinder::check::CheckConfig {
+        photos_root: Some(tmp.path().to_path_buf()),
+        ..config
+    })
+    .unwrap();
+    let checked: Vec<&str> = wider
+        .records
+        .iter()
+        .filter(|r| r.error.is_none())
+        .map(|r| r.record.id.as_str())
+        .collect();
+    assert_eq!(checked.len(), 3, "{checked:?}");
+    assert!(
+        ["inside", "dotdot", "link"]
+            .iter()
+            .all(|id| checked.contains(id))
+    );
+}

@@ -34,6 +34,10 @@ pub struct CheckConfig {
     pub records: PathBuf,
     #[command(flatten)]
     pub columns: Columns,
+    /// Photo paths must lie inside this folder, once `..` and links are resolved (default: the
+    /// CSV's folder), so that a records file cannot make vlinder read other files.
+    #[arg(long, value_name = "DIR")]
+    pub photos_root: Option<PathBuf>,
     #[command(flatten)]
     pub thresholds: Thresholds,
     /// Where results.csv, report.html and check.json go (default: RECORDS-check beside the CSV).
@@ -113,11 +117,12 @@ pub fn check(config: &CheckConfig) -> Result<CheckResults> {
         eprintln!("warning: {why}");
     }
     let rows = records::read(&config.records, &config.columns)?;
-    let base = config
-        .records
-        .parent()
-        .map(PathBuf::from)
-        .unwrap_or_default();
+    let base = match config.records.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let root = config.photos_root.as_ref().unwrap_or(&base);
+    let root = root.canonicalize().map_err(|e| crate::Error::io(root, e))?;
     let size = model.card.image_size;
     let filter = model.card.preprocessing.resize;
     let bar = progress::bar(rows.len(), "checking");
@@ -127,7 +132,7 @@ pub fn check(config: &CheckConfig) -> Result<CheckResults> {
             .par_iter()
             .map(|row| {
                 let record = row.clone()?;
-                match records::load_photo(&record.photo, &base, size, filter) {
+                match records::load_photo(&record.photo, (&base, &root), size, filter) {
                     Ok(photo) => Ok((record, photo)),
                     Err(message) => Err(RecordError { record, message }),
                 }

@@ -102,14 +102,15 @@ pub struct LoadedPhoto {
     pub thumbnail: String,
 }
 
-/// Largest photo accepted from a URL.
+/// Largest photo accepted, from a file or a URL.
 const MAX_DOWNLOAD: u64 = 50 * 1024 * 1024;
 const THUMBNAIL: u32 = 96;
 
-/// Loads the photo of a record from a path (relative to `base`) or an http(s) URL.
+/// Loads the photo of a record from an http(s) URL or a path, relative to `base` (the CSV's
+/// folder), that must lie inside `root` (canonical).
 pub fn load_photo(
     photo: &str,
-    base: &Path,
+    (base, root): (&Path, &Path),
     size: u32,
     filter: ResizeFilter,
 ) -> Result<LoadedPhoto, String> {
@@ -121,8 +122,7 @@ pub fn load_photo(
         (download(photo)?, PathBuf::from(photo))
     } else {
         let path = base.join(photo);
-        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        (bytes, path)
+        (read_local(&path, root)?, path)
     };
     let image = decode::image_from_bytes(&bytes, &origin).map_err(|e| e.to_string())?;
     let mut jpeg = Vec::new();
@@ -141,6 +141,35 @@ pub fn load_photo(
             base64::engine::general_purpose::STANDARD.encode(jpeg)
         ),
     })
+}
+
+/// The bytes of a photo file inside `root`: a path leading elsewhere (through `..` or a link),
+/// anything but a regular file (a FIFO would block, a device never end) and a file over the
+/// size limit are refused before reading.
+fn read_local(path: &Path, root: &Path) -> std::result::Result<Vec<u8>, String> {
+    let shown = path.display();
+    let real = path.canonicalize().map_err(|e| format!("{shown}: {e}"))?;
+    if !real.starts_with(root) {
+        return Err(format!(
+            "{shown}: outside the photos folder {}; photos must lie inside it (--photos-root names another)",
+            root.display()
+        ));
+    }
+    let metadata = std::fs::metadata(&real).map_err(|e| format!("{shown}: {e}"))?;
+    if !metadata.is_file() {
+        return Err(format!("{shown}: not a regular file"));
+    }
+    if metadata.len() > MAX_DOWNLOAD {
+        return Err(format!(
+            "{shown}: larger than {} MiB",
+            MAX_DOWNLOAD / 1024 / 1024
+        ));
+    }
+    let mut bytes = Vec::with_capacity(metadata.len() as usize);
+    std::fs::File::open(&real)
+        .and_then(|f| f.take(MAX_DOWNLOAD + 1).read_to_end(&mut bytes))
+        .map_err(|e| format!("{shown}: {e}"))?;
+    Ok(bytes)
 }
 
 fn download(url: &str) -> std::result::Result<Vec<u8>, String> {

@@ -187,6 +187,8 @@ pub fn check_config(model: &Path, records: &Path) -> vlinder::check::CheckConfig
             photo_column: "photo".into(),
             species_column: "species".into(),
         },
+        // The fixtures are links into ../shared and files in temporary folders.
+        photos_root: Some("/".into()),
         thresholds: vlinder::check::Thresholds::default(),
         out: None,
         weights: vlinder::model::WeightsChoice::Last,
