@@ -39,6 +39,7 @@ fn serve_config(model: &Path, max_upload_bytes: usize, timeout_seconds: u64) -> 
         addr: "127.0.0.1:0".parse().unwrap(),
         max_upload_bytes,
         timeout_seconds,
+        expose_paths: false,
         max_batch: 8,
         thresholds: Thresholds::default(),
         weights: WeightsChoice::Last,
@@ -161,6 +162,15 @@ fn every_endpoint_answers_and_bad_inputs_get_json_errors() {
     let card: serde_json::Value =
         serde_json::from_str(&card.body_mut().read_to_string().unwrap()).unwrap();
     assert_eq!(card["species"], serde_json::json!(PAIR));
+    // Local paths are left out of the public card (--expose-paths shows them).
+    assert!(card["training"]["data"].is_null(), "{}", card["training"]);
+    assert!(!card.to_string().contains(tmp.path().to_str().unwrap()));
+    // A method an endpoint does not take gets 405 in the same error shape.
+    let mut wrong = agent().get(&server.url("/v1/classify")).call().unwrap();
+    assert_eq!(wrong.status(), 405);
+    let body: serde_json::Value =
+        serde_json::from_str(&wrong.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(error_code(&body), "method_not_allowed");
     let mut page = agent().get(&server.url("/")).call().unwrap();
     let page = page.body_mut().read_to_string().unwrap();
     assert!(page.contains("id=\"species\"") && page.contains("/v1/check"));
@@ -348,6 +358,10 @@ fn a_slow_client_times_out_and_others_are_still_served() {
     let mut answer = String::new();
     let _ = slow.read_to_string(&mut answer);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    // In the documented error shape.
+    let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
+    let body = body.trim_start_matches(|c: char| c.is_ascii_hexdigit() || c == '\r' || c == '\n');
+    assert!(body.contains(r#"{"error":{"code":"timeout""#), "{answer}");
     let (status, _) = post(
         &server.url("/v1/classify"),
         "image/jpeg",

@@ -45,6 +45,10 @@ pub struct ServeConfig {
     /// A request that takes longer than this (a slow upload included) gets 408.
     #[arg(long, default_value_t = 30)]
     pub timeout_seconds: u64,
+    /// Show the model card's local paths (training folders, backbone file, skipped files) in
+    /// `GET /v1/model`; without it they are left out.
+    #[arg(long)]
+    pub expose_paths: bool,
     /// The most photos the model classifies in one pass.
     #[arg(long, default_value_t = 32)]
     pub max_batch: usize,
@@ -64,6 +68,8 @@ struct Job {
 
 struct AppState {
     card: ModelCard,
+    /// The card as `GET /v1/model` shows it.
+    public_card: serde_json::Value,
     thresholds: Thresholds,
     max_upload: usize,
     jobs: mpsc::Sender<Job>,
@@ -136,6 +142,7 @@ pub fn app(config: &ServeConfig) -> Result<Router> {
     let card = model.card.clone();
     let jobs = spawn_model_thread(model, config.max_batch);
     let state = Arc::new(AppState {
+        public_card: public_card(&card, config.expose_paths),
         card,
         thresholds: config.thresholds,
         max_upload: config.max_upload_bytes,
@@ -154,11 +161,60 @@ pub fn app(config: &ServeConfig) -> Result<Router> {
                 "no such endpoint; see GET /v1/model, POST /v1/classify, POST /v1/check",
             )
         })
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
+        .method_not_allowed_fallback(|method: axum::http::Method| async move {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{method} is not allowed here; GET /, /healthz and /v1/model, POST /v1/classify and /v1/check"),
+            )
+        })
+        .layer(axum::middleware::from_fn_with_state(
             Duration::from_secs(config.timeout_seconds),
+            deadline,
         ))
         .with_state(state))
+}
+
+/// Answers 408 in the usual error shape when a request (its upload included) takes longer than
+/// `limit`; the request's own work is dropped with it.
+async fn deadline(
+    State(limit): State<Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            format!(
+                "the request took longer than {} s; send the photo faster or in a smaller file",
+                limit.as_secs()
+            ),
+        )
+        .into_response(),
+    }
+}
+
+/// The model card without local paths (training folders, the backbone file, skipped files'
+/// folders) unless `expose`: they tell a visitor nothing about the model and something about
+/// the machine.
+fn public_card(card: &ModelCard, expose: bool) -> serde_json::Value {
+    let mut value = serde_json::to_value(card).expect("the model card serialises");
+    if !expose {
+        for field in ["data", "train", "validation", "backbone", "others"] {
+            value["training"][field] = serde_json::Value::Null;
+        }
+        if let Some(skipped) = value["data"]["skipped"].as_array_mut() {
+            for entry in skipped {
+                let name = std::path::Path::new(entry["path"].as_str().unwrap_or_default())
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned());
+                entry["path"] = name.into();
+            }
+        }
+    }
+    value
 }
 
 /// Serves on `listener` until `shutdown` completes, then finishes the requests in flight.
@@ -242,8 +298,8 @@ async fn page() -> Html<&'static str> {
     Html(include_str!("page.html"))
 }
 
-async fn model_card(State(state): State<Arc<AppState>>) -> Json<ModelCard> {
-    Json(state.card.clone())
+async fn model_card(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    Json(state.public_card.clone())
 }
 
 async fn classify(
