@@ -112,19 +112,19 @@ fn a_missing_or_corrupt_model_directory_is_a_clear_error() {
     );
 }
 
+/// A recipe model trained for one epoch on 8 photos of two species, in `dir/model`.
+fn tiny_model(dir: &std::path::Path) -> std::path::PathBuf {
+    let data = common::subset(dir, &["anthocharis_cardamines", "gonepteryx_rhamni"], 8);
+    let model = dir.join("model");
+    let _serial = common::training_lock();
+    vlinder::train::train(&common::quick_config(&data, 1), &model).unwrap();
+    model
+}
+
 #[test]
 fn weights_that_are_not_finite_numbers_are_refused_with_the_tensor_named() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = common::subset(
-        tmp.path(),
-        &["anthocharis_cardamines", "gonepteryx_rhamni"],
-        8,
-    );
-    let model = tmp.path().join("model");
-    {
-        let _serial = common::training_lock();
-        vlinder::train::train(&common::quick_config(&data, 1), &model).unwrap();
-    }
+    let model = tiny_model(tmp.path());
     // The same file with one weight of the output layer set to NaN.
     let path = model.join("weights.safetensors");
     let bytes = std::fs::read(&path).unwrap();
@@ -169,16 +169,7 @@ fn weights_that_are_not_finite_numbers_are_refused_with_the_tensor_named() {
 #[test]
 fn a_model_json_with_impossible_values_is_refused_with_the_field_named() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = common::subset(
-        tmp.path(),
-        &["anthocharis_cardamines", "gonepteryx_rhamni"],
-        8,
-    );
-    let model = tmp.path().join("model");
-    {
-        let _serial = common::training_lock();
-        vlinder::train::train(&common::quick_config(&data, 1), &model).unwrap();
-    }
+    let model = tiny_model(tmp.path());
     let original = std::fs::read_to_string(model.join("model.json")).unwrap();
     // (field as a JSON pointer, hostile value, what the error says)
     let cases = [
