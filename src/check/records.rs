@@ -173,8 +173,7 @@ fn read_local(path: &Path, root: &Path) -> std::result::Result<Vec<u8>, String> 
 }
 
 fn download(url: &str) -> std::result::Result<Vec<u8>, String> {
-    let agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(30)))
+    let agent = crate::sources::http::client(Duration::from_secs(30))
         .build()
         .new_agent();
     let response = agent.get(url).call().map_err(|e| format!("{url}: {e}"))?;

@@ -143,25 +143,21 @@ impl BackboneSpec {
 
     /// Finds the wheel in the index's JSON API and downloads it: (bytes, URL).
     fn download(&self, index: &str) -> Result<(Vec<u8>, String)> {
+        // The project's JSON (every release), which every index serves; some mirrors do not
+        // serve the per-release one.
         #[derive(Deserialize)]
-        struct Release {
-            urls: Vec<Distribution>,
+        struct Project {
+            releases: std::collections::HashMap<String, Vec<Distribution>>,
         }
         #[derive(Deserialize)]
         struct Distribution {
             url: String,
             packagetype: String,
         }
-        let agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(300)))
+        let agent = crate::sources::http::client(Duration::from_secs(300))
             .build()
             .new_agent();
-        let api = format!(
-            "{}/pypi/{}/{}/json",
-            index.trim_end_matches('/'),
-            self.package,
-            self.version
-        );
+        let api = format!("{}/pypi/{}/json", index.trim_end_matches('/'), self.package);
         let failed = |what: &str, url: &str, e: String| Error::Backbone {
             origin: url.to_string(),
             reason: format!(
@@ -175,10 +171,16 @@ impl BackboneSpec {
             .into_body()
             .read_to_string()
             .map_err(|e| failed("read the package index", &api, e.to_string()))?;
-        let release: Release = serde_json::from_str(&text)
+        let mut project: Project = serde_json::from_str(&text)
             .map_err(|e| failed("understand the package index's answer", &api, e.to_string()))?;
+        let release = project.releases.remove(self.version).ok_or_else(|| {
+            failed(
+                "find the release",
+                &api,
+                format!("it lists no version {}", self.version),
+            )
+        })?;
         let url = release
-            .urls
             .into_iter()
             .find(|d| d.packagetype == "bdist_wheel")
             .map(|d| d.url)

@@ -36,6 +36,20 @@ impl Fault {
 /// The longest wait a `Retry-After` header can impose before vlinder gives up instead.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 
+/// The settings every HTTP client of vlinder starts from: a deadline for the whole request,
+/// vlinder's user agent, and the operating system's certificate store (which honours
+/// `SSL_CERT_FILE`), so that HTTPS works behind a proxy with its own certificate authority, as
+/// it does for pip and curl.
+pub fn client(timeout: Duration) -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
+    let tls = ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+        .build();
+    ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .user_agent(concat!("vlinder/", env!("CARGO_PKG_VERSION")))
+        .tls_config(tls)
+}
+
 /// One remote service: its agent, its pace and its retry policy.
 pub struct Service {
     agent: ureq::Agent,
@@ -51,10 +65,8 @@ impl Service {
     /// each failure that may pass retried up to `retries` times, waiting `backoff`, then
     /// twice that, and so on.
     pub fn new(calls_per_hour: u32, timeout: Duration, retries: u32, backoff: Duration) -> Self {
-        let agent = ureq::Agent::config_builder()
-            .timeout_global(Some(timeout))
+        let agent = client(timeout)
             .http_status_as_error(false)
-            .user_agent(concat!("vlinder/", env!("CARGO_PKG_VERSION")))
             .build()
             .new_agent();
         Service {
