@@ -178,3 +178,18 @@ impl Service {
         unreachable!("the last attempt returns")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_client_trusts_the_operating_systems_certificates() {
+        // webpki's built-in roots (ureq's default) fail behind a proxy with its own authority.
+        let config = client(Duration::from_secs(5)).build();
+        assert!(matches!(
+            config.tls_config().root_certs(),
+            ureq::tls::RootCerts::PlatformVerifier
+        ));
+    }
+}
