@@ -212,18 +212,31 @@ fn model_split(
             path: listing.clone(),
             reason,
         };
+        // Photos are matched by their path inside the folder they were trained from, so that
+        // the folder may be given from elsewhere or have moved.
+        let t = &card.training;
+        let roots: Vec<&PathBuf> = [&t.data, &t.train, &t.validation]
+            .into_iter()
+            .flatten()
+            .collect();
+        let inside = |path: &Path, roots: &[&PathBuf]| -> PathBuf {
+            roots
+                .iter()
+                .find_map(|root| path.strip_prefix(root).ok())
+                .unwrap_or(path)
+                .to_path_buf()
+        };
         let mut reader = csv::Reader::from_path(&listing).map_err(|e| corrupt(e.to_string()))?;
         let mut wanted = std::collections::HashSet::new();
         for row in reader.records() {
             let row = row.map_err(|e| corrupt(e.to_string()))?;
             if row.get(2) == Some(part) {
-                let path = PathBuf::from(row.get(0).unwrap_or_default());
-                wanted.insert(path.canonicalize().unwrap_or(path));
+                wanted.insert(inside(Path::new(row.get(0).unwrap_or_default()), &roots));
             }
         }
         let chosen: Vec<Photo> = photos
             .into_iter()
-            .filter(|p| wanted.contains(&p.path.canonicalize().unwrap_or_else(|_| p.path.clone())))
+            .filter(|p| wanted.contains(&inside(&p.path, &[&config.data])))
             .collect();
         if chosen.is_empty() {
             return Err(Error::Layout {

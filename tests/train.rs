@@ -508,9 +508,12 @@ fn cross_validation_trains_one_model_per_fold_and_summarises_them() {
     validated.sort();
     validated.dedup();
     assert_eq!(validated.len(), 18);
-    // A fold's model is evaluated on its own fold, as split.csv lists it, not on a fresh 80/20.
+    // A fold's model is evaluated on its own fold, as split.csv lists it, not on a fresh 80/20,
+    // also when the photos' folder has moved since.
+    let moved = tmp.path().join("moved");
+    std::fs::rename(&data, &moved).unwrap();
     for f in &report.folds {
-        let e = common::evaluate_validation(&f.model, &data, &tmp.path().join("e"));
+        let e = common::evaluate_validation(&f.model, &moved, &tmp.path().join("e"));
         assert_eq!(e.evaluation.photos, 6);
         assert!(
             (e.evaluation.accuracy - f.accuracy).abs() < 1e-12,
@@ -519,6 +522,7 @@ fn cross_validation_trains_one_model_per_fold_and_summarises_them() {
             f.accuracy
         );
     }
+    std::fs::rename(&moved, &data).unwrap();
     let err = cross_validate(&CvConfig {
         train: config(&data, 1),
         folds: 10,
