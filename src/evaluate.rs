@@ -6,9 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::check::{Thresholds, Verdict, judge};
-use crate::dataset::{
-    ImageFolder, Photo, PhotoSet, SkippedPhoto, Species, photos_below, stratified_split,
-};
+use crate::dataset::{ImageFolder, Photo, PhotoSet, SkippedPhoto, Species, stratified_split};
 use crate::device::Backend;
 use crate::metrics::{self, Evaluation};
 use crate::model::{Assessment, ModelCard, ModelDir, TrainedModel, WeightsChoice};
@@ -140,8 +138,7 @@ pub fn evaluate(config: &EvaluateConfig) -> Result<EvaluationReport> {
             reason: "no readable photo to evaluate on".into(),
         });
     }
-    let pixels: Vec<&[u8]> = (0..set.len()).map(|i| set.pixels(i)).collect();
-    let assessments = model.assess(&pixels);
+    let assessments = model.assess(&set.all_pixels());
     let probabilities: Vec<Vec<f32>> = assessments.iter().map(|a| a.raw.clone()).collect();
     let open_set = match (&model.novelty, &config.unknown) {
         (Ok((_, novelty)), unknown) => {
@@ -167,12 +164,8 @@ pub fn evaluate(config: &EvaluateConfig) -> Result<EvaluationReport> {
                 unknown,
             })
         }
-        (Err(why), Some(_)) => {
-            return Err(Error::invalid(
-                "unknown",
-                config.unknown.as_ref().unwrap().display(),
-                why.clone(),
-            ));
+        (Err(why), Some(dir)) => {
+            return Err(Error::invalid("unknown", dir.display(), why.clone()));
         }
         (Err(_), None) => None,
     };
@@ -268,6 +261,11 @@ fn model_split(
     })
 }
 
+/// Whether a photo's unknown-ness score passes its threshold (never for a model without one).
+fn passes(a: &Assessment) -> bool {
+    a.novelty.is_some_and(|n| !n.unknown)
+}
+
 /// The share of `items` for which `test` holds.
 fn share<T>(items: &[T], test: impl Fn(&T) -> bool) -> f64 {
     items.iter().filter(|i| test(i)).count() as f64 / items.len().max(1) as f64
@@ -303,7 +301,7 @@ fn in_set_figures(
     let agree = |v: &Verdict| *v == Verdict::Agrees;
     InSetFigures {
         photos: assessments.len(),
-        passed: share(assessments, |a| a.novelty.is_some_and(|n| !n.unknown)),
+        passed: share(assessments, passes),
         right_names_agree: share(&right[0], agree),
         right_names_agree_image_only: share(&right[1], agree),
         doubt_auc: metrics::roc_auc(&doubts[0], &wrong),
@@ -319,28 +317,17 @@ fn unknown_figures(
     config: &EvaluateConfig,
     skipped: &mut Vec<SkippedPhoto>,
 ) -> Result<UnknownFigures> {
-    let (paths, not_photos) = photos_below(dir)?;
-    skipped.extend(not_photos);
-    let photos: Vec<Photo> = paths
-        .into_iter()
-        .map(|path| Photo { path, label: 0 })
-        .collect();
     let card = &model.card;
-    let (set, bad) = PhotoSet::decode(
-        &photos,
-        card.image_size,
-        card.preprocessing.resize,
-        "unknown",
-    );
-    skipped.extend(bad);
+    let (set, unusable, _) =
+        PhotoSet::decode_below(dir, card.image_size, card.preprocessing.resize, "unknown")?;
+    skipped.extend(unusable);
     if set.is_empty() {
         return Err(Error::Layout {
             path: dir.to_path_buf(),
             reason: "no readable photo of unknown species to evaluate on".into(),
         });
     }
-    let pixels: Vec<&[u8]> = (0..set.len()).map(|i| set.pixels(i)).collect();
-    let strangers = model.assess(&pixels);
+    let strangers = model.assess(&set.all_pixels());
     let scores: Vec<f32> = in_set
         .iter()
         .chain(&strangers)
@@ -359,7 +346,6 @@ fn unknown_figures(
         )
         .0 == Verdict::Agrees
     };
-    let passes = |a: &&Assessment| a.novelty.is_some_and(|n| !n.unknown);
     let mut folders: BTreeMap<String, Vec<&Assessment>> = BTreeMap::new();
     for (path, a) in set.paths.iter().zip(&strangers) {
         let relative = path.strip_prefix(dir).unwrap_or(path);
@@ -374,7 +360,7 @@ fn unknown_figures(
         folder: dir.to_path_buf(),
         photos: strangers.len(),
         auroc: metrics::roc_auc(&scores, &positives),
-        passed: share(&all, passes),
+        passed: share(&all, |a| passes(a)),
         agrees: share(&all, |a| agrees(a, true)),
         agrees_image_only: share(&all, |a| agrees(a, false)),
         by_folder: folders
@@ -382,7 +368,7 @@ fn unknown_figures(
             .map(|(name, photos)| {
                 let figures = FolderFigures {
                     photos: photos.len(),
-                    passed: share(&photos, passes),
+                    passed: share(&photos, |a| passes(a)),
                     agrees: share(&photos, |a| agrees(a, true)),
                 };
                 (name, figures)

@@ -1,12 +1,12 @@
 //! A set of photos decoded once per run and held in memory as resized 8-bit RGB pixels.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
 use super::decode::{ResizeFilter, decode_photo};
-use super::folder::{Photo, SkippedPhoto, count_labels};
-use crate::progress;
+use super::folder::{Photo, SkippedPhoto, count_labels, photos_below};
+use crate::{Result, progress};
 
 /// Decoded photos, `size * size * 3` bytes each, with their labels and paths.
 #[derive(Debug, Clone)]
@@ -62,6 +62,25 @@ impl PhotoSet {
         (set, skipped)
     }
 
+    /// Every photo below `dir`, in any layout and without labels (all 0), decoded; files
+    /// that are not photos or cannot be read come back as skipped, with how many photo files
+    /// there were.
+    pub fn decode_below(
+        dir: &Path,
+        size: u32,
+        filter: ResizeFilter,
+        what: &str,
+    ) -> Result<(PhotoSet, Vec<SkippedPhoto>, usize)> {
+        let (paths, mut skipped) = photos_below(dir)?;
+        let photos: Vec<Photo> = paths
+            .into_iter()
+            .map(|path| Photo { path, label: 0 })
+            .collect();
+        let (set, bad) = PhotoSet::decode(&photos, size, filter, what);
+        skipped.extend(bad);
+        Ok((set, skipped, photos.len()))
+    }
+
     /// A new set of the photos at `indices`, in that order.
     pub fn subset(&self, indices: &[usize]) -> PhotoSet {
         let mut set = PhotoSet {
@@ -84,6 +103,11 @@ impl PhotoSet {
 
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
+    }
+
+    /// The pixels of every photo, in order.
+    pub fn all_pixels(&self) -> Vec<&[u8]> {
+        (0..self.len()).map(|i| self.pixels(i)).collect()
     }
 
     /// The pixels of photo `index`.

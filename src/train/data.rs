@@ -3,9 +3,7 @@
 use std::path::Path;
 
 use super::TrainConfig;
-use crate::dataset::{
-    ImageFolder, Photo, PhotoSet, SkippedPhoto, Species, photos_below, stratified_split,
-};
+use crate::dataset::{ImageFolder, Photo, PhotoSet, SkippedPhoto, Species, stratified_split};
 use crate::{Error, Result};
 
 /// Decoded training and validation photos with the species they are labelled with.
@@ -114,20 +112,14 @@ pub(crate) fn load_others(
             reason: "--others must be a folder of photos of other species or of no butterfly (any layout)".into(),
         });
     }
-    let (paths, not_photos) = photos_below(dir)?;
-    let photos: Vec<Photo> = paths
-        .into_iter()
-        .map(|path| Photo { path, label: 0 })
-        .collect();
-    let (set, bad) = PhotoSet::decode(&photos, config.image_size, config.resize, "others");
-    skipped.extend(not_photos);
-    skipped.extend(bad);
+    let (set, unusable, found) =
+        PhotoSet::decode_below(dir, config.image_size, config.resize, "others")?;
+    skipped.extend(unusable);
     if set.is_empty() {
         return Err(Error::Layout {
             path: dir.clone(),
             reason: format!(
-                "no readable photo for --others ({} photo files found); add photos of other species or of no butterfly",
-                photos.len()
+                "no readable photo for --others ({found} photo files found); add photos of other species or of no butterfly"
             ),
         });
     }

@@ -146,9 +146,15 @@ fn fit_novelty(
 ) -> Result<ModelCard> {
     let model = dir.load(WeightsChoice::Last, device)?;
     let features = |set: &PhotoSet| {
-        let pixels: Vec<&[u8]> = (0..set.len()).map(|i| set.pixels(i)).collect();
         let norm = card.preprocessing.normalisation;
-        model::embed(&model.network, card.image_size, norm, &pixels, device).1
+        model::embed(
+            &model.network,
+            card.image_size,
+            norm,
+            &set.all_pixels(),
+            device,
+        )
+        .1
     };
     let embedded = embedded.unwrap_or_else(|| Embedded {
         train: features(&data.train),
@@ -281,14 +287,11 @@ fn run(
         (network, stats) = train_epoch(network, &mut optim, &data.train, &config, epoch, &autodiff);
         let train_seconds = start.elapsed().as_secs_f64();
         let valid = network.valid();
-        let pixels: Vec<&[u8]> = (0..data.validation.len())
-            .map(|i| data.validation.pixels(i))
-            .collect();
         let val_probs = model::predict_probabilities(
             &valid,
             config.image_size,
             config.model.normalisation(),
-            &pixels,
+            &data.validation.all_pixels(),
             device,
         );
         let record = EpochRecord {
