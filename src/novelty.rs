@@ -227,7 +227,10 @@ impl Detector {
         let train = normalised(train, dim);
         let others = others.map(|o| normalised(o, dim));
         let groups = classes + usize::from(others.is_some());
-        let mut rows: Vec<(&[f32], usize)> = train.chunks_exact(dim).zip(labels.to_vec()).collect();
+        let mut rows: Vec<(&[f32], usize)> = train
+            .chunks_exact(dim)
+            .zip(labels.iter().copied())
+            .collect();
         if let Some(o) = &others {
             rows.extend(o.chunks_exact(dim).map(|row| (row, classes)));
         }
