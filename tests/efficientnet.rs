@@ -6,16 +6,11 @@ use burn::prelude::*;
 use vlinder::model::efficientnet::{EfficientNetLite0, FEATURES};
 
 #[test]
+#[ignore = "needs ../shared: the PyTorch golden outputs and the Lite0 weights"]
 fn the_port_reproduces_pytorch_logits_and_features() {
-    let shared = common::shared_data().join("..");
-    let golden = shared.join("golden/efficientnet_lite0");
+    let golden = common::shared().join("golden/efficientnet_lite0");
     let device = Device::flex();
-    let network = EfficientNetLite0::from_pytorch(
-        &shared.join("models/efficientnet-lite0/efficientnet-lite0-57934424.pth"),
-        true,
-        &device,
-    )
-    .unwrap();
+    let network = EfficientNetLite0::from_pytorch(&common::lite0_weights(), true, &device).unwrap();
     let cases: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(golden.join("cases.json")).unwrap()).unwrap();
     let cases = cases["cases"].as_array().unwrap();

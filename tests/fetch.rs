@@ -96,6 +96,8 @@ fn options(out: &Path, max: i64) -> FetchOptions {
         retries: 2,
         backoff: 0.05,
         timeout: 10,
+        // The fake services serve their photos on 127.0.0.1.
+        allow_private_urls: true,
     }
 }
 
@@ -468,6 +470,32 @@ fn the_command_line_fails_clearly_without_a_key_or_with_a_bad_folder() {
         assert!(
             !ok && stderr.contains(expected) && !stderr.contains("panicked"),
             "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn photo_urls_on_private_addresses_are_refused_unless_allowed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (base, _) = fake_flickr(photos(3));
+    let out = tmp.path().join("photos");
+    let config = FlickrConfig {
+        options: FetchOptions {
+            allow_private_urls: false,
+            ..options(&out, -1)
+        },
+        ..flickr_config(&base, tmp.path(), &out, -1)
+    };
+    // The API (given on the command line) answers; the photo URLs in its answer lead to
+    // 127.0.0.1 and are skipped, each with the reason.
+    let report = flickr::fetch(&config).unwrap();
+    let tally = &report.species["maniola_jurtina"];
+    assert_eq!((tally.listed, tally.downloaded), (3, 0));
+    assert_eq!(tally.skipped.len(), 3);
+    for skipped in &tally.skipped {
+        assert!(
+            skipped.reason.contains("loopback") && skipped.reason.contains("--allow-private-urls"),
+            "{skipped:?}"
         );
     }
 }

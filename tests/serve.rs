@@ -14,7 +14,7 @@ use vlinder::model::WeightsChoice;
 use vlinder::serve::{self, ServeConfig};
 use vlinder::train::{self, TrainConfig};
 
-const PAIR: [&str; 2] = ["anthocharis_cardamines", "gonepteryx_rhamni"];
+const PAIR: [&str; 2] = ["celastrina_argiolus", "gonepteryx_rhamni"];
 
 fn tiny_model(dir: &Path) -> PathBuf {
     let data = common::subset(dir, &PAIR, 12);

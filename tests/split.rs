@@ -5,7 +5,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use vlinder::dataset::split_folders::{SplitFoldersConfig, split_folders};
+use vlinder::dataset::split_folders::{PhotoFiles, SplitFoldersConfig, split_folders};
 
 const SPECIES: [&str; 3] = [
     "anthocharis_cardamines",
@@ -17,13 +17,14 @@ const SPECIES: [&str; 3] = [
 /// `copy-of-<name>`.
 fn photos_with_copies(dir: &Path) -> PathBuf {
     let root = common::subset(dir, &SPECIES, 20);
-    for (species, name) in [
-        (SPECIES[0], "spp_1.jpg"),
-        (SPECIES[1], "spp_100.jpg"),
-        (SPECIES[2], "spp_1.jpg"),
-    ] {
+    for (species, position) in [(SPECIES[0], 0), (SPECIES[1], 5), (SPECIES[2], 0)] {
+        let mut names: Vec<String> = std::fs::read_dir(root.join(species))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        let name = &names[position];
         let original = root.join(species).join(name);
-        assert!(original.exists(), "{}", original.display());
         let image = image::open(&original).unwrap();
         let smaller = image.resize(
             image.width() * 4 / 5,
@@ -50,8 +51,7 @@ fn config(dir: &Path, out: &Path) -> SplitFoldersConfig {
         test: 0.1,
         folds: None,
         seed: 7,
-        link: false,
-        copy: false,
+        files: PhotoFiles::Copy,
         near_duplicate_bits: 5,
     }
 }
@@ -180,13 +180,11 @@ fn links_share_the_file_and_bad_input_is_reported() {
     for species in ["a", "b"] {
         std::fs::create_dir_all(root.join(species)).unwrap();
         for i in 0..4 {
-            let source = common::shared_data()
-                .join("leeds_butterfly_10species")
-                .join(if species == "a" {
-                    "pieris_rapae"
-                } else {
-                    "vanessa_cardui"
-                });
+            let source = common::sample().join(if species == "a" {
+                "anthocharis_cardamines"
+            } else {
+                "gonepteryx_rhamni"
+            });
             let mut files: Vec<PathBuf> = std::fs::read_dir(&source)
                 .unwrap()
                 .map(|e| e.unwrap().path())
@@ -198,7 +196,7 @@ fn links_share_the_file_and_bad_input_is_reported() {
     std::fs::write(root.join("a/broken.jpg"), b"<html>not a photo</html>").unwrap();
     let out = tmp.path().join("linked");
     let report = split_folders(&SplitFoldersConfig {
-        link: true,
+        files: PhotoFiles::Link,
         test: 0.0,
         validation: 0.25,
         ..config(&root, &out)
@@ -214,6 +212,36 @@ fn links_share_the_file_and_bad_input_is_reported() {
     let linked = out.join(&where_[0]).join("a/0.jpg");
     assert_eq!(
         std::fs::metadata(&linked).unwrap().ino(),
+        std::fs::metadata(root.join("a/0.jpg")).unwrap().ino()
+    );
+
+    // Copies (the default) are files of their own; `--files link` on the command line links.
+    let copied = tmp.path().join("copied");
+    split_folders(&SplitFoldersConfig {
+        test: 0.0,
+        ..config(&root, &copied)
+    })
+    .unwrap();
+    let copy = copied.join(&parts_of(&copied)[&("a".into(), "0.jpg".into())][0]);
+    assert_ne!(
+        std::fs::metadata(copy.join("a/0.jpg")).unwrap().ino(),
+        std::fs::metadata(root.join("a/0.jpg")).unwrap().ino()
+    );
+    let cli = tmp.path().join("cli");
+    let (ok, _, stderr) = common::vlinder(&[
+        "split",
+        root.to_str().unwrap(),
+        "--out",
+        cli.to_str().unwrap(),
+        "--validation",
+        "0.25",
+        "--files",
+        "link",
+    ]);
+    assert!(ok, "{stderr}");
+    let linked = cli.join(&parts_of(&cli)[&("a".into(), "0.jpg".into())][0]);
+    assert_eq!(
+        std::fs::metadata(linked.join("a/0.jpg")).unwrap().ino(),
         std::fs::metadata(root.join("a/0.jpg")).unwrap().ino()
     );
 

@@ -10,7 +10,7 @@ use vlinder::evaluate::{self, EvaluateConfig};
 use vlinder::model::{Architecture, ModelCard, ModelDir, WeightsChoice};
 use vlinder::train::{self, TrainConfig};
 
-const PAIR: [&str; 2] = ["anthocharis_cardamines", "gonepteryx_rhamni"];
+const PAIR: [&str; 2] = ["celastrina_argiolus", "gonepteryx_rhamni"];
 
 fn config(data: &Path, epochs: usize) -> TrainConfig {
     common::quick_config(data, epochs)

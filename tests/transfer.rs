@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use vlinder::evaluate::EvaluationReport;
 use vlinder::model::{Architecture, ModelCard, ModelDir, WeightsChoice};
@@ -11,14 +11,10 @@ use vlinder::train::{self, TrainConfig};
 
 const PAIR: [&str; 2] = ["anthocharis_cardamines", "gonepteryx_rhamni"];
 
-fn weights() -> PathBuf {
-    common::shared_data().join("../models/efficientnet-lite0/efficientnet-lite0-57934424.pth")
-}
-
 fn transfer_config(data: &std::path::Path) -> TrainConfig {
     TrainConfig {
         model: Architecture::EfficientNetLite0,
-        backbone: Some(weights()),
+        backbone: Some(common::lite0_weights()),
         image_size: 96,
         epochs: 15,
         ..common::quick_config(data, 15)
@@ -26,9 +22,10 @@ fn transfer_config(data: &std::path::Path) -> TrainConfig {
 }
 
 #[test]
+#[ignore = "needs ../shared: the Lite0 weights"]
 fn the_head_learns_and_the_saved_network_reproduces_its_validation_metrics() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = common::subset(tmp.path(), &PAIR, 24);
+    let data = common::shared_subset(tmp.path(), &PAIR, 24);
     let out = tmp.path().join("model");
     let _serial = common::training_lock();
     let card = train::train(&transfer_config(&data), &out).unwrap();
@@ -54,9 +51,10 @@ fn the_head_learns_and_the_saved_network_reproduces_its_validation_metrics() {
 }
 
 #[test]
+#[ignore = "needs ../shared: the Lite0 weights"]
 fn augmented_copies_change_the_head_and_repeat_with_the_seed() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = common::subset(tmp.path(), &PAIR, 8);
+    let data = common::shared_subset(tmp.path(), &PAIR, 8);
     let _serial = common::training_lock();
     let plain = train::train(
         &TrainConfig {
@@ -151,9 +149,10 @@ fn saved_tensors(dir: &std::path::Path) -> std::collections::BTreeMap<String, Ve
 }
 
 #[test]
+#[ignore = "needs ../shared: the Lite0 weights"]
 fn fine_tuning_trains_only_the_last_blocks_and_keeps_the_imagenet_statistics() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = common::subset(tmp.path(), &PAIR, 12);
+    let data = common::shared_subset(tmp.path(), &PAIR, 12);
     let frozen_run = TrainConfig {
         epochs: 3,
         ..transfer_config(&data)
@@ -242,9 +241,10 @@ fn fine_tuning_values_that_cannot_work_are_clear_errors() {
 }
 
 #[test]
+#[ignore = "needs ../shared: the Lite0 weights"]
 fn a_model_that_looks_twice_is_saved_with_its_focus_and_predicts_as_trained() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = common::subset(tmp.path(), &PAIR, 16);
+    let data = common::shared_subset(tmp.path(), &PAIR, 16);
     let out = tmp.path().join("model");
     let config = TrainConfig {
         image_size: 128,

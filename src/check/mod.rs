@@ -38,6 +38,10 @@ pub struct CheckConfig {
     /// CSV's folder), so that a records file cannot make vlinder read other files.
     #[arg(long, value_name = "DIR")]
     pub photos_root: Option<PathBuf>,
+    /// Fetch photo URLs that lead to loopback, private or link-local addresses too (refused by
+    /// default, so that a records file cannot make vlinder probe this machine or its network).
+    #[arg(long)]
+    pub allow_private_urls: bool,
     #[command(flatten)]
     pub thresholds: Thresholds,
     /// Where results.csv, report.html and check.json go (default: RECORDS-check beside the CSV).
@@ -125,6 +129,11 @@ pub fn check(config: &CheckConfig) -> Result<CheckResults> {
     let root = root.canonicalize().map_err(|e| crate::Error::io(root, e))?;
     let size = model.card.image_size;
     let filter = model.card.preprocessing.resize;
+    let sources = records::PhotoSources {
+        base: &base,
+        root: &root,
+        web: records::web(config.allow_private_urls),
+    };
     let bar = progress::bar(rows.len(), "checking");
     let mut checked = Vec::with_capacity(rows.len());
     for chunk in rows.chunks(CHUNK) {
@@ -132,7 +141,7 @@ pub fn check(config: &CheckConfig) -> Result<CheckResults> {
             .par_iter()
             .map(|row| {
                 let record = row.clone()?;
-                match records::load_photo(&record.photo, (&base, &root), size, filter) {
+                match records::load_photo(&record.photo, &sources, size, filter) {
                     Ok(photo) => Ok((record, photo)),
                     Err(message) => Err(RecordError { record, message }),
                 }

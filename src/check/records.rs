@@ -8,6 +8,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use crate::dataset::{ResizeFilter, decode};
+use crate::sources::http::{Reach, Service};
 use crate::{Error, Result};
 
 /// The header names of the three columns vlinder reads.
@@ -106,11 +107,33 @@ pub struct LoadedPhoto {
 const MAX_DOWNLOAD: u64 = 50 * 1024 * 1024;
 const THUMBNAIL: u32 = 96;
 
-/// Loads the photo of a record from an http(s) URL or a path, relative to `base` (the CSV's
-/// folder), that must lie inside `root` (canonical).
+/// Where the records' photos come from.
+pub struct PhotoSources<'a> {
+    /// The folder relative paths start from (the CSV's).
+    pub base: &'a Path,
+    /// The folder every local photo must lie inside (canonical).
+    pub root: &'a Path,
+    /// Downloads of photo URLs.
+    pub web: Service,
+}
+
+/// The downloader of photo URLs: no retries (a record that fails is reported, not waited for),
+/// private addresses refused unless `allow_private`.
+pub fn web(allow_private: bool) -> Service {
+    Service::new(
+        u32::MAX,
+        Duration::from_secs(30),
+        0,
+        Duration::ZERO,
+        Reach::from_allow_private(allow_private),
+    )
+}
+
+/// Loads the photo of a record from an http(s) URL or a path, relative to `sources.base`, that
+/// must lie inside `sources.root`.
 pub fn load_photo(
     photo: &str,
-    (base, root): (&Path, &Path),
+    sources: &PhotoSources,
     size: u32,
     filter: ResizeFilter,
 ) -> Result<LoadedPhoto, String> {
@@ -119,10 +142,14 @@ pub fn load_photo(
         return Err("the photo column is empty".into());
     }
     let (bytes, origin) = if photo.starts_with("http://") || photo.starts_with("https://") {
-        (download(photo)?, PathBuf::from(photo))
+        let bytes = sources
+            .web
+            .retrying(|| sources.web.get(photo, &[], MAX_DOWNLOAD, false))
+            .map_err(|why| format!("{photo}: {why}"))?;
+        (bytes, PathBuf::from(photo))
     } else {
-        let path = base.join(photo);
-        (read_local(&path, root)?, path)
+        let path = sources.base.join(photo);
+        (read_local(&path, sources.root)?, path)
     };
     let image = decode::image_from_bytes(&bytes, &origin).map_err(|e| e.to_string())?;
     let mut jpeg = Vec::new();
@@ -169,26 +196,5 @@ fn read_local(path: &Path, root: &Path) -> std::result::Result<Vec<u8>, String> 
     std::fs::File::open(&real)
         .and_then(|f| f.take(MAX_DOWNLOAD + 1).read_to_end(&mut bytes))
         .map_err(|e| format!("{shown}: {e}"))?;
-    Ok(bytes)
-}
-
-fn download(url: &str) -> std::result::Result<Vec<u8>, String> {
-    let agent = crate::sources::http::client(Duration::from_secs(30))
-        .build()
-        .new_agent();
-    let response = agent.get(url).call().map_err(|e| format!("{url}: {e}"))?;
-    let mut bytes = Vec::new();
-    response
-        .into_body()
-        .into_reader()
-        .take(MAX_DOWNLOAD + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("{url}: {e}"))?;
-    if bytes.len() as u64 > MAX_DOWNLOAD {
-        return Err(format!(
-            "{url}: larger than {} MiB",
-            MAX_DOWNLOAD / 1024 / 1024
-        ));
-    }
     Ok(bytes)
 }

@@ -37,15 +37,22 @@ pub struct SplitFoldersConfig {
     pub folds: Option<usize>,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Hard-link the photos instead of copying them (same file system only).
-    #[arg(long, conflicts_with = "copy")]
-    pub link: bool,
-    /// Copy the photos (the default).
-    #[arg(long)]
-    pub copy: bool,
+    /// How the photos get into the new folders.
+    #[arg(long, value_enum, default_value_t = PhotoFiles::Copy)]
+    pub files: PhotoFiles,
     /// Photos whose difference hashes differ in at most this many of 64 bits are near-duplicates.
     #[arg(long, default_value_t = 5)]
     pub near_duplicate_bits: u32,
+}
+
+/// How `split` puts a photo into its part's folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum PhotoFiles {
+    /// A copy, written atomically.
+    Copy,
+    /// A hard link to the same file: no extra space, same file system only.
+    Link,
 }
 
 /// What a split did.
@@ -151,15 +158,17 @@ pub fn split_folders(config: &SplitFoldersConfig) -> Result<SplitReport> {
         if let Some(parent) = target.parent() {
             files::create_dir(parent)?;
         }
-        if config.link {
-            std::fs::hard_link(&item.path, &target).map_err(|e| {
+        match config.files {
+            PhotoFiles::Link => std::fs::hard_link(&item.path, &target).map_err(|e| {
                 Error::output(
                     &target,
-                    format!("cannot hard-link {} ({e}); use --copy", item.path.display()),
+                    format!(
+                        "cannot hard-link {} ({e}); use --files copy",
+                        item.path.display()
+                    ),
                 )
-            })?;
-        } else {
-            files::copy_atomic(&item.path, &target)?;
+            })?,
+            PhotoFiles::Copy => files::copy_atomic(&item.path, &target)?,
         }
         *counts
             .entry(part.clone())

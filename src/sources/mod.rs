@@ -53,6 +53,10 @@ pub struct FetchOptions {
     /// Seconds a request may take.
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
+    /// Download photos whose URLs lead to loopback, private or link-local addresses too (refused
+    /// by default: the URLs come from the service's answers).
+    #[arg(long)]
+    pub allow_private_urls: bool,
 }
 
 /// The most retries of one call.
@@ -107,6 +111,7 @@ impl FetchOptions {
             Duration::from_secs(self.timeout),
             self.retries,
             Duration::from_secs_f64(self.backoff),
+            http::Reach::from_allow_private(self.allow_private_urls),
         )
     }
 

@@ -1,5 +1,5 @@
-//! Helpers shared by the integration tests: the real photos in ../shared/data, small subsets of
-//! them, and photo files the tests make themselves.
+//! Helpers shared by the integration tests: the repository's sample photos, the full shared
+//! photos, small subsets of them, and photo files the tests make themselves.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -10,43 +10,67 @@ use vlinder::device::Backend;
 use vlinder::model::{Architecture, Pooling};
 use vlinder::train::TrainConfig;
 
-/// The shared data folder: `$VLINDER_SHARED/data`, by default `../shared/data` beside the repo.
-pub fn shared_data() -> PathBuf {
-    let shared = std::env::var_os("VLINDER_SHARED")
+/// The photos kept in the repository (`sample/`, see its README): 80 openly licensed photos of each
+/// of three species, the longest side 128 pixels. Tests that need nothing else run on a fresh
+/// clone.
+pub fn sample() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("sample")
+}
+
+/// The shared folder with the full photo sets, the golden outputs and the Lite0 weights:
+/// `$VLINDER_SHARED`, by default `../shared` beside the repository. Tests that read it are
+/// `#[ignore]`d with the reason "needs ../shared"; `.ci/run` runs them where it exists.
+pub fn shared() -> PathBuf {
+    std::env::var_os("VLINDER_SHARED")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"));
-    let data = shared.join("data");
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"))
+}
+
+/// The shared data folder, `shared()/data`.
+pub fn shared_data() -> PathBuf {
+    let data = shared().join("data");
     assert!(
         data.is_dir(),
-        "{} is missing: set VLINDER_SHARED to the folder that holds data/",
+        "{} is missing: set VLINDER_SHARED to the folder that holds data/, golden/ and models/",
         data.display()
     );
     data
 }
 
-/// The first `per_species` photos (sorted by name) of each named species of the iNaturalist set,
-/// linked into a new ImageFolder under `dir`.
+/// The ImageNet weights of EfficientNet-Lite0 in the shared folder (only a path: tests of settings
+/// refused before the weights are read run without them).
+pub fn lite0_weights() -> PathBuf {
+    shared().join("models/efficientnet-lite0/efficientnet-lite0-57934424.pth")
+}
+
+/// The first `per_species` photos (sorted by name) of each named species of the repository's
+/// sample, linked into a new ImageFolder under `dir`.
 pub fn subset(dir: &Path, species: &[&str], per_species: usize) -> PathBuf {
+    link_photos(&sample(), species, 0..per_species, &dir.join("photos"))
+}
+
+/// As [`subset`], from the full iNaturalist set in the shared folder: for the tests that need
+/// ../shared anyway (their thresholds were set on these photos).
+pub fn shared_subset(dir: &Path, species: &[&str], per_species: usize) -> PathBuf {
     link_photos(
-        "inat_uk_3species_csellwood",
+        &shared_data().join("inat_uk_3species_csellwood"),
         species,
         0..per_species,
         &dir.join("photos"),
     )
 }
 
-/// The photos at positions `range` (sorted by name) of each named species of a shared data set,
+/// The photos at positions `range` (sorted by name) of each named species folder of `source`,
 /// linked into `root/<species>/`.
 pub fn link_photos(
-    dataset: &str,
+    source: &Path,
     species: &[&str],
     range: std::ops::Range<usize>,
     root: &Path,
 ) -> PathBuf {
-    let source = shared_data().join(dataset);
     for name in species {
         let mut files: Vec<PathBuf> = std::fs::read_dir(source.join(name))
-            .unwrap()
+            .unwrap_or_else(|e| panic!("{}: {e}", source.join(name).display()))
             .map(|e| e.unwrap().path())
             .collect();
         files.sort();
@@ -59,10 +83,9 @@ pub fn link_photos(
     root.to_path_buf()
 }
 
-/// The bytes of one real JPEG from the shared photos.
+/// The bytes of one real JPEG from the sample.
 pub fn real_jpeg() -> Vec<u8> {
-    std::fs::read(shared_data().join("inat_uk_3species_csellwood/gonepteryx_rhamni/spp_1.jpg"))
-        .unwrap()
+    std::fs::read(sample().join("gonepteryx_rhamni/inaturalist-54184062.jpg")).unwrap()
 }
 
 /// Runs the `vlinder` binary with `args`; returns (exit success, stdout, stderr).
@@ -187,8 +210,10 @@ pub fn check_config(model: &Path, records: &Path) -> vlinder::check::CheckConfig
             photo_column: "photo".into(),
             species_column: "species".into(),
         },
-        // The fixtures are links into ../shared and files in temporary folders.
+        // The fixtures are links into the sample or ../shared and files in temporary folders.
         photos_root: Some("/".into()),
+        // Photo URLs in the tests are served on 127.0.0.1.
+        allow_private_urls: true,
         thresholds: vlinder::check::Thresholds::default(),
         out: None,
         weights: vlinder::model::WeightsChoice::Last,
@@ -342,15 +367,17 @@ pub fn api_server(
     base
 }
 
-/// Small real JPEGs: crops of a real photo, a different one for each `n`, so each has its own
-/// bytes.
+/// Small real JPEGs: 24x24 crops of a real photo, a different one for each `n` (up to 6,000
+/// in a row), so each has its own bytes.
 pub fn small_real_jpeg(n: usize) -> Vec<u8> {
     use std::sync::OnceLock;
     static PHOTO: OnceLock<image::RgbImage> = OnceLock::new();
     let photo = PHOTO.get_or_init(|| image::load_from_memory(&real_jpeg()).unwrap().to_rgb8());
     let (w, h) = photo.dimensions();
-    let x = (n * 7) as u32 % (w - 24);
-    let y = (n / 50 * 5) as u32 % (h - 24);
+    // Every crop position once before any repeats: more distinct photos than a test asks for.
+    let (columns, rows) = ((w - 24) as usize, (h - 24) as usize);
+    let x = (n % columns) as u32;
+    let y = (n / columns % rows) as u32;
     let crop = image::imageops::crop_imm(photo, x, y, 24, 24).to_image();
     let mut bytes = Vec::new();
     crop.write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(
