@@ -177,6 +177,39 @@ fn bad_files_are_errors_that_name_the_file() {
 }
 
 #[test]
+fn a_decode_stops_when_cancelled_and_refuses_too_many_pixels_from_the_header() {
+    use std::sync::atomic::AtomicBool;
+    use vlinder::dataset::decode::{DecodeLimits, decode_within};
+    let mut png = Vec::new();
+    ImageBuffer::from_pixel(300, 200, Luma([7u8]))
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    let origin = Path::new("upload.png");
+    let running = AtomicBool::new(false);
+    let limits = |max_pixels, cancelled| DecodeLimits {
+        max_pixels,
+        cancelled: Some(cancelled),
+    };
+    let image = decode_within(&png, origin, limits(60_000, &running)).unwrap();
+    assert_eq!((image.width(), image.height()), (300, 200));
+    let err = decode_within(&png, origin, limits(59_999, &running))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("300 x 200 pixels is more than the 59999 pixels accepted"),
+        "{err}"
+    );
+    let cancelled = AtomicBool::new(true);
+    let err = decode_within(&png, origin, limits(60_000, &cancelled))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("upload.png") && err.contains("the request was cancelled"),
+        "{err}"
+    );
+}
+
+#[test]
 fn scan_sorts_species_and_photos_and_reports_other_files() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();

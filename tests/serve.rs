@@ -8,9 +8,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use vlinder::check::Thresholds;
-use vlinder::device::Backend;
-use vlinder::model::WeightsChoice;
 use vlinder::serve::{self, ServeConfig};
 use vlinder::train::{self, TrainConfig};
 
@@ -33,46 +30,56 @@ fn tiny_model(dir: &Path) -> PathBuf {
     out
 }
 
+/// The command line `vlinder serve --model MODEL ...` as a config, so that every option the test
+/// does not name has the command's own default.
+fn serve_args(model: &Path, extra: &[&str]) -> ServeConfig {
+    use clap::Parser;
+    #[derive(clap::Parser)]
+    struct Command {
+        #[command(flatten)]
+        serve: ServeConfig,
+    }
+    let mut args = vec!["serve", "--model", model.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    Command::try_parse_from(args).unwrap().serve
+}
+
 fn serve_config(model: &Path, max_upload_bytes: usize, timeout_seconds: u64) -> ServeConfig {
     ServeConfig {
-        model: model.to_path_buf(),
         addr: "127.0.0.1:0".parse().unwrap(),
         max_upload_bytes,
         timeout_seconds,
-        expose_paths: false,
         max_batch: 8,
-        thresholds: Thresholds::default(),
-        weights: WeightsChoice::Last,
-        device: Backend::Flex,
+        ..serve_args(model, &[])
     }
 }
 
 struct Server {
     addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    stop: tokio::sync::mpsc::UnboundedSender<()>,
     thread: Option<std::thread::JoinHandle<vlinder::Result<()>>>,
 }
 
 impl Server {
     fn start(model: &Path, max_upload_bytes: usize, timeout_seconds: u64) -> Server {
-        let config = serve_config(model, max_upload_bytes, timeout_seconds);
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        Server::with(serve_config(model, max_upload_bytes, timeout_seconds))
+    }
+
+    fn with(config: ServeConfig) -> Server {
+        let (stop, stopped) = tokio::sync::mpsc::unbounded_channel();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Runtime::new().unwrap();
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::bind(config.addr).await.unwrap();
                 addr_tx.send(listener.local_addr().unwrap()).unwrap();
-                serve::serve(&config, listener, async {
-                    let _ = stopped.await;
-                })
-                .await
+                serve::serve(&config, listener, stopped).await
             })
         });
         let addr = addr_rx.recv_timeout(Duration::from_secs(30)).unwrap();
         Server {
             addr,
-            stop: Some(stop),
+            stop,
             thread: Some(thread),
         }
     }
@@ -83,7 +90,7 @@ impl Server {
 
     /// Stops the server gracefully and returns what `serve` returned.
     fn shutdown(mut self) -> vlinder::Result<()> {
-        self.stop.take().unwrap().send(()).unwrap();
+        self.stop.send(()).unwrap();
         self.thread.take().unwrap().join().unwrap()
     }
 }
@@ -157,7 +164,27 @@ fn every_endpoint_answers_and_bad_inputs_get_json_errors() {
     }
 
     let mut health = agent().get(&server.url("/healthz")).call().unwrap();
-    assert_eq!(health.body_mut().read_to_string().unwrap(), "ok");
+    let health: serde_json::Value =
+        serde_json::from_str(&health.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["model_thread"], "running");
+    assert_eq!(health["failed_batches"], 0);
+    // The service's own settings are checked before the model loads.
+    for (option, value, range) in [
+        ("--header-timeout-seconds", "0", "between 1 and 3600"),
+        ("--shutdown-seconds", "99999", "between 1 and 3600"),
+        ("--max-pixels", "0", "between 1 and 100000000"),
+        ("--max-connections", "0", "between 1 and 65536"),
+        ("--decoders", "0", "between 1 and 1024"),
+    ] {
+        let err = serve::app(&serve_args(&model, &[option, value]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(option.trim_start_matches("--")) && err.contains(range),
+            "{option}: {err}"
+        );
+    }
     let mut card = agent().get(&server.url("/v1/model")).call().unwrap();
     let card: serde_json::Value =
         serde_json::from_str(&card.body_mut().read_to_string().unwrap()).unwrap();
@@ -369,4 +396,226 @@ fn a_slow_client_times_out_and_others_are_still_served() {
     );
     assert_eq!(status, 200);
     server.shutdown().unwrap();
+}
+
+/// `vlinder serve` as a child process on a free port of 127.0.0.1.
+struct ServeProcess {
+    child: std::process::Child,
+    addr: SocketAddr,
+}
+
+impl ServeProcess {
+    fn start(model: &Path, extra: &[&str]) -> ServeProcess {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vlinder"))
+            .args(["serve", "--model", model.to_str().unwrap()])
+            .args(["--addr", "127.0.0.1:0"])
+            .args(extra)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (found, addr) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { return };
+                if let Some(at) = line.split(" on http://").nth(1) {
+                    let _ = found.send(at.trim().parse::<SocketAddr>().unwrap());
+                }
+            }
+        });
+        let addr = addr.recv_timeout(Duration::from_secs(60)).unwrap();
+        ServeProcess { child, addr }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// The most memory the process has held, in MiB (VmHWM).
+    fn peak_rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .unwrap()
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .unwrap();
+        kib / 1024.0
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
+    }
+
+    /// Waits (at most `limit`) for the process to exit: its success and how long it took.
+    fn wait(&mut self, limit: Duration) -> (bool, Duration) {
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status.success(), started.elapsed());
+            }
+            assert!(started.elapsed() < limit, "still running after {limit:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A real RGBA PNG of `width` x `height` black pixels: a few hundred KB that inflate to
+/// 4 bytes a pixel. Written a row at a time, so the test itself stays small.
+fn black_rgba_png(width: u32, height: u32) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut bytes, width, height);
+        encoder.set_color(png::ColorType::Rgba);
+        encoder.set_compression(png::Compression::Fast);
+        let mut writer = encoder.write_header().unwrap();
+        let mut stream = writer.stream_writer().unwrap();
+        let row = vec![0u8; width as usize * 4];
+        for _ in 0..height {
+            stream.write_all(&row).unwrap();
+        }
+        stream.finish().unwrap();
+    }
+    bytes
+}
+
+#[test]
+fn eight_decompression_bombs_at_once_keep_the_server_under_1_gb() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    let server = ServeProcess::start(&model, &["--decoders", "2"]);
+    // The bomb (100 megapixels, 400 MB of RGBA) is refused from its header; one of 36
+    // megapixels, under the 40 allowed, is decoded (144 MB of RGBA, 108 MB as RGB), two at once.
+    let huge = black_rgba_png(10_000, 10_000);
+    let large = black_rgba_png(6_000, 6_000);
+    eprintln!("uploads of {} and {} bytes", huge.len(), large.len());
+    let url = server.url("/v1/classify");
+    for (photo, want) in [(&huge, 422), (&large, 200)] {
+        let answers: Vec<(u16, serde_json::Value)> = std::thread::scope(|scope| {
+            let posts: Vec<_> = (0..8)
+                .map(|_| scope.spawn(|| post(&url, "image/png", photo)))
+                .collect();
+            posts.into_iter().map(|p| p.join().unwrap()).collect()
+        });
+        for (status, body) in &answers {
+            assert_eq!(*status, want, "{body}");
+        }
+        if want == 422 {
+            let message = answers[0].1["error"]["message"].as_str().unwrap();
+            assert!(
+                message.contains("10000 x 10000") && message.contains("40 megapixels"),
+                "{message}"
+            );
+        }
+    }
+    let peak = server.peak_rss_mib();
+    eprintln!("peak RSS after 8 + 8 concurrent bombs: {peak:.0} MiB");
+    assert!(peak < 1024.0, "peak RSS {peak:.0} MiB");
+}
+
+#[test]
+fn slow_idle_and_surplus_connections_are_closed_or_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    let server = Server::with(ServeConfig {
+        header_timeout_seconds: 2,
+        max_connections: 3,
+        ..serve_config(&model, 1_000_000, 30)
+    });
+    let connect = || {
+        let stream = std::net::TcpStream::connect(server.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        stream
+    };
+    // A head trickled a line at a time is cut off at the header timeout: the server closes it
+    // (a read that timed out instead would be an error).
+    let mut trickle = connect();
+    trickle.write_all(b"GET /healthz HTTP/1.1\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = trickle.write_all(b"Host: x\r\n");
+    let mut rest = Vec::new();
+    trickle
+        .read_to_end(&mut rest)
+        .expect("closed by the server");
+    // An idle keep-alive connection is closed after its answer.
+    let mut idle = connect();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    idle.read_to_string(&mut answer)
+        .expect("closed by the server");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // With three connections open, a fourth gets 503 in the error shape, with Retry-After.
+    let silent: Vec<std::net::TcpStream> = (0..3).map(|_| connect()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut busy = agent().get(&server.url("/healthz")).call().unwrap();
+    assert_eq!(busy.status(), 503);
+    assert_eq!(busy.headers()["retry-after"], "1");
+    let body: serde_json::Value =
+        serde_json::from_str(&busy.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(error_code(&body), "busy");
+    // Once the silent ones time out, the server answers again.
+    for mut s in silent {
+        let _ = s.read_to_end(&mut Vec::new());
+    }
+    let health = agent().get(&server.url("/healthz")).call().unwrap();
+    assert_eq!(health.status(), 200);
+    server.shutdown().unwrap();
+}
+
+#[test]
+fn shutdown_ends_within_its_deadline_and_at_once_on_a_second_signal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    for (signals, deadline) in [(1, 2), (2, 120)] {
+        // Only the shutdown can end these clients: the other deadlines are ten minutes.
+        let mut server = ServeProcess::start(
+            &model,
+            &[
+                "--shutdown-seconds",
+                &deadline.to_string(),
+                "--header-timeout-seconds",
+                "600",
+                "--timeout-seconds",
+                "600",
+            ],
+        );
+        let mut trickle = std::net::TcpStream::connect(server.addr).unwrap();
+        trickle
+            .write_all(b"POST /v1/classify HTTP/1.1\r\n")
+            .unwrap();
+        let mut upload = std::net::TcpStream::connect(server.addr).unwrap();
+        write!(upload, "POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 5000\r\n\r\npartial").unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        server.signal(libc::SIGTERM);
+        if signals == 2 {
+            std::thread::sleep(Duration::from_millis(300));
+            server.signal(libc::SIGINT);
+        }
+        let (ok, took) = server.wait(Duration::from_secs(60));
+        eprintln!("{signals} signal(s), --shutdown-seconds {deadline}: exited in {took:?}");
+        assert!(ok, "exit status");
+        if signals == 1 {
+            assert!(
+                took >= Duration::from_millis(1500) && took < Duration::from_secs(20),
+                "the upload in flight gets its 2 s, no more: {took:?}"
+            );
+        } else {
+            assert!(took < Duration::from_secs(20), "{took:?}");
+        }
+    }
 }

@@ -1,8 +1,9 @@
 //! Where a photo file becomes pixels: any common format, EXIF orientation applied, converted to
 //! 8-bit RGB and resized to a square of the model's input size.
 
-use std::io::Cursor;
+use std::io::{BufRead, Cursor, Read, Seek};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, imageops::FilterType};
 use serde::{Deserialize, Serialize};
@@ -15,7 +16,67 @@ pub const PHOTO_EXTENSIONS: [&str; 7] = ["jpg", "jpeg", "png", "bmp", "tif", "ti
 /// The largest width or height accepted, against decompression bombs.
 const MAX_SIDE: u32 = 20_000;
 /// The most pixels accepted (100 megapixels), checked from the header before decoding.
-const MAX_PIXELS: u64 = 100_000_000;
+pub const MAX_PIXELS: u64 = 100_000_000;
+
+/// Bounds on one decode.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeLimits<'a> {
+    /// The most pixels (width x height), checked from the header before anything is allocated.
+    pub max_pixels: u64,
+    /// Set (by a request that timed out) to stop the decode where it is.
+    pub cancelled: Option<&'a AtomicBool>,
+}
+
+impl Default for DecodeLimits<'_> {
+    fn default() -> Self {
+        DecodeLimits {
+            max_pixels: MAX_PIXELS,
+            cancelled: None,
+        }
+    }
+}
+
+/// The photo's bytes as the decoder reads them, failing every read once `cancelled` is set, so
+/// that a decoder that reads as it goes (PNG, TIFF, WebP) stops within a few rows.
+struct Stoppable<'a> {
+    bytes: Cursor<&'a [u8]>,
+    cancelled: Option<&'a AtomicBool>,
+}
+
+impl Stoppable<'_> {
+    fn check(&self) -> std::io::Result<()> {
+        match self.cancelled {
+            Some(flag) if flag.load(Ordering::Relaxed) => Err(std::io::Error::other(CANCELLED)),
+            _ => Ok(()),
+        }
+    }
+}
+
+const CANCELLED: &str = "decoding stopped: the request was cancelled";
+
+impl Read for Stoppable<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.check()?;
+        self.bytes.read(buf)
+    }
+}
+
+impl BufRead for Stoppable<'_> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        self.check()?;
+        self.bytes.fill_buf()
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.bytes.consume(amount)
+    }
+}
+
+impl Seek for Stoppable<'_> {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.bytes.seek(to)
+    }
+}
 
 /// How a photo is resized to the model's input size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -70,6 +131,12 @@ pub fn open_oriented(path: &Path) -> Result<DynamicImage> {
 
 /// Decodes a photo held in memory; `origin` (a path or URL) names it in errors.
 pub fn image_from_bytes(bytes: &[u8], origin: &Path) -> Result<DynamicImage> {
+    decode_within(bytes, origin, DecodeLimits::default())
+}
+
+/// As [`image_from_bytes`], within `limits`: a photo with more pixels is refused from its header,
+/// before anything is allocated, and a cancelled decode stops with an error.
+pub fn decode_within(bytes: &[u8], origin: &Path, limits: DecodeLimits) -> Result<DynamicImage> {
     let fail = |reason: String| Error::Photo {
         path: origin.to_path_buf(),
         reason,
@@ -77,7 +144,11 @@ pub fn image_from_bytes(bytes: &[u8], origin: &Path) -> Result<DynamicImage> {
     if bytes.is_empty() {
         return Err(fail("the file is empty".into()));
     }
-    let mut reader = ImageReader::new(Cursor::new(bytes))
+    let source = Stoppable {
+        bytes: Cursor::new(bytes),
+        cancelled: limits.cancelled,
+    };
+    let mut reader = ImageReader::new(source)
         .with_guessed_format()
         .map_err(|e| Error::io(origin, e))?;
     match reader.format() {
@@ -89,25 +160,40 @@ pub fn image_from_bytes(bytes: &[u8], origin: &Path) -> Result<DynamicImage> {
         }
         Some(_) => {}
     }
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(MAX_SIDE);
-    limits.max_image_height = Some(MAX_SIDE);
-    reader.limits(limits);
+    let max_pixels = limits.max_pixels.min(MAX_PIXELS);
+    let mut bounds = image::Limits::default();
+    bounds.max_image_width = Some(MAX_SIDE);
+    bounds.max_image_height = Some(MAX_SIDE);
+    // The decoder's own allocations: the largest image accepted, 16 bits per channel, RGBA.
+    bounds.max_alloc = Some(max_pixels * 8);
+    reader.limits(bounds);
     let mut decoder = reader.into_decoder().map_err(|e| fail(e.to_string()))?;
     let (width, height) = decoder.dimensions();
-    if width as u64 * height as u64 > MAX_PIXELS {
+    if width as u64 * height as u64 > max_pixels {
         return Err(fail(format!(
-            "{width} x {height} pixels is more than the {} megapixels accepted",
-            MAX_PIXELS / 1_000_000
+            "{width} x {height} pixels is more than the {} accepted",
+            megapixels(max_pixels)
         )));
     }
     let orientation = decoder.orientation().map_err(|e| fail(e.to_string()))?;
     let mut image = DynamicImage::from_decoder(decoder).map_err(|e| fail(e.to_string()))?;
+    if limits.cancelled.is_some_and(|c| c.load(Ordering::Relaxed)) {
+        return Err(fail(CANCELLED.into()));
+    }
     image.apply_orientation(orientation);
     if image.width() == 0 || image.height() == 0 {
         return Err(fail("the image has no pixels".into()));
     }
     Ok(image)
+}
+
+/// `pixels` in words: "40 megapixels", or "1500 pixels" below one.
+fn megapixels(pixels: u64) -> String {
+    if pixels >= 1_000_000 && pixels.is_multiple_of(100_000) {
+        format!("{} megapixels", pixels as f64 / 1e6)
+    } else {
+        format!("{pixels} pixels")
+    }
 }
 
 /// True if an end-of-image marker follows the last start-of-scan marker. The JPEG decoder fills a

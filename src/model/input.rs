@@ -48,6 +48,13 @@ pub fn batch_tensor<'a>(
     let per_photo = 3 * (size * size) as usize;
     let mut data = vec![0f32; photos.len() * per_photo];
     for (pixels, out) in photos.zip(data.chunks_exact_mut(per_photo)) {
+        // Every caller resizes first; a photo of another size would silently become zeros.
+        assert_eq!(
+            pixels.len(),
+            per_photo,
+            "a photo of {} bytes for a {size}x{size} RGB input",
+            pixels.len()
+        );
         write_planar(pixels, out, norm);
     }
     planar_tensor(data, size, device)

@@ -1,16 +1,23 @@
 //! `vlinder serve`: the model over HTTP for other programs and for reviewers.
 //!
 //! `POST /v1/classify` ranks the species of a photo, `POST /v1/check` judges a photo against a
-//! claimed species, `GET /v1/model` returns the model card, `GET /healthz` says the server is up,
-//! and `GET /` is a page for reviewers. Photos are decoded on blocking threads; one model thread
-//! takes every request waiting at that moment as one batch, so batches grow with the load.
-//! Errors are JSON of one shape: `{"error": {"code": "...", "message": "..."}}`.
+//! claimed species, `GET /v1/model` returns the model card, `GET /healthz` says whether the
+//! server and its model thread are up, and `GET /` is a page for reviewers. Photos are decoded on
+//! blocking threads, a bounded number at once; one model thread takes every request waiting at
+//! that moment as one batch, so batches grow with the load. Errors are JSON of one shape:
+//! `{"error": {"code": "...", "message": "..."}}`.
+//!
+//! The connections are served by our own loop over hyper: a request head must arrive within
+//! `--header-timeout-seconds` of a connection opening or of its last answer (which also closes
+//! idle connections), at most `--max-connections` are open (a further one gets 503), and a
+//! shutdown waits at most `--shutdown-seconds` for the requests in flight.
 
 mod upload;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -20,7 +27,8 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 use crate::check::{Thresholds, Verdict, judge};
 use crate::dataset::decode;
@@ -42,9 +50,28 @@ pub struct ServeConfig {
     /// The largest upload accepted, in bytes; larger ones get 413.
     #[arg(long, default_value_t = 20 * 1024 * 1024)]
     pub max_upload_bytes: usize,
-    /// A request that takes longer than this (a slow upload included) gets 408.
+    /// A request that takes longer than this (a slow upload included) gets 408, and its work
+    /// stops.
     #[arg(long, default_value_t = 30)]
     pub timeout_seconds: u64,
+    /// The most pixels (width x height) an uploaded photo may have; a larger one gets 422 from
+    /// its header, before it is decoded. 40 megapixels holds any phone's photo.
+    #[arg(long, default_value_t = 40_000_000)]
+    pub max_pixels: u64,
+    /// Photos decoded at once (default: one per core); further requests wait their turn.
+    #[arg(long, value_name = "N")]
+    pub decoders: Option<usize>,
+    /// Connections open at once; a further one gets 503 with Retry-After.
+    #[arg(long, default_value_t = 256)]
+    pub max_connections: usize,
+    /// A connection must send a whole request head within this many seconds of opening or of its
+    /// last answer, or it is closed: this ends both trickled headers and idle connections.
+    #[arg(long, default_value_t = 10)]
+    pub header_timeout_seconds: u64,
+    /// On Ctrl-C or SIGTERM the requests in flight get this long to finish; a second signal stops
+    /// at once.
+    #[arg(long, default_value_t = 10)]
+    pub shutdown_seconds: u64,
     /// Show the model card's local paths (training folders, backbone file, skipped files) in
     /// `GET /v1/model`; without it they are left out.
     #[arg(long)]
@@ -72,7 +99,20 @@ struct AppState {
     public_card: serde_json::Value,
     thresholds: Thresholds,
     max_upload: usize,
+    max_pixels: u64,
+    /// One permit per decode that may run at once.
+    decoders: Arc<Semaphore>,
     jobs: mpsc::Sender<Job>,
+    model: Arc<ModelHealth>,
+}
+
+/// What the model thread has done, for `/healthz`.
+#[derive(Debug, Default)]
+pub struct ModelHealth {
+    running: AtomicBool,
+    batches: AtomicU64,
+    /// Batches on which the model panicked; the thread goes on with the next one.
+    failures: AtomicU64,
 }
 
 /// An error answer: status, a stable code and a message.
@@ -121,36 +161,71 @@ pub struct CheckAnswer {
     pub novelty: Option<Novelty>,
 }
 
-/// Loads the model and builds the HTTP application; the model thread ends with the app.
-pub fn app(config: &ServeConfig) -> Result<Router> {
+/// The checks of the service's settings, before the model is loaded.
+fn validate(config: &ServeConfig) -> Result<()> {
     config.thresholds.validate()?;
     if config.max_batch == 0 {
         return Err(Error::invalid("max-batch", 0, "at least 1"));
     }
     // An hour at most: a deadline past the clock's range would panic.
-    if !(1..=3600).contains(&config.timeout_seconds) {
+    for (name, value) in [
+        ("timeout-seconds", config.timeout_seconds),
+        ("header-timeout-seconds", config.header_timeout_seconds),
+        ("shutdown-seconds", config.shutdown_seconds),
+    ] {
+        if !(1..=3600).contains(&value) {
+            return Err(Error::invalid(name, value, "between 1 and 3600"));
+        }
+    }
+    if !(1..=decode::MAX_PIXELS).contains(&config.max_pixels) {
         return Err(Error::invalid(
-            "timeout-seconds",
-            config.timeout_seconds,
-            "between 1 and 3600",
+            "max-pixels",
+            config.max_pixels,
+            format!("between 1 and {}", decode::MAX_PIXELS),
         ));
     }
+    if config.decoders.is_some_and(|n| !(1..=1024).contains(&n)) {
+        return Err(Error::invalid(
+            "decoders",
+            config.decoders.unwrap_or_default(),
+            "between 1 and 1024",
+        ));
+    }
+    if !(1..=65_536).contains(&config.max_connections) {
+        return Err(Error::invalid(
+            "max-connections",
+            config.max_connections,
+            "between 1 and 65536",
+        ));
+    }
+    Ok(())
+}
+
+/// Loads the model and builds the HTTP application; the model thread ends with the app.
+pub fn app(config: &ServeConfig) -> Result<Router> {
+    validate(config)?;
     let model = ModelDir::new(&config.model).load(config.weights, &config.device.device()?)?;
     if let Err(why) = &model.novelty {
         eprintln!("warning: {why}");
     }
     let card = model.card.clone();
-    let jobs = spawn_model_thread(model, config.max_batch);
+    let (jobs, health) = spawn_model_thread(model, config.max_batch);
+    let decoders = config
+        .decoders
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let state = Arc::new(AppState {
         public_card: public_card(&card, config.expose_paths),
         card,
         thresholds: config.thresholds,
         max_upload: config.max_upload_bytes,
+        max_pixels: config.max_pixels,
+        decoders: Arc::new(Semaphore::new(decoders)),
         jobs,
+        model: health,
     });
     Ok(Router::new()
         .route("/", get(page))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/v1/model", get(model_card))
         .route("/v1/classify", post(classify))
         .route("/v1/check", post(check))
@@ -217,26 +292,133 @@ fn public_card(card: &ModelCard, expose: bool) -> serde_json::Value {
     value
 }
 
-/// Serves on `listener` until `shutdown` completes, then finishes the requests in flight.
+/// Serves on `listener` until the first message on `stop`, then gives the requests in flight
+/// `--shutdown-seconds` to finish; a second message (or the deadline) ends them at once.
 pub async fn serve(
     config: &ServeConfig,
     listener: tokio::net::TcpListener,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    mut stop: mpsc::UnboundedReceiver<()>,
 ) -> Result<()> {
     let app = app(config)?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| Error::io(config.addr.to_string(), e))?;
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| Error::io(addr.to_string(), e))
+    let header_timeout = Duration::from_secs(config.header_timeout_seconds);
+    let slots = Arc::new(Semaphore::new(config.max_connections));
+    let (closing, closing_seen) = watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = stop.recv() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    // Out of file descriptors, or the peer gave up: wait, the server goes on.
+                    Err(e) => {
+                        eprintln!("warning: cannot accept a connection ({e})");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                match slots.clone().try_acquire_owned() {
+                    Ok(slot) => connections.spawn(connection(
+                        stream,
+                        app.clone(),
+                        header_timeout,
+                        closing_seen.clone(),
+                        slot,
+                    )),
+                    Err(_) => connections.spawn(refuse_busy(stream)),
+                };
+            }
+        }
+    }
+    let deadline = Duration::from_secs(config.shutdown_seconds);
+    eprintln!(
+        "shutting down: {} connections get {} s to finish (a second signal stops at once)",
+        connections.len(),
+        deadline.as_secs()
+    );
+    drop(listener);
+    let _ = closing.send(true);
+    let drained = async { while connections.join_next().await.is_some() {} };
+    // A closed channel is no second signal.
+    let second = async {
+        if stop.recv().await.is_none() {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        _ = drained => {}
+        _ = tokio::time::sleep(deadline) => {
+            eprintln!("closing {} connections still open after {} s", connections.len(), deadline.as_secs());
+        }
+        _ = second => eprintln!("second signal: closing {} connections now", connections.len()),
+    }
+    connections.abort_all();
+    Ok(())
 }
 
-/// The model lives on one thread; each pass takes every request waiting, up to `max_batch`.
-fn spawn_model_thread(model: TrainedModel, max_batch: usize) -> mpsc::Sender<Job> {
+/// Serves one connection (HTTP/1.1, keep-alive) until it closes, its head times out, or the
+/// server shuts down; `_slot` counts it as open.
+async fn connection(
+    stream: tokio::net::TcpStream,
+    app: Router,
+    header_timeout: Duration,
+    mut closing: watch::Receiver<bool>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+) {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    let served = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    tokio::pin!(served);
+    tokio::select! {
+        _ = served.as_mut() => return,
+        _ = closing.wait_for(|c| *c) => {}
+    }
+    // Finishes the request in progress, then closes.
+    served.as_mut().graceful_shutdown();
+    let _ = served.await;
+}
+
+/// Answers a connection over the cap with 503 and closes it.
+async fn refuse_busy(mut stream: tokio::net::TcpStream) {
+    let body =
+        r#"{"error":{"code":"busy","message":"too many open connections; try again in a moment"}}"#;
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        // Reading what the client sent first lets it see the answer rather than a reset.
+        let mut request = [0u8; 8192];
+        let _ = tokio::time::timeout(Duration::from_millis(200), stream.read(&mut request)).await;
+        stream.write_all(answer.as_bytes()).await?;
+        stream.shutdown().await
+    })
+    .await;
+}
+
+/// The model lives on one thread; each pass takes every request waiting, up to `max_batch`. A
+/// panic on a batch fails that batch's requests (500) and is counted; the thread goes on.
+fn spawn_model_thread(
+    model: TrainedModel,
+    max_batch: usize,
+) -> (mpsc::Sender<Job>, Arc<ModelHealth>) {
     let (sender, mut receiver) = mpsc::channel::<Job>(1024);
+    let health = Arc::new(ModelHealth::default());
+    health.running.store(true, Ordering::SeqCst);
+    let state = health.clone();
     std::thread::spawn(move || {
+        // Marks the thread stopped however it ends.
+        struct Stopped(Arc<ModelHealth>);
+        impl Drop for Stopped {
+            fn drop(&mut self) {
+                self.0.running.store(false, Ordering::SeqCst);
+            }
+        }
+        let _stopped = Stopped(state.clone());
         while let Some(first) = receiver.blocking_recv() {
             let mut jobs = vec![first];
             while jobs.len() < max_batch {
@@ -246,21 +428,64 @@ fn spawn_model_thread(model: TrainedModel, max_batch: usize) -> mpsc::Sender<Job
                 }
             }
             let pixels: Vec<&[u8]> = jobs.iter().map(|j| j.pixels.as_slice()).collect();
-            let assessments = model.assess(&pixels);
-            for (job, a) in jobs.into_iter().zip(assessments) {
-                let _ = job.reply.send(a);
+            // The model holds no state that a failed pass could leave half-changed.
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.assess(&pixels))) {
+                Ok(assessments) => {
+                    state.batches.fetch_add(1, Ordering::Relaxed);
+                    for (job, a) in jobs.into_iter().zip(assessments) {
+                        let _ = job.reply.send(a);
+                    }
+                }
+                Err(panic) => {
+                    state.failures.fetch_add(1, Ordering::Relaxed);
+                    let why = panic
+                        .downcast_ref::<String>()
+                        .map(String::as_str)
+                        .or_else(|| panic.downcast_ref::<&str>().copied())
+                        .unwrap_or("no message");
+                    eprintln!(
+                        "error: the model failed on a batch of {} photos ({why}); they get 500, the model goes on",
+                        jobs.len()
+                    );
+                }
             }
         }
     });
-    sender
+    (sender, health)
+}
+
+/// Sets `flag` when dropped: a request dropped by its deadline stops its decode.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 impl AppState {
-    /// Decodes the photo on a blocking thread and classifies it on the model thread.
+    /// Decodes the photo on a blocking thread, once a decoder is free, and classifies it on the
+    /// model thread.
     async fn assess(&self, photo: axum::body::Bytes) -> Result<Assessment, ApiError> {
         let (size, filter) = (self.card.image_size, self.card.preprocessing.resize);
+        let max_pixels = self.max_pixels;
+        // The permit goes with the decode: a request that timed out counts until it has stopped.
+        let decoder = self.decoders.clone().acquire_owned().await.map_err(|_| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "shutting down",
+            )
+        })?;
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let _cancel = CancelOnDrop(cancelled.clone());
         let pixels = tokio::task::spawn_blocking(move || {
-            decode::image_from_bytes(&photo, std::path::Path::new("upload"))
+            let _decoder = decoder;
+            let limits = decode::DecodeLimits {
+                max_pixels,
+                cancelled: Some(&cancelled),
+            };
+            decode::decode_within(&photo, std::path::Path::new("upload"), limits)
                 .map(|image| decode::resize_square(&image, size, filter))
         })
         .await
@@ -277,21 +502,47 @@ impl AppState {
             )
         })?;
         let (reply, answer) = oneshot::channel();
-        self.jobs.send(Job { pixels, reply }).await.map_err(|_| {
+        let stopped = || {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
-                "the model is shutting down",
+                "the model thread has stopped",
             )
-        })?;
+        };
+        self.jobs
+            .send(Job { pixels, reply })
+            .await
+            .map_err(|_| stopped())?;
         answer.await.map_err(|_| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "the model is shutting down",
-            )
+            if self.model.running.load(Ordering::SeqCst) {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "model_failed",
+                    "the model failed on this photo's batch; the error is in the server's log",
+                )
+            } else {
+                stopped()
+            }
         })
     }
+}
+
+/// `GET /healthz`: 200 while the model thread runs, 503 once it has stopped.
+async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    let model = &state.model;
+    let running = model.running.load(Ordering::SeqCst);
+    let body = serde_json::json!({
+        "status": if running { "ok" } else { "unavailable" },
+        "model_thread": if running { "running" } else { "stopped" },
+        "batches": model.batches.load(Ordering::Relaxed),
+        "failed_batches": model.failures.load(Ordering::Relaxed),
+    });
+    let status = if running {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
 }
 
 async fn page() -> Html<&'static str> {
@@ -343,7 +594,7 @@ async fn check(
     }))
 }
 
-/// `vlinder serve`: runs until Ctrl-C or SIGTERM.
+/// `vlinder serve`: runs until Ctrl-C or SIGTERM; a second one stops it at once.
 pub fn run(config: &ServeConfig) -> Result<()> {
     let runtime = tokio::runtime::Runtime::new().map_err(|e| Error::io("tokio runtime", e))?;
     runtime.block_on(async {
@@ -357,22 +608,113 @@ pub fn run(config: &ServeConfig) -> Result<()> {
                 .local_addr()
                 .map_err(|e| Error::io(config.addr.to_string(), e))?
         );
-        serve(config, listener, shutdown_signal()).await
+        let (signals, stop) = mpsc::unbounded_channel();
+        tokio::spawn(forward_signals(signals));
+        serve(config, listener, stop).await
     })
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Sends a message on `signals` for every Ctrl-C or SIGTERM.
+async fn forward_signals(signals: mpsc::UnboundedSender<()>) {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM can be watched");
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            eprintln!("warning: cannot watch for SIGTERM and SIGINT");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            if signals.send(()).is_err() {
+                return;
+            }
         }
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    eprintln!("shutting down after the requests in flight");
+    while tokio::signal::ctrl_c().await.is_ok() {
+        if signals.send(()).is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A one-epoch recipe model at 24 pixels on six photos of two species of the sample.
+    fn tiny_model(dir: &std::path::Path) -> TrainedModel {
+        let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sample");
+        for species in ["celastrina_argiolus", "gonepteryx_rhamni"] {
+            let mut photos: Vec<_> = std::fs::read_dir(sample.join(species))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            photos.sort();
+            std::fs::create_dir_all(dir.join("photos").join(species)).unwrap();
+            for photo in &photos[..6] {
+                std::os::unix::fs::symlink(
+                    photo,
+                    dir.join("photos")
+                        .join(species)
+                        .join(photo.file_name().unwrap()),
+                )
+                .unwrap();
+            }
+        }
+        #[derive(clap::Parser)]
+        struct Command {
+            #[command(flatten)]
+            train: crate::train::TrainConfig,
+        }
+        let photos = dir.join("photos");
+        let config = <Command as clap::Parser>::try_parse_from([
+            "train",
+            "--data",
+            photos.to_str().unwrap(),
+            "--epochs",
+            "1",
+            "--image-size",
+            "24",
+            "--no-augment",
+        ])
+        .unwrap()
+        .train;
+        crate::train::train(&config, &dir.join("model")).unwrap();
+        ModelDir::new(dir.join("model"))
+            .load(WeightsChoice::Last, &Backend::Flex.device().unwrap())
+            .unwrap()
+    }
+
+    fn ask(jobs: &mpsc::Sender<Job>, pixels: Vec<u8>) -> Option<Assessment> {
+        let (reply, answer) = oneshot::channel();
+        jobs.blocking_send(Job { pixels, reply }).unwrap();
+        answer.blocking_recv().ok()
+    }
+
+    #[test]
+    fn a_panic_fails_only_its_batch_and_the_model_thread_goes_on() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (jobs, health) = spawn_model_thread(tiny_model(tmp.path()), 1);
+        // Pixels of the wrong size make the model panic.
+        assert!(ask(&jobs, vec![0; 5]).is_none());
+        assert_eq!(health.failures.load(Ordering::Relaxed), 1);
+        assert!(health.running.load(Ordering::SeqCst));
+        let answer = ask(&jobs, vec![128; 24 * 24 * 3]).expect("the next photo is answered");
+        assert_eq!(answer.calibrated.len(), 2);
+        assert_eq!(health.batches.load(Ordering::Relaxed), 1);
+        // With the app gone the thread ends, and says so.
+        drop(jobs);
+        let stopped = std::time::Instant::now();
+        while health.running.load(Ordering::SeqCst) {
+            assert!(stopped.elapsed() < Duration::from_secs(30));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
