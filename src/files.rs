@@ -26,6 +26,48 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         return Err(Error::io(path, e));
     }
+    sync_dir(dir);
+    Ok(())
+}
+
+/// Flushes `dir`'s entries (a rename into it) to disk, so that the rename survives a power cut.
+/// Best effort: some file systems cannot sync a folder, and the data itself is already synced.
+pub fn sync_dir(dir: &Path) {
+    if let Ok(folder) = std::fs::File::open(dir) {
+        let _ = folder.sync_all();
+    }
+}
+
+/// True for the names of what an interrupted atomic write leaves behind: `.name.pid.tmp`.
+pub fn is_temporary(name: &str) -> bool {
+    name.starts_with('.') && name.ends_with(".tmp")
+}
+
+/// Removes the temporary files and folders that an interrupted run left in `root` and in the
+/// folders directly inside it.
+pub fn remove_temporary(root: &Path) -> Result<()> {
+    let read = |dir: &Path| std::fs::read_dir(dir).map_err(|e| Error::io(dir, e));
+    let mut folders = vec![root.to_path_buf()];
+    for entry in read(root)? {
+        let path = entry.map_err(|e| Error::io(root, e))?.path();
+        if path.is_dir() && !is_temporary(&path.file_name().unwrap_or_default().to_string_lossy()) {
+            folders.push(path);
+        }
+    }
+    for folder in folders {
+        for entry in read(&folder)? {
+            let path = entry.map_err(|e| Error::io(&folder, e))?.path();
+            if !is_temporary(&path.file_name().unwrap_or_default().to_string_lossy()) {
+                continue;
+            }
+            let removed = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            removed.map_err(|e| Error::io(&path, e))?;
+        }
+    }
     Ok(())
 }
 

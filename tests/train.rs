@@ -4,6 +4,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use vlinder::augment::AugmentParams;
 use vlinder::evaluate::{self, EvaluateConfig};
@@ -97,10 +98,12 @@ fn the_same_seed_gives_the_same_run_and_another_seed_another() {
     let a = train::train(&config(&data, 3), &tmp.path().join("a")).unwrap();
     let b = train::train(&config(&data, 3), &tmp.path().join("b")).unwrap();
     assert_eq!(losses(&a), losses(&b));
-    assert_eq!(
-        std::fs::read(tmp.path().join("a/split.csv")).unwrap(),
-        std::fs::read(tmp.path().join("b/split.csv")).unwrap()
-    );
+    for file in ["split.csv", "weights.safetensors", "novelty.safetensors"] {
+        assert!(
+            file_bytes(&tmp.path().join("a"), file) == file_bytes(&tmp.path().join("b"), file),
+            "{file} differs between two runs of the same seed"
+        );
+    }
     let c = train::train(
         &TrainConfig {
             seed: 4,
@@ -534,4 +537,126 @@ fn cross_validation_trains_one_model_per_fold_and_summarises_them() {
         err.contains("folds") && err.contains("smallest species"),
         "{err}"
     );
+}
+
+/// The safetensors file's tensors in `dir` (weights written with sorted headers compare as bytes).
+fn file_bytes(dir: &Path, name: &str) -> Vec<u8> {
+    std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{}: {e}", dir.join(name).display()))
+}
+
+/// history.csv without its timing columns (seconds, images per second, waiting), which no two
+/// runs share.
+fn history_metrics(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("history.csv"))
+        .unwrap()
+        .lines()
+        .map(|l| l.split(',').take(5).collect::<Vec<_>>().join(","))
+        .collect()
+}
+
+/// Every file or folder below `dir` whose name marks it temporary.
+fn temporary_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if vlinder::files::is_temporary(&path.file_name().unwrap().to_string_lossy()) {
+                found.push(path.clone());
+            }
+            if path.is_dir() {
+                stack.push(path);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn a_run_killed_at_any_point_resumes_to_the_same_weights_as_an_uninterrupted_one() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = common::subset(tmp.path(), &PAIR, 40);
+    // Augmented, so that resuming must also draw the same augmentations.
+    let train_args = |out: &Path| -> Vec<String> {
+        [
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--epochs",
+            "6",
+            "--image-size",
+            "32",
+            "--seed",
+            "3",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let whole = tmp.path().join("whole");
+    let args = train_args(&whole);
+    let (ok, _, stderr) = common::vlinder(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(ok, "{stderr}");
+
+    // Killed with SIGKILL as epoch k is being written (the line is printed just before the
+    // files), a little later for even k, then resumed.
+    for k in 1..=5 {
+        let out = tmp.path().join(format!("killed-{k}"));
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vlinder"))
+            .args(train_args(&out))
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mark = format!("epoch {k}/6:");
+        for line in stderr.lines() {
+            if line.unwrap().contains(&mark) {
+                if k % 2 == 0 {
+                    std::thread::sleep(Duration::from_millis(3));
+                }
+                break;
+            }
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let left: Vec<String> = std::fs::read_dir(out.join("checkpoint"))
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let recorded = ModelDir::new(&out).read_card().map(|c| c.epochs_completed);
+        eprintln!(
+            "killed at epoch {k}: model.json says {recorded:?}, checkpoint/ holds {left:?}, {} temporary files",
+            temporary_files(&out).len()
+        );
+        let (ok, _, stderr) = common::vlinder(&["train", "--resume", out.to_str().unwrap()]);
+        assert!(ok, "killed at epoch {k}: {stderr}");
+        for file in ["weights.safetensors", "weights-best.safetensors"] {
+            assert!(
+                file_bytes(&out, file) == file_bytes(&whole, file),
+                "killed at epoch {k}: {file} differs from the uninterrupted run's"
+            );
+        }
+        assert_eq!(
+            history_metrics(&out),
+            history_metrics(&whole),
+            "killed at epoch {k}"
+        );
+        let card = ModelDir::new(&out).read_card().unwrap();
+        let epochs: Vec<usize> = card.history.iter().map(|r| r.epoch).collect();
+        assert_eq!(
+            epochs,
+            (1..=6).collect::<Vec<_>>(),
+            "each epoch recorded once"
+        );
+        assert_eq!(temporary_files(&out), Vec::<PathBuf>::new());
+        let checkpoints: Vec<String> = std::fs::read_dir(out.join("checkpoint"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(checkpoints, ["epoch-0006"]);
+    }
 }

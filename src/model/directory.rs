@@ -45,11 +45,6 @@ impl ModelDir {
         }
     }
 
-    /// The optimizer state kept so that an interrupted run can resume.
-    pub fn optimizer_path(&self) -> PathBuf {
-        self.path.join("checkpoint").join("optimizer.bin")
-    }
-
     pub fn history_path(&self) -> PathBuf {
         self.path.join("history.csv")
     }
@@ -120,7 +115,7 @@ impl ModelDir {
             .save_into(&mut store)
             .map_err(|e| Error::output(&path, e))?;
         let bytes = store.get_bytes().map_err(|e| Error::output(&path, e))?;
-        files::write_atomic(&path, &bytes)
+        files::write_atomic(&path, &sorted_header(bytes))
     }
 
     /// Loads weights saved by [`ModelDir::save_weights`] into `network`.
@@ -310,4 +305,33 @@ pub fn predict_probabilities(
     device: &Device,
 ) -> Vec<Vec<f32>> {
     embed(network, image_size, norm, photos, device).0
+}
+
+/// SafeTensors `bytes` with the keys of their JSON header in sorted order. The writer takes the
+/// metadata from a hash map, whose order changes from run to run; sorted, the same weights give
+/// the same file. The header keeps its length (spaces pad it, as the format allows).
+pub(crate) fn sorted_header(mut bytes: Vec<u8>) -> Vec<u8> {
+    let Some(length) = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+    else {
+        return bytes;
+    };
+    let Some(end) = usize::try_from(length).ok().and_then(|l| l.checked_add(8)) else {
+        return bytes;
+    };
+    let Some(header) = bytes.get(8..end) else {
+        return bytes;
+    };
+    // serde_json's maps are sorted by key.
+    let Ok(parsed) = serde_json::from_slice::<serde_json::Value>(header) else {
+        return bytes;
+    };
+    let sorted = serde_json::to_string(&parsed).expect("JSON values serialise");
+    if sorted.len() <= header.len() {
+        let mut padded = sorted.into_bytes();
+        padded.resize(header.len(), b' ');
+        bytes[8..end].copy_from_slice(&padded);
+    }
+    bytes
 }

@@ -74,7 +74,7 @@ impl Collection {
                 *per_species.entry(photo.species.clone()).or_default() += 1;
             }
         }
-        remove_temporary_files(root)?;
+        files::remove_temporary(root)?;
         let manifest = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -243,24 +243,6 @@ pub fn read_manifest(root: &Path) -> Result<Vec<ManifestEntry>> {
         .lines()
         .filter_map(|line| serde_json::from_str(line).ok())
         .collect())
-}
-
-/// Removes the `.name.pid.tmp` files that an interrupted atomic write leaves behind.
-fn remove_temporary_files(root: &Path) -> Result<()> {
-    let read = |dir: &Path| std::fs::read_dir(dir).map_err(|e| Error::io(dir, e));
-    for entry in read(root)? {
-        let path = entry.map_err(|e| Error::io(root, e))?.path();
-        if path.is_dir() {
-            for inner in read(&path)? {
-                let file = inner.map_err(|e| Error::io(&path, e))?.path();
-                let name = file.file_name().unwrap_or_default().to_string_lossy();
-                if name.starts_with('.') && name.ends_with(".tmp") {
-                    std::fs::remove_file(&file).map_err(|e| Error::io(&file, e))?;
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 /// An id made safe as part of a file name.

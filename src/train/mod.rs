@@ -9,7 +9,7 @@ pub mod transfer;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use burn::optim::{GradientsParams, ModuleOptimizer, RmsPropConfig};
@@ -80,7 +80,7 @@ pub fn train_on(config: &TrainConfig, data: &TrainingData, out: &Path) -> Result
         _ => fresh_network(config, data.species.len(), &device),
     };
     // Only now that everything needed is at hand does the model directory appear.
-    files::create_dir(&dir.path.join("checkpoint"))?;
+    files::create_dir(&dir.path.join(CHECKPOINT))?;
     write_split(&dir, data)?;
     let card = ModelCard {
         format: FORMAT.into(),
@@ -233,21 +233,20 @@ pub fn resume(out: &Path) -> Result<ModelCard> {
             ),
         });
     }
+    // What a kill left: half-written files, and the checkpoint of an epoch that model.json
+    // never recorded (it is trained again, to the same weights).
+    files::remove_temporary(&dir.path)?;
+    prune_checkpoints(&dir, card.epochs_completed)?;
     let mut network = fresh_network(config, card.species.len(), &device);
     let mut optim = optimizer(config);
     if card.epochs_completed > 0 {
-        network = load_checkpoint(&dir, config, card.species.len(), &device)?;
-        let path = dir.optimizer_path();
-        let bytes = std::fs::read(&path).map_err(|e| Error::ModelCorrupt {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        optim = optim
-            .from_bytes(Bytes::from_bytes_vec(bytes))
-            .map_err(|e| Error::ModelCorrupt {
-                path,
-                reason: e.to_string(),
-            })?;
+        (network, optim) = load_checkpoint(
+            &dir,
+            card.epochs_completed,
+            config,
+            card.species.len(),
+            &device,
+        )?;
     }
     let card = run(card, network, optim, &data, &dir, &device)?;
     fit_novelty(card, &data, &dir, &device, None)
@@ -317,9 +316,11 @@ fn run(
                 if is_best {
                     dir.save_weights(&valid, WeightsChoice::Best)?;
                 }
-                save_checkpoint(dir, &network, &optim)
+                save_checkpoint(dir, epoch, &network, &optim)
             },
         )?;
+        // model.json now names this epoch: the one before is no longer needed.
+        prune_checkpoints(dir, epoch)?;
     }
     Ok(card)
 }
@@ -457,41 +458,101 @@ fn train_epoch(
     (network, stats)
 }
 
-/// The network and optimizer state needed to resume; burnpack keeps the parameter ids that the
-/// optimizer state is keyed by.
-fn save_checkpoint(dir: &ModelDir, network: &Network, optim: &ModuleOptimizer) -> Result<()> {
-    let path = dir.path.join("checkpoint").join("network.bpk");
+/// The folder of the checkpoint after `epoch`: `network.bpk` and `optimizer.bin`, all that is
+/// needed to resume, and `epoch`, the epoch they are from.
+fn checkpoint_dir(dir: &ModelDir, epoch: usize) -> PathBuf {
+    dir.path.join(CHECKPOINT).join(format!("epoch-{epoch:04}"))
+}
+
+const CHECKPOINT: &str = "checkpoint";
+
+/// Writes the checkpoint after `epoch` into a temporary folder, then renames the complete
+/// folder into place: a kill leaves either the whole checkpoint or none. model.json, written
+/// after it, is the commit point: resuming uses the checkpoint of the epoch it names. Burnpack
+/// keeps the parameter ids that the optimizer state is keyed by.
+fn save_checkpoint(
+    dir: &ModelDir,
+    epoch: usize,
+    network: &Network,
+    optim: &ModuleOptimizer,
+) -> Result<()> {
+    let root = dir.path.join(CHECKPOINT);
+    let staging = root.join(format!(".epoch-{epoch:04}.{}.tmp", std::process::id()));
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
+    }
+    files::create_dir(&staging)?;
+    let path = staging.join("network.bpk");
     let mut store = BurnpackStore::from_bytes(None);
     network
         .save_into(&mut store)
         .map_err(|e| Error::output(&path, e))?;
     let bytes = store.get_bytes().map_err(|e| Error::output(&path, e))?;
     files::write_atomic(&path, &bytes)?;
-    let path = dir.optimizer_path();
+    let path = staging.join("optimizer.bin");
     let bytes = optim.into_bytes().map_err(|e| Error::output(&path, e))?;
-    files::write_atomic(&path, &bytes)
+    files::write_atomic(&path, &bytes)?;
+    files::write_atomic(&staging.join("epoch"), format!("{epoch}\n").as_bytes())?;
+    let target = checkpoint_dir(dir, epoch);
+    // A checkpoint of this epoch from a run killed before model.json recorded it.
+    if target.exists() {
+        std::fs::remove_dir_all(&target).map_err(|e| Error::io(&target, e))?;
+    }
+    std::fs::rename(&staging, &target).map_err(|e| Error::io(&target, e))?;
+    files::sync_dir(&root);
+    Ok(())
 }
 
-/// Loads the checkpoint into a network built on the plain device, then moves it to autodiff, so
-/// that the loaded parameters are leaves of the new graph.
+/// Removes every checkpoint but the one after `epoch`.
+fn prune_checkpoints(dir: &ModelDir, epoch: usize) -> Result<()> {
+    let root = dir.path.join(CHECKPOINT);
+    let keep = checkpoint_dir(dir, epoch);
+    let entries = std::fs::read_dir(&root).map_err(|e| Error::io(&root, e))?;
+    for entry in entries {
+        let path = entry.map_err(|e| Error::io(&root, e))?.path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if name.starts_with("epoch-") && path != keep {
+            std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Loads the checkpoint after `epoch` (the one model.json names) into a network built on the
+/// plain device, then moves it to autodiff, so that the loaded parameters are leaves of the new
+/// graph; and the optimizer state that goes with it.
 fn load_checkpoint(
     dir: &ModelDir,
+    epoch: usize,
     config: &TrainConfig,
     classes: usize,
     device: &Device,
-) -> Result<Network> {
-    let mut network = config.network(classes, device);
-    let path = dir.path.join("checkpoint").join("network.bpk");
-    let corrupt = |reason: String| Error::ModelCorrupt {
-        path: path.clone(),
-        reason,
+) -> Result<(Network, ModuleOptimizer)> {
+    let folder = checkpoint_dir(dir, epoch);
+    let corrupt = |path: &Path, reason: String| Error::ModelCorrupt {
+        path: path.to_path_buf(),
+        reason: format!("{reason}; the run cannot be resumed, train it again into a new folder"),
     };
-    let bytes = std::fs::read(&path).map_err(|e| corrupt(e.to_string()))?;
-    let mut store = BurnpackStore::from_bytes(Some(Bytes::from_bytes_vec(bytes)));
+    let read = |name: &str| {
+        let path = folder.join(name);
+        std::fs::read(&path).map_err(|e| corrupt(&path, e.to_string()))
+    };
+    let recorded = String::from_utf8_lossy(&read("epoch")?).trim().to_string();
+    if recorded != epoch.to_string() {
+        return Err(corrupt(
+            &folder.join("epoch"),
+            format!("the checkpoint is of epoch {recorded}, model.json says {epoch}"),
+        ));
+    }
+    let mut network = config.network(classes, device);
+    let mut store = BurnpackStore::from_bytes(Some(Bytes::from_bytes_vec(read("network.bpk")?)));
     network
         .load_from(&mut store)
-        .map_err(|e| corrupt(e.to_string()))?;
-    Ok(network.to_device(&device.clone().autodiff()).train())
+        .map_err(|e| corrupt(&folder.join("network.bpk"), e.to_string()))?;
+    let optim = optimizer(config)
+        .from_bytes(Bytes::from_bytes_vec(read("optimizer.bin")?))
+        .map_err(|e| corrupt(&folder.join("optimizer.bin"), e.to_string()))?;
+    Ok((network.to_device(&device.clone().autodiff()).train(), optim))
 }
 
 /// The order photos are seen in epoch `epoch`: a fresh shuffle, the same for the same seed.

@@ -258,6 +258,10 @@ pub fn forward(
     (output, saved)
 }
 
+/// The groups a batch's weight gradients are summed in: enough for 16 cores, fixed so that the
+/// sums do not depend on the number of threads.
+const GRADIENT_GROUPS: usize = 16;
+
 /// Gradients from the loss's gradient with respect to the last layer's pooled output.
 pub fn backward(saved: &Saved, grad_output: &[f32], want_input: bool) -> Gradients {
     let layers = &saved.layers;
@@ -312,35 +316,39 @@ pub fn backward(saved: &Saved, grad_output: &[f32], want_input: bool) -> Gradien
                 from_padded_channels_last(first, &scratch.grad, input_grad);
             }
         };
-    let add = |mut a: Vec<f32>, b: Vec<f32>| {
-        a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-        a
+    // The batch is cut into the same contiguous groups whatever the number of threads, each
+    // group summed in image order and the groups' sums added in group order: the weight
+    // gradients are the same to the bit from run to run (rayon's fold and reduce would add in
+    // the order the threads happened to finish).
+    let group = first.batch.div_ceil(GRADIENT_GROUPS).max(1);
+    let mut input = want_input.then(|| vec![0.0f32; first.batch * first.image_len()]);
+    let mut input_groups: Vec<Option<&mut [f32]>> = match &mut input {
+        Some(input) => input
+            .chunks_mut(group * first.image_len())
+            .map(Some)
+            .collect(),
+        None => (0..first.batch.div_ceil(group)).map(|_| None).collect(),
     };
-    let fold = |(mut scratch, mut sums): (Scratch, Vec<f32>),
-                (b, input_grad): (usize, Option<&mut [f32]>)| {
-        per_image(&mut scratch, b, input_grad, &mut sums);
-        (scratch, sums)
-    };
-    let init = || (Scratch::default(), vec![0.0f32; total]);
-    let (input, sums) = if want_input {
-        let mut input = vec![0.0; first.batch * first.image_len()];
-        let sums = input
-            .par_chunks_mut(first.image_len())
-            .enumerate()
-            .map(|(b, grad)| (b, Some(grad)))
-            .fold(init, fold)
-            .map(|(_, sums)| sums)
-            .reduce(|| vec![0.0; total], add);
-        (Some(input), sums)
-    } else {
-        let sums = (0..first.batch)
-            .into_par_iter()
-            .map(|b| (b, None))
-            .fold(init, fold)
-            .map(|(_, sums)| sums)
-            .reduce(|| vec![0.0; total], add);
-        (None, sums)
-    };
+    let partial_sums: Vec<Vec<f32>> = input_groups
+        .par_iter_mut()
+        .enumerate()
+        .map(|(g, input_grad)| {
+            let mut scratch = Scratch::default();
+            let mut sums = vec![0.0f32; total];
+            let images = g * group..((g + 1) * group).min(first.batch);
+            for (i, b) in images.enumerate() {
+                let grad = input_grad
+                    .as_deref_mut()
+                    .map(|grads| &mut grads[i * first.image_len()..][..first.image_len()]);
+                per_image(&mut scratch, b, grad, &mut sums);
+            }
+            sums
+        })
+        .collect();
+    let mut sums = vec![0.0f32; total];
+    for partial in &partial_sums {
+        sums.iter_mut().zip(partial).for_each(|(s, p)| *s += p);
+    }
     let gradients = layers
         .iter()
         .zip(&offsets)
