@@ -100,10 +100,15 @@ fn main() -> ExitCode {
 
 /// A fetch that stopped early fails, though what it stored is kept.
 fn fetch_exit(report: &FetchReport) -> ExitCode {
-    if report.stopped.is_some() {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
+    match &report.stopped {
+        Some(reason) => {
+            eprintln!(
+                "error: the fetch stopped early: {}; the photos stored so far are kept, the same command goes on from them",
+                vlinder::files::terminal_text(reason)
+            );
+            ExitCode::FAILURE
+        }
+        None => ExitCode::SUCCESS,
     }
 }
 

@@ -67,3 +67,30 @@ fn the_port_reproduces_pytorch_logits_and_features() {
         );
     }
 }
+
+#[test]
+#[ignore = "needs ../shared: the Lite0 weights"]
+fn any_image_size_of_at_least_32_runs_and_trains() {
+    let device = Device::flex();
+    let network = EfficientNetLite0::from_pytorch(&common::lite0_weights(), true, &device).unwrap();
+    for side in [32, 33, 47] {
+        let x = Tensor::<4>::ones([2, 3, side, side], &device);
+        let features = network.features(x).into_data().try_to_vec::<f32>().unwrap();
+        assert_eq!(features.len(), 2 * FEATURES, "{side}");
+        assert!(features.iter().all(|v| v.is_finite()), "{side}");
+    }
+    // And a transfer model trains end to end at the smallest size.
+    let tmp = tempfile::tempdir().unwrap();
+    let data = common::subset(tmp.path(), &["celastrina_argiolus", "gonepteryx_rhamni"], 6);
+    let config = vlinder::train::TrainConfig {
+        model: vlinder::model::Architecture::EfficientNetLite0,
+        backbone: Some(common::lite0_weights()),
+        image_size: 32,
+        feature_copies: 1,
+        ..common::quick_config(&data, 2)
+    };
+    let _serial = common::training_lock();
+    let card = vlinder::train::train(&config, &tmp.path().join("m")).unwrap();
+    assert_eq!((card.image_size, card.epochs_completed), (32, 2));
+    assert!(card.final_metrics.unwrap().validation_loss.is_finite());
+}

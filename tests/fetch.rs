@@ -656,3 +656,126 @@ fn gbif_resolves_the_name_pages_by_300_and_keeps_only_asked_licences() {
     );
     assert!(!elsewhere.exists());
 }
+
+/// The command line of `vlinder fetch flickr` against the fake service at `base`.
+fn fetch_command(base: &str, dir: &Path, out: &Path) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_vlinder"));
+    command
+        .args(["fetch", "flickr", "maniola_jurtina=meadow brown butterfly"])
+        .arg("--out")
+        .arg(out)
+        .arg("--api-key-file")
+        .arg(key_file(dir))
+        .args(["--base-url", &format!("{base}/services/rest/")])
+        .args([
+            "--max",
+            "-1",
+            "--jobs",
+            "2",
+            "--retries",
+            "2",
+            "--backoff",
+            "0.01",
+        ])
+        .arg("--allow-private-urls")
+        .env_remove("FLICKR_API_KEY");
+    command
+}
+
+/// Every photo file in the species folder is whole, and every one is listed in the manifest
+/// once (`all_listed`; after a kill, the last photo stored may not be listed yet); returns how
+/// many there are.
+fn whole_photos(out: &Path, all_listed: bool) -> usize {
+    let manifest = read_manifest(out).unwrap();
+    let listed: std::collections::HashSet<&str> =
+        manifest.iter().map(|e| e.file.as_str()).collect();
+    assert_eq!(listed.len(), manifest.len(), "each photo listed once");
+    let mut files = 0;
+    for entry in std::fs::read_dir(out.join("maniola_jurtina")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if vlinder::files::is_temporary(&name) {
+            continue;
+        }
+        image::open(&path).unwrap_or_else(|e| panic!("{name} is not a whole photo: {e}"));
+        assert!(
+            !all_listed || listed.contains(format!("maniola_jurtina/{name}").as_str()),
+            "{name} unlisted"
+        );
+        files += 1;
+    }
+    files
+}
+
+#[test]
+fn a_fetch_killed_or_cut_off_leaves_no_partial_photo_and_the_next_run_completes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let listed = photos(12);
+    let cuts = Arc::new(AtomicUsize::new(0));
+    let cut = cuts.clone();
+    // Each photo takes 150 ms; photo 3's first two answers break off after 100 bytes.
+    let base = common::api_server(move |request, base| {
+        if request.path.starts_with("/img/") {
+            let n = image_number(&request.path);
+            let mut reply = ApiReply::ok(common::small_real_jpeg(n));
+            reply.headers.push((common::DELAY_MS, "150".into()));
+            if n == 5_000_003 && cut.fetch_add(1, Ordering::SeqCst) < 2 {
+                reply.headers.push((common::CUT_AFTER, "100".into()));
+            }
+            return reply;
+        }
+        search_answer(request, &listed, base)
+    });
+    let out = tmp.path().join("photos");
+
+    // Killed (SIGKILL) in the middle of its downloads.
+    let mut child = fetch_command(&base, tmp.path(), &out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = whole_photos(&out, false);
+    assert!(before < 12, "the kill came before the end: {before} photos");
+    // As if the kill had cut the manifest's last line in half.
+    let manifest = out.join("manifest.jsonl");
+    let mut text = std::fs::read_to_string(&manifest).unwrap_or_default();
+    text.push_str(r#"{"source":"flickr","id":"50000"#);
+    std::fs::write(&manifest, text).unwrap();
+
+    let output = fetch_command(&base, tmp.path(), &out).output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stdout.contains(KEY) && !stderr.contains(KEY));
+    assert_eq!(whole_photos(&out, true), 12, "{stdout}{stderr}");
+    assert_eq!(read_manifest(&out).unwrap().len(), 12);
+    assert!(
+        cuts.load(Ordering::SeqCst) >= 3,
+        "photo 3 was cut off twice, then came whole"
+    );
+    no_secret_in(&out);
+}
+
+#[test]
+fn a_rejected_key_fails_the_command_with_a_non_zero_exit_and_never_shows_the_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (base, _) = scripted_flickr(vec![flickr_fault(100, "Invalid API Key (Key not found)")]);
+    let output = fetch_command(&base, tmp.path(), &tmp.path().join("photos"))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(!output.status.success(), "{stdout}{stderr}");
+    assert!(stderr.contains("rejected the API key"), "{stderr}");
+    assert!(
+        !stdout.contains(KEY) && !stderr.contains(KEY),
+        "{stdout}{stderr}"
+    );
+}

@@ -218,3 +218,56 @@ fn a_model_json_with_impossible_values_is_refused_with_the_field_named() {
         );
     }
 }
+
+#[test]
+fn weights_open_with_the_safetensors_crate_under_pytorch_names_and_layouts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    let bytes = std::fs::read(model.join("weights.safetensors")).unwrap();
+    let weights = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut found: Vec<(String, Vec<usize>)> = weights
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            assert_eq!(view.dtype(), safetensors::Dtype::F32, "{name}");
+            (name, view.shape().to_vec())
+        })
+        .collect();
+    found.sort();
+    // At 32 pixels: 2x2 convolution to 31, pooling to 15, convolution to 14, pooling to 7.
+    let want: Vec<(String, Vec<usize>)> = [
+        ("conv1.bias", vec![32]),
+        ("conv1.weight", vec![32, 3, 2, 2]),
+        ("conv2.bias", vec![64]),
+        ("conv2.weight", vec![64, 32, 2, 2]),
+        ("dense.bias", vec![64]),
+        ("dense.weight", vec![64, 64 * 7 * 7]),
+        ("output.bias", vec![1]),
+        ("output.weight", vec![1, 64]),
+    ]
+    .into_iter()
+    .map(|(n, s)| (n.to_string(), s))
+    .collect();
+    assert_eq!(found, want);
+
+    // Python's reader, where a Python with safetensors is at hand (`VLINDER_PYTHON`, default
+    // python3): PyTorch's `load_file` when torch is there too, else NumPy's.
+    let python = std::env::var("VLINDER_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = "import json,sys\n\
+                  try:\n    from safetensors.torch import load_file\n\
+                  except ImportError:\n    from safetensors.numpy import load_file\n\
+                  t = load_file(sys.argv[1])\n\
+                  print(json.dumps(sorted([k, list(v.shape)] for k, v in t.items())))";
+    match std::process::Command::new(&python)
+        .args(["-c", script])
+        .arg(model.join("weights.safetensors"))
+        .output()
+    {
+        Ok(out) if out.status.success() => {
+            let read: Vec<(String, Vec<usize>)> =
+                serde_json::from_slice(&out.stdout).expect("the script prints JSON");
+            assert_eq!(read, want, "Python's safetensors load_file");
+        }
+        _ => eprintln!("{python} has no safetensors: Python's reader was not tried"),
+    }
+}

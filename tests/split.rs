@@ -125,7 +125,50 @@ fn the_split_is_stratified_seeded_and_keeps_a_photo_with_its_reencoded_copy() {
     })
     .unwrap();
     assert_ne!(parts_of(&other), parts);
-    assert!(out.join("split.csv").is_file() && out.join("split-config.json").is_file());
+    assert!(out.join("split-config.json").is_file());
+
+    // split.csv: one row per photo, with the part it is in on disk, and one group for a photo
+    // and its copy that no other photo has.
+    let csv = std::fs::read_to_string(out.join("split.csv")).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("path,species,part,group"));
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 3 * 21);
+    let mut group_of = BTreeMap::new();
+    for row in &rows {
+        let [path, species, part, group] = row[..] else {
+            panic!("{row:?}")
+        };
+        let file = Path::new(path)
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert!(
+            out.join(part).join(species).join(&file).is_file(),
+            "{row:?}"
+        );
+        assert_eq!(
+            parts[&(species.to_string(), file.clone())],
+            [part.to_string()]
+        );
+        group_of.insert((species.to_string(), file), group.parse::<usize>().unwrap());
+    }
+    for ((species, file), group) in &group_of {
+        let shared: Vec<_> = group_of
+            .iter()
+            .filter(|(k, g)| *g == group && k.0 == *species)
+            .map(|(k, _)| k.1.clone())
+            .collect();
+        let pair = match file.strip_prefix("copy-of-") {
+            Some(original) => vec![file.clone(), original.to_string()],
+            None if shared.len() > 1 => vec![format!("copy-of-{file}"), file.clone()],
+            None => vec![file.clone()],
+        };
+        let mut pair = pair;
+        pair.sort();
+        assert_eq!(shared, pair, "the group of {species}/{file}");
+    }
 }
 
 #[test]
@@ -157,6 +200,22 @@ fn folds_put_each_photo_in_one_validation_fold_with_its_copy() {
             .map(|f| report.counts[&format!("fold-{f}/validation")][species])
             .collect();
         assert!(sizes.iter().all(|&s| (6..=8).contains(&s)), "{sizes:?}");
+    }
+    // On disk: each fold holds every photo once, split as the report says.
+    assert_eq!(parts_of(&out).len(), 3 * 21);
+    for f in 1..=3 {
+        let fold = out.join(format!("fold-{f}"));
+        let files = parts_of(&fold);
+        assert_eq!(files.len(), 3 * 21, "fold-{f}");
+        for species in SPECIES {
+            for part in ["train", "validation"] {
+                let on_disk = files
+                    .iter()
+                    .filter(|(k, where_)| k.0 == species && where_[0] == part)
+                    .count();
+                assert_eq!(on_disk, report.counts[&format!("fold-{f}/{part}")][species]);
+            }
+        }
     }
 
     let err = split_folders(&SplitFoldersConfig {

@@ -491,10 +491,50 @@ fn cross_validation_trains_one_model_per_fold_and_summarises_them() {
         assert_eq!((f.train_photos, f.validation_photos), (12, 6));
         assert!(f.model.join("model.json").is_file());
     }
-    let accuracies: Vec<f64> = report.folds.iter().map(|f| f.accuracy).collect();
-    let mean = accuracies.iter().sum::<f64>() / 3.0;
-    assert!((report.mean_accuracy - mean).abs() < 1e-12);
-    assert!(out.join("cv.json").is_file());
+    // The summary from the folds' own model directories: mean and sample standard deviation of
+    // each fold's final validation accuracy and log loss, in cv.json and in the table.
+    let finals: Vec<(f64, f64)> = report
+        .folds
+        .iter()
+        .map(|f| {
+            let m = ModelDir::new(&f.model)
+                .read_card()
+                .unwrap()
+                .final_metrics
+                .unwrap();
+            assert_eq!(
+                (f.accuracy, f.log_loss),
+                (m.validation_accuracy, m.validation_loss)
+            );
+            (m.validation_accuracy, m.validation_loss)
+        })
+        .collect();
+    let mean_std = |values: Vec<f64>| {
+        let mean = values.iter().sum::<f64>() / 3.0;
+        let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 2.0;
+        (mean, var.sqrt())
+    };
+    let accuracy = mean_std(finals.iter().map(|f| f.0).collect());
+    let log_loss = mean_std(finals.iter().map(|f| f.1).collect());
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("cv.json")).unwrap()).unwrap();
+    for (key, want) in [
+        ("mean_accuracy", accuracy.0),
+        ("std_accuracy", accuracy.1),
+        ("mean_log_loss", log_loss.0),
+        ("std_log_loss", log_loss.1),
+    ] {
+        let got = saved[key].as_f64().unwrap();
+        assert!((got - want).abs() < 1e-12, "{key}: {got} vs {want}");
+    }
+    let table = vlinder::train::cv::render_table(&report);
+    assert!(
+        table.contains(&format!(
+            "mean accuracy {:.4} ± {:.4}, log loss {:.4} ± {:.4} over 3 folds",
+            accuracy.0, accuracy.1, log_loss.0, log_loss.1
+        )),
+        "{table}"
+    );
     // Every photo is validated exactly once across the folds.
     let mut validated: Vec<String> = report
         .folds

@@ -178,18 +178,43 @@ fn fine_tuning_trains_only_the_last_blocks_and_keeps_the_imagenet_statistics() {
     let before = saved_tensors(&tmp.path().join("frozen"));
     let after = saved_tensors(&tmp.path().join("tuned"));
     assert_eq!(before.len(), after.len());
-    let tuned_block = |name: &str| name.contains("blocks.14.") || name.contains("blocks.15.");
+    // Trained: the last two blocks, the 1x1 head convolution and its batch norm (`backbone.bn1`,
+    // matched exactly: every block has a `bn1` of its own), and the classifier.
+    let trainable = |name: &str| {
+        [
+            "backbone.blocks.14.",
+            "backbone.blocks.15.",
+            "backbone.conv_head.",
+            "backbone.bn1.",
+            "head.",
+        ]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
+    };
+    let mut frozen_checked = 0;
     for (name, bytes) in &before {
-        let statistics = name.contains("running_");
-        let trainable = tuned_block(name) || name.contains("conv_head") || name.contains("bn1");
-        if statistics || !(trainable || name.contains("head.linear")) {
+        if name.contains("running_") || !trainable(name) {
             assert_eq!(bytes, &after[name], "{name} must not change");
+            frozen_checked += 1;
         }
     }
+    // The frozen blocks' batch-norm scale and shift are among them.
+    for name in [
+        "backbone.blocks.3.bn1.weight",
+        "backbone.blocks.13.bn2.bias",
+    ] {
+        assert_eq!(before[name], after[name], "{name} must not change");
+    }
+    assert!(
+        frozen_checked > 200,
+        "{frozen_checked} frozen tensors compared"
+    );
     for name in [
         "backbone.blocks.15.project_conv.conv.weight",
         "backbone.blocks.14.depthwise_conv.conv.weight",
+        "backbone.blocks.15.bn2.weight",
         "backbone.conv_head.conv.weight",
+        "backbone.bn1.weight",
     ] {
         assert_ne!(before[name], after[name], "{name} is fine-tuned");
     }

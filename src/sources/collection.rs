@@ -75,6 +75,7 @@ impl Collection {
             }
         }
         files::remove_temporary(root)?;
+        drop_cut_line(&manifest_path)?;
         let manifest = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -243,6 +244,27 @@ pub fn read_manifest(root: &Path) -> Result<Vec<ManifestEntry>> {
         .lines()
         .filter_map(|line| serde_json::from_str(line).ok())
         .collect())
+}
+
+/// Cuts off a last line without its line break (a run killed while writing it), so that the
+/// next line appended starts a line of its own. Its photo, if whole, is downloaded again.
+fn drop_cut_line(manifest: &Path) -> Result<()> {
+    let bytes = match std::fs::read(manifest) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(manifest, e)),
+    };
+    if bytes.last().is_none_or(|&b| b == b'\n') {
+        return Ok(());
+    }
+    let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(manifest)
+        .map_err(|e| Error::io(manifest, e))?;
+    file.set_len(keep as u64)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Error::io(manifest, e))
 }
 
 /// An id made safe as part of a file name.

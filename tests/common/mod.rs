@@ -265,6 +265,12 @@ impl ApiRequest {
     }
 }
 
+/// A pseudo-header of an [`ApiReply`]: the connection is closed after this many bytes of the
+/// body (the declared length stays that of the whole body), as a network failure would.
+pub const CUT_AFTER: &str = "x-test-cut-after";
+/// A pseudo-header of an [`ApiReply`]: the answer waits this many milliseconds.
+pub const DELAY_MS: &str = "x-test-delay-ms";
+
 /// An answer of [`api_server`]: status, extra headers and body.
 pub struct ApiReply {
     pub status: u16,
@@ -355,12 +361,19 @@ pub fn api_server(
                     reply.status,
                     reply.body.len()
                 );
+                let mut body: &[u8] = &reply.body;
                 for (k, v) in &reply.headers {
-                    head.push_str(&format!("{k}: {v}\r\n"));
+                    match *k {
+                        CUT_AFTER => body = &body[..v.parse::<usize>().unwrap().min(body.len())],
+                        DELAY_MS => {
+                            std::thread::sleep(std::time::Duration::from_millis(v.parse().unwrap()))
+                        }
+                        _ => head.push_str(&format!("{k}: {v}\r\n")),
+                    }
                 }
                 head.push_str("\r\n");
                 let _ = stream.write_all(head.as_bytes());
-                let _ = stream.write_all(&reply.body);
+                let _ = stream.write_all(body);
             });
         }
     });
