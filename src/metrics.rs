@@ -188,4 +188,32 @@ mod tests {
         let expected_loss = -(0.9f64.ln() + 0.4f64.ln() + 0.7f64.ln() + 0.2f64.ln()) / 4.0;
         assert!((e.log_loss - expected_loss).abs() < 1e-6);
     }
+
+    #[test]
+    fn three_species_give_macro_f1_and_one_vs_rest_auc_as_by_hand() {
+        let species = Species::new(vec!["a".into(), "b".into(), "c".into()]);
+        let probs: Vec<Vec<f32>> = vec![
+            vec![0.7, 0.2, 0.1], // a, predicted a
+            vec![0.5, 0.4, 0.1], // a, predicted a
+            vec![0.2, 0.6, 0.2], // b, predicted b
+            vec![0.6, 0.3, 0.1], // b, predicted a
+            vec![0.1, 0.2, 0.7], // c, predicted c
+            vec![0.3, 0.3, 0.4], // c, predicted c
+        ];
+        let labels = [0, 0, 1, 1, 2, 2];
+        let e = Evaluation::compute(&probs, &labels, &species);
+        assert_eq!(
+            e.confusion,
+            vec![vec![2, 0, 0], vec![1, 1, 0], vec![0, 0, 2]]
+        );
+        // F1: a = 2·(2/3)·1 / (2/3 + 1) = 0.8, b = 2·1·(1/2) / 1.5 = 2/3, c = 1.
+        let macro_f1 = (0.8 + 2.0 / 3.0 + 1.0) / 3.0;
+        assert!((e.macro_f1 - macro_f1).abs() < 1e-12, "{}", e.macro_f1);
+        // One vs rest, by counting the (positive, negative) pairs ranked right (ties half):
+        // a: scores of a 0.7, 0.5 against 0.2, 0.6, 0.1, 0.3: 4 + 3 = 7 of 8.
+        // b: 0.6, 0.3 against 0.2, 0.4, 0.2, 0.3: 4 + (2 + 0.5) = 6.5 of 8.
+        // c: 0.7, 0.4 against 0.1, 0.1, 0.2, 0.1: 8 of 8.
+        let auc = (7.0 / 8.0 + 6.5 / 8.0 + 1.0) / 3.0;
+        assert!((e.roc_auc.unwrap() - auc).abs() < 1e-12, "{:?}", e.roc_auc);
+    }
 }

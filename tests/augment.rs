@@ -373,3 +373,52 @@ fn the_preview_writes_exactly_n_readable_versions_and_a_sheet() {
     ]);
     assert!(!ok && stderr.contains("zoom-range"), "{stderr}");
 }
+
+#[test]
+fn preview_pixels_are_not_stretched_and_the_sheet_shows_each_version() {
+    use vlinder::augment::preview::{PreviewConfig, PreviewFormat, preview};
+    let tmp = tempfile::tempdir().unwrap();
+    // A dark photo: every channel between 20 and 83.
+    let photo = tmp.path().join("dark.png");
+    image::RgbImage::from_fn(64, 64, |x, y| {
+        image::Rgb([20 + x as u8, 20 + y as u8, 20 + ((x + y) / 2) as u8])
+    })
+    .save(&photo)
+    .unwrap();
+    let written = preview(&PreviewConfig {
+        photo,
+        count: 7,
+        out: tmp.path().join("out"),
+        prefix: "aug".into(),
+        format: PreviewFormat::Png,
+        size: None,
+        seed: 4,
+        sheet: true,
+        params: AugmentParams::default(),
+    })
+    .unwrap();
+    let versions: Vec<image::RgbImage> = written
+        .versions
+        .iter()
+        .map(|p| image::open(p).unwrap().to_rgb8())
+        .collect();
+    for (path, v) in written.versions.iter().zip(&versions) {
+        // Keras' save_to_dir would stretch each to 0..255; these keep the photo's own range.
+        let (lo, hi) = v
+            .pixels()
+            .flat_map(|p| p.0)
+            .fold((255, 0), |(lo, hi), c| (lo.min(c), hi.max(c)));
+        assert!(lo >= 20 && hi <= 83, "{}: {lo}..{hi}", path.display());
+    }
+    // The sheet: the original and 7 versions, 5 to a row, each scaled to 200 pixels.
+    let sheet = image::open(written.sheet.unwrap()).unwrap().to_rgb8();
+    assert_eq!(sheet.dimensions(), (5 * 210 + 10, 2 * 210 + 10));
+    for (k, version) in versions.iter().enumerate() {
+        let tile = k + 1;
+        let (x, y) = (10 + (tile as u32 % 5) * 210, 10 + (tile as u32 / 5) * 210);
+        let shown = image::imageops::crop_imm(&sheet, x, y, 200, 200).to_image();
+        let want =
+            image::imageops::resize(version, 200, 200, image::imageops::FilterType::Triangle);
+        assert!(shown == want, "tile {tile} is version {k}");
+    }
+}

@@ -321,3 +321,32 @@ fn folds_are_stratified_disjoint_complete_and_refuse_too_many() {
     );
     assert!(stratified_folds(&labels, 3, 1, 9).is_err());
 }
+
+#[test]
+fn nearest_resizing_picks_the_pixels_pillow_picks() {
+    // tests/fixtures/nearest.py wrote the image and what Pillow's NEAREST makes of it.
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures.join("nearest.json")).unwrap())
+            .unwrap();
+    let sizes = expected["sizes"].as_object().unwrap();
+    assert_eq!(sizes.len(), 3);
+    for (side, pixels) in sizes {
+        let side: u32 = side.parse().unwrap();
+        let ours =
+            decode_photo(&fixtures.join("nearest.png"), side, ResizeFilter::Nearest).unwrap();
+        let want: Vec<u8> = pixels
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|p| {
+                p.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| c.as_u64().unwrap() as u8)
+            })
+            .collect();
+        assert_eq!(want.len(), (side * side * 3) as usize);
+        assert_eq!(ours, want, "{side}x{side}");
+    }
+}

@@ -271,3 +271,64 @@ fn weights_open_with_the_safetensors_crate_under_pytorch_names_and_layouts() {
         _ => eprintln!("{python} has no safetensors: Python's reader was not tried"),
     }
 }
+
+#[test]
+fn weights_start_glorot_uniform_and_biases_at_zero_as_in_keras() {
+    use burn::store::ModuleSnapshot;
+    let device = Device::flex();
+    device.seed(11);
+    let network = Architecture::Recipe.init(2, 32, &device);
+    let tensors: std::collections::BTreeMap<String, Vec<f32>> = network
+        .collect(None, None, false)
+        .into_iter()
+        .map(|t| {
+            let bytes = t.to_bytes().unwrap();
+            let values = bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            (t.name.trim_start_matches("Recipe.").to_string(), values)
+        })
+        .collect();
+    // (tensor, fan in, fan out) as Keras counts them: a 2x2 kernel counts its 4 taps.
+    for (name, fan_in, fan_out) in [
+        ("dense.weight", 64 * 7 * 7, 64),
+        ("conv2.weight", 32 * 4, 64 * 4),
+    ] {
+        let values = tensors
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} not in {:?}", tensors.keys()));
+        assert_eq!(
+            values.len(),
+            fan_in * fan_out / if name.starts_with("conv") { 4 } else { 1 }
+        );
+        let limit = (6.0 / (fan_in + fan_out) as f64).sqrt();
+        assert!(
+            values.iter().all(|&v| (v as f64).abs() <= limit),
+            "{name}: outside ±{limit}"
+        );
+        let n: f64 = values.len() as f64;
+        let mean = values.iter().map(|&v| v as f64).sum::<f64>() / n;
+        let var = values
+            .iter()
+            .map(|&v| (v as f64 - mean).powi(2))
+            .sum::<f64>()
+            / n;
+        // Uniform on ±limit: mean 0, variance limit²/3; the bounds are 6 standard errors.
+        assert!(
+            mean.abs() < 6.0 * limit / (3.0 * n).sqrt(),
+            "{name}: mean {mean}"
+        );
+        let want = limit * limit / 3.0;
+        assert!(
+            (var - want).abs() < want * 6.0 * (0.8 / n).sqrt(),
+            "{name}: variance {var} vs {want}"
+        );
+        // Spread over the whole range, not a narrower one.
+        let max = values.iter().fold(0f64, |m, &v| m.max((v as f64).abs()));
+        assert!(max > 0.99 * limit, "{name}: largest {max} of {limit}");
+    }
+    for name in ["conv1.bias", "conv2.bias", "dense.bias", "output.bias"] {
+        assert!(tensors[name].iter().all(|&v| v == 0.0), "{name}");
+    }
+}
