@@ -332,15 +332,15 @@ pub fn backward(saved: &Saved, grad_output: &[f32], want_input: bool) -> Gradien
     let partial_sums: Vec<Vec<f32>> = input_groups
         .par_iter_mut()
         .enumerate()
-        .map(|(g, input_grad)| {
-            let mut scratch = Scratch::default();
+        // Buffers are made once per piece of work rayon splits off, not once per group.
+        .map_init(Scratch::default, |scratch, (g, input_grad)| {
             let mut sums = vec![0.0f32; total];
             let images = g * group..((g + 1) * group).min(first.batch);
             for (i, b) in images.enumerate() {
                 let grad = input_grad
                     .as_deref_mut()
                     .map(|grads| &mut grads[i * first.image_len()..][..first.image_len()]);
-                per_image(&mut scratch, b, grad, &mut sums);
+                per_image(scratch, b, grad, &mut sums);
             }
             sums
         })
