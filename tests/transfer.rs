@@ -199,10 +199,7 @@ fn fine_tuning_trains_only_the_last_blocks_and_keeps_the_imagenet_statistics() {
         }
     }
     // The frozen blocks' batch-norm scale and shift are among them.
-    for name in [
-        "backbone.blocks.3.bn1.weight",
-        "backbone.blocks.13.bn2.bias",
-    ] {
+    for name in ["backbone.blocks.3.bn1.gamma", "backbone.blocks.13.bn2.beta"] {
         assert_eq!(before[name], after[name], "{name} must not change");
     }
     assert!(
@@ -212,9 +209,9 @@ fn fine_tuning_trains_only_the_last_blocks_and_keeps_the_imagenet_statistics() {
     for name in [
         "backbone.blocks.15.project_conv.conv.weight",
         "backbone.blocks.14.depthwise_conv.conv.weight",
-        "backbone.blocks.15.bn2.weight",
+        "backbone.blocks.15.bn2.gamma",
         "backbone.conv_head.conv.weight",
-        "backbone.bn1.weight",
+        "backbone.bn1.gamma",
     ] {
         assert_ne!(before[name], after[name], "{name} is fine-tuned");
     }
