@@ -1,9 +1,9 @@
-//! Builds `sample/`, the small set of openly licensed photos that a fresh clone trains and tests
+//! Builds `assets/sample/`, the small set of openly licensed photos that a fresh clone trains and tests
 //! on: the first photos (by file name) of each species of `inat_uk_3species_csellwood` whose
 //! licence is CC0, CC BY or CC BY-NC, scaled down, stored through vlinder's own collection so that
 //! `manifest.jsonl` and `ATTRIBUTION.md` credit each observer.
 //!
-//!     cargo run --release --example sample -- ../shared/data sample
+//!     cargo run --release --example sample -- ../shared/data assets/sample
 //!
 //! Running it again gives the same files.
 

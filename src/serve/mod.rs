@@ -650,7 +650,7 @@ mod tests {
 
     /// A one-epoch recipe model at 24 pixels on six photos of two species of the sample.
     fn tiny_model(dir: &std::path::Path) -> TrainedModel {
-        let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sample");
+        let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/sample");
         for species in ["celastrina_argiolus", "gonepteryx_rhamni"] {
             let mut photos: Vec<_> = std::fs::read_dir(sample.join(species))
                 .unwrap()

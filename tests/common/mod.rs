@@ -10,11 +10,11 @@ use vlinder::device::Backend;
 use vlinder::model::{Architecture, Pooling};
 use vlinder::train::TrainConfig;
 
-/// The photos kept in the repository (`sample/`, see its README): 80 openly licensed photos of each
+/// The photos kept in the repository (`assets/sample/`, see its README): 80 openly licensed photos of each
 /// of three species, the longest side 128 pixels. Tests that need nothing else run on a fresh
 /// clone.
 pub fn sample() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("sample")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/sample")
 }
 
 /// The shared folder with the full photo sets, the golden outputs and the Lite0 weights:
