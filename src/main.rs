@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 use vlinder::augment::preview::{self, PreviewConfig};
 use vlinder::check::{self, CheckConfig};
+use vlinder::dataset::SkippedPhoto;
 use vlinder::dataset::split_folders::{self, SplitFoldersConfig};
 use vlinder::evaluate::{self, EvaluateConfig};
 use vlinder::files::terminal_text;
@@ -98,13 +99,24 @@ fn main() -> ExitCode {
     }
 }
 
+/// Lists the photos a run could not read, with the reason, on stderr.
+fn print_skipped(skipped: &[SkippedPhoto]) {
+    for s in skipped {
+        eprintln!(
+            "skipped {}: {}",
+            terminal_text(&s.path.display().to_string()),
+            terminal_text(&s.reason)
+        );
+    }
+}
+
 /// A fetch that stopped early fails, though what it stored is kept.
 fn fetch_exit(report: &FetchReport) -> ExitCode {
     match &report.stopped {
         Some(reason) => {
             eprintln!(
                 "error: the fetch stopped early: {}; the photos stored so far are kept, the same command goes on from them",
-                vlinder::files::terminal_text(reason)
+                terminal_text(reason)
             );
             ExitCode::FAILURE
         }
@@ -131,13 +143,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 (None, None) => unreachable!("clap requires --out or --resume"),
             };
-            for skipped in &card.data.skipped {
-                eprintln!(
-                    "skipped {}: {}",
-                    terminal_text(&skipped.path.display().to_string()),
-                    terminal_text(&skipped.reason)
-                );
-            }
+            print_skipped(&card.data.skipped);
             if let (Some(last), Some(best)) = (&card.final_metrics, &card.best_metrics) {
                 println!(
                     "trained {} on {} species for {} epochs in {:.1}s; {} photos skipped",
@@ -192,13 +198,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Evaluate(config) => {
             let report = evaluate::evaluate(&config).context("evaluation failed")?;
-            for skipped in &report.skipped {
-                eprintln!(
-                    "skipped {}: {}",
-                    terminal_text(&skipped.path.display().to_string()),
-                    terminal_text(&skipped.reason)
-                );
-            }
+            print_skipped(&report.skipped);
             print!("{}", evaluate::render_report(&report));
             println!(
                 "report written to {}",

@@ -878,14 +878,18 @@ fn weights_best_is_used_by_predict_check_and_serve_and_predict_reads_folders_at_
     assert_eq!(best, other_last);
     assert_ne!(best, last);
 
+    // Each photo's path by its file name.
+    let path_of: BTreeMap<String, PathBuf> = vlinder::dataset::photos_below(&photos)
+        .unwrap()
+        .0
+        .into_iter()
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), p))
+        .collect();
+
     // check --weights best gives the same p for the claimed species.
     let mut csv = String::from("id,species,photo\n");
     for name in best.keys() {
-        let path = photos_below(&photos)
-            .into_iter()
-            .find(|p| p.ends_with(name))
-            .unwrap();
-        writeln!(csv, "{name},{},{}", PAIR[1], path.display()).unwrap();
+        writeln!(csv, "{name},{},{}", PAIR[1], path_of[name].display()).unwrap();
     }
     let records = photos.join("records.csv");
     std::fs::write(&records, csv).unwrap();
@@ -914,14 +918,10 @@ fn weights_best_is_used_by_predict_check_and_serve_and_predict_reads_folders_at_
         ..serve_config(&model, 1_000_000, 30)
     });
     for (name, p) in &best {
-        let path = photos_below(&photos)
-            .into_iter()
-            .find(|q| q.ends_with(name))
-            .unwrap();
         let (status, answer) = post(
             &server.url(&format!("/v1/check?species={}", PAIR[1])),
             "image/jpeg",
-            &std::fs::read(path).unwrap(),
+            &std::fs::read(&path_of[name]).unwrap(),
         );
         assert_eq!(status, 200, "{answer}");
         assert!((answer["claimed_probability"].as_f64().unwrap() - p).abs() < 1e-5);
@@ -946,8 +946,4 @@ fn weights_best_is_used_by_predict_check_and_serve_and_predict_reads_folders_at_
             .sum::<usize>()
     };
     assert!(rows.iter().all(|r| species_shown(r) == 1), "{table}");
-}
-
-fn photos_below(dir: &Path) -> Vec<PathBuf> {
-    vlinder::dataset::photos_below(dir).unwrap().0
 }
