@@ -157,7 +157,7 @@ impl ModelDir {
         let novelty = self.load_novelty(&card, choice)?;
         Ok(TrainedModel {
             card,
-            network: network.valid(),
+            network: network.valid().freeze(),
             device: device.clone(),
             novelty,
         })

@@ -8,6 +8,7 @@
 //! at the region where the features respond most.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -20,6 +21,9 @@ use serde::{Deserialize, Serialize};
 
 use super::input::Normalisation;
 use crate::{Error, Result};
+
+mod frozen;
+use frozen::{FrozenLite0, Output};
 
 /// Pixels are normalised as (pixel - 127) / 128 on the 0..255 scale, as these weights expect.
 pub const NORMALISATION: Normalisation = Normalisation {
@@ -167,6 +171,9 @@ pub struct EfficientNetLite0 {
     conv_head: SameConv,
     bn1: BatchNorm,
     fc: Option<Linear>,
+    /// The weights folded for the CPU, once [`freeze`](Self::freeze) made them.
+    #[module(skip)]
+    frozen: Option<Arc<FrozenLite0>>,
 }
 
 impl EfficientNetLite0 {
@@ -189,6 +196,7 @@ impl EfficientNetLite0 {
             conv_head: SameConv::new([320, FEATURES], 1, 1, 1, device),
             bn1: batch_norm(FEATURES, device),
             fc: classifier.then(|| LinearConfig::new(FEATURES, 1000).init(device)),
+            frozen: None,
         }
     }
 
@@ -214,20 +222,75 @@ impl EfficientNetLite0 {
         Ok(network)
     }
 
+    /// The network with a copy of its weights folded for inference on the CPU (batch norms
+    /// merged into the convolutions, channels-last kernels): from then on, inputs on burn's
+    /// CPU backend go through that copy for [`pooled`](Self::pooled), [`features`](Self::features),
+    /// [`feature_map`](Self::feature_map) and [`activations`](Self::activations), several times
+    /// faster, and without gradients. Call it once the weights are final: the copy does not
+    /// follow later changes. Other backends keep burn's layers.
+    pub fn freeze(mut self) -> Self {
+        self.frozen = Some(Arc::new(FrozenLite0::new(&self)));
+        self
+    }
+
+    /// The frozen copy, when there is one and `images` are on burn's CPU backend in `f32`.
+    #[cfg_attr(not(feature = "flex"), allow(unused_variables))]
+    fn frozen_for(&self, images: &Tensor<4>) -> Option<&FrozenLite0> {
+        #[cfg(feature = "flex")]
+        if images.device().without_autodiff() == Device::flex()
+            && images.dtype() == burn::tensor::DType::F32
+        {
+            return self.frozen.as_deref();
+        }
+        None
+    }
+
+    /// `output` of the frozen copy for normalised images `[n, 3, h, w]`.
+    fn run_frozen<const D: usize>(
+        frozen: &FrozenLite0,
+        images: Tensor<4>,
+        output: Output,
+    ) -> Tensor<D> {
+        let [n, _, h, w] = images.dims();
+        let device = images.device();
+        let pixels = images
+            .into_data()
+            .try_into_vec::<f32>()
+            .expect("the frozen path takes f32 images");
+        let values = frozen.run(&pixels, (h, w), output);
+        let mut dims = vec![n];
+        dims.extend(frozen.output_dims((h, w), output));
+        Tensor::from_data(TensorData::new(values, dims), &device)
+    }
+
+    /// The 1280 features of normalised images `[n, 3, h, w]`, pooled as `pooling` says.
+    pub fn pooled(&self, images: Tensor<4>, pooling: Pooling) -> Tensor<2> {
+        match self.frozen_for(&images) {
+            Some(frozen) => Self::run_frozen(frozen, images, Output::Pooled(pooling)),
+            None => pooling.pool(self.feature_map(images)),
+        }
+    }
+
     /// The 1280 globally averaged features of normalised images `[n, 3, h, w]`, as the
     /// network was trained on ImageNet.
     pub fn features(&self, images: Tensor<4>) -> Tensor<2> {
-        Pooling::Average.pool(self.feature_map(images))
+        self.pooled(images, Pooling::Average)
     }
 
     /// The 1280-channel map before pooling, `[n, 1280, h/32, w/32]` (rounded up).
     pub fn feature_map(&self, images: Tensor<4>) -> Tensor<4> {
+        if let Some(frozen) = self.frozen_for(&images) {
+            return Self::run_frozen(frozen, images, Output::Map);
+        }
         self.feature_map_from(self.activations(images, BLOCKS), BLOCKS)
     }
 
     /// The activations of normalised images `[n, 3, h, w]` after the stem and the first
     /// `blocks` blocks: what fine-tuning the remaining blocks starts from.
     pub fn activations(&self, images: Tensor<4>, blocks: usize) -> Tensor<4> {
+        if let Some(frozen) = self.frozen_for(&images) {
+            return Self::run_frozen(frozen, images, Output::Activations(blocks));
+        }
         let x = relu6(self.bn0.forward(self.conv_stem.forward(images)));
         self.blocks[..blocks]
             .iter()
@@ -295,6 +358,8 @@ pub enum Pooling {
 
 /// The exponent of [`Pooling::Gem`].
 const GEM_POWER: f32 = 3.0;
+/// ReLU6 leaves zeros; this floor keeps the cube root's gradient finite.
+const GEM_FLOOR: f32 = 1e-6;
 
 impl Pooling {
     /// One vector per photo from its feature map.
@@ -303,9 +368,8 @@ impl Pooling {
         let positions = map.reshape([n, c, h * w]);
         let pooled = match self {
             Pooling::Average => positions.mean_dim(2),
-            // ReLU6 leaves zeros; the floor keeps the cube root's gradient finite.
             Pooling::Gem => positions
-                .clamp_min(1e-6)
+                .clamp_min(GEM_FLOOR)
                 .powf_scalar(GEM_POWER)
                 .mean_dim(2)
                 .powf_scalar(1.0 / GEM_POWER),
@@ -344,7 +408,7 @@ impl TransferNet {
     pub fn features(&self, images: Tensor<4>) -> Tensor<2> {
         let pooling = self.viewing.pooling;
         let Some(view) = self.viewing.focus else {
-            return pooling.pool(self.backbone.feature_map(images));
+            return self.backbone.pooled(images, pooling);
         };
         let [n, _, side, _] = images.dims();
         let shrink = side / view;

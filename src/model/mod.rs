@@ -9,6 +9,7 @@ pub mod card;
 pub mod directory;
 pub mod efficientnet;
 pub mod input;
+pub(crate) mod kernels;
 pub mod recipe;
 
 use burn::prelude::*;
@@ -110,6 +111,18 @@ impl Network {
                 let features = n.features(images);
                 (features.clone(), n.head.forward(features))
             }
+        }
+    }
+
+    /// The network for inference only: a transfer network's backbone gets its frozen CPU copy
+    /// ([`EfficientNetLite0::freeze`]); the weights must not change afterwards.
+    pub fn freeze(self) -> Self {
+        match self {
+            Network::Transfer(n) => Network::Transfer(TransferNet {
+                backbone: n.backbone.freeze(),
+                ..n
+            }),
+            recipe => recipe,
         }
     }
 }

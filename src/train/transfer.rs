@@ -114,18 +114,39 @@ pub fn run(
 ) -> Result<(ModelCard, Option<Embedded>)> {
     let config = card.training.clone();
     let started = Instant::now();
-    let mut parts = vec![encode(&net, &data.train, &config, None, device, "train")];
+    // The backbone does not change while the features are computed.
+    let frozen = TransferNet {
+        backbone: net.backbone.clone().freeze(),
+        head: net.head.clone(),
+        viewing: net.viewing,
+    };
+    let mut parts = vec![encode(&frozen, &data.train, &config, None, device, "train")];
     let mut labels = data.train.labels.clone();
     if !config.no_augment {
         for copy in 1..=config.feature_copies {
             let augment = Some((&config.augment, config.seed, copy));
             let what = format!("copy {copy}/{}", config.feature_copies);
-            parts.push(encode(&net, &data.train, &config, augment, device, &what));
+            parts.push(encode(
+                &frozen,
+                &data.train,
+                &config,
+                augment,
+                device,
+                &what,
+            ));
             labels.extend_from_slice(&data.train.labels);
         }
     }
     let train = Encoded::cat(parts);
-    let validation = encode(&net, &data.validation, &config, None, device, "validation");
+    let validation = encode(
+        &frozen,
+        &data.validation,
+        &config,
+        None,
+        device,
+        "validation",
+    );
+    drop(frozen);
     let feature_seconds = started.elapsed().as_secs_f64();
     eprintln!(
         "features of {} photos and {} augmented copies computed in {feature_seconds:.1}s",

@@ -12,8 +12,9 @@
 //! record. Between blocks the activations stay channels-last. Images are spread over rayon's
 //! threads.
 
-use gemm::{Parallelism, gemm};
 use rayon::prelude::*;
+
+use crate::model::kernels::{matmul, transpose, wide};
 
 /// No pixel of the window passed the ReLU: the gradient stops here.
 const NO_WINNER: u8 = u8::MAX;
@@ -131,33 +132,6 @@ struct Scratch {
     pooled: Vec<f32>,
     products: Vec<f32>,
     grad: Vec<f32>,
-}
-
-/// Defines a function whose body is compiled twice, for the baseline and for AVX2 with FMA, and
-/// picks the second at run time where the CPU has it: the pooling and layout loops then use
-/// 256-bit vectors instead of the baseline's 128.
-macro_rules! wide {
-    ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
-        $(#[$meta])*
-        fn $name($($arg: $ty),*) {
-            #[inline(always)]
-            fn body($($arg: $ty),*) $body
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2,fma")]
-                fn avx2($($arg: $ty),*) {
-                    body($($arg),*)
-                }
-                if std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
-                    // SAFETY: the CPU has both features, checked just above.
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            body($($arg),*)
-        }
-    };
 }
 
 /// `buffer` resized to `len` zeros.
@@ -365,86 +339,6 @@ pub fn backward(saved: &Saved, grad_output: &[f32], want_input: bool) -> Gradien
     }
 }
 
-/// `dst[j][i] = src[i][j]` for `src` of `rows x cols`: 8x8 blocks in AVX registers where the CPU
-/// has AVX, single values for the rest.
-fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
-    assert!(src.len() >= rows * cols && dst.len() >= rows * cols);
-    let (mut rows_done, mut cols_done) = (0, 0);
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx") {
-        (rows_done, cols_done) = (rows / 8 * 8, cols / 8 * 8);
-        for i in (0..rows_done).step_by(8) {
-            for j in (0..cols_done).step_by(8) {
-                // SAFETY: AVX is present; the block's last source value is at
-                // (i + 7) * cols + j + 7 < rows * cols and its last destination value at
-                // (j + 7) * rows + i + 7 < rows * cols, both within the asserted lengths.
-                unsafe {
-                    transpose_8x8(
-                        src[i * cols + j..].as_ptr(),
-                        cols,
-                        dst[j * rows + i..].as_mut_ptr(),
-                        rows,
-                    )
-                };
-            }
-        }
-    }
-    let mut single = |i: usize, j: usize| dst[j * rows + i] = src[i * cols + j];
-    for i in 0..rows_done {
-        (cols_done..cols).for_each(|j| single(i, j));
-    }
-    for i in rows_done..rows {
-        (0..cols).for_each(|j| single(i, j));
-    }
-}
-
-/// One 8x8 block: eight rows of `src` (row stride `src_stride`) become eight columns of `dst`.
-///
-/// # Safety
-/// The CPU has AVX, and the 8x8 blocks at both pointers lie inside their allocations.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx")]
-unsafe fn transpose_8x8(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
-    use std::arch::x86_64::*;
-    // SAFETY: the caller keeps all eight rows of the block inside `src`.
-    let r: [__m256; 8] =
-        std::array::from_fn(|k| unsafe { _mm256_loadu_ps(src.add(k * src_stride)) });
-    let t = [
-        _mm256_unpacklo_ps(r[0], r[1]),
-        _mm256_unpackhi_ps(r[0], r[1]),
-        _mm256_unpacklo_ps(r[2], r[3]),
-        _mm256_unpackhi_ps(r[2], r[3]),
-        _mm256_unpacklo_ps(r[4], r[5]),
-        _mm256_unpackhi_ps(r[4], r[5]),
-        _mm256_unpacklo_ps(r[6], r[7]),
-        _mm256_unpackhi_ps(r[6], r[7]),
-    ];
-    let q = [
-        _mm256_shuffle_ps::<0x44>(t[0], t[2]),
-        _mm256_shuffle_ps::<0xEE>(t[0], t[2]),
-        _mm256_shuffle_ps::<0x44>(t[1], t[3]),
-        _mm256_shuffle_ps::<0xEE>(t[1], t[3]),
-        _mm256_shuffle_ps::<0x44>(t[4], t[6]),
-        _mm256_shuffle_ps::<0xEE>(t[4], t[6]),
-        _mm256_shuffle_ps::<0x44>(t[5], t[7]),
-        _mm256_shuffle_ps::<0xEE>(t[5], t[7]),
-    ];
-    let out = [
-        _mm256_permute2f128_ps::<0x20>(q[0], q[4]),
-        _mm256_permute2f128_ps::<0x20>(q[1], q[5]),
-        _mm256_permute2f128_ps::<0x20>(q[2], q[6]),
-        _mm256_permute2f128_ps::<0x20>(q[3], q[7]),
-        _mm256_permute2f128_ps::<0x31>(q[0], q[4]),
-        _mm256_permute2f128_ps::<0x31>(q[1], q[5]),
-        _mm256_permute2f128_ps::<0x31>(q[2], q[6]),
-        _mm256_permute2f128_ps::<0x31>(q[3], q[7]),
-    ];
-    for (k, row) in out.into_iter().enumerate() {
-        // SAFETY: the caller keeps all eight rows of the block inside `dst`.
-        unsafe { _mm256_storeu_ps(dst.add(k * dst_stride), row) };
-    }
-}
-
 /// Each weight's index in burn's `[filters, channels, 2, 2]` layout and in the matrices' layout.
 fn weight_places(shape: ConvPoolShape) -> impl Iterator<Item = (usize, usize)> {
     let (c, f) = (shape.channels, shape.filters);
@@ -502,51 +396,6 @@ fn to_padded_channels_last(shape: ConvPoolShape, image: &[f32], padded: &mut [f3
         }
     }
 }
-}
-
-/// `dst (m x n) += lhs (m x k) * rhs (k x n)`, or `=` when `!accumulate`, with explicit
-/// strides `(row, column)` for each operand.
-#[allow(clippy::too_many_arguments)]
-fn matmul(
-    (m, n, k): (usize, usize, usize),
-    dst: &mut [f32],
-    dst_strides: (usize, usize),
-    accumulate: bool,
-    lhs: &[f32],
-    lhs_strides: (usize, usize),
-    rhs: &[f32],
-    rhs_strides: (usize, usize),
-) {
-    let last =
-        |(rs, cs): (usize, usize), rows: usize, cols: usize| (rows - 1) * rs + (cols - 1) * cs;
-    assert!(last(dst_strides, m, n) < dst.len());
-    assert!(last(lhs_strides, m, k) < lhs.len());
-    assert!(last(rhs_strides, k, n) < rhs.len());
-    // SAFETY: the asserts above keep every element gemm touches inside the three slices, and
-    // `dst` is borrowed mutably, so it aliases neither operand.
-    unsafe {
-        gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            dst_strides.1 as isize,
-            dst_strides.0 as isize,
-            accumulate,
-            lhs.as_ptr(),
-            lhs_strides.1 as isize,
-            lhs_strides.0 as isize,
-            rhs.as_ptr(),
-            rhs_strides.1 as isize,
-            rhs_strides.0 as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            Parallelism::None,
-        );
-    }
 }
 
 /// The convolution without bias, `[rows, filters]`, one row per padded-width position.
@@ -699,27 +548,4 @@ fn from_padded_channels_last(shape: ConvPoolShape, padded: &[f32], image: &mut [
         }
     }
 }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::transpose;
-
-    #[test]
-    fn transpose_moves_every_value_for_whole_and_partial_blocks() {
-        for (rows, cols) in [(16, 24), (13, 21), (3, 5625), (1369, 32)] {
-            let src: Vec<f32> = (0..rows * cols).map(|v| v as f32).collect();
-            let mut dst = vec![-1.0; rows * cols];
-            transpose(&src, rows, cols, &mut dst);
-            for i in 0..rows {
-                for j in 0..cols {
-                    assert_eq!(
-                        dst[j * rows + i],
-                        src[i * cols + j],
-                        "{rows}x{cols} at ({i}, {j})"
-                    );
-                }
-            }
-        }
-    }
 }

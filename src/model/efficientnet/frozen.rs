@@ -1,0 +1,546 @@
+//! EfficientNet-Lite0 with frozen weights, for burn's CPU backend: what feature extraction,
+//! prediction and serving run, several times faster than the same network on burn's layers.
+//!
+//! Each batch norm is folded into the convolution before it (its scale into the weights, its
+//! shift into a bias), which is exact arithmetic up to rounding. Activations stay channels-last
+//! from the stem to the pooling, so a 1x1 convolution is one matrix product of the image's pixels
+//! by the weights, computed in tiles of rows that stay in the cache while the bias, ReLU6 and
+//! the residual are applied; a block's residual is accumulated into its input in place. The
+//! depthwise convolution reads the unpadded image and skips the taps that fall outside it.
+//! Buffers are reused from block to block and image to image. A batch is spread over the
+//! threads by photo; a single photo by rows within each layer.
+
+use burn::nn::BatchNorm;
+use burn::nn::conv::Conv2d;
+use burn::prelude::*;
+use rayon::prelude::*;
+
+use super::{BLOCKS, EfficientNetLite0, FEATURES, GEM_FLOOR, GEM_POWER, Pooling};
+use crate::model::kernels::{
+    DepthwiseShape, add_bias, depthwise_relu6, matmul, sum_rows, transpose,
+};
+
+/// Output values per tile of a 1x1 convolution: small enough to stay in a core's L2 cache
+/// while its epilogue runs, large enough that the matrix product's fixed costs are shared.
+const TILE_VALUES: usize = 32 * 1024;
+
+/// A tile has at least this many rows (pixels), whatever the channel count.
+const MIN_TILE_ROWS: usize = 48;
+
+/// What a pass returns for each photo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// The activations after the stem and this many blocks, `[channels, height, width]`.
+    Activations(usize),
+    /// The head's feature map, `[1280, height, width]`.
+    Map,
+    /// The pooled features, `[1280]`.
+    Pooled(Pooling),
+}
+
+/// A 1x1 convolution with its batch norm folded in: `[pixels, inputs] x [inputs, outputs]`.
+#[derive(Debug)]
+struct Pointwise {
+    inputs: usize,
+    outputs: usize,
+    /// `[inputs, outputs]`.
+    weights: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+/// A depthwise convolution with its batch norm folded in.
+#[derive(Debug)]
+struct Depthwise {
+    kernel: usize,
+    stride: usize,
+    /// `[kernel * kernel, channels]`.
+    weights: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+#[derive(Debug)]
+struct Block {
+    expand: Option<Pointwise>,
+    depthwise: Depthwise,
+    project: Pointwise,
+    residual: bool,
+}
+
+/// The 3x3 stride-2 stem on the RGB input, as a matrix product of 27-value patches.
+#[derive(Debug)]
+struct Stem {
+    /// `[27, 32]`, patch values in (channel, row, column) order.
+    weights: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+/// EfficientNet-Lite0's weights folded for inference on the CPU.
+#[derive(Debug)]
+pub struct FrozenLite0 {
+    stem: Stem,
+    blocks: Vec<Block>,
+    head: Pointwise,
+}
+
+/// Buffers one thread reuses: the current activations, the next ones, the expanded ones and
+/// the depthwise output.
+#[derive(Default)]
+struct Scratch {
+    x: Vec<f32>,
+    next: Vec<f32>,
+    hidden: Vec<f32>,
+    depthwise: Vec<f32>,
+}
+
+fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
+    tensor
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec()
+        .expect("weights are f32")
+}
+
+/// A convolution's weights (burn's `[outputs, inputs, kh, kw]`) scaled by its batch norm, and
+/// the bias that the norm's shift leaves: `(weights, bias)`.
+fn fold(conv: &Conv2d, bn: &BatchNorm) -> (Vec<f32>, Vec<f32>) {
+    let mut weights = values(conv.weight.val());
+    let [gamma, beta, mean, var] = [
+        bn.gamma.val(),
+        bn.beta.val(),
+        bn.running_mean.value(),
+        bn.running_var.value(),
+    ]
+    .map(values);
+    let per_output = weights.len() / gamma.len();
+    let mut bias = Vec::with_capacity(gamma.len());
+    for (o, chunk) in weights.chunks_exact_mut(per_output).enumerate() {
+        let scale = f64::from(gamma[o]) / (f64::from(var[o]) + bn.epsilon).sqrt();
+        chunk
+            .iter_mut()
+            .for_each(|w| *w = (f64::from(*w) * scale) as f32);
+        bias.push((f64::from(beta[o]) - f64::from(mean[o]) * scale) as f32);
+    }
+    (weights, bias)
+}
+
+/// `[rows, cols]` → `[cols, rows]`.
+fn transposed(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; values.len()];
+    transpose(values, rows, cols, &mut out);
+    out
+}
+
+impl Pointwise {
+    fn new(conv: &Conv2d, bn: &BatchNorm) -> Self {
+        let [outputs, inputs, _, _] = conv.weight.dims();
+        let (weights, bias) = fold(conv, bn);
+        Pointwise {
+            inputs,
+            outputs,
+            weights: transposed(&weights, outputs, inputs),
+            bias,
+        }
+    }
+
+    /// `out = input x weights + bias` over `pixels` rows, then ReLU6 when `relu6`; with
+    /// `accumulate`, `out` holds the block's input and the product is added to it.
+    fn run(
+        &self,
+        pixels: usize,
+        input: &[f32],
+        out: &mut [f32],
+        relu6: bool,
+        accumulate: bool,
+        split: bool,
+    ) {
+        let (k, n) = (self.inputs, self.outputs);
+        let rows = (TILE_VALUES / n).max(MIN_TILE_ROWS);
+        over_rows(&mut out[..pixels * n], n, rows, split, |first, tile| {
+            let m = tile.len() / n;
+            matmul(
+                (m, n, k),
+                tile,
+                (n, 1),
+                accumulate,
+                &input[first * k..][..m * k],
+                (k, 1),
+                &self.weights,
+                (n, 1),
+            );
+            add_bias(tile, &self.bias, relu6);
+        });
+    }
+}
+
+impl Depthwise {
+    fn new(conv: &super::SameConv, bn: &BatchNorm) -> Self {
+        let [channels, _, kernel, _] = conv.conv.weight.dims();
+        let (weights, bias) = fold(&conv.conv, bn);
+        Depthwise {
+            kernel,
+            stride: conv.stride,
+            weights: transposed(&weights, channels, kernel * kernel),
+            bias,
+        }
+    }
+}
+
+impl Block {
+    /// Runs the block on `s.x` (`[height, width, inputs]`), leaving its output there; returns
+    /// the output's height and width.
+    fn run(&self, (h, w): (usize, usize), s: &mut Scratch, split: bool) -> (usize, usize) {
+        let Scratch {
+            x,
+            next,
+            hidden,
+            depthwise,
+        } = s;
+        let channels = self.depthwise.bias.len();
+        let expanded: &[f32] = match &self.expand {
+            Some(expand) => {
+                expand.run(
+                    h * w,
+                    x,
+                    sized(hidden, h * w * channels),
+                    true,
+                    false,
+                    split,
+                );
+                hidden
+            }
+            None => x,
+        };
+        let shape = DepthwiseShape {
+            height: h,
+            width: w,
+            channels,
+            kernel: self.depthwise.kernel,
+            stride: self.depthwise.stride,
+        };
+        let (oh, ow) = shape.output();
+        let rows = if split {
+            oh.div_ceil(4 * rayon::current_num_threads())
+        } else {
+            oh
+        };
+        let dw = &self.depthwise;
+        over_rows(
+            sized(depthwise, oh * ow * channels),
+            ow * channels,
+            rows,
+            split,
+            |first, chunk| depthwise_relu6(shape, expanded, &dw.weights, &dw.bias, first, chunk),
+        );
+        let pixels = oh * ow;
+        if self.residual {
+            self.project.run(pixels, depthwise, x, false, true, split);
+        } else {
+            let out = sized(next, pixels * self.project.outputs);
+            self.project
+                .run(pixels, depthwise, out, false, false, split);
+            std::mem::swap(x, next);
+        }
+        (oh, ow)
+    }
+}
+
+impl Stem {
+    const CHANNELS: usize = 32;
+    const PATCH: usize = 27;
+
+    fn geometry(h: usize, w: usize) -> DepthwiseShape {
+        DepthwiseShape {
+            height: h,
+            width: w,
+            channels: 3,
+            kernel: 3,
+            stride: 2,
+        }
+    }
+
+    /// The stem's output `[h / 2, w / 2, 32]` (rounded up) in `out`, from one planar RGB image.
+    fn run(&self, image: &[f32], (h, w): (usize, usize), out: &mut Vec<f32>, split: bool) {
+        let shape = Self::geometry(h, w);
+        let (oh, ow) = shape.output();
+        let (top, left) = shape.padding();
+        let n = Self::CHANNELS;
+        let rows = (TILE_VALUES / n).max(MIN_TILE_ROWS);
+        over_rows(sized(out, oh * ow * n), n, rows, split, |first, tile| {
+            let m = tile.len() / n;
+            // The padding's taps stay zero.
+            let mut patches = vec![0.0; m * Self::PATCH];
+            for (i, patch) in patches.chunks_exact_mut(Self::PATCH).enumerate() {
+                let (oy, ox) = ((first + i) / ow, (first + i) % ow);
+                let (y, ky) = shape.taps(oy, top, h);
+                let (x, kx) = shape.taps(ox, left, w);
+                for channel in 0..3 {
+                    for (dy, ty) in ky.clone().enumerate() {
+                        let row = &image[(channel * h + y + dy) * w + x..];
+                        for (dx, tx) in kx.clone().enumerate() {
+                            patch[channel * 9 + ty * 3 + tx] = row[dx];
+                        }
+                    }
+                }
+            }
+            matmul(
+                (m, n, Self::PATCH),
+                tile,
+                (n, 1),
+                false,
+                &patches,
+                (Self::PATCH, 1),
+                &self.weights,
+                (n, 1),
+            );
+            add_bias(tile, &self.bias, true);
+        });
+    }
+}
+
+/// `buffer` resized to `len`, for a caller that overwrites every value.
+fn sized(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    buffer.resize(len, 0.0);
+    &mut buffer[..len]
+}
+
+/// Runs `task(first_row, chunk)` over `out` in chunks of `rows` rows of `row_len` values each,
+/// spread over rayon's threads when `split`.
+fn over_rows(
+    out: &mut [f32],
+    row_len: usize,
+    rows: usize,
+    split: bool,
+    task: impl Fn(usize, &mut [f32]) + Sync + Send,
+) {
+    let chunk = row_len * rows.max(1);
+    if split {
+        out.par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(i, part)| task(i * rows, part));
+    } else {
+        out.chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(i, part)| task(i * rows, part));
+    }
+}
+
+impl FrozenLite0 {
+    /// The folded copy of `network`'s weights (its classifier, if any, is not part of it).
+    pub fn new(network: &EfficientNetLite0) -> Self {
+        let [stem_out, ..] = network.conv_stem.conv.weight.dims();
+        let (stem, stem_bias) = fold(&network.conv_stem.conv, &network.bn0);
+        let blocks = network
+            .blocks
+            .iter()
+            .map(|b| Block {
+                expand: b
+                    .expand_conv
+                    .as_ref()
+                    .zip(b.bn0.as_ref())
+                    .map(|(conv, bn)| Pointwise::new(&conv.conv, bn)),
+                depthwise: Depthwise::new(&b.depthwise_conv, &b.bn1),
+                project: Pointwise::new(&b.project_conv.conv, &b.bn2),
+                residual: b.residual,
+            })
+            .collect();
+        FrozenLite0 {
+            stem: Stem {
+                weights: transposed(&stem, stem_out, Stem::PATCH),
+                bias: stem_bias,
+            },
+            blocks,
+            head: Pointwise::new(&network.conv_head.conv, &network.bn1),
+        }
+    }
+
+    /// The shape of one photo's [`Output`] for an input of `h` x `w` pixels.
+    pub fn output_dims(&self, (h, w): (usize, usize), output: Output) -> Vec<usize> {
+        let blocks = match output {
+            Output::Activations(blocks) => blocks,
+            _ => BLOCKS,
+        };
+        let (mut h, mut w) = Stem::geometry(h, w).output();
+        let mut channels = Stem::CHANNELS;
+        for block in &self.blocks[..blocks] {
+            (h, w) = (
+                h.div_ceil(block.depthwise.stride),
+                w.div_ceil(block.depthwise.stride),
+            );
+            channels = block.project.outputs;
+        }
+        match output {
+            Output::Activations(_) => vec![channels, h, w],
+            Output::Map => vec![FEATURES, h, w],
+            Output::Pooled(_) => vec![FEATURES],
+        }
+    }
+
+    /// One [`Output`] per photo of normalised planar images `[n, 3, h, w]`, concatenated.
+    pub fn run(&self, images: &[f32], (h, w): (usize, usize), output: Output) -> Vec<f32> {
+        let image_len = 3 * h * w;
+        let n = images.len() / image_len;
+        let per_photo: usize = self.output_dims((h, w), output).iter().product();
+        let mut out = vec![0.0; n * per_photo];
+        let threads = rayon::current_num_threads();
+        if n >= 2 * threads {
+            // A few jobs per thread: balanced, and few scratch buffers to grow.
+            images
+                .par_chunks(image_len)
+                .zip(out.par_chunks_mut(per_photo))
+                .with_min_len(n.div_ceil(2 * threads))
+                .for_each_init(Scratch::default, |s, (image, out)| {
+                    self.photo(image, (h, w), output, s, false, out)
+                });
+        } else {
+            let mut s = Scratch::default();
+            for (image, out) in images.chunks(image_len).zip(out.chunks_mut(per_photo)) {
+                self.photo(image, (h, w), output, &mut s, threads > 1, out);
+            }
+        }
+        out
+    }
+
+    /// One photo's [`Output`] in `out`.
+    fn photo(
+        &self,
+        image: &[f32],
+        (h, w): (usize, usize),
+        output: Output,
+        s: &mut Scratch,
+        split: bool,
+        out: &mut [f32],
+    ) {
+        self.stem.run(image, (h, w), &mut s.x, split);
+        let (mut size, mut channels) = (Stem::geometry(h, w).output(), Stem::CHANNELS);
+        let blocks = match output {
+            Output::Activations(blocks) => blocks,
+            _ => BLOCKS,
+        };
+        for block in &self.blocks[..blocks] {
+            size = block.run(size, s, split);
+            channels = block.project.outputs;
+        }
+        let pixels = size.0 * size.1;
+        if let Output::Activations(_) = output {
+            transpose(&s.x[..pixels * channels], pixels, channels, out);
+            return;
+        }
+        let map = sized(&mut s.next, pixels * FEATURES);
+        self.head.run(pixels, &s.x, map, true, false, split);
+        match output {
+            Output::Map => transpose(map, pixels, FEATURES, out),
+            Output::Pooled(Pooling::Average) => {
+                out.fill(0.0);
+                sum_rows(map, out, None);
+                out.iter_mut().for_each(|v| *v /= pixels as f32);
+            }
+            Output::Pooled(Pooling::Gem) => {
+                out.fill(0.0);
+                sum_rows(map, out, Some(GEM_FLOOR));
+                out.iter_mut()
+                    .for_each(|v| *v = (*v / pixels as f32).powf(1.0 / GEM_POWER));
+            }
+            Output::Activations(_) => unreachable!("returned above"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::module::RunningState;
+    use burn::tensor::Distribution;
+
+    use super::*;
+
+    fn device() -> Device {
+        crate::device::Backend::Flex.device().unwrap()
+    }
+
+    fn random(n: usize, low: f64, high: f64) -> Tensor<1> {
+        Tensor::random([n], Distribution::Uniform(low, high), &device())
+    }
+
+    /// Batch norms with statistics and scales away from the identity, so folding has
+    /// something to fold.
+    fn randomise(bn: &mut BatchNorm) {
+        let n = bn.gamma.dims()[0];
+        bn.gamma = burn::module::Param::from_tensor(random(n, 0.5, 1.5));
+        bn.beta = burn::module::Param::from_tensor(random(n, -0.5, 0.5));
+        bn.running_mean = RunningState::new(random(n, -0.3, 0.3));
+        bn.running_var = RunningState::new(random(n, 0.5, 2.0));
+    }
+
+    fn network() -> EfficientNetLite0 {
+        device().seed(7);
+        let mut net = EfficientNetLite0::new(false, &device());
+        randomise(&mut net.bn0);
+        randomise(&mut net.bn1);
+        for block in &mut net.blocks {
+            block.bn0.iter_mut().for_each(randomise);
+            randomise(&mut block.bn1);
+            randomise(&mut block.bn2);
+        }
+        net
+    }
+
+    fn values<const D: usize>(t: Tensor<D>) -> (Vec<usize>, Vec<f32>) {
+        (
+            t.dims().to_vec(),
+            t.into_data().try_to_vec::<f32>().unwrap(),
+        )
+    }
+
+    /// The largest difference relative to the largest value of `want`.
+    fn assert_close(
+        what: &str,
+        (got_dims, got): (Vec<usize>, Vec<f32>),
+        (dims, want): (Vec<usize>, Vec<f32>),
+    ) {
+        assert_eq!(got_dims, dims, "{what}: shape");
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let spread = want.iter().filter(|v| v.abs() > 1e-3 * scale).count();
+        assert!(
+            scale > 0.0 && spread > want.len() / 4,
+            "{what}: the reference is degenerate"
+        );
+        let worst = got
+            .iter()
+            .zip(&want)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            worst <= 1e-4 * scale.max(1.0),
+            "{what}: differs by {worst} (largest value {scale})"
+        );
+    }
+
+    #[test]
+    fn the_frozen_path_gives_burns_answers_for_every_output_size_and_batch() {
+        let layers = network();
+        let frozen = layers.clone().freeze();
+        // 1 and 2 photos split each layer over the threads, 5 spread photos over them; odd and
+        // unequal sides exercise the asymmetric 'same' padding of every stride-2 layer.
+        for (n, h, w) in [(1, 64, 64), (2, 61, 77), (5, 37, 45)] {
+            let x = Tensor::<4>::random([n, 3, h, w], Distribution::Uniform(-1.0, 1.0), &device());
+            let what = |output: &str| format!("{output} of {n} photos of {h}x{w}");
+            for pooling in [Pooling::Average, Pooling::Gem] {
+                assert_close(
+                    &what(&format!("{pooling:?} pooling")),
+                    values(frozen.pooled(x.clone(), pooling)),
+                    values(layers.pooled(x.clone(), pooling)),
+                );
+            }
+            assert_close(
+                &what("the feature map"),
+                values(frozen.feature_map(x.clone())),
+                values(layers.feature_map(x.clone())),
+            );
+            for blocks in [0, 1, 3, 9, BLOCKS] {
+                assert_close(
+                    &what(&format!("activations after {blocks} blocks")),
+                    values(frozen.activations(x.clone(), blocks)),
+                    values(layers.activations(x.clone(), blocks)),
+                );
+            }
+        }
+    }
+}

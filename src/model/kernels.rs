@@ -1,0 +1,330 @@
+//! CPU kernels shared by the fused layers of the networks: matrix products through the `gemm`
+//! crate, a blocked transpose, and channels-last depthwise convolution and epilogues for
+//! EfficientNet's frozen path. Loops are written plainly and compiled per instruction set with
+//! [`wide!`], so they vectorise with the widest registers the CPU has.
+
+use gemm::{Parallelism, gemm};
+
+/// Defines a function whose body is compiled three times, for the baseline, for AVX2 with FMA
+/// and for AVX-512, and picks the widest the CPU has at run time: plain loops over `f32` then
+/// use 256- or 512-bit vectors instead of the baseline's 128. The arithmetic is the same in
+/// each (no operation is fused or reordered), so the results are too.
+macro_rules! wide {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$meta])*
+        $vis fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx2,fma")]
+                fn avx512($($arg: $ty),*) {
+                    body($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                fn avx2($($arg: $ty),*) {
+                    body($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has AVX-512F (and so AVX2 and FMA), checked just above.
+                    return unsafe { avx512($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the CPU has both features, checked just above.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            body($($arg),*)
+        }
+    };
+}
+pub(crate) use wide;
+
+/// `dst[j][i] = src[i][j]` for `src` of `rows x cols`: 8x8 blocks in AVX registers where the CPU
+/// has AVX, single values for the rest.
+pub(crate) fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    assert!(src.len() >= rows * cols && dst.len() >= rows * cols);
+    let (mut rows_done, mut cols_done) = (0, 0);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx") {
+        (rows_done, cols_done) = (rows / 8 * 8, cols / 8 * 8);
+        for i in (0..rows_done).step_by(8) {
+            for j in (0..cols_done).step_by(8) {
+                // SAFETY: AVX is present; the block's last source value is at
+                // (i + 7) * cols + j + 7 < rows * cols and its last destination value at
+                // (j + 7) * rows + i + 7 < rows * cols, both within the asserted lengths.
+                unsafe {
+                    transpose_8x8(
+                        src[i * cols + j..].as_ptr(),
+                        cols,
+                        dst[j * rows + i..].as_mut_ptr(),
+                        rows,
+                    )
+                };
+            }
+        }
+    }
+    let mut single = |i: usize, j: usize| dst[j * rows + i] = src[i * cols + j];
+    for i in 0..rows_done {
+        (cols_done..cols).for_each(|j| single(i, j));
+    }
+    for i in rows_done..rows {
+        (0..cols).for_each(|j| single(i, j));
+    }
+}
+
+/// One 8x8 block: eight rows of `src` (row stride `src_stride`) become eight columns of `dst`.
+///
+/// # Safety
+/// The CPU has AVX, and the 8x8 blocks at both pointers lie inside their allocations.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn transpose_8x8(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller keeps all eight rows of the block inside `src`.
+    let r: [__m256; 8] =
+        std::array::from_fn(|k| unsafe { _mm256_loadu_ps(src.add(k * src_stride)) });
+    let t = [
+        _mm256_unpacklo_ps(r[0], r[1]),
+        _mm256_unpackhi_ps(r[0], r[1]),
+        _mm256_unpacklo_ps(r[2], r[3]),
+        _mm256_unpackhi_ps(r[2], r[3]),
+        _mm256_unpacklo_ps(r[4], r[5]),
+        _mm256_unpackhi_ps(r[4], r[5]),
+        _mm256_unpacklo_ps(r[6], r[7]),
+        _mm256_unpackhi_ps(r[6], r[7]),
+    ];
+    let q = [
+        _mm256_shuffle_ps::<0x44>(t[0], t[2]),
+        _mm256_shuffle_ps::<0xEE>(t[0], t[2]),
+        _mm256_shuffle_ps::<0x44>(t[1], t[3]),
+        _mm256_shuffle_ps::<0xEE>(t[1], t[3]),
+        _mm256_shuffle_ps::<0x44>(t[4], t[6]),
+        _mm256_shuffle_ps::<0xEE>(t[4], t[6]),
+        _mm256_shuffle_ps::<0x44>(t[5], t[7]),
+        _mm256_shuffle_ps::<0xEE>(t[5], t[7]),
+    ];
+    let out = [
+        _mm256_permute2f128_ps::<0x20>(q[0], q[4]),
+        _mm256_permute2f128_ps::<0x20>(q[1], q[5]),
+        _mm256_permute2f128_ps::<0x20>(q[2], q[6]),
+        _mm256_permute2f128_ps::<0x20>(q[3], q[7]),
+        _mm256_permute2f128_ps::<0x31>(q[0], q[4]),
+        _mm256_permute2f128_ps::<0x31>(q[1], q[5]),
+        _mm256_permute2f128_ps::<0x31>(q[2], q[6]),
+        _mm256_permute2f128_ps::<0x31>(q[3], q[7]),
+    ];
+    for (k, row) in out.into_iter().enumerate() {
+        // SAFETY: the caller keeps all eight rows of the block inside `dst`.
+        unsafe { _mm256_storeu_ps(dst.add(k * dst_stride), row) };
+    }
+}
+
+/// `dst (m x n) += lhs (m x k) * rhs (k x n)`, or `=` when `!accumulate`, with explicit
+/// strides `(row, column)` for each operand.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    dst_strides: (usize, usize),
+    accumulate: bool,
+    lhs: &[f32],
+    lhs_strides: (usize, usize),
+    rhs: &[f32],
+    rhs_strides: (usize, usize),
+) {
+    let last =
+        |(rs, cs): (usize, usize), rows: usize, cols: usize| (rows - 1) * rs + (cols - 1) * cs;
+    assert!(last(dst_strides, m, n) < dst.len());
+    assert!(last(lhs_strides, m, k) < lhs.len());
+    assert!(last(rhs_strides, k, n) < rhs.len());
+    // SAFETY: the asserts above keep every element gemm touches inside the three slices, and
+    // `dst` is borrowed mutably, so it aliases neither operand.
+    unsafe {
+        gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            dst_strides.1 as isize,
+            dst_strides.0 as isize,
+            accumulate,
+            lhs.as_ptr(),
+            lhs_strides.1 as isize,
+            lhs_strides.0 as isize,
+            rhs.as_ptr(),
+            rhs_strides.1 as isize,
+            rhs_strides.0 as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        );
+    }
+}
+
+/// A depthwise convolution over a channels-last image with TensorFlow's 'same' padding: the
+/// zeros around the image are never stored, the taps that would read them are skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DepthwiseShape {
+    pub height: usize,
+    pub width: usize,
+    pub channels: usize,
+    pub kernel: usize,
+    pub stride: usize,
+}
+
+impl DepthwiseShape {
+    /// Rows and columns of the output.
+    pub fn output(&self) -> (usize, usize) {
+        (
+            self.height.div_ceil(self.stride),
+            self.width.div_ceil(self.stride),
+        )
+    }
+
+    /// The zero rows above and columns left of the image that 'same' padding implies (any
+    /// further ones go below and right).
+    pub fn padding(&self) -> (usize, usize) {
+        let before = |size: usize| {
+            let out = size.div_ceil(self.stride);
+            ((out - 1) * self.stride + self.kernel).saturating_sub(size) / 2
+        };
+        (before(self.height), before(self.width))
+    }
+
+    /// The kernel taps along one axis that land inside an image of `size` for the output
+    /// position `out`, given `before` padding.
+    pub(crate) fn taps(
+        &self,
+        out: usize,
+        before: usize,
+        size: usize,
+    ) -> (usize, std::ops::Range<usize>) {
+        let start = (out * self.stride) as isize - before as isize;
+        let first = (-start).max(0) as usize;
+        let last = (size as isize - start).min(self.kernel as isize) as usize;
+        ((start + first as isize) as usize, first..last)
+    }
+}
+
+/// Channels handled together in the depthwise loop: one AVX-512 register.
+const LANES: usize = 16;
+
+wide! {
+/// `min(max(depthwise(input) + bias, 0), 6)` for the output rows starting at `first_row` that
+/// fill `out` (`columns * channels` values a row). `input` is `[height, width, channels]`,
+/// `weights` `[kernel * kernel, channels]` (tap-major), `bias` `[channels]`.
+pub fn depthwise_relu6(
+    shape: DepthwiseShape,
+    input: &[f32],
+    weights: &[f32],
+    bias: &[f32],
+    first_row: usize,
+    out: &mut [f32],
+) {
+    let DepthwiseShape { width: w, channels: c, kernel: k, .. } = shape;
+    let (_, columns) = shape.output();
+    let (top, left) = shape.padding();
+    let blocks = c / LANES;
+    for (r, out_row) in out.chunks_exact_mut(columns * c).enumerate() {
+        let (y, ky) = shape.taps(first_row + r, top, shape.height);
+        for (ox, pixel) in out_row.chunks_exact_mut(c).enumerate() {
+            let (x, kx) = shape.taps(ox, left, w);
+            for b in 0..blocks {
+                let at = b * LANES;
+                let mut sum: [f32; LANES] = bias[at..at + LANES].try_into().expect("a block");
+                for (dy, ty) in ky.clone().enumerate() {
+                    let row = (y + dy) * w;
+                    for (dx, tx) in kx.clone().enumerate() {
+                        let p = &input[(row + x + dx) * c + at..][..LANES];
+                        let t = &weights[(ty * k + tx) * c + at..][..LANES];
+                        for i in 0..LANES {
+                            sum[i] += p[i] * t[i];
+                        }
+                    }
+                }
+                for i in 0..LANES {
+                    pixel[at + i] = sum[i].clamp(0.0, 6.0);
+                }
+            }
+            for ch in blocks * LANES..c {
+                let mut sum = bias[ch];
+                for (dy, ty) in ky.clone().enumerate() {
+                    for (dx, tx) in kx.clone().enumerate() {
+                        sum += input[((y + dy) * w + x + dx) * c + ch] * weights[(ty * k + tx) * c + ch];
+                    }
+                }
+                pixel[ch] = sum.clamp(0.0, 6.0);
+            }
+        }
+    }
+}
+}
+
+wide! {
+/// Adds `bias` to every row of `rows` (`bias.len()` values each), then clamps to 0..6 when
+/// `relu6`: the epilogue of a 1x1 convolution computed as a matrix product.
+pub fn add_bias(rows: &mut [f32], bias: &[f32], relu6: bool) {
+    for row in rows.chunks_exact_mut(bias.len()) {
+        if relu6 {
+            for (v, b) in row.iter_mut().zip(bias) {
+                *v = (*v + b).clamp(0.0, 6.0);
+            }
+        } else {
+            for (v, b) in row.iter_mut().zip(bias) {
+                *v += b;
+            }
+        }
+    }
+}
+}
+
+wide! {
+/// Adds each row of `rows` (`sums.len()` values each) to `sums`, or with `floor` the cube of
+/// each value raised to at least `floor`: the sums behind average and generalised-mean pooling.
+pub fn sum_rows(rows: &[f32], sums: &mut [f32], floor: Option<f32>) {
+    for row in rows.chunks_exact(sums.len()) {
+        match floor {
+            Some(floor) => {
+                for (s, v) in sums.iter_mut().zip(row) {
+                    let v = v.max(floor);
+                    *s += v * v * v;
+                }
+            }
+            None => {
+                for (s, v) in sums.iter_mut().zip(row) {
+                    *s += v;
+                }
+            }
+        }
+    }
+}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::transpose;
+
+    #[test]
+    fn transpose_moves_every_value_for_whole_and_partial_blocks() {
+        for (rows, cols) in [(16, 24), (13, 21), (3, 5625), (1369, 32)] {
+            let src: Vec<f32> = (0..rows * cols).map(|v| v as f32).collect();
+            let mut dst = vec![-1.0; rows * cols];
+            transpose(&src, rows, cols, &mut dst);
+            for i in 0..rows {
+                for j in 0..cols {
+                    assert_eq!(
+                        dst[j * rows + i],
+                        src[i * cols + j],
+                        "{rows}x{cols} at ({i}, {j})"
+                    );
+                }
+            }
+        }
+    }
+}
