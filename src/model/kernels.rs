@@ -214,8 +214,16 @@ impl DepthwiseShape {
 
 /// Channels handled together in the depthwise loop: one AVX-512 register.
 const LANES: usize = 16;
+/// Output pixels of a row computed together away from the edges: each weight vector loaded
+/// serves all of them, and their sums stay in registers.
+const PIXELS: usize = 4;
 
-wide! {
+/// `LANES` values of `values` from `at`.
+#[inline(always)]
+fn lanes(values: &[f32], at: usize) -> &[f32; LANES] {
+    values[at..at + LANES].try_into().expect("LANES values")
+}
+
 /// `min(max(depthwise(input) + bias, 0), 6)` for the output rows starting at `first_row` that
 /// fill `out` (`columns * channels` values a row). `input` is `[height, width, channels]`,
 /// `weights` `[kernel * kernel, channels]` (tap-major), `bias` `[channels]`.
@@ -227,43 +235,227 @@ pub fn depthwise_relu6(
     first_row: usize,
     out: &mut [f32],
 ) {
-    let DepthwiseShape { width: w, channels: c, kernel: k, .. } = shape;
+    let DepthwiseShape {
+        width: w,
+        channels: c,
+        kernel: k,
+        stride: s,
+        ..
+    } = shape;
     let (_, columns) = shape.output();
     let (top, left) = shape.padding();
-    let blocks = c / LANES;
+    // The columns whose taps all land inside the image: `ox * s >= left` and
+    // `ox * s - left + k <= w`.
+    let inner_start = left.div_ceil(s).min(columns);
+    let inner_end = if w + left >= k {
+        ((w + left - k) / s + 1).min(columns)
+    } else {
+        0
+    }
+    .max(inner_start);
     for (r, out_row) in out.chunks_exact_mut(columns * c).enumerate() {
         let (y, ky) = shape.taps(first_row + r, top, shape.height);
-        for (ox, pixel) in out_row.chunks_exact_mut(c).enumerate() {
-            let (x, kx) = shape.taps(ox, left, w);
-            for b in 0..blocks {
-                let at = b * LANES;
-                let mut sum: [f32; LANES] = bias[at..at + LANES].try_into().expect("a block");
-                for (dy, ty) in ky.clone().enumerate() {
-                    let row = (y + dy) * w;
-                    for (dx, tx) in kx.clone().enumerate() {
-                        let p = &input[(row + x + dx) * c + at..][..LANES];
-                        let t = &weights[(ty * k + tx) * c + at..][..LANES];
-                        for i in 0..LANES {
-                            sum[i] += p[i] * t[i];
+        let mut from = inner_start;
+        #[cfg(target_arch = "x86_64")]
+        if c % LANES == 0 && std::arch::is_x86_feature_detected!("avx512f") {
+            let rows = RowTaps {
+                input,
+                weights,
+                bias,
+                width: w,
+                channels: c,
+                y,
+                ky: ky.clone(),
+            };
+            let x = inner_start * s - left;
+            let span = inner_end - inner_start;
+            let at = inner_start * c;
+            // SAFETY: AVX-512F is present (checked above); the interior's taps lie inside the
+            // image, its outputs inside `out_row`, and the channels are whole registers.
+            let done = unsafe {
+                match (k, s) {
+                    (3, 1) => rows.interior::<3, 1, 8>(x, span, &mut out_row[at..]),
+                    (5, 1) => rows.interior::<5, 1, 8>(x, span, &mut out_row[at..]),
+                    (3, 2) => rows.interior::<3, 2, 4>(x, span, &mut out_row[at..]),
+                    (5, 2) => rows.interior::<5, 2, 4>(x, span, &mut out_row[at..]),
+                    _ => 0,
+                }
+            };
+            from += done;
+        }
+        depthwise_row(
+            shape,
+            input,
+            weights,
+            bias,
+            (y, ky),
+            (from, inner_start, inner_end),
+            out_row,
+        );
+    }
+}
+
+/// What the AVX-512 interior of one output row reads.
+#[cfg(target_arch = "x86_64")]
+struct RowTaps<'a> {
+    input: &'a [f32],
+    weights: &'a [f32],
+    bias: &'a [f32],
+    width: usize,
+    channels: usize,
+    /// The first input row the taps read, and which kernel rows they are.
+    y: usize,
+    ky: std::ops::Range<usize>,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl RowTaps<'_> {
+    /// Output pixels in groups of `P` from input column `x` on, a `K`x`K` kernel of stride
+    /// `S`, as many whole groups as fit in `span` pixels; returns the pixels done. Each group's
+    /// sums stay in `P` registers per 16 channels, each weight register serves the group, and
+    /// the products are fused multiply-adds.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; the taps of the `span` pixels lie inside the image (rows `y..`
+    /// for `ky`, columns `x..x + (span - 1) * S + K`); `channels` is a multiple of 16; `out`
+    /// holds at least `span * channels` values.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn interior<const K: usize, const S: usize, const P: usize>(
+        &self,
+        x: usize,
+        span: usize,
+        out: &mut [f32],
+    ) -> usize {
+        use std::arch::x86_64::*;
+        let c = self.channels;
+        let groups = span / P;
+        assert!(out.len() >= groups * P * c && c % LANES == 0);
+        assert!(self.input.len() >= ((self.y + self.ky.len()) * self.width) * c);
+        assert!(groups == 0 || x + (groups * P - 1) * S + K <= self.width);
+        assert!(self.weights.len() >= K * K * c && self.bias.len() >= c);
+        let (input, weights, out_ptr) =
+            (self.input.as_ptr(), self.weights.as_ptr(), out.as_mut_ptr());
+        let (zero, six) = (_mm512_setzero_ps(), _mm512_set1_ps(6.0));
+        for at in (0..c).step_by(LANES) {
+            // SAFETY (all loads and stores below): the asserts bound every offset: rows
+            // `y + dy < y + ky.len()`, columns `< x + groups * P * S + K`, channels `< c`.
+            let bias = unsafe { _mm512_loadu_ps(self.bias.as_ptr().add(at)) };
+            for g in 0..groups {
+                let mut sums = [bias; P];
+                let column = x + g * P * S;
+                for (dy, ty) in self.ky.clone().enumerate() {
+                    let row = unsafe { input.add(((self.y + dy) * self.width + column) * c + at) };
+                    let taps = unsafe { weights.add(ty * K * c + at) };
+                    for tx in 0..K {
+                        let t = unsafe { _mm512_loadu_ps(taps.add(tx * c)) };
+                        for (p, sum) in sums.iter_mut().enumerate() {
+                            let v = unsafe { _mm512_loadu_ps(row.add((p * S + tx) * c)) };
+                            *sum = _mm512_fmadd_ps(v, t, *sum);
                         }
                     }
                 }
-                for i in 0..LANES {
-                    pixel[at + i] = sum[i].clamp(0.0, 6.0);
+                for (p, sum) in sums.into_iter().enumerate() {
+                    let clamped = _mm512_min_ps(_mm512_max_ps(sum, zero), six);
+                    unsafe { _mm512_storeu_ps(out_ptr.add((g * P + p) * c + at), clamped) };
                 }
             }
-            for ch in blocks * LANES..c {
-                let mut sum = bias[ch];
-                for (dy, ty) in ky.clone().enumerate() {
-                    for (dx, tx) in kx.clone().enumerate() {
-                        sum += input[((y + dy) * w + x + dx) * c + ch] * weights[(ty * k + tx) * c + ch];
+        }
+        groups * P
+    }
+}
+
+wide! {
+/// One output row of [`depthwise_relu6`], from interior column `from` on (the columns before
+/// it done): the interior `from..inner_end` in groups of [`PIXELS`], then the columns left
+/// over and the edges one by one.
+fn depthwise_row(
+    shape: DepthwiseShape,
+    input: &[f32],
+    weights: &[f32],
+    bias: &[f32],
+    rows: (usize, std::ops::Range<usize>),
+    columns: (usize, usize, usize),
+    out_row: &mut [f32],
+) {
+    let ((y, ky), (from, inner_start, inner_end)) = (rows, columns);
+    let DepthwiseShape { width: w, channels: c, kernel: k, stride: s, .. } = shape;
+    let (_, columns) = shape.output();
+    let (_, left) = shape.padding();
+    let blocks = c / LANES;
+    let mut ox = from;
+    while ox + PIXELS <= inner_end {
+        let x = ox * s - left;
+        for b in 0..blocks {
+            let at = b * LANES;
+            let mut sums = [*lanes(bias, at); PIXELS];
+            for (dy, ty) in ky.clone().enumerate() {
+                let row = &input[((y + dy) * w + x) * c + at..][..((PIXELS - 1) * s + k - 1) * c + LANES];
+                let taps = &weights[ty * k * c + at..][..(k - 1) * c + LANES];
+                for tx in 0..k {
+                    let t = lanes(taps, tx * c);
+                    for (p, sum) in sums.iter_mut().enumerate() {
+                        let v = lanes(row, (p * s + tx) * c);
+                        for i in 0..LANES {
+                            sum[i] += v[i] * t[i];
+                        }
                     }
                 }
-                pixel[ch] = sum.clamp(0.0, 6.0);
+            }
+            for (p, sum) in sums.iter().enumerate() {
+                let pixel = &mut out_row[(ox + p) * c + at..][..LANES];
+                for i in 0..LANES {
+                    pixel[i] = sum[i].clamp(0.0, 6.0);
+                }
+            }
+        }
+        if blocks * LANES < c {
+            for p in 0..PIXELS {
+                pixel_relu6(shape, input, weights, bias, (y, ky.clone()), ox + p, blocks * LANES, &mut out_row[(ox + p) * c..][..c]);
+            }
+        }
+        ox += PIXELS;
+    }
+    for ox in (0..inner_start).chain(ox..columns) {
+        pixel_relu6(shape, input, weights, bias, (y, ky.clone()), ox, 0, &mut out_row[ox * c..][..c]);
+    }
+}
+}
+
+/// One output pixel of [`depthwise_relu6`] from channel `from` on, for any column (the edges
+/// skip the taps outside the image). The sums build up in `pixel` itself, a tap at a time over
+/// all its channels: one plain vector loop per tap, whatever the channel count.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn pixel_relu6(
+    shape: DepthwiseShape,
+    input: &[f32],
+    weights: &[f32],
+    bias: &[f32],
+    (y, ky): (usize, std::ops::Range<usize>),
+    ox: usize,
+    from: usize,
+    pixel: &mut [f32],
+) {
+    let DepthwiseShape {
+        width: w,
+        channels: c,
+        kernel: k,
+        ..
+    } = shape;
+    let (_, left) = shape.padding();
+    let (x, kx) = shape.taps(ox, left, w);
+    let pixel = &mut pixel[from..c];
+    pixel.copy_from_slice(&bias[from..c]);
+    for (dy, ty) in ky.enumerate() {
+        for (dx, tx) in kx.clone().enumerate() {
+            let v = &input[((y + dy) * w + x + dx) * c + from..][..c - from];
+            let t = &weights[(ty * k + tx) * c + from..][..c - from];
+            for ((sum, v), t) in pixel.iter_mut().zip(v).zip(t) {
+                *sum += v * t;
             }
         }
     }
-}
+    pixel.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0));
 }
 
 wide! {

@@ -10,6 +10,8 @@
 //! Buffers are reused from block to block and image to image. A batch is spread over the
 //! threads by photo; a single photo by rows within each layer.
 
+use std::sync::Mutex;
+
 use burn::nn::BatchNorm;
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;
@@ -80,11 +82,14 @@ pub struct FrozenLite0 {
     stem: Stem,
     blocks: Vec<Block>,
     head: Pointwise,
+    /// Buffers left by earlier passes, one set per thread that ran: growing and first touching
+    /// tens of megabytes costs more than a small batch's arithmetic.
+    scratch: Mutex<Vec<Scratch>>,
 }
 
 /// Buffers one thread reuses: the current activations, the next ones, the expanded ones and
 /// the depthwise output.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Scratch {
     x: Vec<f32>,
     next: Vec<f32>,
@@ -154,7 +159,7 @@ impl Pointwise {
         split: bool,
     ) {
         let (k, n) = (self.inputs, self.outputs);
-        let rows = (TILE_VALUES / n).max(MIN_TILE_ROWS);
+        let rows = tile_rows(n, pixels, split);
         over_rows(&mut out[..pixels * n], n, rows, split, |first, tile| {
             let m = tile.len() / n;
             matmul(
@@ -264,7 +269,7 @@ impl Stem {
         let (oh, ow) = shape.output();
         let (top, left) = shape.padding();
         let n = Self::CHANNELS;
-        let rows = (TILE_VALUES / n).max(MIN_TILE_ROWS);
+        let rows = tile_rows(n, oh * ow, split);
         over_rows(sized(out, oh * ow * n), n, rows, split, |first, tile| {
             let m = tile.len() / n;
             // The padding's taps stay zero.
@@ -297,10 +302,25 @@ impl Stem {
     }
 }
 
-/// `buffer` resized to `len`, for a caller that overwrites every value.
+/// The first `len` values of `buffer`, grown if needed, for a caller that overwrites them all.
+/// A buffer never shrinks, so a reused one is neither reallocated nor cleared again.
 fn sized(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
-    buffer.resize(len, 0.0);
+    if buffer.len() < len {
+        buffer.resize(len, 0.0);
+    }
     &mut buffer[..len]
+}
+
+/// Rows (pixels) per tile of a layer with `n` output channels over `pixels` pixels: what fits
+/// the cache, and when one photo is `split` over the threads, at most a quarter of each
+/// thread's share, so that small late layers still keep every thread busy.
+fn tile_rows(n: usize, pixels: usize, split: bool) -> usize {
+    let rows = (TILE_VALUES / n).max(MIN_TILE_ROWS);
+    if split {
+        rows.min(pixels.div_ceil(4 * rayon::current_num_threads())).max(1)
+    } else {
+        rows
+    }
 }
 
 /// Runs `task(first_row, chunk)` over `out` in chunks of `rows` rows of `row_len` values each,
@@ -350,6 +370,7 @@ impl FrozenLite0 {
             },
             blocks,
             head: Pointwise::new(&network.conv_head.conv, &network.bn1),
+            scratch: Mutex::default(),
         }
     }
 
@@ -383,21 +404,37 @@ impl FrozenLite0 {
         let mut out = vec![0.0; n * per_photo];
         let threads = rayon::current_num_threads();
         if n >= 2 * threads {
-            // A few jobs per thread: balanced, and few scratch buffers to grow.
+            // Two jobs per thread: balanced when a core is busy with something else, and few
+            // sets of buffers.
+            let per_job = n.div_ceil(2 * threads);
             images
-                .par_chunks(image_len)
-                .zip(out.par_chunks_mut(per_photo))
-                .with_min_len(n.div_ceil(2 * threads))
-                .for_each_init(Scratch::default, |s, (image, out)| {
-                    self.photo(image, (h, w), output, s, false, out)
+                .par_chunks(image_len * per_job)
+                .zip(out.par_chunks_mut(per_photo * per_job))
+                .for_each(|(images, out)| {
+                    let mut s = self.take_scratch();
+                    for (image, out) in images.chunks(image_len).zip(out.chunks_mut(per_photo)) {
+                        self.photo(image, (h, w), output, &mut s, false, out);
+                    }
+                    self.give_back(s);
                 });
         } else {
-            let mut s = Scratch::default();
+            let mut s = self.take_scratch();
             for (image, out) in images.chunks(image_len).zip(out.chunks_mut(per_photo)) {
                 self.photo(image, (h, w), output, &mut s, threads > 1, out);
             }
+            self.give_back(s);
         }
         out
+    }
+
+    fn take_scratch(&self) -> Scratch {
+        let mut pool = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        pool.pop().unwrap_or_default()
+    }
+
+    fn give_back(&self, s: Scratch) {
+        let mut pool = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        pool.push(s);
     }
 
     /// One photo's [`Output`] in `out`.
