@@ -3,7 +3,8 @@
 //! EfficientNet's frozen path. Loops are written plainly and compiled per instruction set with
 //! [`wide!`], so they vectorise with the widest registers the CPU has.
 
-use gemm::{Parallelism, gemm};
+pub(crate) use gemm::Parallelism;
+use gemm::gemm;
 
 /// Defines a function whose body is compiled three times, for the baseline, for AVX2 with FMA
 /// and for AVX-512, and picks the widest the CPU has at run time: plain loops over `f32` then
@@ -134,6 +135,7 @@ pub(crate) fn matmul(
     lhs_strides: (usize, usize),
     rhs: &[f32],
     rhs_strides: (usize, usize),
+    parallelism: Parallelism,
 ) {
     let last =
         |(rs, cs): (usize, usize), rows: usize, cols: usize| (rows - 1) * rs + (cols - 1) * cs;
@@ -162,7 +164,7 @@ pub(crate) fn matmul(
             false,
             false,
             false,
-            Parallelism::None,
+            parallelism,
         );
     }
 }

@@ -19,15 +19,24 @@ use rayon::prelude::*;
 
 use super::{BLOCKS, EfficientNetLite0, FEATURES, GEM_FLOOR, GEM_POWER, Pooling};
 use crate::model::kernels::{
-    DepthwiseShape, add_bias, depthwise_relu6, matmul, sum_rows, transpose,
+    DepthwiseShape, Parallelism, add_bias, depthwise_relu6, matmul, sum_rows, transpose,
 };
 
 /// Output values per tile of a 1x1 convolution: small enough to stay in a core's L2 cache
-/// while its epilogue runs, large enough that the matrix product's fixed costs are shared.
+/// while its epilogue runs.
 const TILE_VALUES: usize = 32 * 1024;
 
-/// A tile has at least this many rows (pixels), whatever the channel count.
-const MIN_TILE_ROWS: usize = 48;
+/// A tile has at least this many rows (pixels), whatever the channel count: the matrix
+/// product packs all the weights for each tile, which must be shared by enough rows.
+const MIN_TILE_ROWS: usize = 128;
+
+/// Blocks whose input has at most this many pixels a photo run on several photos at once
+/// (stacked): their 1x1 convolutions then have rows enough to pay for packing the weights.
+const STACK_PIXELS: usize = 400;
+
+/// A single photo's 1x1 convolution with fewer than `inputs x outputs / SMALL_LAYER_RATIO`
+/// pixels is one matrix product split by the product itself over the threads.
+const SMALL_LAYER_RATIO: usize = 64;
 
 /// What a pass returns for each photo.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,14 +96,16 @@ pub struct FrozenLite0 {
     scratch: Mutex<Vec<Scratch>>,
 }
 
-/// Buffers one thread reuses: the current activations, the next ones, the expanded ones and
-/// the depthwise output.
+/// Buffers one thread reuses: the current activations, the next ones, the expanded ones, the
+/// depthwise output and the stack.
 #[derive(Debug, Default)]
 struct Scratch {
     x: Vec<f32>,
     next: Vec<f32>,
     hidden: Vec<f32>,
     depthwise: Vec<f32>,
+    /// The group's photos gathered for the stacked blocks.
+    stack: Vec<f32>,
 }
 
 fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
@@ -159,22 +170,61 @@ impl Pointwise {
         split: bool,
     ) {
         let (k, n) = (self.inputs, self.outputs);
+        let out = &mut out[..pixels * n];
+        // The product packs the whole weight matrix on every call: a layer whose weights
+        // outweigh its pixels is one call, spread over the threads by the product itself.
+        if split && pixels * SMALL_LAYER_RATIO < k * n {
+            let parallelism = Parallelism::Rayon(rayon::current_num_threads());
+            matmul_with(
+                (pixels, n, k),
+                out,
+                accumulate,
+                &input[..pixels * k],
+                &self.weights,
+                parallelism,
+            );
+            let rows = pixels.div_ceil(2 * rayon::current_num_threads());
+            over_rows(out, n, rows, true, |_, tile| {
+                add_bias(tile, &self.bias, relu6)
+            });
+            return;
+        }
         let rows = tile_rows(n, pixels, split);
-        over_rows(&mut out[..pixels * n], n, rows, split, |first, tile| {
+        over_rows(out, n, rows, split, |first, tile| {
             let m = tile.len() / n;
-            matmul(
+            matmul_with(
                 (m, n, k),
                 tile,
-                (n, 1),
                 accumulate,
                 &input[first * k..][..m * k],
-                (k, 1),
                 &self.weights,
-                (n, 1),
+                Parallelism::None,
             );
             add_bias(tile, &self.bias, relu6);
         });
     }
+}
+
+/// `dst (m x n) (+)= lhs (m x k) * rhs (k x n)`, all three row-major and dense.
+fn matmul_with(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    accumulate: bool,
+    lhs: &[f32],
+    rhs: &[f32],
+    parallelism: Parallelism,
+) {
+    matmul(
+        (m, n, k),
+        dst,
+        (n, 1),
+        accumulate,
+        lhs,
+        (k, 1),
+        rhs,
+        (n, 1),
+        parallelism,
+    );
 }
 
 impl Depthwise {
@@ -191,26 +241,27 @@ impl Depthwise {
 }
 
 impl Block {
-    /// Runs the block on `s.x` (`[height, width, inputs]`), leaving its output there; returns
-    /// the output's height and width.
-    fn run(&self, (h, w): (usize, usize), s: &mut Scratch, split: bool) -> (usize, usize) {
+    /// Runs the block on `s.x` (`images` photos of `[height, width, inputs]` one after the
+    /// other), leaving its output there; returns the output's height and width.
+    fn run(
+        &self,
+        (h, w): (usize, usize),
+        images: usize,
+        s: &mut Scratch,
+        split: bool,
+    ) -> (usize, usize) {
         let Scratch {
             x,
             next,
             hidden,
             depthwise,
+            ..
         } = s;
         let channels = self.depthwise.bias.len();
         let expanded: &[f32] = match &self.expand {
             Some(expand) => {
-                expand.run(
-                    h * w,
-                    x,
-                    sized(hidden, h * w * channels),
-                    true,
-                    false,
-                    split,
-                );
+                let out = sized(hidden, images * h * w * channels);
+                expand.run(images * h * w, x, out, true, false, split);
                 hidden
             }
             None => x,
@@ -229,14 +280,16 @@ impl Block {
             oh
         };
         let dw = &self.depthwise;
-        over_rows(
-            sized(depthwise, oh * ow * channels),
-            ow * channels,
-            rows,
-            split,
-            |first, chunk| depthwise_relu6(shape, expanded, &dw.weights, &dw.bias, first, chunk),
-        );
-        let pixels = oh * ow;
+        let out = sized(depthwise, images * oh * ow * channels);
+        for (image, out) in expanded
+            .chunks_exact(h * w * channels)
+            .zip(out.chunks_exact_mut(oh * ow * channels))
+        {
+            over_rows(out, ow * channels, rows, split, |first, chunk| {
+                depthwise_relu6(shape, image, &dw.weights, &dw.bias, first, chunk)
+            });
+        }
+        let pixels = images * oh * ow;
         if self.residual {
             self.project.run(pixels, depthwise, x, false, true, split);
         } else {
@@ -287,15 +340,13 @@ impl Stem {
                     }
                 }
             }
-            matmul(
+            matmul_with(
                 (m, n, Self::PATCH),
                 tile,
-                (n, 1),
                 false,
                 &patches,
-                (Self::PATCH, 1),
                 &self.weights,
-                (n, 1),
+                Parallelism::None,
             );
             add_bias(tile, &self.bias, true);
         });
@@ -317,7 +368,8 @@ fn sized(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
 fn tile_rows(n: usize, pixels: usize, split: bool) -> usize {
     let rows = (TILE_VALUES / n).max(MIN_TILE_ROWS);
     if split {
-        rows.min(pixels.div_ceil(4 * rayon::current_num_threads())).max(1)
+        rows.min(pixels.div_ceil(4 * rayon::current_num_threads()))
+            .max(1)
     } else {
         rows
     }
@@ -404,25 +456,17 @@ impl FrozenLite0 {
         let mut out = vec![0.0; n * per_photo];
         let threads = rayon::current_num_threads();
         if n >= 2 * threads {
-            // Two jobs per thread: balanced when a core is busy with something else, and few
-            // sets of buffers.
-            let per_job = n.div_ceil(2 * threads);
+            // Two groups per thread: balanced when a core is busy with something else, and
+            // photos enough in each for the stacked late blocks.
+            let per_group = n.div_ceil(2 * threads);
             images
-                .par_chunks(image_len * per_job)
-                .zip(out.par_chunks_mut(per_photo * per_job))
-                .for_each(|(images, out)| {
-                    let mut s = self.take_scratch();
-                    for (image, out) in images.chunks(image_len).zip(out.chunks_mut(per_photo)) {
-                        self.photo(image, (h, w), output, &mut s, false, out);
-                    }
-                    self.give_back(s);
-                });
+                .par_chunks(image_len * per_group)
+                .zip(out.par_chunks_mut(per_photo * per_group))
+                .for_each(|(images, out)| self.group(images, (h, w), output, false, out));
         } else {
-            let mut s = self.take_scratch();
             for (image, out) in images.chunks(image_len).zip(out.chunks_mut(per_photo)) {
-                self.photo(image, (h, w), output, &mut s, threads > 1, out);
+                self.group(image, (h, w), output, threads > 1, out);
             }
-            self.give_back(s);
         }
         out
     }
@@ -437,48 +481,106 @@ impl FrozenLite0 {
         pool.push(s);
     }
 
-    /// One photo's [`Output`] in `out`.
-    fn photo(
+    /// The [`Output`]s of a group of photos in `out`, each `split` over the threads or not.
+    /// Each photo goes alone through the stem and the blocks on large images; the blocks on
+    /// small ones (at most [`STACK_PIXELS`]) then take the whole group at once.
+    fn group(
         &self,
-        image: &[f32],
+        images: &[f32],
         (h, w): (usize, usize),
         output: Output,
-        s: &mut Scratch,
         split: bool,
         out: &mut [f32],
     ) {
-        self.stem.run(image, (h, w), &mut s.x, split);
-        let (mut size, mut channels) = (Stem::geometry(h, w).output(), Stem::CHANNELS);
+        let mut s = self.take_scratch();
         let blocks = match output {
             Output::Activations(blocks) => blocks,
             _ => BLOCKS,
         };
-        for block in &self.blocks[..blocks] {
-            size = block.run(size, s, split);
-            channels = block.project.outputs;
+        let stem = Stem::geometry(h, w).output();
+        // Block i's input size, and the first block that is run stacked.
+        let mut sizes = vec![stem];
+        for block in &self.blocks {
+            let (bh, bw) = sizes[sizes.len() - 1];
+            let stride = block.depthwise.stride;
+            sizes.push((bh.div_ceil(stride), bw.div_ceil(stride)));
         }
-        let pixels = size.0 * size.1;
-        if let Output::Activations(_) = output {
-            transpose(&s.x[..pixels * channels], pixels, channels, out);
-            return;
+        let stacked_from = (0..blocks)
+            .find(|&b| sizes[b].0 * sizes[b].1 <= STACK_PIXELS)
+            .unwrap_or(blocks);
+        let channels = |b: usize| match b {
+            0 => Stem::CHANNELS,
+            b => self.blocks[b - 1].project.outputs,
+        };
+        let photos = images.len() / (3 * h * w);
+        let (sh, sw) = sizes[stacked_from];
+        let photo_len = sh * sw * channels(stacked_from);
+        let mut stack = std::mem::take(&mut s.stack);
+        for (i, image) in images.chunks_exact(3 * h * w).enumerate() {
+            self.stem.run(image, (h, w), &mut s.x, split);
+            for (b, block) in self.blocks[..stacked_from].iter().enumerate() {
+                block.run(sizes[b], 1, &mut s, split);
+            }
+            sized(&mut stack, photos * photo_len)[i * photo_len..][..photo_len]
+                .copy_from_slice(&s.x[..photo_len]);
         }
-        let map = sized(&mut s.next, pixels * FEATURES);
-        self.head.run(pixels, &s.x, map, true, false, split);
+        std::mem::swap(&mut s.x, &mut stack);
+        for (b, block) in self
+            .blocks
+            .iter()
+            .enumerate()
+            .take(blocks)
+            .skip(stacked_from)
+        {
+            block.run(sizes[b], photos, &mut s, split);
+        }
+        let (oh, ow) = sizes[blocks];
+        let pixels = oh * ow;
+        let per_photo = out.len() / photos;
         match output {
-            Output::Map => transpose(map, pixels, FEATURES, out),
-            Output::Pooled(Pooling::Average) => {
-                out.fill(0.0);
-                sum_rows(map, out, None);
-                out.iter_mut().for_each(|v| *v /= pixels as f32);
+            Output::Activations(_) => {
+                let c = channels(blocks);
+                for (x, out) in
+                    s.x.chunks_exact(pixels * c)
+                        .zip(out.chunks_exact_mut(per_photo))
+                {
+                    transpose(x, pixels, c, out);
+                }
             }
-            Output::Pooled(Pooling::Gem) => {
-                out.fill(0.0);
-                sum_rows(map, out, Some(GEM_FLOOR));
-                out.iter_mut()
-                    .for_each(|v| *v = (*v / pixels as f32).powf(1.0 / GEM_POWER));
+            Output::Map | Output::Pooled(_) => {
+                let map = sized(&mut s.next, photos * pixels * FEATURES);
+                self.head
+                    .run(photos * pixels, &s.x, map, true, false, split);
+                for (map, out) in map
+                    .chunks_exact(pixels * FEATURES)
+                    .zip(out.chunks_exact_mut(per_photo))
+                {
+                    pool(map, pixels, output, out);
+                }
             }
-            Output::Activations(_) => unreachable!("returned above"),
         }
+        s.stack = stack;
+        self.give_back(s);
+    }
+}
+
+/// One photo's head output `[pixels, 1280]` as the [`Output`] asks: the map channels-first,
+/// or pooled.
+fn pool(map: &[f32], pixels: usize, output: Output, out: &mut [f32]) {
+    match output {
+        Output::Map => transpose(map, pixels, FEATURES, out),
+        Output::Pooled(Pooling::Average) => {
+            out.fill(0.0);
+            sum_rows(map, out, None);
+            out.iter_mut().for_each(|v| *v /= pixels as f32);
+        }
+        Output::Pooled(Pooling::Gem) => {
+            out.fill(0.0);
+            sum_rows(map, out, Some(GEM_FLOOR));
+            out.iter_mut()
+                .for_each(|v| *v = (*v / pixels as f32).powf(1.0 / GEM_POWER));
+        }
+        Output::Activations(_) => unreachable!("activations are not pooled"),
     }
 }
 

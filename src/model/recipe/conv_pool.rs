@@ -14,7 +14,7 @@
 
 use rayon::prelude::*;
 
-use crate::model::kernels::{matmul, transpose, wide};
+use crate::model::kernels::{Parallelism, matmul, transpose, wide};
 
 /// No pixel of the window passed the ReLU: the gradient stops here.
 const NO_WINNER: u8 = u8::MAX;
@@ -412,6 +412,7 @@ fn convolve(shape: ConvPoolShape, padded: &[f32], weights: &[f32], conv: &mut [f
             (c, 1),
             &weights[ky * 2 * c * f..][..2 * c * f],
             (f, 1),
+            Parallelism::None,
         );
     }
 }
@@ -491,6 +492,7 @@ fn weight_gradient(shape: ConvPoolShape, padded: &[f32], conv_grad: &[f32], sums
             (1, c),
             conv_grad,
             (f, 1),
+            Parallelism::None,
         );
     }
 }
@@ -517,6 +519,7 @@ fn padded_input_gradient(
         (f, 1),
         weights,
         (1, f),
+        Parallelism::None,
     );
     add_shifted(c, wp, products, padded_grad);
 }
