@@ -216,6 +216,9 @@ impl DepthwiseShape {
 
 /// Channels handled together in the depthwise loop: one AVX-512 register.
 const LANES: usize = 16;
+/// Channels the AVX-512 depthwise path takes through a whole image before the next ones.
+#[cfg(target_arch = "x86_64")]
+const CHUNK: usize = 4 * LANES;
 /// Output pixels of a row computed together away from the edges: each weight vector loaded
 /// serves all of them, and their sums stay in registers.
 const PIXELS: usize = 4;
@@ -255,43 +258,56 @@ pub fn depthwise_relu6(
         0
     }
     .max(inner_start);
+    #[cfg(target_arch = "x86_64")]
+    if c % LANES == 0 && std::arch::is_x86_feature_detected!("avx512f") {
+        // A chunk of channels at a time over all the rows: its weights stay in the L1 cache.
+        for from in (0..c).step_by(CHUNK) {
+            let chunk = from..(from + CHUNK).min(c);
+            for (r, out_row) in out.chunks_exact_mut(columns * c).enumerate() {
+                let (y, ky) = shape.taps(first_row + r, top, shape.height);
+                let rows = RowTaps {
+                    input,
+                    weights,
+                    bias,
+                    width: w,
+                    channels: c,
+                    y,
+                    ky,
+                };
+                let x = inner_start * s - left;
+                let span = inner_end - inner_start;
+                let at = inner_start * c;
+                let chunk = chunk.clone();
+                // SAFETY: AVX-512F is present (checked above); the interior's taps lie inside
+                // the image, its outputs inside `out_row`, and the channels are whole registers.
+                let done = unsafe {
+                    let out = &mut out_row[at..];
+                    match (k, s) {
+                        (3, 1) => rows.interior::<3, 1, 8>(x, span, chunk.clone(), out),
+                        (5, 1) => rows.interior::<5, 1, 8>(x, span, chunk.clone(), out),
+                        (3, 2) => rows.interior::<3, 2, 4>(x, span, chunk.clone(), out),
+                        (5, 2) => rows.interior::<5, 2, 4>(x, span, chunk.clone(), out),
+                        _ => 0,
+                    }
+                };
+                for ox in (0..inner_start).chain(inner_start + done..columns) {
+                    let (x, kx) = shape.taps(ox, left, w);
+                    // SAFETY: as above; `taps` keeps the pixel's taps inside the image.
+                    unsafe { rows.pixel(x, kx, k, chunk.clone(), &mut out_row[ox * c..][..c]) };
+                }
+            }
+        }
+        return;
+    }
     for (r, out_row) in out.chunks_exact_mut(columns * c).enumerate() {
         let (y, ky) = shape.taps(first_row + r, top, shape.height);
-        let mut from = inner_start;
-        #[cfg(target_arch = "x86_64")]
-        if c % LANES == 0 && std::arch::is_x86_feature_detected!("avx512f") {
-            let rows = RowTaps {
-                input,
-                weights,
-                bias,
-                width: w,
-                channels: c,
-                y,
-                ky: ky.clone(),
-            };
-            let x = inner_start * s - left;
-            let span = inner_end - inner_start;
-            let at = inner_start * c;
-            // SAFETY: AVX-512F is present (checked above); the interior's taps lie inside the
-            // image, its outputs inside `out_row`, and the channels are whole registers.
-            let done = unsafe {
-                match (k, s) {
-                    (3, 1) => rows.interior::<3, 1, 8>(x, span, &mut out_row[at..]),
-                    (5, 1) => rows.interior::<5, 1, 8>(x, span, &mut out_row[at..]),
-                    (3, 2) => rows.interior::<3, 2, 4>(x, span, &mut out_row[at..]),
-                    (5, 2) => rows.interior::<5, 2, 4>(x, span, &mut out_row[at..]),
-                    _ => 0,
-                }
-            };
-            from += done;
-        }
         depthwise_row(
             shape,
             input,
             weights,
             bias,
             (y, ky),
-            (from, inner_start, inner_end),
+            (inner_start, inner_start, inner_end),
             out_row,
         );
     }
@@ -326,19 +342,20 @@ impl RowTaps<'_> {
         &self,
         x: usize,
         span: usize,
+        chunk: std::ops::Range<usize>,
         out: &mut [f32],
     ) -> usize {
         use std::arch::x86_64::*;
         let c = self.channels;
         let groups = span / P;
-        assert!(out.len() >= groups * P * c && c % LANES == 0);
+        assert!(out.len() >= groups * P * c && c % LANES == 0 && chunk.end <= c);
         assert!(self.input.len() >= ((self.y + self.ky.len()) * self.width) * c);
         assert!(groups == 0 || x + (groups * P - 1) * S + K <= self.width);
         assert!(self.weights.len() >= K * K * c && self.bias.len() >= c);
         let (input, weights, out_ptr) =
             (self.input.as_ptr(), self.weights.as_ptr(), out.as_mut_ptr());
         let (zero, six) = (_mm512_setzero_ps(), _mm512_set1_ps(6.0));
-        for at in (0..c).step_by(LANES) {
+        for at in chunk.step_by(LANES) {
             // SAFETY (all loads and stores below): the asserts bound every offset: rows
             // `y + dy < y + ky.len()`, columns `< x + groups * P * S + K`, channels `< c`.
             let bias = unsafe { _mm512_loadu_ps(self.bias.as_ptr().add(at)) };
@@ -363,6 +380,80 @@ impl RowTaps<'_> {
             }
         }
         groups * P
+    }
+
+    /// One output pixel whose taps are the kernel columns `kx` starting at input column `x`
+    /// (fewer than the kernel's at the edges), sums in registers, 16 channels at a time.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; rows `y..` for `ky` and columns `x..x + kx.len()` lie inside the
+    /// image; `kx` lies inside a kernel of side `k`; `channels` is a multiple of 16.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn pixel(
+        &self,
+        x: usize,
+        kx: std::ops::Range<usize>,
+        k: usize,
+        chunk: std::ops::Range<usize>,
+        out: &mut [f32],
+    ) {
+        let c = self.channels;
+        assert!(out.len() >= c && c % LANES == 0 && kx.end <= k);
+        assert!(self.input.len() >= ((self.y + self.ky.len()) * self.width) * c);
+        assert!(x + kx.len() <= self.width && self.ky.end <= k);
+        assert!(self.weights.len() >= k * k * c && self.bias.len() >= c);
+        assert!(chunk.end <= c);
+        let mut at = chunk.start;
+        while at + 4 * LANES <= chunk.end {
+            // SAFETY: as this function's; four blocks of channels from `at` lie below `c`.
+            unsafe { self.pixel_blocks::<4>(x, kx.clone(), k, at, out) };
+            at += 4 * LANES;
+        }
+        while at < chunk.end {
+            // SAFETY: as above, one block.
+            unsafe { self.pixel_blocks::<1>(x, kx.clone(), k, at, out) };
+            at += LANES;
+        }
+    }
+
+    /// [`pixel`](Self::pixel) for `B` blocks of 16 channels from `at`: `B` independent sums,
+    /// so the multiply-adds overlap instead of waiting for each other.
+    ///
+    /// # Safety
+    /// As [`pixel`](Self::pixel)'s, with `at + 16 * B <= channels`.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn pixel_blocks<const B: usize>(
+        &self,
+        x: usize,
+        kx: std::ops::Range<usize>,
+        k: usize,
+        at: usize,
+        out: &mut [f32],
+    ) {
+        use std::arch::x86_64::*;
+        let c = self.channels;
+        let (input, weights) = (self.input.as_ptr(), self.weights.as_ptr());
+        let (zero, six) = (_mm512_setzero_ps(), _mm512_set1_ps(6.0));
+        // SAFETY (all loads and stores below): bounded as `pixel` asserts, channels below
+        // `at + 16 * B <= c`.
+        let mut sums: [__m512; B] = std::array::from_fn(|b| unsafe {
+            _mm512_loadu_ps(self.bias.as_ptr().add(at + b * LANES))
+        });
+        for (dy, ty) in self.ky.clone().enumerate() {
+            let row = unsafe { input.add(((self.y + dy) * self.width + x) * c + at) };
+            let taps = unsafe { weights.add(ty * k * c + at) };
+            for (dx, tx) in kx.clone().enumerate() {
+                for (b, sum) in sums.iter_mut().enumerate() {
+                    let v = unsafe { _mm512_loadu_ps(row.add(dx * c + b * LANES)) };
+                    let t = unsafe { _mm512_loadu_ps(taps.add(tx * c + b * LANES)) };
+                    *sum = _mm512_fmadd_ps(v, t, *sum);
+                }
+            }
+        }
+        for (b, sum) in sums.into_iter().enumerate() {
+            let clamped = _mm512_min_ps(_mm512_max_ps(sum, zero), six);
+            unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(at + b * LANES), clamped) };
+        }
     }
 }
 
