@@ -333,10 +333,8 @@ impl Stem {
                 let (x, kx) = shape.taps(ox, left, w);
                 for channel in 0..3 {
                     for (dy, ty) in ky.clone().enumerate() {
-                        let row = &image[(channel * h + y + dy) * w + x..];
-                        for (dx, tx) in kx.clone().enumerate() {
-                            patch[channel * 9 + ty * 3 + tx] = row[dx];
-                        }
+                        let row = &image[(channel * h + y + dy) * w + x..][..kx.len()];
+                        patch[channel * 9 + ty * 3 + kx.start..][..kx.len()].copy_from_slice(row);
                     }
                 }
             }
