@@ -283,10 +283,10 @@ pub fn depthwise_relu6(
                 let done = unsafe {
                     let out = &mut out_row[at..];
                     match (k, s) {
-                        (3, 1) => rows.interior::<3, 1, 8>(x, span, chunk.clone(), out),
-                        (5, 1) => rows.interior::<5, 1, 8>(x, span, chunk.clone(), out),
-                        (3, 2) => rows.interior::<3, 2, 4>(x, span, chunk.clone(), out),
-                        (5, 2) => rows.interior::<5, 2, 4>(x, span, chunk.clone(), out),
+                        (3, 1) => rows.interior_span::<3, 1>(x, span, chunk.clone(), out),
+                        (5, 1) => rows.interior_span::<5, 1>(x, span, chunk.clone(), out),
+                        (3, 2) => rows.interior_span::<3, 2>(x, span, chunk.clone(), out),
+                        (5, 2) => rows.interior_span::<5, 2>(x, span, chunk.clone(), out),
                         _ => 0,
                     }
                 };
@@ -380,6 +380,53 @@ impl RowTaps<'_> {
             }
         }
         groups * P
+    }
+
+    /// All `span` interior pixels from input column `x` on: groups of 8 pixels (stride 1) or
+    /// 4, then smaller groups for the rest. Returns `span`.
+    ///
+    /// # Safety
+    /// As [`interior`](Self::interior)'s.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn interior_span<const K: usize, const S: usize>(
+        &self,
+        x: usize,
+        span: usize,
+        chunk: std::ops::Range<usize>,
+        out: &mut [f32],
+    ) -> usize {
+        let c = self.channels;
+        let mut done = 0;
+        // SAFETY (each call): the pixels from `done` on are the rest of the same interior.
+        if S == 1 {
+            done += unsafe { self.interior::<K, S, 8>(x, span, chunk.clone(), out) };
+        }
+        done += unsafe {
+            self.interior::<K, S, 4>(
+                x + done * S,
+                span - done,
+                chunk.clone(),
+                &mut out[done * c..],
+            )
+        };
+        done += unsafe {
+            self.interior::<K, S, 2>(
+                x + done * S,
+                span - done,
+                chunk.clone(),
+                &mut out[done * c..],
+            )
+        };
+        done += unsafe {
+            self.interior::<K, S, 1>(
+                x + done * S,
+                span - done,
+                chunk.clone(),
+                &mut out[done * c..],
+            )
+        };
+        debug_assert_eq!(done, span);
+        done
     }
 
     /// One output pixel whose taps are the kernel columns `kx` starting at input column `x`
