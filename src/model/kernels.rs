@@ -230,11 +230,14 @@ fn lanes(values: &[f32], at: usize) -> &[f32; LANES] {
 }
 
 /// `min(max(depthwise(input) + bias, 0), 6)` for the output rows starting at `first_row` that
-/// fill `out` (`columns * channels` values a row). `input` is `[height, width, channels]`,
-/// `weights` `[kernel * kernel, channels]` (tap-major), `bias` `[channels]`.
+/// fill `out` (`columns * channels` values a row). `input` holds the image's rows from
+/// `input_row` on (`[rows, width, channels]`; at least those the output rows read),
+/// `weights` are `[kernel * kernel, channels]` (tap-major), `bias` `[channels]`.
+#[allow(clippy::too_many_arguments)]
 pub fn depthwise_relu6(
     shape: DepthwiseShape,
     input: &[f32],
+    input_row: usize,
     weights: &[f32],
     bias: &[f32],
     first_row: usize,
@@ -265,6 +268,7 @@ pub fn depthwise_relu6(
             let chunk = from..(from + CHUNK).min(c);
             for (r, out_row) in out.chunks_exact_mut(columns * c).enumerate() {
                 let (y, ky) = shape.taps(first_row + r, top, shape.height);
+                let y = y - input_row;
                 let rows = RowTaps {
                     input,
                     weights,
@@ -301,6 +305,7 @@ pub fn depthwise_relu6(
     }
     for (r, out_row) in out.chunks_exact_mut(columns * c).enumerate() {
         let (y, ky) = shape.taps(first_row + r, top, shape.height);
+        let y = y - input_row;
         depthwise_row(
             shape,
             input,

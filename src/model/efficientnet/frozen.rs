@@ -30,6 +30,10 @@ const TILE_VALUES: usize = 32 * 1024;
 /// product packs all the weights for each tile, which must be shared by enough rows.
 const MIN_TILE_ROWS: usize = 128;
 
+/// Values of a strip's expanded rows in [`Block::run_strips`]: they stay in a core's L2 cache
+/// between the expansion that writes them and the depthwise convolution that reads them.
+const STRIP_VALUES: usize = 128 * 1024;
+
 /// Blocks whose input has at most this many pixels a photo run on several photos at once
 /// (stacked): their 1x1 convolutions then have rows enough to pay for packing the weights.
 const STACK_PIXELS: usize = 400;
@@ -286,7 +290,7 @@ impl Block {
             .zip(out.chunks_exact_mut(oh * ow * channels))
         {
             over_rows(out, ow * channels, rows, split, |first, chunk| {
-                depthwise_relu6(shape, image, &dw.weights, &dw.bias, first, chunk)
+                depthwise_relu6(shape, image, 0, &dw.weights, &dw.bias, first, chunk)
             });
         }
         let pixels = images * oh * ow;
@@ -300,6 +304,113 @@ impl Block {
         }
         (oh, ow)
     }
+}
+
+impl Block {
+    /// Output rows per strip of [`run_strips`](Self::run_strips): as many as keep the strip's
+    /// expanded rows within [`STRIP_VALUES`]; for a photo `split` over the threads, also few
+    /// enough for two strips a thread.
+    fn strip_rows(&self, (h, w): (usize, usize), split: bool) -> usize {
+        let (k, s) = (self.depthwise.kernel, self.depthwise.stride);
+        let oh = h.div_ceil(s);
+        let rows_in = (STRIP_VALUES / (w * self.depthwise.bias.len())).max(k);
+        let mut rows = (rows_in - k) / s + 1;
+        if split {
+            rows = rows.min(oh.div_ceil(2 * rayon::current_num_threads()));
+        }
+        rows.clamp(1, oh)
+    }
+
+    /// The block on one photo in `s.x`, a strip of output rows at a time: the input rows a
+    /// strip reads are expanded, convolved and projected while they are still in the cache,
+    /// instead of each layer streaming a whole image of expanded channels through memory. The
+    /// rows shared by neighbouring strips are expanded twice. Strips are spread over the
+    /// threads when `split`, each with buffers from `pool`. Returns the output's size.
+    fn run_strips(
+        &self,
+        (h, w): (usize, usize),
+        s: &mut Scratch,
+        pool: &Mutex<Vec<Scratch>>,
+        split: bool,
+    ) -> (usize, usize) {
+        let hidden = self.depthwise.bias.len();
+        let shape = DepthwiseShape {
+            height: h,
+            width: w,
+            channels: hidden,
+            kernel: self.depthwise.kernel,
+            stride: self.depthwise.stride,
+        };
+        let (oh, ow) = shape.output();
+        let (top, _) = shape.padding();
+        let inputs = self.expand.as_ref().map_or(hidden, |e| e.inputs);
+        let outputs = self.project.outputs;
+        let rows = self.strip_rows((h, w), split);
+        let Scratch {
+            x,
+            next,
+            hidden: expanded_rows,
+            depthwise: convolved,
+            ..
+        } = s;
+        let x: &[f32] = x;
+        let strip = |first: usize,
+                     out: &mut [f32],
+                     expanded_rows: &mut Vec<f32>,
+                     convolved: &mut Vec<f32>| {
+            let last = first + out.len() / (ow * outputs);
+            // The input rows the strip's taps read.
+            let (k, stride) = (shape.kernel, shape.stride);
+            let from = (first * stride).saturating_sub(top);
+            let to = ((last - 1) * stride + k - top).min(h);
+            let input = &x[from * w * inputs..to * w * inputs];
+            let expanded: &[f32] = match &self.expand {
+                Some(expand) => {
+                    let pixels = (to - from) * w;
+                    let buffer = sized(expanded_rows, pixels * hidden);
+                    expand.run(pixels, input, buffer, true, false, false);
+                    buffer
+                }
+                None => input,
+            };
+            let dw = &self.depthwise;
+            let conv = sized(convolved, (last - first) * ow * hidden);
+            depthwise_relu6(shape, expanded, from, &dw.weights, &dw.bias, first, conv);
+            if self.residual {
+                // Stride 1 and as many outputs as inputs: the same pixels of the input.
+                out.copy_from_slice(&x[first * ow * outputs..last * ow * outputs]);
+            }
+            self.project
+                .run((last - first) * ow, conv, out, false, self.residual, false);
+        };
+        let out = sized(next, oh * ow * outputs);
+        if split {
+            out.par_chunks_mut(rows * ow * outputs)
+                .enumerate()
+                .for_each(|(i, out)| {
+                    let mut t = take(pool);
+                    strip(i * rows, out, &mut t.hidden, &mut t.depthwise);
+                    give_back(pool, t);
+                });
+        } else {
+            for (i, out) in out.chunks_mut(rows * ow * outputs).enumerate() {
+                strip(i * rows, out, expanded_rows, convolved);
+            }
+        }
+        std::mem::swap(&mut s.x, &mut s.next);
+        (oh, ow)
+    }
+}
+
+/// A set of buffers from `pool`, or a new one.
+fn take(pool: &Mutex<Vec<Scratch>>) -> Scratch {
+    let mut pool = pool.lock().unwrap_or_else(|e| e.into_inner());
+    pool.pop().unwrap_or_default()
+}
+
+fn give_back(pool: &Mutex<Vec<Scratch>>, s: Scratch) {
+    let mut pool = pool.lock().unwrap_or_else(|e| e.into_inner());
+    pool.push(s);
 }
 
 impl Stem {
@@ -469,16 +580,6 @@ impl FrozenLite0 {
         out
     }
 
-    fn take_scratch(&self) -> Scratch {
-        let mut pool = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
-        pool.pop().unwrap_or_default()
-    }
-
-    fn give_back(&self, s: Scratch) {
-        let mut pool = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
-        pool.push(s);
-    }
-
     /// The [`Output`]s of a group of photos in `out`, each `split` over the threads or not.
     /// Each photo goes alone through the stem and the blocks on large images; the blocks on
     /// small ones (at most [`STACK_PIXELS`]) then take the whole group at once.
@@ -490,7 +591,7 @@ impl FrozenLite0 {
         split: bool,
         out: &mut [f32],
     ) {
-        let mut s = self.take_scratch();
+        let mut s = take(&self.scratch);
         let blocks = match output {
             Output::Activations(blocks) => blocks,
             _ => BLOCKS,
@@ -517,7 +618,7 @@ impl FrozenLite0 {
         for (i, image) in images.chunks_exact(3 * h * w).enumerate() {
             self.stem.run(image, (h, w), &mut s.x, split);
             for (b, block) in self.blocks[..stacked_from].iter().enumerate() {
-                block.run(sizes[b], 1, &mut s, split);
+                block.run_strips(sizes[b], &mut s, &self.scratch, split);
             }
             sized(&mut stack, photos * photo_len)[i * photo_len..][..photo_len]
                 .copy_from_slice(&s.x[..photo_len]);
@@ -558,7 +659,7 @@ impl FrozenLite0 {
             }
         }
         s.stack = stack;
-        self.give_back(s);
+        give_back(&self.scratch, s);
     }
 }
 
