@@ -2,7 +2,6 @@
 //! per second per core. Run with `cargo bench --bench augment`; `VLINDER_SHARED` points at the
 //! shared folder (default ../shared). Prints the median, min and max of 5 repetitions.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use rand::SeedableRng;
@@ -11,10 +10,10 @@ use vlinder::augment::{AugmentParams, Image};
 use vlinder::dataset::{ImageFolder, PhotoSet, ResizeFilter};
 use vlinder::model::input;
 
+mod common;
+
 fn main() {
-    let shared = std::env::var_os("VLINDER_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));
+    let shared = common::shared();
     let folder = ImageFolder::scan(&shared.join("data/inat_uk_3species_csellwood"))
         .expect("the shared photos");
     let (set, _) = PhotoSet::decode(&folder.photos, 75, ResizeFilter::Nearest, "photos");

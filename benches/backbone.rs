@@ -3,8 +3,11 @@
 //! (ms), from random normalised inputs; then the ratios, from the medians of the rounds. vlinder
 //! runs its frozen CPU path (what predict, check, serve and feature extraction use); burn's own
 //! layers, the path before it, are measured once for the record. Last, batch-1 latency of a
-//! network that looks twice (640x640 input, `--focus 320`), and the time share of each kind of
-//! layer at batch 32 (one pass, timed per layer).
+//! network that looks twice (640x640 input, `--focus 320`); the share of the machine's float32
+//! matrix-product rate reached; and end to end, as whole processes on the 900 photos of
+//! `inat_uk_3species_csellwood`: `vlinder train` with the README's first transfer command
+//! (feature extraction is most of it; its peak memory), `vlinder predict` (images/s, decoding
+//! included) and `vlinder check` (records/s), median of 3.
 //!
 //! `cargo bench --bench backbone`. `VLINDER_SHARED` points at the shared folder (default
 //! ../shared). ONNX Runtime runs through `benches/lite0_onnxruntime.py` when
@@ -13,8 +16,8 @@
 //! target/bench/backbone.json.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 mod common;
@@ -166,11 +169,14 @@ fn main() {
         println!("ONNX Runtime not measured: {why}");
     }
     let b32 = median(ours[&format!("224 batch {BATCH} img/s")].clone());
+    let peak = median((0..3).map(|_| common::gemm_gflops(&device)).collect());
     println!(
-        "224 batch {BATCH}: {:.1} GMAC/s, {:.0}% of the machine's float32 matrix-product peak as the speed bench measures it (run `cargo bench --bench speed` for that figure)",
+        "224 batch {BATCH}: {:.1} GMAC/s = {:.1} GFLOP/s, {:.0}% of this machine's float32 matrix product (1024^3 on burn flex: {peak:.1} GFLOP/s, median of 3)",
         b32 * LITE0_MACS_224 / 1e9,
-        f64::NAN
+        2.0 * b32 * LITE0_MACS_224 / 1e9,
+        100.0 * 2.0 * b32 * LITE0_MACS_224 / 1e9 / peak
     );
+    report.insert("gemm GFLOP/s".into(), peak.into());
     let unfused = BATCH as f64 / seconds(&burn_layers, BATCH, 224, 1);
     println!("burn's layers (before the frozen path), 224 batch {BATCH}: {unfused:.1} img/s");
     report.insert("burn layers 224 batch 32 img/s".into(), unfused.into());
@@ -201,9 +207,132 @@ fn main() {
     report.insert("640 focus 320 batch 1 ms".into(), focus.into());
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench");
     std::fs::create_dir_all(&dir).expect("target/bench");
+    end_to_end(&common::shared(), &weights, &dir, &mut report);
     std::fs::write(
         dir.join("backbone.json"),
         serde_json::to_string_pretty(&report).expect("JSON"),
     )
     .expect("target/bench/backbone.json");
+}
+
+/// Seconds and peak memory (MiB) of a `vlinder` run with `args`, its output discarded; `None`
+/// when it fails.
+fn vlinder(args: &[std::ffi::OsString]) -> Option<(f64, f64)> {
+    let start = Instant::now();
+    let child = Command::new(env!("CARGO_BIN_EXE_vlinder"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let (ok, peak) = common::wait_with_peak_memory(child);
+    ok.then(|| (start.elapsed().as_secs_f64(), peak))
+}
+
+/// The whole-process figures on the shared iNaturalist photos, into `report`.
+fn end_to_end(
+    shared: &Path,
+    weights: &Path,
+    dir: &Path,
+    report: &mut serde_json::Map<String, serde_json::Value>,
+) {
+    let data = shared.join("data/inat_uk_3species_csellwood");
+    let Ok(species) = std::fs::read_dir(&data) else {
+        println!("end to end: {} not found", data.display());
+        return;
+    };
+    let mut photos: Vec<(String, PathBuf)> = species
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .flat_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            std::fs::read_dir(e.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(move |p| (name.clone(), p.path()))
+        })
+        .collect();
+    photos.sort();
+    let model = dir.join("lite0-224");
+    let _ = std::fs::remove_dir_all(&model);
+    let os = |s: &str| std::ffi::OsStr::new(s).to_owned();
+    let train: Vec<std::ffi::OsString> = vec![
+        os("train"),
+        os("--data"),
+        data.clone().into(),
+        os("--model"),
+        os("efficientnet-lite0"),
+        os("--image-size"),
+        os("224"),
+        os("--resize"),
+        os("bilinear"),
+        os("--backbone"),
+        weights.into(),
+        os("--out"),
+        model.clone().into(),
+    ];
+    let Some((train_s, train_peak)) = vlinder(&train) else {
+        println!("end to end: `vlinder train` failed");
+        return;
+    };
+    println!(
+        "vlinder train, the first transfer command, {} photos: {train_s:.1} s, peak memory {train_peak:.0} MiB",
+        photos.len()
+    );
+    // Records claiming each photo's species, every tenth the next species instead.
+    let names: Vec<&String> = {
+        let mut n: Vec<&String> = photos.iter().map(|(s, _)| s).collect();
+        n.dedup();
+        n
+    };
+    let mut csv = String::from("id,photo,species\n");
+    for (i, (species, path)) in photos.iter().enumerate() {
+        let at = names.iter().position(|n| *n == species).unwrap_or(0);
+        let claim = if i % 10 == 0 {
+            names[(at + 1) % names.len()]
+        } else {
+            species
+        };
+        csv.push_str(&format!("{i},{},{claim}\n", path.display()));
+    }
+    let records = dir.join("records.csv");
+    std::fs::write(&records, csv).expect("target/bench/records.csv");
+    let predict: Vec<std::ffi::OsString> = vec![
+        os("predict"),
+        os("--model"),
+        model.clone().into(),
+        data.clone().into(),
+        os("--format"),
+        os("csv"),
+    ];
+    let check: Vec<std::ffi::OsString> = vec![
+        os("check"),
+        os("--model"),
+        model.into(),
+        records.into(),
+        os("--photos-root"),
+        data.into(),
+        os("--out"),
+        dir.join("records-check").into(),
+    ];
+    for (what, args, unit) in [
+        ("predict", predict, "images/s"),
+        ("check", check, "records/s"),
+    ] {
+        let runs: Vec<(f64, f64)> = (0..3).filter_map(|_| vlinder(&args)).collect();
+        if runs.len() < 3 {
+            println!("end to end: `vlinder {what}` failed");
+            continue;
+        }
+        let rate = median(runs.iter().map(|(s, _)| photos.len() as f64 / s).collect());
+        let peak = median(runs.iter().map(|(_, p)| *p).collect());
+        println!(
+            "vlinder {what}, {} photos at 224, whole process: {rate:.1} {unit} (peak memory {peak:.0} MiB)",
+            photos.len()
+        );
+        report.insert(format!("{what} {unit}"), rate.into());
+    }
+    report.insert("train seconds".into(), train_s.into());
+    report.insert("train peak MiB".into(), train_peak.into());
 }

@@ -10,11 +10,11 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
 fn main() {
     let exe = PathBuf::from(env!("CARGO_BIN_EXE_vlinder"));
-    let shared = std::env::var_os("VLINDER_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));
+    let shared = common::shared();
     let data = shared.join("data/inat_uk_3species_csellwood");
     let tmp = std::env::temp_dir().join(format!("vlinder-load-{}", std::process::id()));
     let model = match std::env::args().nth(1).filter(|a| !a.starts_with('-')) {

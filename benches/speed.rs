@@ -13,8 +13,10 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Instant;
+
+mod common;
 
 use burn::optim::{GradientsParams, ModuleOptimizer, RmsPropConfig};
 use burn::prelude::*;
@@ -93,19 +95,6 @@ fn vlinder_round(device: &Device) -> Measures {
     ])
 }
 
-/// GFLOP/s of a 1024x1024 float32 matrix product on the backend.
-fn gemm_gflops(device: &Device) -> f64 {
-    let n = 1024;
-    let a = Tensor::<2>::random([n, n], Distribution::Uniform(-1.0, 1.0), device);
-    let b = Tensor::<2>::random([n, n], Distribution::Uniform(-1.0, 1.0), device);
-    std::hint::black_box(a.clone().matmul(b.clone()).into_data());
-    let start = Instant::now();
-    for _ in 0..10 {
-        std::hint::black_box(a.clone().matmul(b.clone()).into_data());
-    }
-    10.0 * 2.0 * (n * n * n) as f64 / start.elapsed().as_secs_f64() / 1e9
-}
-
 fn keras_round(python: &Path, threads: usize) -> Option<Measures> {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/keras_step.py");
     let out = Command::new(python)
@@ -178,18 +167,6 @@ fn all_photos(out: &Path) -> Option<(PathBuf, usize)> {
     (count > 0).then_some((photos, count))
 }
 
-/// Waits for `child`; whether it succeeded, and its peak resident memory in MiB.
-fn wait_with_peak_memory(child: Child) -> (bool, f64) {
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value to be overwritten.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waits for our own child, which nothing else has reaped; both pointers are to
-    // locals that outlive the call.
-    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    let ok = pid > 0 && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
-    (ok, usage.ru_maxrss as f64 / 1024.0)
-}
-
 fn median(v: impl IntoIterator<Item = f64>) -> f64 {
     stats(v.into_iter().collect())[0]
 }
@@ -212,7 +189,7 @@ fn vlinder_epochs(photos: &Path, model: &Path, threads: usize) -> Option<Measure
         .stderr(Stdio::null())
         .spawn()
         .ok()?;
-    let (ok, peak) = wait_with_peak_memory(child);
+    let (ok, peak) = common::wait_with_peak_memory(child);
     let wall = start.elapsed().as_secs_f64();
     if !ok {
         eprintln!("vlinder train failed on {}", photos.display());
@@ -271,7 +248,7 @@ fn keras_epochs(python: &Path, split_csv: &Path, out: &Path, threads: usize) -> 
         .ok()?;
     let mut stdout = String::new();
     child.stdout.take()?.read_to_string(&mut stdout).ok()?;
-    let (ok, peak) = wait_with_peak_memory(child);
+    let (ok, peak) = common::wait_with_peak_memory(child);
     let wall = start.elapsed().as_secs_f64();
     let result: serde_json::Value = stdout
         .lines()
@@ -324,7 +301,7 @@ fn main() {
     let mut gemm = Vec::new();
     for rep in 1..=REPETITIONS {
         eprintln!("repetition {rep}/{REPETITIONS}");
-        gemm.push(gemm_gflops(&device));
+        gemm.push(common::gemm_gflops(&device));
         record(VLINDER, vlinder_round(&device));
         if keras && let Some(measures) = keras_round(&python, threads) {
             record(KERAS, measures);
