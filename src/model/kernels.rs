@@ -262,7 +262,7 @@ pub fn depthwise_relu6(
     }
     .max(inner_start);
     #[cfg(target_arch = "x86_64")]
-    if c % LANES == 0 && std::arch::is_x86_feature_detected!("avx512f") {
+    if c.is_multiple_of(LANES) && std::arch::is_x86_feature_detected!("avx512f") {
         // A chunk of channels at a time over all the rows: its weights stay in the L1 cache.
         for from in (0..c).step_by(CHUNK) {
             let chunk = from..(from + CHUNK).min(c);
@@ -353,7 +353,7 @@ impl RowTaps<'_> {
         use std::arch::x86_64::*;
         let c = self.channels;
         let groups = span / P;
-        assert!(out.len() >= groups * P * c && c % LANES == 0 && chunk.end <= c);
+        assert!(out.len() >= groups * P * c && c.is_multiple_of(LANES) && chunk.end <= c);
         assert!(self.input.len() >= ((self.y + self.ky.len()) * self.width) * c);
         assert!(groups == 0 || x + (groups * P - 1) * S + K <= self.width);
         assert!(self.weights.len() >= K * K * c && self.bias.len() >= c);
@@ -450,7 +450,7 @@ impl RowTaps<'_> {
         out: &mut [f32],
     ) {
         let c = self.channels;
-        assert!(out.len() >= c && c % LANES == 0 && kx.end <= k);
+        assert!(out.len() >= c && c.is_multiple_of(LANES) && kx.end <= k);
         assert!(self.input.len() >= ((self.y + self.ky.len()) * self.width) * c);
         assert!(x + kx.len() <= self.width && self.ky.end <= k);
         assert!(self.weights.len() >= k * k * c && self.bias.len() >= c);
