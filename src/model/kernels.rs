@@ -402,34 +402,26 @@ impl RowTaps<'_> {
     ) -> usize {
         let c = self.channels;
         let mut done = 0;
-        // SAFETY (each call): the pixels from `done` on are the rest of the same interior.
-        if S == 1 {
-            done += unsafe { self.interior::<K, S, 8>(x, span, chunk.clone(), out) };
+        // The pixels from `done` on, in groups of `$p`.
+        macro_rules! groups_of {
+            ($p:literal) => {
+                // SAFETY: the pixels from `done` on are the rest of the same interior.
+                done += unsafe {
+                    self.interior::<K, S, $p>(
+                        x + done * S,
+                        span - done,
+                        chunk.clone(),
+                        &mut out[done * c..],
+                    )
+                }
+            };
         }
-        done += unsafe {
-            self.interior::<K, S, 4>(
-                x + done * S,
-                span - done,
-                chunk.clone(),
-                &mut out[done * c..],
-            )
-        };
-        done += unsafe {
-            self.interior::<K, S, 2>(
-                x + done * S,
-                span - done,
-                chunk.clone(),
-                &mut out[done * c..],
-            )
-        };
-        done += unsafe {
-            self.interior::<K, S, 1>(
-                x + done * S,
-                span - done,
-                chunk.clone(),
-                &mut out[done * c..],
-            )
-        };
+        if S == 1 {
+            groups_of!(8);
+        }
+        groups_of!(4);
+        groups_of!(2);
+        groups_of!(1);
         debug_assert_eq!(done, span);
         done
     }
