@@ -637,7 +637,7 @@ pub fn sum_rows(rows: &[f32], sums: &mut [f32], floor: Option<f32>) {
 
 #[cfg(test)]
 mod tests {
-    use super::transpose;
+    use super::{DepthwiseShape, depthwise_relu6, sum_rows, transpose};
 
     #[test]
     fn transpose_moves_every_value_for_whole_and_partial_blocks() {
@@ -655,5 +655,120 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Depthwise convolution by its definition: every tap, the padding as zeros.
+    fn depthwise_by_definition(
+        shape: DepthwiseShape,
+        input: &[f32],
+        weights: &[f32],
+        bias: &[f32],
+    ) -> Vec<f32> {
+        let DepthwiseShape {
+            height: h,
+            width: w,
+            channels: c,
+            kernel: k,
+            stride: s,
+        } = shape;
+        let (oh, ow) = shape.output();
+        let (top, left) = shape.padding();
+        let mut out = vec![0.0; oh * ow * c];
+        for oy in 0..oh {
+            for ox in 0..ow {
+                for ch in 0..c {
+                    let mut sum = bias[ch];
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            let (y, x) = (
+                                (oy * s + ky) as isize - top as isize,
+                                (ox * s + kx) as isize - left as isize,
+                            );
+                            if y >= 0 && x >= 0 && (y as usize) < h && (x as usize) < w {
+                                sum += input[(y as usize * w + x as usize) * c + ch]
+                                    * weights[(ky * k + kx) * c + ch];
+                            }
+                        }
+                    }
+                    out[(oy * ow + ox) * c + ch] = sum.clamp(0.0, 6.0);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn depthwise_matches_its_definition_for_every_kernel_stride_and_channel_count() {
+        // 16 and 48 channels take the AVX-512 kernels where the CPU has them, 24 the portable
+        // loops everywhere; the sizes give interiors of every width and edges on all sides.
+        let mut seed = 1u32;
+        let mut next = move || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1 << 24) as f32 * 2.0 - 1.0
+        };
+        for (channels, kernel, stride, height, width) in [
+            (16, 3, 1, 7, 7),
+            (48, 5, 1, 14, 13),
+            (24, 5, 1, 9, 11),
+            (16, 3, 2, 12, 17),
+            (48, 5, 2, 15, 10),
+            (24, 3, 2, 8, 9),
+            (32, 5, 1, 3, 4),
+        ] {
+            let shape = DepthwiseShape {
+                height,
+                width,
+                channels,
+                kernel,
+                stride,
+            };
+            let input: Vec<f32> = (0..height * width * channels)
+                .map(|_| 3.0 * next())
+                .collect();
+            let weights: Vec<f32> = (0..kernel * kernel * channels).map(|_| next()).collect();
+            let bias: Vec<f32> = (0..channels).map(|_| next()).collect();
+            let want = depthwise_by_definition(shape, &input, &weights, &bias);
+            let (oh, ow) = shape.output();
+            // All rows at once, and the lower rows alone from a later input row, as a strip.
+            let mut got = vec![f32::NAN; oh * ow * channels];
+            depthwise_relu6(shape, &input, 0, &weights, &bias, 0, &mut got);
+            let first = oh / 2;
+            let from = (first * stride).saturating_sub(shape.padding().0);
+            let mut lower = vec![f32::NAN; (oh - first) * ow * channels];
+            depthwise_relu6(
+                shape,
+                &input[from * width * channels..],
+                from,
+                &weights,
+                &bias,
+                first,
+                &mut lower,
+            );
+            let what = format!(
+                "{channels} channels, {kernel}x{kernel}, stride {stride}, {height}x{width}"
+            );
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert!((a - b).abs() <= 1e-5, "{what}: value {i} is {a}, not {b}");
+            }
+            assert_eq!(
+                &lower[..],
+                &got[first * ow * channels..],
+                "{what}: the strip"
+            );
+        }
+    }
+
+    #[test]
+    fn pooling_sums_are_plain_or_of_floored_cubes() {
+        let rows = [1.0, -2.0, 3.0, 0.5];
+        let mut sums = [0.0; 2];
+        sum_rows(&rows, &mut sums, None);
+        assert_eq!(sums, [4.0, -1.5]);
+        let mut cubes = [0.0; 2];
+        sum_rows(&rows, &mut cubes, Some(1e-6));
+        assert!(
+            (cubes[0] - 28.0).abs() < 1e-6 && (cubes[1] - (1e-18 + 0.125)).abs() < 1e-6,
+            "{cubes:?}"
+        );
     }
 }
