@@ -755,9 +755,10 @@ mod tests {
     fn the_frozen_path_gives_burns_answers_for_every_output_size_and_batch() {
         let layers = network();
         let frozen = layers.clone().freeze();
-        // 1 and 2 photos split each layer over the threads, 5 spread photos over them; odd and
-        // unequal sides exercise the asymmetric 'same' padding of every stride-2 layer.
-        for (n, h, w) in [(1, 64, 64), (2, 61, 77), (5, 37, 45)] {
+        // On two threads, 1 and 2 photos split each layer over the threads, 4 and 5 spread
+        // photos over them in groups; odd and unequal sides exercise the asymmetric 'same'
+        // padding of every stride-2 layer, 32 the smallest input.
+        for (n, h, w) in [(1, 64, 64), (2, 61, 77), (5, 37, 45), (4, 32, 33)] {
             let x = Tensor::<4>::random([n, 3, h, w], Distribution::Uniform(-1.0, 1.0), &device());
             let what = |output: &str| format!("{output} of {n} photos of {h}x{w}");
             for pooling in [Pooling::Average, Pooling::Gem] {
