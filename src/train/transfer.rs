@@ -85,10 +85,12 @@ fn encode(
         let images = batches::layout(set, chunk, augment, norm);
         let images = input::planar_tensor(images, config.image_size, device);
         parts.push(if config.fine_tune > 0 {
-            let activations = net.backbone.activations(images, frozen);
+            // The head first trains on the features it would see without fine-tuning (one
+            // frozen pass is cheaper than the trained blocks on burn's layers); fine-tuning
+            // then starts from the activations before its blocks.
             Encoded {
-                features: net.features_from(activations.clone(), frozen),
-                activations: Some(activations),
+                features: net.features(images.clone()),
+                activations: Some(net.backbone.activations(images, frozen)),
             }
         } else {
             Encoded {
