@@ -5,10 +5,11 @@
 //! shift into a bias), which is exact arithmetic up to rounding. Activations stay channels-last
 //! from the stem to the pooling, so a 1x1 convolution is one matrix product of the image's pixels
 //! by the weights, computed in tiles of rows that stay in the cache while the bias, ReLU6 and
-//! the residual are applied; a block's residual is accumulated into its input in place. The
-//! depthwise convolution reads the unpadded image and skips the taps that fall outside it.
-//! Buffers are reused from block to block and image to image. A batch is spread over the
-//! threads by photo; a single photo by rows within each layer.
+//! the residual are applied. The depthwise convolution reads the unpadded image and skips the
+//! taps that fall outside it. The blocks on large images run a strip of output rows at a time;
+//! those on small images run a group of photos stacked. Buffers are reused from block to block
+//! and pass to pass. A batch is spread over the threads by groups of photos; a single photo by
+//! strips and rows within each layer.
 
 use std::sync::Mutex;
 
@@ -51,6 +52,16 @@ pub enum Output {
     Map,
     /// The pooled features, `[1280]`.
     Pooled(Pooling),
+}
+
+impl Output {
+    /// How many blocks a pass for this output runs.
+    fn blocks(self) -> usize {
+        match self {
+            Output::Activations(blocks) => blocks,
+            Output::Map | Output::Pooled(_) => BLOCKS,
+        }
+    }
 }
 
 /// A 1x1 convolution with its batch norm folded in: `[pixels, inputs] x [inputs, outputs]`.
@@ -245,6 +256,17 @@ impl Depthwise {
 }
 
 impl Block {
+    /// The depthwise convolution's geometry on an input of `h` x `w` pixels.
+    fn depthwise_shape(&self, (h, w): (usize, usize)) -> DepthwiseShape {
+        DepthwiseShape {
+            height: h,
+            width: w,
+            channels: self.depthwise.bias.len(),
+            kernel: self.depthwise.kernel,
+            stride: self.depthwise.stride,
+        }
+    }
+
     /// Runs the block on `s.x` (`images` photos of `[height, width, inputs]` one after the
     /// other), leaving its output there; returns the output's height and width.
     fn run(
@@ -262,6 +284,7 @@ impl Block {
             ..
         } = s;
         let channels = self.depthwise.bias.len();
+        let shape = self.depthwise_shape((h, w));
         let expanded: &[f32] = match &self.expand {
             Some(expand) => {
                 let out = sized(hidden, images * h * w * channels);
@@ -269,13 +292,6 @@ impl Block {
                 hidden
             }
             None => x,
-        };
-        let shape = DepthwiseShape {
-            height: h,
-            width: w,
-            channels,
-            kernel: self.depthwise.kernel,
-            stride: self.depthwise.stride,
         };
         let (oh, ow) = shape.output();
         let rows = if split {
@@ -304,9 +320,7 @@ impl Block {
         }
         (oh, ow)
     }
-}
 
-impl Block {
     /// Output rows per strip of [`run_strips`](Self::run_strips): as many as keep the strip's
     /// expanded rows within [`STRIP_VALUES`]; for a photo `split` over the threads, also few
     /// enough for two strips a thread.
@@ -334,13 +348,7 @@ impl Block {
         split: bool,
     ) -> (usize, usize) {
         let hidden = self.depthwise.bias.len();
-        let shape = DepthwiseShape {
-            height: h,
-            width: w,
-            channels: hidden,
-            kernel: self.depthwise.kernel,
-            stride: self.depthwise.stride,
-        };
+        let shape = self.depthwise_shape((h, w));
         let (oh, ow) = shape.output();
         let (top, _) = shape.padding();
         let inputs = self.expand.as_ref().map_or(hidden, |e| e.inputs);
@@ -535,23 +543,32 @@ impl FrozenLite0 {
         }
     }
 
+    /// The input size of each block for an image of `h` x `w` pixels, and last the size after
+    /// the last block.
+    fn sizes(&self, (h, w): (usize, usize)) -> Vec<(usize, usize)> {
+        let mut sizes = vec![Stem::geometry(h, w).output()];
+        for block in &self.blocks {
+            let (bh, bw) = sizes[sizes.len() - 1];
+            let stride = block.depthwise.stride;
+            sizes.push((bh.div_ceil(stride), bw.div_ceil(stride)));
+        }
+        sizes
+    }
+
+    /// The channels of block `b`'s input (`BLOCKS`: of the last block's output).
+    fn channels(&self, b: usize) -> usize {
+        match b {
+            0 => Stem::CHANNELS,
+            b => self.blocks[b - 1].project.outputs,
+        }
+    }
+
     /// The shape of one photo's [`Output`] for an input of `h` x `w` pixels.
     pub fn output_dims(&self, (h, w): (usize, usize), output: Output) -> Vec<usize> {
-        let blocks = match output {
-            Output::Activations(blocks) => blocks,
-            _ => BLOCKS,
-        };
-        let (mut h, mut w) = Stem::geometry(h, w).output();
-        let mut channels = Stem::CHANNELS;
-        for block in &self.blocks[..blocks] {
-            (h, w) = (
-                h.div_ceil(block.depthwise.stride),
-                w.div_ceil(block.depthwise.stride),
-            );
-            channels = block.project.outputs;
-        }
+        let blocks = output.blocks();
+        let (h, w) = self.sizes((h, w))[blocks];
         match output {
-            Output::Activations(_) => vec![channels, h, w],
+            Output::Activations(_) => vec![self.channels(blocks), h, w],
             Output::Map => vec![FEATURES, h, w],
             Output::Pooled(_) => vec![FEATURES],
         }
@@ -592,36 +609,25 @@ impl FrozenLite0 {
         out: &mut [f32],
     ) {
         let mut s = take(&self.scratch);
-        let blocks = match output {
-            Output::Activations(blocks) => blocks,
-            _ => BLOCKS,
-        };
-        let stem = Stem::geometry(h, w).output();
-        // Block i's input size, and the first block that is run stacked.
-        let mut sizes = vec![stem];
-        for block in &self.blocks {
-            let (bh, bw) = sizes[sizes.len() - 1];
-            let stride = block.depthwise.stride;
-            sizes.push((bh.div_ceil(stride), bw.div_ceil(stride)));
-        }
+        let blocks = output.blocks();
+        let sizes = self.sizes((h, w));
         let stacked_from = (0..blocks)
             .find(|&b| sizes[b].0 * sizes[b].1 <= STACK_PIXELS)
             .unwrap_or(blocks);
-        let channels = |b: usize| match b {
-            0 => Stem::CHANNELS,
-            b => self.blocks[b - 1].project.outputs,
-        };
         let photos = images.len() / (3 * h * w);
         let (sh, sw) = sizes[stacked_from];
-        let photo_len = sh * sw * channels(stacked_from);
+        let photo_len = sh * sw * self.channels(stacked_from);
         let mut stack = std::mem::take(&mut s.stack);
-        for (i, image) in images.chunks_exact(3 * h * w).enumerate() {
+        let stacked = sized(&mut stack, photos * photo_len);
+        for (image, stacked) in images
+            .chunks_exact(3 * h * w)
+            .zip(stacked.chunks_exact_mut(photo_len))
+        {
             self.stem.run(image, (h, w), &mut s.x, split);
             for (b, block) in self.blocks[..stacked_from].iter().enumerate() {
                 block.run_strips(sizes[b], &mut s, &self.scratch, split);
             }
-            sized(&mut stack, photos * photo_len)[i * photo_len..][..photo_len]
-                .copy_from_slice(&s.x[..photo_len]);
+            stacked.copy_from_slice(&s.x[..photo_len]);
         }
         std::mem::swap(&mut s.x, &mut stack);
         for (b, block) in self
@@ -638,7 +644,7 @@ impl FrozenLite0 {
         let per_photo = out.len() / photos;
         match output {
             Output::Activations(_) => {
-                let c = channels(blocks);
+                let c = self.channels(blocks);
                 for (x, out) in
                     s.x.chunks_exact(pixels * c)
                         .zip(out.chunks_exact_mut(per_photo))
