@@ -801,6 +801,63 @@ fn requests_in_flight_at_shutdown_get_their_answers() {
 }
 
 #[test]
+fn predict_answers_a_long_list_in_order_with_bad_photos_among_chunks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    let distinct: Vec<PathBuf> = (0..40)
+        .map(|i| {
+            let path = tmp.path().join(format!("p{i}.jpg"));
+            std::fs::write(&path, common::small_real_jpeg(i * 131)).unwrap();
+            path
+        })
+        .collect();
+    let broken = tmp.path().join("broken.jpg");
+    std::fs::write(&broken, b"not a photo").unwrap();
+    // More photos than one chunk of decoded pixels holds, the broken one on either side of the
+    // chunk boundaries (256, 512) and last.
+    let bad_at = [3, 255, 256, 511, 599];
+    let photos: Vec<PathBuf> = (0..600)
+        .map(|i| match bad_at.contains(&i) {
+            true => broken.clone(),
+            false => distinct[i % distinct.len()].clone(),
+        })
+        .collect();
+    let run = |photos: &[PathBuf]| {
+        vlinder::predict::predict(&vlinder::predict::PredictConfig {
+            model: model.clone(),
+            photos: photos.to_vec(),
+            format: vlinder::predict::OutputFormat::Json,
+            top: None,
+            weights: vlinder::model::WeightsChoice::Last,
+            device: vlinder::device::Backend::Flex,
+        })
+        .unwrap()
+    };
+    let alone = run(&distinct);
+    let all = run(&photos);
+    assert_eq!(all.len(), photos.len());
+    for (i, (p, photo)) in all.iter().zip(&photos).enumerate() {
+        assert_eq!(&p.photo, photo, "answer {i} is for another photo");
+        if bad_at.contains(&i) {
+            assert!(
+                p.error.as_deref().is_some_and(|e| e.contains("broken.jpg")),
+                "{p:?}"
+            );
+            continue;
+        }
+        let want = &alone[i % distinct.len()];
+        assert!(p.error.is_none(), "{p:?}");
+        for (got, want) in p.ranking.iter().zip(&want.ranking) {
+            assert_eq!(got.species, want.species, "photo {i}");
+            assert!(
+                (got.probability - want.probability).abs() < 1e-5,
+                "photo {i}"
+            );
+        }
+    }
+}
+
+#[test]
 fn weights_best_is_used_by_predict_check_and_serve_and_predict_reads_folders_at_any_depth() {
     use std::fmt::Write as _;
     let tmp = tempfile::tempdir().unwrap();

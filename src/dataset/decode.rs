@@ -5,9 +5,10 @@ use std::io::{BufRead, Cursor, Read, Seek};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, imageops::FilterType};
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
 use serde::{Deserialize, Serialize};
 
+use super::resample::{Kernel, resize_rgb};
 use crate::{Error, Result};
 
 /// File extensions read as photos, compared without regard to letter case.
@@ -89,10 +90,10 @@ pub enum ResizeFilter {
 }
 
 impl ResizeFilter {
-    fn filter_type(self) -> FilterType {
+    fn kernel(self) -> Kernel {
         match self {
-            ResizeFilter::Nearest => FilterType::Nearest,
-            ResizeFilter::Bilinear => FilterType::Triangle,
+            ResizeFilter::Nearest => Kernel::Nearest,
+            ResizeFilter::Bilinear => Kernel::Triangle,
         }
     }
 }
@@ -115,12 +116,17 @@ pub fn decode_photo(path: &Path, size: u32, filter: ResizeFilter) -> Result<Vec<
 /// `image` as `size` x `size` 8-bit RGB pixels.
 pub fn resize_square(image: &DynamicImage, size: u32, filter: ResizeFilter) -> Vec<u8> {
     let rgb = image.to_rgb8();
-    let resized = if rgb.dimensions() == (size, size) {
-        rgb
-    } else {
-        image::imageops::resize(&rgb, size, size, filter.filter_type())
-    };
-    resized.into_raw()
+    let (width, height) = rgb.dimensions();
+    if (width, height) == (size, size) {
+        return rgb.into_raw();
+    }
+    let side = size as usize;
+    resize_rgb(
+        rgb.as_raw(),
+        (width as usize, height as usize),
+        (side, side),
+        filter.kernel(),
+    )
 }
 
 /// Opens a photo at its own size with its EXIF orientation applied.

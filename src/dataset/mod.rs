@@ -2,13 +2,15 @@
 //!
 //! The layout is Keras' ImageFolder: one sub-folder per species, whose sorted names give the
 //! class indices. [`folder`] finds the photos, [`split`] divides them, [`decode`] turns a file
-//! into pixels and [`PhotoSet`] holds a whole set decoded once per run. [`split_folders`] is
-//! `vlinder split`, which writes a split to disk with [`near_duplicates`] kept together.
+//! into pixels (resized by `resample`) and [`PhotoSet`] holds a whole set decoded once per run.
+//! [`split_folders`] is `vlinder split`, which writes a split to disk with [`near_duplicates`]
+//! kept together.
 
 pub mod decode;
 pub mod folder;
 pub mod near_duplicates;
 pub mod photo_set;
+mod resample;
 pub mod split;
 pub mod split_folders;
 
