@@ -1,10 +1,14 @@
 //! CPU kernels shared by the fused layers of the networks: matrix products through the `gemm`
-//! crate, a blocked transpose, and channels-last depthwise convolution and epilogues for
-//! EfficientNet's frozen path. Loops are written plainly and compiled per instruction set with
+//! crate (the recipe's layers), a blocked transpose, and for EfficientNet's frozen path
+//! channels-last 1x1 convolutions on packed weights ([`pointwise`]), depthwise convolution and
+//! the pooling sums. Loops are written plainly and compiled per instruction set with
 //! [`wide!`], so they vectorise with the widest registers the CPU has.
 
 pub(crate) use gemm::Parallelism;
 use gemm::gemm;
+
+mod pointwise;
+pub(crate) use pointwise::{Epilogue, PackedPointwise};
 
 /// Defines a function whose body is compiled three times, for the baseline, for AVX2 with FMA
 /// and for AVX-512, and picks the widest the CPU has at run time: plain loops over `f32` then
@@ -593,24 +597,6 @@ fn pixel_relu6(
         }
     }
     pixel.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0));
-}
-
-wide! {
-/// Adds `bias` to every row of `rows` (`bias.len()` values each), then clamps to 0..6 when
-/// `relu6`: the epilogue of a 1x1 convolution computed as a matrix product.
-pub fn add_bias(rows: &mut [f32], bias: &[f32], relu6: bool) {
-    for row in rows.chunks_exact_mut(bias.len()) {
-        if relu6 {
-            for (v, b) in row.iter_mut().zip(bias) {
-                *v = (*v + b).clamp(0.0, 6.0);
-            }
-        } else {
-            for (v, b) in row.iter_mut().zip(bias) {
-                *v += b;
-            }
-        }
-    }
-}
 }
 
 wide! {

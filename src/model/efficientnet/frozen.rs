@@ -3,9 +3,10 @@
 //!
 //! Each batch norm is folded into the convolution before it (its scale into the weights, its
 //! shift into a bias), which is exact arithmetic up to rounding. Activations stay channels-last
-//! from the stem to the pooling, so a 1x1 convolution is one matrix product of the image's pixels
-//! by the weights, computed in tiles of rows that stay in the cache while the bias, ReLU6 and
-//! the residual are applied. The depthwise convolution reads the unpadded image and skips the
+//! from the stem to the pooling, so a 1x1 convolution is a product of the image's pixels by
+//! weights packed once (`kernels::PackedPointwise`), its bias, ReLU6 or residual applied to the
+//! sums in registers before they are stored; the stem is the same product on 27-value patches.
+//! The depthwise convolution reads the unpadded image and skips the
 //! taps that fall outside it. The blocks on large images run a strip of output rows at a time;
 //! those on small images run a group of photos stacked. Buffers are reused from block to block
 //! and pass to pass. A batch is spread over the threads by groups of photos; a single photo by
@@ -20,15 +21,15 @@ use rayon::prelude::*;
 
 use super::{BLOCKS, EfficientNetLite0, FEATURES, GEM_FLOOR, GEM_POWER, Pooling};
 use crate::model::kernels::{
-    DepthwiseShape, Parallelism, add_bias, depthwise_relu6, matmul, sum_rows, transpose,
+    DepthwiseShape, Epilogue, PackedPointwise, depthwise_relu6, sum_rows, transpose,
 };
 
-/// Output values per tile of a 1x1 convolution: small enough to stay in a core's L2 cache
-/// while its epilogue runs.
+/// Output values per tile of a 1x1 convolution spread over the threads by pixels (and of the
+/// stem, whose patches are gathered per tile): small enough to stay in a core's L2 cache.
 const TILE_VALUES: usize = 32 * 1024;
 
-/// A tile has at least this many rows (pixels), whatever the channel count: the matrix
-/// product packs all the weights for each tile, which must be shared by enough rows.
+/// A tile has at least this many rows (pixels), whatever the channel count: a task long
+/// enough to pay for handing it to a thread.
 const MIN_TILE_ROWS: usize = 128;
 
 /// Values of a strip's expanded rows in [`Block::run_strips`]: they stay in a core's L2 cache
@@ -40,7 +41,8 @@ const STRIP_VALUES: usize = 128 * 1024;
 const STACK_PIXELS: usize = 400;
 
 /// A single photo's 1x1 convolution with fewer than `inputs x outputs / SMALL_LAYER_RATIO`
-/// pixels is one matrix product split by the product itself over the threads.
+/// pixels is split over the threads by output channels rather than by pixels: its weights
+/// outweigh its pixels, and each thread then reads only its share of them.
 const SMALL_LAYER_RATIO: usize = 64;
 
 /// What a pass returns for each photo.
@@ -67,11 +69,7 @@ impl Output {
 /// A 1x1 convolution with its batch norm folded in: `[pixels, inputs] x [inputs, outputs]`.
 #[derive(Debug)]
 struct Pointwise {
-    inputs: usize,
-    outputs: usize,
-    /// `[inputs, outputs]`.
-    weights: Vec<f32>,
-    bias: Vec<f32>,
+    packed: PackedPointwise,
 }
 
 /// A depthwise convolution with its batch norm folded in.
@@ -96,8 +94,7 @@ struct Block {
 #[derive(Debug)]
 struct Stem {
     /// `[27, 32]`, patch values in (channel, row, column) order.
-    weights: Vec<f32>,
-    bias: Vec<f32>,
+    patches: PackedPointwise,
 }
 
 /// EfficientNet-Lite0's weights folded for inference on the CPU.
@@ -165,81 +162,67 @@ impl Pointwise {
     fn new(conv: &Conv2d, bn: &BatchNorm) -> Self {
         let [outputs, inputs, _, _] = conv.weight.dims();
         let (weights, bias) = fold(conv, bn);
+        let weights = transposed(&weights, outputs, inputs);
         Pointwise {
-            inputs,
-            outputs,
-            weights: transposed(&weights, outputs, inputs),
-            bias,
+            packed: PackedPointwise::new(&weights, &bias, inputs, outputs),
         }
     }
 
-    /// `out = input x weights + bias` over `pixels` rows, then ReLU6 when `relu6`; with
-    /// `accumulate`, `out` holds the block's input and the product is added to it.
-    fn run(
-        &self,
-        pixels: usize,
-        input: &[f32],
-        out: &mut [f32],
-        relu6: bool,
-        accumulate: bool,
-        split: bool,
-    ) {
-        let (k, n) = (self.inputs, self.outputs);
+    fn inputs(&self) -> usize {
+        self.packed.inputs
+    }
+
+    fn outputs(&self) -> usize {
+        self.packed.outputs
+    }
+
+    /// `out = input x weights + bias` over `pixels` rows, then the `epilogue`; spread over the
+    /// threads when `split`.
+    fn run(&self, pixels: usize, input: &[f32], out: &mut [f32], epilogue: Epilogue, split: bool) {
+        let (k, n) = (self.inputs(), self.outputs());
         let out = &mut out[..pixels * n];
-        // The product packs the whole weight matrix on every call: a layer whose weights
-        // outweigh its pixels is one call, spread over the threads by the product itself.
-        if split && pixels * SMALL_LAYER_RATIO < k * n {
-            let parallelism = Parallelism::Rayon(rayon::current_num_threads());
-            matmul_with(
-                (pixels, n, k),
-                out,
-                accumulate,
-                &input[..pixels * k],
-                &self.weights,
-                parallelism,
-            );
-            let rows = pixels.div_ceil(2 * rayon::current_num_threads());
-            over_rows(out, n, rows, true, |_, tile| {
-                add_bias(tile, &self.bias, relu6)
+        let input = &input[..pixels * k];
+        let panels = self.packed.panel_count();
+        if !split {
+            self.packed.run(input, out, epilogue, 0..panels);
+            return;
+        }
+        if pixels * SMALL_LAYER_RATIO >= k * n {
+            over_rows(out, n, tile_rows(n, pixels, split), true, |first, tile| {
+                let rows = tile.len() / n;
+                let input = &input[first * k..][..rows * k];
+                self.packed.run(input, tile, epilogue, 0..panels);
             });
             return;
         }
-        let rows = tile_rows(n, pixels, split);
-        over_rows(out, n, rows, split, |first, tile| {
-            let m = tile.len() / n;
-            matmul_with(
-                (m, n, k),
-                tile,
-                accumulate,
-                &input[first * k..][..m * k],
-                &self.weights,
-                Parallelism::None,
-            );
-            add_bias(tile, &self.bias, relu6);
+        // Weights that outweigh the pixels: each thread takes some panels (pairs, as the
+        // kernel computes them) for every pixel, so that it reads only its share of them.
+        let pairs = panels.div_ceil(2);
+        let jobs = (2 * rayon::current_num_threads()).min(pairs);
+        let out = SharedRows(out.as_mut_ptr());
+        (0..jobs).into_par_iter().for_each(|job| {
+            let (from, to) = (job * pairs / jobs, (job + 1) * pairs / jobs);
+            let own = 2 * from..(2 * to).min(panels);
+            // SAFETY: `out` holds `pixels * n` values borrowed mutably by this call, and the
+            // jobs' panel ranges are disjoint, so no two write the same value.
+            unsafe { self.packed.run_raw(input, out.get(), pixels, epilogue, own) };
         });
     }
 }
 
-/// `dst (m x n) (+)= lhs (m x k) * rhs (k x n)`, all three row-major and dense.
-fn matmul_with(
-    (m, n, k): (usize, usize, usize),
-    dst: &mut [f32],
-    accumulate: bool,
-    lhs: &[f32],
-    rhs: &[f32],
-    parallelism: Parallelism,
-) {
-    matmul(
-        (m, n, k),
-        dst,
-        (n, 1),
-        accumulate,
-        lhs,
-        (k, 1),
-        rhs,
-        (n, 1),
-        parallelism,
-    );
+/// The output rows of a 1x1 convolution shared by threads that write disjoint columns.
+#[derive(Clone, Copy)]
+struct SharedRows(*mut f32);
+
+// SAFETY: only handed to jobs that write disjoint panels of the rows (see `Pointwise::run`).
+unsafe impl Send for SharedRows {}
+unsafe impl Sync for SharedRows {}
+
+impl SharedRows {
+    /// The pointer, through a method so that closures capture the whole (Sync) wrapper.
+    fn get(self) -> *mut f32 {
+        self.0
+    }
 }
 
 impl Depthwise {
@@ -288,7 +271,7 @@ impl Block {
         let expanded: &[f32] = match &self.expand {
             Some(expand) => {
                 let out = sized(hidden, images * h * w * channels);
-                expand.run(images * h * w, x, out, true, false, split);
+                expand.run(images * h * w, x, out, Epilogue::Relu6, split);
                 hidden
             }
             None => x,
@@ -311,11 +294,12 @@ impl Block {
         }
         let pixels = images * oh * ow;
         if self.residual {
-            self.project.run(pixels, depthwise, x, false, true, split);
-        } else {
-            let out = sized(next, pixels * self.project.outputs);
             self.project
-                .run(pixels, depthwise, out, false, false, split);
+                .run(pixels, depthwise, x, Epilogue::Residual, split);
+        } else {
+            let out = sized(next, pixels * self.project.outputs());
+            self.project
+                .run(pixels, depthwise, out, Epilogue::Linear, split);
             std::mem::swap(x, next);
         }
         (oh, ow)
@@ -351,8 +335,8 @@ impl Block {
         let shape = self.depthwise_shape((h, w));
         let (oh, ow) = shape.output();
         let (top, _) = shape.padding();
-        let inputs = self.expand.as_ref().map_or(hidden, |e| e.inputs);
-        let outputs = self.project.outputs;
+        let inputs = self.expand.as_ref().map_or(hidden, |e| e.inputs());
+        let outputs = self.project.outputs();
         let rows = self.strip_rows((h, w), split);
         let Scratch {
             x,
@@ -376,7 +360,7 @@ impl Block {
                 Some(expand) => {
                     let pixels = (to - from) * w;
                     let buffer = sized(expanded_rows, pixels * hidden);
-                    expand.run(pixels, input, buffer, true, false, false);
+                    expand.run(pixels, input, buffer, Epilogue::Relu6, false);
                     buffer
                 }
                 None => input,
@@ -388,8 +372,12 @@ impl Block {
                 // Stride 1 and as many outputs as inputs: the same pixels of the input.
                 out.copy_from_slice(&x[first * ow * outputs..last * ow * outputs]);
             }
+            let epilogue = match self.residual {
+                true => Epilogue::Residual,
+                false => Epilogue::Linear,
+            };
             self.project
-                .run((last - first) * ow, conv, out, false, self.residual, false);
+                .run((last - first) * ow, conv, out, epilogue, false);
         };
         let out = sized(next, oh * ow * outputs);
         if split {
@@ -457,15 +445,12 @@ impl Stem {
                     }
                 }
             }
-            matmul_with(
-                (m, n, Self::PATCH),
-                tile,
-                false,
+            self.patches.run(
                 &patches,
-                &self.weights,
-                Parallelism::None,
+                tile,
+                Epilogue::Relu6,
+                0..self.patches.panel_count(),
             );
-            add_bias(tile, &self.bias, true);
         });
     }
 }
@@ -534,8 +519,12 @@ impl FrozenLite0 {
             .collect();
         FrozenLite0 {
             stem: Stem {
-                weights: transposed(&stem, stem_out, Stem::PATCH),
-                bias: stem_bias,
+                patches: PackedPointwise::new(
+                    &transposed(&stem, stem_out, Stem::PATCH),
+                    &stem_bias,
+                    Stem::PATCH,
+                    stem_out,
+                ),
             },
             blocks,
             head: Pointwise::new(&network.conv_head.conv, &network.bn1),
@@ -559,7 +548,7 @@ impl FrozenLite0 {
     fn channels(&self, b: usize) -> usize {
         match b {
             0 => Stem::CHANNELS,
-            b => self.blocks[b - 1].project.outputs,
+            b => self.blocks[b - 1].project.outputs(),
         }
     }
 
@@ -655,7 +644,7 @@ impl FrozenLite0 {
             Output::Map | Output::Pooled(_) => {
                 let map = sized(&mut s.next, photos * pixels * FEATURES);
                 self.head
-                    .run(photos * pixels, &s.x, map, true, false, split);
+                    .run(photos * pixels, &s.x, map, Epilogue::Relu6, split);
                 for (map, out) in map
                     .chunks_exact(pixels * FEATURES)
                     .zip(out.chunks_exact_mut(per_photo))

@@ -1,0 +1,368 @@
+//! 1x1 convolutions on channels-last pixels with weights packed once: `out = input x weights +
+//! bias`, then ReLU6, or added to what `out` holds (a residual), in one pass.
+//!
+//! A general matrix product packs its right-hand side on every call; for EfficientNet's late
+//! layers, whose weights outweigh the few pixels they see, that packing was most of the work,
+//! and the bias, the clamp and the residual took passes of their own. Here the weights are
+//! packed when the network is frozen, in panels of 16 output channels (one AVX-512 register);
+//! a tile of up to [`TILE_ROWS`] pixels x 2 panels keeps its sums in registers for all the
+//! inputs, and the epilogue runs on them before they are stored.
+
+use std::ops::Range;
+
+/// Output channels per panel: one AVX-512 register of `f32`.
+pub(crate) const PANEL: usize = 16;
+/// Pixels per register tile: 2 panels x 12 rows of sums, the two panels' weights and a
+/// broadcast input fill 27 of the 32 AVX-512 registers.
+const TILE_ROWS: usize = 12;
+/// Pixels per cache block: their inputs stay in the L2 cache while every panel passes over them.
+const BLOCK_ROWS: usize = 8 * TILE_ROWS;
+
+/// What happens to the sums before they are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Epilogue {
+    /// `min(max(sum + bias, 0), 6)`.
+    Relu6,
+    /// `sum + bias`.
+    Linear,
+    /// `out + sum + bias`: the block's input, already in `out`, plus the projection.
+    Residual,
+}
+
+/// A 1x1 convolution's weights and bias, packed.
+#[derive(Debug)]
+pub(crate) struct PackedPointwise {
+    pub inputs: usize,
+    pub outputs: usize,
+    /// `[panel][input][PANEL]`, the last panel padded with zeros, then one panel of zeros.
+    panels: Vec<f32>,
+    /// Padded like the panels.
+    bias: Vec<f32>,
+}
+
+impl PackedPointwise {
+    /// Packs `weights` (`[inputs, outputs]`, row-major) and `bias` (`[outputs]`).
+    pub fn new(weights: &[f32], bias: &[f32], inputs: usize, outputs: usize) -> Self {
+        assert_eq!(weights.len(), inputs * outputs);
+        assert_eq!(bias.len(), outputs);
+        // One more, of zeros: the kernel computes panels in pairs, from any panel.
+        let count = outputs.div_ceil(PANEL) + 1;
+        let mut panels = vec![0.0; count * inputs * PANEL];
+        for (p, panel) in panels.chunks_exact_mut(inputs * PANEL).enumerate() {
+            let columns = (p * PANEL).min(outputs)..((p + 1) * PANEL).min(outputs);
+            for (i, row) in panel.chunks_exact_mut(PANEL).enumerate() {
+                row[..columns.len()].copy_from_slice(&weights[i * outputs..][columns.clone()]);
+            }
+        }
+        let mut padded = bias.to_vec();
+        padded.resize(count * PANEL, 0.0);
+        PackedPointwise {
+            inputs,
+            outputs,
+            panels,
+            bias: padded,
+        }
+    }
+
+    /// How many panels of [`PANEL`] output channels there are.
+    pub fn panel_count(&self) -> usize {
+        self.outputs.div_ceil(PANEL)
+    }
+
+    /// The convolution of `input` (`[pixels, inputs]`) into `out` (`[pixels, outputs]`), for
+    /// the output channels of `panels` only.
+    pub fn run(&self, input: &[f32], out: &mut [f32], epilogue: Epilogue, panels: Range<usize>) {
+        let (k, n) = (self.inputs, self.outputs);
+        let pixels = out.len() / n;
+        assert_eq!(out.len(), pixels * n, "whole rows of {n} outputs");
+        assert!(input.len() >= pixels * k, "{pixels} rows of {k} inputs");
+        assert!(panels.end <= self.panel_count());
+        // SAFETY: `out` is borrowed mutably for the whole call, so it aliases nothing else.
+        unsafe { self.run_raw(input, out.as_mut_ptr(), pixels, epilogue, panels) }
+    }
+
+    /// As [`run`](Self::run) through a raw `out` of `pixels` rows, so that threads can fill
+    /// disjoint panels of the same rows.
+    ///
+    /// # Safety
+    /// `out` points at `pixels * outputs` writable values that no one else reads or writes in
+    /// the columns of `panels` during the call; `input` holds `pixels * inputs` values.
+    pub unsafe fn run_raw(
+        &self,
+        input: &[f32],
+        out: *mut f32,
+        pixels: usize,
+        epilogue: Epilogue,
+        panels: Range<usize>,
+    ) {
+        debug_assert!(input.len() >= pixels * self.inputs);
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            for first in (0..pixels).step_by(BLOCK_ROWS) {
+                let rows = first..(first + BLOCK_ROWS).min(pixels);
+                // SAFETY: AVX-512F is present; rows and panels lie within the operands.
+                unsafe { self.block_avx512(input, out, rows, epilogue, panels.clone()) };
+            }
+            return;
+        }
+        // SAFETY: as the caller promises.
+        unsafe { self.portable(input, out, pixels, epilogue, panels) }
+    }
+
+    /// Sums in plain loops, for CPUs without AVX-512.
+    ///
+    /// # Safety
+    /// As [`run_raw`](Self::run_raw).
+    unsafe fn portable(
+        &self,
+        input: &[f32],
+        out: *mut f32,
+        pixels: usize,
+        epilogue: Epilogue,
+        panels: Range<usize>,
+    ) {
+        let (k, n) = (self.inputs, self.outputs);
+        let mut sums = [0.0f32; PANEL];
+        for p in panels {
+            let weights = &self.panels[p * k * PANEL..][..k * PANEL];
+            let columns = p * PANEL..((p + 1) * PANEL).min(n);
+            for r in 0..pixels {
+                sums.copy_from_slice(&self.bias[p * PANEL..][..PANEL]);
+                for (&x, w) in input[r * k..][..k].iter().zip(weights.chunks_exact(PANEL)) {
+                    for (s, w) in sums.iter_mut().zip(w) {
+                        *s += x * w;
+                    }
+                }
+                for (j, &s) in columns.clone().zip(&sums) {
+                    // SAFETY: row `r` < `pixels`, column `j` < `outputs`, as promised.
+                    let o = unsafe { &mut *out.add(r * n + j) };
+                    *o = match epilogue {
+                        Epilogue::Relu6 => s.clamp(0.0, 6.0),
+                        Epilogue::Linear => s,
+                        Epilogue::Residual => *o + s,
+                    };
+                }
+            }
+        }
+    }
+
+    /// The rows `rows` for `panels`, two panels and up to [`TILE_ROWS`] rows at a time.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; otherwise as [`run_raw`](Self::run_raw), for `rows`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn block_avx512(
+        &self,
+        input: &[f32],
+        out: *mut f32,
+        rows: Range<usize>,
+        epilogue: Epilogue,
+        panels: Range<usize>,
+    ) {
+        let k = self.inputs;
+        for pair in (panels.start..panels.end).step_by(2) {
+            let weights = &self.panels[pair * k * PANEL..][..2 * k * PANEL];
+            let mut row = rows.start;
+            while row < rows.end {
+                let left = rows.end - row;
+                let x = &input[row * k..][..left.min(TILE_ROWS) * k];
+                // SAFETY: AVX-512F is present; each tile reads the `x` rows and `weights`
+                // taken above; rows past the last repeat it and are not stored.
+                let (sums, count) = unsafe {
+                    match left {
+                        9.. => (tile_12(x, k, weights), left.min(12)),
+                        5..=8 => (widen(tile_8(x, k, weights)), left),
+                        _ => (widen(tile_4(x, k, weights)), left),
+                    }
+                };
+                let panels = pair..(pair + 2).min(panels.end);
+                // SAFETY: as the caller promises for these rows and panels.
+                unsafe { self.store(&sums[..count], out, row, panels, epilogue) };
+                row += count;
+            }
+        }
+    }
+
+    /// Adds the bias to `sums` (a row each, two panels from `panels.start`), applies the
+    /// epilogue and stores the columns of `panels` of rows `row..`; the columns past the
+    /// outputs are masked.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `out` is as [`run_raw`](Self::run_raw) promises for these rows
+    /// and panels.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn store(
+        &self,
+        sums: &[[std::arch::x86_64::__m512; 2]],
+        out: *mut f32,
+        row: usize,
+        panels: Range<usize>,
+        epilogue: Epilogue,
+    ) {
+        use std::arch::x86_64::*;
+        let n = self.outputs;
+        let (zero, six) = (_mm512_setzero_ps(), _mm512_set1_ps(6.0));
+        for (q, panel) in panels.enumerate() {
+            let first = panel * PANEL;
+            let mask: __mmask16 = match n - first {
+                left if left >= PANEL => u16::MAX,
+                left => (1u16 << left) - 1,
+            };
+            // SAFETY: the bias is padded to whole panels; the stores stay in the promised
+            // rows and (masked) columns.
+            unsafe {
+                let bias = _mm512_loadu_ps(self.bias.as_ptr().add(first));
+                for (r, sums) in sums.iter().enumerate() {
+                    let at = out.add((row + r) * n + first);
+                    let v = _mm512_add_ps(sums[q], bias);
+                    let v = match epilogue {
+                        Epilogue::Relu6 => _mm512_min_ps(_mm512_max_ps(v, zero), six),
+                        Epilogue::Linear => v,
+                        Epilogue::Residual => _mm512_add_ps(_mm512_maskz_loadu_ps(mask, at), v),
+                    };
+                    _mm512_mask_storeu_ps(at, mask, v);
+                }
+            }
+        }
+    }
+}
+
+/// Defines `$name(x, k, weights)`: the sums of `$rows` rows of `x` (`k` inputs each; rows past
+/// those `x` holds repeat its last) times two panels of `weights` (`[2][k][PANEL]`), each sum
+/// a named register for the whole loop (arrays indexed in a loop were kept on the stack).
+#[cfg(target_arch = "x86_64")]
+macro_rules! tile {
+    ($name:ident, $rows:literal, $($r:literal $a:ident $b:ident),*) => {
+        /// # Safety
+        /// The CPU has AVX-512F; `x` holds at least one row of `k` values, `weights` two panels.
+        #[target_feature(enable = "avx512f")]
+        unsafe fn $name(
+            x: &[f32],
+            k: usize,
+            weights: &[f32],
+        ) -> [[std::arch::x86_64::__m512; 2]; $rows] {
+            use std::arch::x86_64::*;
+            assert!(x.len() >= k && x.len().is_multiple_of(k) && weights.len() >= 2 * k * PANEL);
+            let last = x.len() / k - 1;
+            let w = weights.as_ptr();
+            let rows = [$(x[$r.min(last) * k..].as_ptr()),*];
+            $(let mut $a = _mm512_setzero_ps(); let mut $b = _mm512_setzero_ps();)*
+            for i in 0..k {
+                // SAFETY: `i < k` stays inside each row and each panel.
+                unsafe {
+                    let w0 = _mm512_loadu_ps(w.add(i * PANEL));
+                    let w1 = _mm512_loadu_ps(w.add((k + i) * PANEL));
+                    $(
+                        let v = _mm512_set1_ps(*rows[$r].add(i));
+                        $a = _mm512_fmadd_ps(v, w0, $a);
+                        $b = _mm512_fmadd_ps(v, w1, $b);
+                    )*
+                }
+            }
+            [$([$a, $b]),*]
+        }
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+tile!(tile_12, 12, 0 a0 b0, 1 a1 b1, 2 a2 b2, 3 a3 b3, 4 a4 b4, 5 a5 b5, 6 a6 b6, 7 a7 b7,
+    8 a8 b8, 9 a9 b9, 10 a10 b10, 11 a11 b11);
+#[cfg(target_arch = "x86_64")]
+tile!(tile_8, 8, 0 a0 b0, 1 a1 b1, 2 a2 b2, 3 a3 b3, 4 a4 b4, 5 a5 b5, 6 a6 b6, 7 a7 b7);
+#[cfg(target_arch = "x86_64")]
+tile!(tile_4, 4, 0 a0 b0, 1 a1 b1, 2 a2 b2, 3 a3 b3);
+
+/// A smaller tile's sums where a 12-row tile's go (the rows past it unused).
+#[cfg(target_arch = "x86_64")]
+fn widen<const R: usize>(
+    sums: [[std::arch::x86_64::__m512; 2]; R],
+) -> [[std::arch::x86_64::__m512; 2]; TILE_ROWS] {
+    std::array::from_fn(|r| sums[r.min(R - 1)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `[rows, outputs]` by the definition, in f64.
+    fn by_definition(
+        input: &[f32],
+        weights: &[f32],
+        bias: &[f32],
+        before: &[f32],
+        (rows, k, n): (usize, usize, usize),
+        epilogue: Epilogue,
+    ) -> Vec<f32> {
+        let mut out = vec![0.0; rows * n];
+        for r in 0..rows {
+            for j in 0..n {
+                let mut s = bias[j] as f64;
+                for i in 0..k {
+                    s += input[r * k + i] as f64 * weights[i * n + j] as f64;
+                }
+                out[r * n + j] = match epilogue {
+                    Epilogue::Relu6 => s.clamp(0.0, 6.0),
+                    Epilogue::Linear => s,
+                    Epilogue::Residual => before[r * n + j] as f64 + s,
+                } as f32;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn packed_pointwise_matches_its_definition_for_every_epilogue_and_ragged_shape() {
+        let mut seed = 5u32;
+        let mut next = move || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1 << 24) as f32 * 2.0 - 1.0
+        };
+        // Rows past a cache block and in partial tiles; outputs in whole, odd and partial
+        // panels (8, 24, 40 leave half a panel); one input.
+        for (rows, k, n) in [
+            (1, 16, 8),
+            (13, 24, 40),
+            (97, 40, 24),
+            (200, 96, 48),
+            (7, 1, 33),
+        ] {
+            let input: Vec<f32> = (0..rows * k).map(|_| 3.0 * next()).collect();
+            let weights: Vec<f32> = (0..k * n).map(|_| next()).collect();
+            let bias: Vec<f32> = (0..n).map(|_| next()).collect();
+            let before: Vec<f32> = (0..rows * n).map(|_| next()).collect();
+            let packed = PackedPointwise::new(&weights, &bias, k, n);
+            for epilogue in [Epilogue::Relu6, Epilogue::Linear, Epilogue::Residual] {
+                let want = by_definition(&input, &weights, &bias, &before, (rows, k, n), epilogue);
+                let mut got = before.clone();
+                packed.run(&input, &mut got, epilogue, 0..packed.panel_count());
+                // Half the panels, then the rest: the panels a thread leaves are untouched.
+                let mut halves = before.clone();
+                let middle = packed.panel_count() / 2;
+                packed.run(&input, &mut halves, epilogue, 0..middle);
+                packed.run(&input, &mut halves, epilogue, middle..packed.panel_count());
+                let mut portable = before.clone();
+                // SAFETY: `portable` holds `rows * n` values and nothing else uses it.
+                unsafe {
+                    packed.portable(
+                        &input,
+                        portable.as_mut_ptr(),
+                        rows,
+                        epilogue,
+                        0..packed.panel_count(),
+                    )
+                };
+                let what = format!("{rows} x {k} -> {n}, {epilogue:?}");
+                for (i, ((a, b), c)) in got.iter().zip(&want).zip(&portable).enumerate() {
+                    assert!((a - b).abs() <= 1e-4, "{what}: value {i} is {a}, not {b}");
+                    assert!(
+                        (c - b).abs() <= 1e-4,
+                        "{what}: portable value {i} is {c}, not {b}"
+                    );
+                }
+                assert_eq!(halves, got, "{what}: by halves");
+            }
+        }
+    }
+}
