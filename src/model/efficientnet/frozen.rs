@@ -7,10 +7,10 @@
 //! weights packed once (`kernels::PackedPointwise`), its bias, ReLU6 or residual applied to the
 //! sums in registers before they are stored; the stem is the same product on 27-value patches.
 //! The depthwise convolution reads the unpadded image and skips the
-//! taps that fall outside it. The blocks on large images run a strip of output rows at a time;
-//! those on small images run a group of photos stacked. Buffers are reused from block to block
-//! and pass to pass. A batch is spread over the threads by groups of photos; a single photo by
-//! strips and rows within each layer.
+//! taps that fall outside it. Each block runs a strip of output rows at a time, so that the
+//! expanded channels stay in the cache. Buffers are reused from block to block and pass to
+//! pass. A batch is spread over the threads a photo at a time; a single photo by strips, and
+//! on its small late images by the rows or output channels of each layer.
 
 use std::sync::Mutex;
 
@@ -36,9 +36,10 @@ const MIN_TILE_ROWS: usize = 128;
 /// between the expansion that writes them and the depthwise convolution that reads them.
 const STRIP_VALUES: usize = 128 * 1024;
 
-/// Blocks whose input has at most this many pixels a photo run on several photos at once
-/// (stacked): their 1x1 convolutions then have rows enough to pay for packing the weights.
-const STACK_PIXELS: usize = 400;
+/// A photo split over the threads runs the blocks on images of at most this many pixels a
+/// layer at a time, each layer's rows or output channels shared out, rather than by strips:
+/// strips of so few rows would expand too many rows twice.
+const LAYERED_PIXELS: usize = 400;
 
 /// A single photo's 1x1 convolution with fewer than `inputs x outputs / SMALL_LAYER_RATIO`
 /// pixels is split over the threads by output channels rather than by pixels: its weights
@@ -108,16 +109,14 @@ pub struct FrozenLite0 {
     scratch: Mutex<Vec<Scratch>>,
 }
 
-/// Buffers one thread reuses: the current activations, the next ones, the expanded ones, the
-/// depthwise output and the stack.
+/// Buffers one thread reuses: the current activations, the next ones, the expanded ones and
+/// the depthwise output.
 #[derive(Debug, Default)]
 struct Scratch {
     x: Vec<f32>,
     next: Vec<f32>,
     hidden: Vec<f32>,
     depthwise: Vec<f32>,
-    /// The group's photos gathered for the stacked blocks.
-    stack: Vec<f32>,
 }
 
 fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
@@ -250,56 +249,41 @@ impl Block {
         }
     }
 
-    /// Runs the block on `s.x` (`images` photos of `[height, width, inputs]` one after the
-    /// other), leaving its output there; returns the output's height and width.
-    fn run(
-        &self,
-        (h, w): (usize, usize),
-        images: usize,
-        s: &mut Scratch,
-        split: bool,
-    ) -> (usize, usize) {
+    /// Runs the block on one photo in `s.x` (`[height, width, inputs]`) a layer at a time,
+    /// each layer spread over the threads, leaving its output there; returns the output's
+    /// height and width.
+    fn run_layers(&self, (h, w): (usize, usize), s: &mut Scratch) -> (usize, usize) {
         let Scratch {
             x,
             next,
             hidden,
             depthwise,
-            ..
         } = s;
         let channels = self.depthwise.bias.len();
         let shape = self.depthwise_shape((h, w));
         let expanded: &[f32] = match &self.expand {
             Some(expand) => {
-                let out = sized(hidden, images * h * w * channels);
-                expand.run(images * h * w, x, out, Epilogue::Relu6, split);
+                let out = sized(hidden, h * w * channels);
+                expand.run(h * w, x, out, Epilogue::Relu6, true);
                 hidden
             }
             None => x,
         };
         let (oh, ow) = shape.output();
-        let rows = if split {
-            oh.div_ceil(4 * rayon::current_num_threads())
-        } else {
-            oh
-        };
+        let rows = oh.div_ceil(4 * rayon::current_num_threads());
         let dw = &self.depthwise;
-        let out = sized(depthwise, images * oh * ow * channels);
-        for (image, out) in expanded
-            .chunks_exact(h * w * channels)
-            .zip(out.chunks_exact_mut(oh * ow * channels))
-        {
-            over_rows(out, ow * channels, rows, split, |first, chunk| {
-                depthwise_relu6(shape, image, 0, &dw.weights, &dw.bias, first, chunk)
-            });
-        }
-        let pixels = images * oh * ow;
+        let out = sized(depthwise, oh * ow * channels);
+        over_rows(out, ow * channels, rows, true, |first, chunk| {
+            depthwise_relu6(shape, expanded, 0, &dw.weights, &dw.bias, first, chunk)
+        });
+        let pixels = oh * ow;
         if self.residual {
             self.project
-                .run(pixels, depthwise, x, Epilogue::Residual, split);
+                .run(pixels, depthwise, x, Epilogue::Residual, true);
         } else {
             let out = sized(next, pixels * self.project.outputs());
             self.project
-                .run(pixels, depthwise, out, Epilogue::Linear, split);
+                .run(pixels, depthwise, out, Epilogue::Linear, true);
             std::mem::swap(x, next);
         }
         (oh, ow)
@@ -570,28 +554,24 @@ impl FrozenLite0 {
         let per_photo: usize = self.output_dims((h, w), output).iter().product();
         let mut out = vec![0.0; n * per_photo];
         let threads = rayon::current_num_threads();
-        if n >= 2 * threads {
-            // Two groups per thread: balanced when a core is busy with something else, and
-            // photos enough in each for the stacked late blocks.
-            let per_group = n.div_ceil(2 * threads);
+        if n >= threads {
+            // A photo per thread at a time: no thread waits for another within a pass.
             images
-                .par_chunks(image_len * per_group)
-                .zip(out.par_chunks_mut(per_photo * per_group))
-                .for_each(|(images, out)| self.group(images, (h, w), output, false, out));
+                .par_chunks(image_len)
+                .zip(out.par_chunks_mut(per_photo))
+                .for_each(|(image, out)| self.photo(image, (h, w), output, false, out));
         } else {
             for (image, out) in images.chunks(image_len).zip(out.chunks_mut(per_photo)) {
-                self.group(image, (h, w), output, threads > 1, out);
+                self.photo(image, (h, w), output, threads > 1, out);
             }
         }
         out
     }
 
-    /// The [`Output`]s of a group of photos in `out`, each `split` over the threads or not.
-    /// Each photo goes alone through the stem and the blocks on large images; the blocks on
-    /// small ones (at most [`STACK_PIXELS`]) then take the whole group at once.
-    fn group(
+    /// The [`Output`] of one photo in `out`, `split` over the threads or not.
+    fn photo(
         &self,
-        images: &[f32],
+        image: &[f32],
         (h, w): (usize, usize),
         output: Output,
         split: bool,
@@ -600,60 +580,27 @@ impl FrozenLite0 {
         let mut s = take(&self.scratch);
         let blocks = output.blocks();
         let sizes = self.sizes((h, w));
-        let stacked_from = (0..blocks)
-            .find(|&b| sizes[b].0 * sizes[b].1 <= STACK_PIXELS)
-            .unwrap_or(blocks);
-        let photos = images.len() / (3 * h * w);
-        let (sh, sw) = sizes[stacked_from];
-        let photo_len = sh * sw * self.channels(stacked_from);
-        let mut stack = std::mem::take(&mut s.stack);
-        let stacked = sized(&mut stack, photos * photo_len);
-        for (image, stacked) in images
-            .chunks_exact(3 * h * w)
-            .zip(stacked.chunks_exact_mut(photo_len))
-        {
-            self.stem.run(image, (h, w), &mut s.x, split);
-            for (b, block) in self.blocks[..stacked_from].iter().enumerate() {
+        self.stem.run(image, (h, w), &mut s.x, split);
+        for (b, block) in self.blocks[..blocks].iter().enumerate() {
+            if split && sizes[b].0 * sizes[b].1 <= LAYERED_PIXELS {
+                block.run_layers(sizes[b], &mut s);
+            } else {
                 block.run_strips(sizes[b], &mut s, &self.scratch, split);
             }
-            stacked.copy_from_slice(&s.x[..photo_len]);
-        }
-        std::mem::swap(&mut s.x, &mut stack);
-        for (b, block) in self
-            .blocks
-            .iter()
-            .enumerate()
-            .take(blocks)
-            .skip(stacked_from)
-        {
-            block.run(sizes[b], photos, &mut s, split);
         }
         let (oh, ow) = sizes[blocks];
         let pixels = oh * ow;
-        let per_photo = out.len() / photos;
         match output {
             Output::Activations(_) => {
                 let c = self.channels(blocks);
-                for (x, out) in
-                    s.x.chunks_exact(pixels * c)
-                        .zip(out.chunks_exact_mut(per_photo))
-                {
-                    transpose(x, pixels, c, out);
-                }
+                transpose(&s.x[..pixels * c], pixels, c, out);
             }
             Output::Map | Output::Pooled(_) => {
-                let map = sized(&mut s.next, photos * pixels * FEATURES);
-                self.head
-                    .run(photos * pixels, &s.x, map, Epilogue::Relu6, split);
-                for (map, out) in map
-                    .chunks_exact(pixels * FEATURES)
-                    .zip(out.chunks_exact_mut(per_photo))
-                {
-                    pool(map, pixels, output, out);
-                }
+                let map = sized(&mut s.next, pixels * FEATURES);
+                self.head.run(pixels, &s.x, map, Epilogue::Relu6, split);
+                pool(map, pixels, output, out);
             }
         }
-        s.stack = stack;
         give_back(&self.scratch, s);
     }
 }
