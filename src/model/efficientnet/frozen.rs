@@ -190,6 +190,7 @@ impl Pointwise {
             over_rows(out, n, tile_rows(n, pixels, split), true, |first, tile| {
                 let rows = tile.len() / n;
                 let input = &input[first * k..][..rows * k];
+                let epilogue = epilogue.from_row(first, n);
                 self.packed.run(input, tile, epilogue, 0..panels);
             });
             return;
@@ -277,15 +278,13 @@ impl Block {
             depthwise_relu6(shape, expanded, 0, &dw.weights, &dw.bias, first, chunk)
         });
         let pixels = oh * ow;
-        if self.residual {
-            self.project
-                .run(pixels, depthwise, x, Epilogue::Residual, true);
-        } else {
-            let out = sized(next, pixels * self.project.outputs());
-            self.project
-                .run(pixels, depthwise, out, Epilogue::Linear, true);
-            std::mem::swap(x, next);
-        }
+        let out = sized(next, pixels * self.project.outputs());
+        let epilogue = match self.residual {
+            true => Epilogue::Residual(x),
+            false => Epilogue::Linear,
+        };
+        self.project.run(pixels, depthwise, out, epilogue, true);
+        std::mem::swap(x, next);
         (oh, ow)
     }
 
@@ -352,12 +351,9 @@ impl Block {
             let dw = &self.depthwise;
             let conv = sized(convolved, (last - first) * ow * hidden);
             depthwise_relu6(shape, expanded, from, &dw.weights, &dw.bias, first, conv);
-            if self.residual {
-                // Stride 1 and as many outputs as inputs: the same pixels of the input.
-                out.copy_from_slice(&x[first * ow * outputs..last * ow * outputs]);
-            }
             let epilogue = match self.residual {
-                true => Epilogue::Residual,
+                // Stride 1 and as many outputs as inputs: the same pixels of the input.
+                true => Epilogue::Residual(&x[first * ow * outputs..last * ow * outputs]),
                 false => Epilogue::Linear,
             };
             self.project
@@ -422,6 +418,16 @@ impl Stem {
                 let (oy, ox) = ((first + i) / ow, (first + i) % ow);
                 let (y, ky) = shape.taps(oy, top, h);
                 let (x, kx) = shape.taps(ox, left, w);
+                if ky.len() == 3 && kx.len() == 3 {
+                    // Inside the image: copies of a known length, which compile to moves.
+                    for (tap, values) in patch.chunks_exact_mut(3).enumerate() {
+                        let (channel, dy) = (tap / 3, tap % 3);
+                        let at = (channel * h + y + dy) * w + x;
+                        let row: &[f32; 3] = image[at..at + 3].try_into().expect("3 taps");
+                        values.copy_from_slice(row);
+                    }
+                    continue;
+                }
                 for channel in 0..3 {
                     for (dy, ty) in ky.clone().enumerate() {
                         let row = &image[(channel * h + y + dy) * w + x..][..kx.len()];

@@ -19,14 +19,24 @@ const TILE_ROWS: usize = 12;
 const BLOCK_ROWS: usize = 8 * TILE_ROWS;
 
 /// What happens to the sums before they are stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Epilogue {
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Epilogue<'a> {
     /// `min(max(sum + bias, 0), 6)`.
     Relu6,
     /// `sum + bias`.
     Linear,
-    /// `out + sum + bias`: the block's input, already in `out`, plus the projection.
-    Residual,
+    /// `residual + sum + bias`: the block's input (laid out as `out`) plus the projection.
+    Residual(&'a [f32]),
+}
+
+impl<'a> Epilogue<'a> {
+    /// The same epilogue for the rows from `row` on (of `outputs` values each).
+    pub fn from_row(self, row: usize, outputs: usize) -> Epilogue<'a> {
+        match self {
+            Epilogue::Residual(residual) => Epilogue::Residual(&residual[row * outputs..]),
+            other => other,
+        }
+    }
 }
 
 /// A 1x1 convolution's weights and bias, packed.
@@ -77,6 +87,9 @@ impl PackedPointwise {
         assert_eq!(out.len(), pixels * n, "whole rows of {n} outputs");
         assert!(input.len() >= pixels * k, "{pixels} rows of {k} inputs");
         assert!(panels.end <= self.panel_count());
+        if let Epilogue::Residual(residual) = epilogue {
+            assert!(residual.len() >= pixels * n, "a residual for every output");
+        }
         // SAFETY: `out` is borrowed mutably for the whole call, so it aliases nothing else.
         unsafe { self.run_raw(input, out.as_mut_ptr(), pixels, epilogue, panels) }
     }
@@ -86,7 +99,8 @@ impl PackedPointwise {
     ///
     /// # Safety
     /// `out` points at `pixels * outputs` writable values that no one else reads or writes in
-    /// the columns of `panels` during the call; `input` holds `pixels * inputs` values.
+    /// the columns of `panels` during the call; `input` holds `pixels * inputs` values, a
+    /// residual `pixels * outputs`.
     pub unsafe fn run_raw(
         &self,
         input: &[f32],
@@ -96,6 +110,9 @@ impl PackedPointwise {
         panels: Range<usize>,
     ) {
         debug_assert!(input.len() >= pixels * self.inputs);
+        if let Epilogue::Residual(residual) = epilogue {
+            debug_assert!(residual.len() >= pixels * self.outputs);
+        }
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx512f") {
             for first in (0..pixels).step_by(BLOCK_ROWS) {
@@ -139,7 +156,7 @@ impl PackedPointwise {
                     *o = match epilogue {
                         Epilogue::Relu6 => s.clamp(0.0, 6.0),
                         Epilogue::Linear => s,
-                        Epilogue::Residual => *o + s,
+                        Epilogue::Residual(residual) => residual[r * n + j] + s,
                     };
                 }
             }
@@ -220,7 +237,10 @@ impl PackedPointwise {
                     let v = match epilogue {
                         Epilogue::Relu6 => _mm512_min_ps(_mm512_max_ps(v, zero), six),
                         Epilogue::Linear => v,
-                        Epilogue::Residual => _mm512_add_ps(_mm512_maskz_loadu_ps(mask, at), v),
+                        Epilogue::Residual(residual) => {
+                            let from = residual.as_ptr().add((row + r) * n + first);
+                            _mm512_add_ps(_mm512_maskz_loadu_ps(mask, from), v)
+                        }
                     };
                     _mm512_mask_storeu_ps(at, mask, v);
                 }
@@ -291,7 +311,6 @@ mod tests {
         input: &[f32],
         weights: &[f32],
         bias: &[f32],
-        before: &[f32],
         (rows, k, n): (usize, usize, usize),
         epilogue: Epilogue,
     ) -> Vec<f32> {
@@ -305,7 +324,7 @@ mod tests {
                 out[r * n + j] = match epilogue {
                     Epilogue::Relu6 => s.clamp(0.0, 6.0),
                     Epilogue::Linear => s,
-                    Epilogue::Residual => before[r * n + j] as f64 + s,
+                    Epilogue::Residual(residual) => residual[r * n + j] as f64 + s,
                 } as f32;
             }
         }
@@ -331,10 +350,16 @@ mod tests {
             let input: Vec<f32> = (0..rows * k).map(|_| 3.0 * next()).collect();
             let weights: Vec<f32> = (0..k * n).map(|_| next()).collect();
             let bias: Vec<f32> = (0..n).map(|_| next()).collect();
-            let before: Vec<f32> = (0..rows * n).map(|_| next()).collect();
+            let residual: Vec<f32> = (0..rows * n).map(|_| next()).collect();
+            // What `out` held before: overwritten, never read.
+            let before = vec![f32::NAN; rows * n];
             let packed = PackedPointwise::new(&weights, &bias, k, n);
-            for epilogue in [Epilogue::Relu6, Epilogue::Linear, Epilogue::Residual] {
-                let want = by_definition(&input, &weights, &bias, &before, (rows, k, n), epilogue);
+            for epilogue in [
+                Epilogue::Relu6,
+                Epilogue::Linear,
+                Epilogue::Residual(&residual),
+            ] {
+                let want = by_definition(&input, &weights, &bias, (rows, k, n), epilogue);
                 let mut got = before.clone();
                 packed.run(&input, &mut got, epilogue, 0..packed.panel_count());
                 // Half the panels, then the rest: the panels a thread leaves are untouched.
