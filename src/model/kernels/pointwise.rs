@@ -187,10 +187,14 @@ impl PackedPointwise {
                 // SAFETY: AVX-512F is present; each tile reads the `x` rows and `weights`
                 // taken above; rows past the last repeat it and are not stored.
                 let (sums, count) = unsafe {
-                    match left {
-                        9.. => (tile_12(x, k, weights), left.min(12)),
-                        5..=8 => (widen(tile_8(x, k, weights)), left),
-                        _ => (widen(tile_4(x, k, weights)), left),
+                    match (pair + 1 == panels.end, left) {
+                        // The last panel alone: half the work of a pair.
+                        (true, 9..) => (single_12(x, k, weights), left.min(12)),
+                        (true, 5..=8) => (widen(single_8(x, k, weights)), left),
+                        (true, _) => (widen(single_4(x, k, weights)), left),
+                        (false, 9..) => (tile_12(x, k, weights), left.min(12)),
+                        (false, 5..=8) => (widen(tile_8(x, k, weights)), left),
+                        (false, _) => (widen(tile_4(x, k, weights)), left),
                     }
                 };
                 let panels = pair..(pair + 2).min(panels.end);
@@ -285,6 +289,43 @@ macro_rules! tile {
         }
     };
 }
+
+/// As [`tile!`] for one panel (the second sum of each row left zero).
+#[cfg(target_arch = "x86_64")]
+macro_rules! single {
+    ($name:ident, $rows:literal, $($r:literal $a:ident),*) => {
+        /// # Safety
+        /// The CPU has AVX-512F; `x` holds at least one row of `k` values, `weights` a panel.
+        #[target_feature(enable = "avx512f")]
+        unsafe fn $name(
+            x: &[f32],
+            k: usize,
+            weights: &[f32],
+        ) -> [[std::arch::x86_64::__m512; 2]; $rows] {
+            use std::arch::x86_64::*;
+            assert!(x.len() >= k && x.len().is_multiple_of(k) && weights.len() >= k * PANEL);
+            let last = x.len() / k - 1;
+            let w = weights.as_ptr();
+            let rows = [$(x[$r.min(last) * k..].as_ptr()),*];
+            $(let mut $a = _mm512_setzero_ps();)*
+            for i in 0..k {
+                // SAFETY: `i < k` stays inside each row and the panel.
+                unsafe {
+                    let w0 = _mm512_loadu_ps(w.add(i * PANEL));
+                    $($a = _mm512_fmadd_ps(_mm512_set1_ps(*rows[$r].add(i)), w0, $a);)*
+                }
+            }
+            [$([$a, _mm512_setzero_ps()]),*]
+        }
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+single!(single_12, 12, 0 a0, 1 a1, 2 a2, 3 a3, 4 a4, 5 a5, 6 a6, 7 a7, 8 a8, 9 a9, 10 a10, 11 a11);
+#[cfg(target_arch = "x86_64")]
+single!(single_8, 8, 0 a0, 1 a1, 2 a2, 3 a3, 4 a4, 5 a5, 6 a6, 7 a7);
+#[cfg(target_arch = "x86_64")]
+single!(single_4, 4, 0 a0, 1 a1, 2 a2, 3 a3);
 
 #[cfg(target_arch = "x86_64")]
 tile!(tile_12, 12, 0 a0 b0, 1 a1 b1, 2 a2 b2, 3 a3 b3, 4 a4 b4, 5 a5 b5, 6 a6 b6, 7 a7 b7,
