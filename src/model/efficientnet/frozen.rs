@@ -190,7 +190,7 @@ impl Pointwise {
             over_rows(out, n, tile_rows(n, pixels, split), true, |first, tile| {
                 let rows = tile.len() / n;
                 let input = &input[first * k..][..rows * k];
-                let epilogue = epilogue.from_row(first, n);
+                let epilogue = epilogue.at_row(first, n);
                 self.packed.run(input, tile, epilogue, 0..panels);
             });
             return;

@@ -31,7 +31,7 @@ pub(crate) enum Epilogue<'a> {
 
 impl<'a> Epilogue<'a> {
     /// The same epilogue for the rows from `row` on (of `outputs` values each).
-    pub fn from_row(self, row: usize, outputs: usize) -> Epilogue<'a> {
+    pub fn at_row(self, row: usize, outputs: usize) -> Epilogue<'a> {
         match self {
             Epilogue::Residual(residual) => Epilogue::Residual(&residual[row * outputs..]),
             other => other,
