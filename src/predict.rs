@@ -77,17 +77,13 @@ pub fn predict(config: &PredictConfig) -> Result<Vec<Prediction>> {
         eprintln!("warning: {why}");
     }
     let (size, filter) = (model.card.image_size, model.card.preprocessing.resize);
-    let decode = |chunk: &[PathBuf]| -> Vec<Result<Vec<u8>>> {
-        chunk
-            .par_iter()
-            .map(|p| decode_photo(p, size, filter))
-            .collect()
-    };
     let bar = progress::bar(photos.len(), "predicting");
     let mut predictions = Vec::with_capacity(photos.len());
-    let mut chunks = photos.chunks(CHUNK);
-    let mut current = chunks.next().map(|c| (c, decode(c)));
-    while let Some((paths, decoded)) = current.take() {
+    for paths in photos.chunks(CHUNK) {
+        let decoded: Vec<Result<Vec<u8>>> = paths
+            .par_iter()
+            .map(|p| decode_photo(p, size, filter))
+            .collect();
         let readable: Vec<&[u8]> = decoded.iter().filter_map(|d| d.as_deref().ok()).collect();
         let mut assessments = model.assess(&readable).into_iter();
         predictions.extend(paths.iter().zip(&decoded).map(|(photo, d)| match d {
@@ -108,7 +104,6 @@ pub fn predict(config: &PredictConfig) -> Result<Vec<Prediction>> {
             },
         }));
         bar.inc(paths.len() as u64);
-        current = chunks.next().map(|c| (c, decode(c)));
     }
     bar.finish_and_clear();
     Ok(predictions)

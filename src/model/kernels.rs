@@ -643,6 +643,14 @@ mod tests {
         }
     }
 
+    /// Seeded values in -1..1, one per call, from a linear congruential generator.
+    pub(super) fn uniform(mut seed: u32) -> impl FnMut() -> f32 {
+        move || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1 << 24) as f32 * 2.0 - 1.0
+        }
+    }
+
     /// Depthwise convolution by its definition: every tap, the padding as zeros.
     fn depthwise_by_definition(
         shape: DepthwiseShape,
@@ -687,11 +695,7 @@ mod tests {
     fn depthwise_matches_its_definition_for_every_kernel_stride_and_channel_count() {
         // 16 and 48 channels take the AVX-512 kernels where the CPU has them, 24 the portable
         // loops everywhere; the sizes give interiors of every width and edges on all sides.
-        let mut seed = 1u32;
-        let mut next = move || {
-            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (seed >> 8) as f32 / (1 << 24) as f32 * 2.0 - 1.0
-        };
+        let mut next = uniform(1);
         for (channels, kernel, stride, height, width) in [
             (16, 3, 1, 7, 7),
             (48, 5, 1, 14, 13),

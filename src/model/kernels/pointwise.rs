@@ -374,11 +374,7 @@ mod tests {
 
     #[test]
     fn packed_pointwise_matches_its_definition_for_every_epilogue_and_ragged_shape() {
-        let mut seed = 5u32;
-        let mut next = move || {
-            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (seed >> 8) as f32 / (1 << 24) as f32 * 2.0 - 1.0
-        };
+        let mut next = super::super::tests::uniform(5);
         // Rows past a cache block and in partial tiles; outputs in whole, odd and partial
         // panels (8, 24, 40 leave half a panel); one input.
         for (rows, k, n) in [
