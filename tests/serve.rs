@@ -641,6 +641,19 @@ fn shutdown_ends_within_its_deadline_and_at_once_on_a_second_signal() {
     }
 }
 
+/// `vlinder predict --model MODEL PHOTOS...` with the last weights on the CPU.
+fn predict(model: &Path, photos: &[PathBuf]) -> Vec<vlinder::predict::Prediction> {
+    vlinder::predict::predict(&vlinder::predict::PredictConfig {
+        model: model.to_path_buf(),
+        photos: photos.to_vec(),
+        format: vlinder::predict::OutputFormat::Json,
+        top: None,
+        weights: vlinder::model::WeightsChoice::Last,
+        device: vlinder::device::Backend::Flex,
+    })
+    .unwrap()
+}
+
 #[test]
 fn predict_check_and_serve_give_the_temperature_scaled_probabilities() {
     use std::fmt::Write as _;
@@ -667,16 +680,7 @@ fn predict_check_and_serve_give_the_temperature_scaled_probabilities() {
         std::fs::write(model.join("model.json"), card.to_string()).unwrap();
     };
     let predicted = || -> Vec<f64> {
-        let config = vlinder::predict::PredictConfig {
-            model: model.clone(),
-            photos: photos.clone(),
-            format: vlinder::predict::OutputFormat::Json,
-            top: None,
-            weights: vlinder::model::WeightsChoice::Last,
-            device: vlinder::device::Backend::Flex,
-        };
-        let predictions = vlinder::predict::predict(&config).unwrap();
-        predictions
+        predict(&model, &photos)
             .iter()
             .map(|p| {
                 let r = p.ranking.iter().find(|r| r.species == PAIR[1]).unwrap();
@@ -822,19 +826,8 @@ fn predict_answers_a_long_list_in_order_with_bad_photos_among_chunks() {
             false => distinct[i % distinct.len()].clone(),
         })
         .collect();
-    let run = |photos: &[PathBuf]| {
-        vlinder::predict::predict(&vlinder::predict::PredictConfig {
-            model: model.clone(),
-            photos: photos.to_vec(),
-            format: vlinder::predict::OutputFormat::Json,
-            top: None,
-            weights: vlinder::model::WeightsChoice::Last,
-            device: vlinder::device::Backend::Flex,
-        })
-        .unwrap()
-    };
-    let alone = run(&distinct);
-    let all = run(&photos);
+    let alone = predict(&model, &distinct);
+    let all = predict(&model, &photos);
     assert_eq!(all.len(), photos.len());
     for (i, (p, photo)) in all.iter().zip(&photos).enumerate() {
         assert_eq!(&p.photo, photo, "answer {i} is for another photo");
