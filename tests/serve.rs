@@ -641,6 +641,17 @@ fn shutdown_ends_within_its_deadline_and_at_once_on_a_second_signal() {
     }
 }
 
+/// `count` distinct small photos `p0.jpg`, `p1.jpg`... in `dir`, crops `step` apart.
+fn photo_files(dir: &Path, count: usize, step: usize) -> Vec<PathBuf> {
+    (0..count)
+        .map(|i| {
+            let path = dir.join(format!("p{i}.jpg"));
+            std::fs::write(&path, common::small_real_jpeg(i * step)).unwrap();
+            path
+        })
+        .collect()
+}
+
 /// `vlinder predict --model MODEL PHOTOS...` with the last weights on the CPU.
 fn predict(model: &Path, photos: &[PathBuf]) -> Vec<vlinder::predict::Prediction> {
     vlinder::predict::predict(&vlinder::predict::PredictConfig {
@@ -664,13 +675,7 @@ fn predict_check_and_serve_give_the_temperature_scaled_probabilities() {
         serde_json::from_str(&std::fs::read_to_string(model.join("model.json")).unwrap()).unwrap();
     card["novelty"] = serde_json::Value::Null;
     std::fs::remove_file(model.join("novelty.safetensors")).unwrap();
-    let photos: Vec<PathBuf> = (0..8)
-        .map(|i| {
-            let path = tmp.path().join(format!("p{i}.jpg"));
-            std::fs::write(&path, common::small_real_jpeg(i * 977)).unwrap();
-            path
-        })
-        .collect();
+    let photos = photo_files(tmp.path(), 8, 977);
     let with_temperature = |t: Option<f64>| {
         let mut card = card.clone();
         match t {
@@ -808,13 +813,7 @@ fn requests_in_flight_at_shutdown_get_their_answers() {
 fn predict_answers_a_long_list_in_order_with_bad_photos_among_chunks() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tiny_model(tmp.path());
-    let distinct: Vec<PathBuf> = (0..40)
-        .map(|i| {
-            let path = tmp.path().join(format!("p{i}.jpg"));
-            std::fs::write(&path, common::small_real_jpeg(i * 131)).unwrap();
-            path
-        })
-        .collect();
+    let distinct = photo_files(tmp.path(), 40, 131);
     let broken = tmp.path().join("broken.jpg");
     std::fs::write(&broken, b"not a photo").unwrap();
     // More photos than one chunk of decoded pixels holds, the broken one on either side of the
