@@ -22,7 +22,10 @@ use serde::{Deserialize, Serialize};
 use super::input::Normalisation;
 use crate::{Error, Result};
 
+mod extension;
 mod frozen;
+mod mbconv;
+use extension::FoldedBlock;
 use frozen::{FrozenLite0, Output};
 
 /// Pixels are normalised as (pixel - 127) / 128 on the 0..255 scale, as these weights expect.
@@ -160,6 +163,35 @@ impl MbConv {
         x = self.bn2.forward(self.project_conv.forward(x));
         if self.residual { x + input } else { x }
     }
+
+    /// The block as one fused operation on channels-last images `[n, h, w, c]` on burn's CPU
+    /// backend: the same function as [`forward`](Self::forward), its gradients reaching the
+    /// same parameters (the batch norms are folded here, with burn's operations).
+    fn forward_fused(&self, input: Tensor<4>) -> Tensor<4> {
+        let expand = match (&self.expand_conv, &self.bn0) {
+            (Some(conv), Some(bn)) => Some(folded(conv, bn)),
+            _ => None,
+        };
+        let block: FoldedBlock = (
+            expand,
+            [
+                folded(&self.depthwise_conv, &self.bn1),
+                folded(&self.project_conv, &self.bn2),
+            ],
+        );
+        extension::mbconv(input, block, self.depthwise_conv.stride)
+    }
+}
+
+/// A convolution's weights scaled by its batch norm, `[inputs x kh x kw, outputs]` (for a
+/// depthwise convolution `[kh x kw, channels]`), and the bias that the norm's shift leaves.
+fn folded(conv: &SameConv, bn: &BatchNorm) -> (Tensor<2>, Tensor<1>) {
+    let weight = conv.conv.weight.val();
+    let [outputs, per_group, kh, kw] = weight.dims();
+    let scale = bn.gamma.val() / (bn.running_var.value() + bn.epsilon).sqrt();
+    let weight = weight.reshape([outputs, per_group * kh * kw]) * scale.clone().unsqueeze_dim(1);
+    let bias = bn.beta.val() - bn.running_mean.value() * scale;
+    (weight.transpose(), bias)
 }
 
 /// EfficientNet-Lite0, with or without its ImageNet classifier.
@@ -174,6 +206,9 @@ pub struct EfficientNetLite0 {
     /// The weights folded for the CPU, once [`freeze`](Self::freeze) made them.
     #[module(skip)]
     frozen: Option<Arc<FrozenLite0>>,
+    /// Run the blocks on burn's layers even where the fused ones could run.
+    #[module(skip)]
+    burn_layers: bool,
 }
 
 impl EfficientNetLite0 {
@@ -197,6 +232,7 @@ impl EfficientNetLite0 {
             bn1: batch_norm(FEATURES, device),
             fc: classifier.then(|| LinearConfig::new(FEATURES, 1000).init(device)),
             frozen: None,
+            burn_layers: false,
         }
     }
 
@@ -292,17 +328,34 @@ impl EfficientNetLite0 {
             return Self::run_frozen(frozen, images, Output::Activations(blocks));
         }
         let x = relu6(self.bn0.forward(self.conv_stem.forward(images)));
-        self.blocks[..blocks]
+        self.run_blocks(x, 0..blocks)
+    }
+
+    /// The network that runs burn's own layers for its blocks even on burn's CPU backend,
+    /// where it would otherwise run each block as one fused operation: the reference that the
+    /// fused blocks are measured and tested against.
+    pub fn with_burn_layers(mut self) -> Self {
+        self.burn_layers = true;
+        self
+    }
+
+    /// The blocks `range` on activations `[n, c, h, w]`: fused and channels-last in between
+    /// on burn's CPU backend, else burn's layers.
+    fn run_blocks(&self, x: Tensor<4>, range: std::ops::Range<usize>) -> Tensor<4> {
+        let blocks = &self.blocks[range];
+        if self.burn_layers || blocks.is_empty() || !extension::supported(&x) {
+            return blocks.iter().fold(x, |x, block| block.forward(x));
+        }
+        blocks
             .iter()
-            .fold(x, |x, block| block.forward(x))
+            .fold(x.permute([0, 2, 3, 1]), |x, block| block.forward_fused(x))
+            .permute([0, 3, 1, 2])
     }
 
     /// The feature map from [`activations`](Self::activations) after the first `blocks`
     /// blocks.
     pub fn feature_map_from(&self, activations: Tensor<4>, blocks: usize) -> Tensor<4> {
-        let x = self.blocks[blocks..]
-            .iter()
-            .fold(activations, |x, block| block.forward(x));
+        let x = self.run_blocks(activations, blocks..BLOCKS);
         relu6(self.bn1.forward(self.conv_head.forward(x)))
     }
 
@@ -474,6 +527,133 @@ mod tests {
 
     fn device() -> Device {
         crate::device::Backend::Flex.device().unwrap()
+    }
+
+    /// Output, then the gradients of `sum(output * probe)` for the input and every parameter
+    /// (each convolution's weight, each batch norm's scale and shift), of a block with random
+    /// weights and batch-norm statistics on images `[batch, inputs, h, w]`, through burn's
+    /// layers or the fused operation.
+    fn block_values(
+        (inputs, outputs, kernel, stride, expansion): (usize, usize, usize, usize, usize),
+        (batch, h, w): (usize, usize, usize),
+        fused: bool,
+        seed: u64,
+    ) -> Vec<(String, Vec<f32>)> {
+        use burn::module::RunningState;
+        use rand::{Rng, SeedableRng};
+        // A generator of the test's own: burn's is shared with the tests running beside it.
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let device = Device::flex().autodiff();
+        let mut random = |dims: &[usize], low: f32, high: f32| {
+            let values: Vec<f32> = (0..dims.iter().product())
+                .map(|_| rng.random_range(low..high))
+                .collect();
+            TensorData::new(values, dims.to_vec())
+        };
+        let mut block = MbConv::new(inputs, outputs, kernel, stride, expansion, &device);
+        for conv in [
+            block.expand_conv.as_mut(),
+            Some(&mut block.depthwise_conv),
+            Some(&mut block.project_conv),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let dims = conv.conv.weight.dims();
+            let bound = 1.0 / ((dims[1] * dims[2] * dims[3]) as f32).sqrt();
+            conv.conv.weight = Param::from_data(random(&dims, -2.0 * bound, 2.0 * bound), &device);
+        }
+        for bn in [
+            block.bn0.as_mut(),
+            Some(&mut block.bn1),
+            Some(&mut block.bn2),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let c = [bn.gamma.dims()[0]];
+            bn.gamma = Param::from_data(random(&c, 0.5, 2.5), &device);
+            bn.beta = Param::from_data(random(&c, -1.0, 1.0), &device);
+            bn.running_mean = RunningState::new(Tensor::from_data(random(&c, -0.5, 0.5), &device));
+            bn.running_var = RunningState::new(Tensor::from_data(random(&c, 0.5, 2.0), &device));
+        }
+        let input = Tensor::<4>::from_data(random(&[batch, inputs, h, w], -3.0, 3.0), &device)
+            .require_grad();
+        let output = if fused {
+            block
+                .forward_fused(input.clone().permute([0, 2, 3, 1]))
+                .permute([0, 3, 1, 2])
+        } else {
+            block.forward(input.clone())
+        };
+        let probe = Tensor::<4>::from_data(random(&output.dims(), -1.0, 1.0), &Device::flex());
+        let grads = (output.clone() * Tensor::from_inner(probe))
+            .sum()
+            .backward();
+        let values = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
+        let values1 = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().unwrap();
+        let mut found = vec![
+            ("output".to_string(), values(output.inner())),
+            ("input".to_string(), values(input.grad(&grads).unwrap())),
+        ];
+        let convs = [
+            ("expand", block.expand_conv.as_ref(), block.bn0.as_ref()),
+            ("depthwise", Some(&block.depthwise_conv), Some(&block.bn1)),
+            ("project", Some(&block.project_conv), Some(&block.bn2)),
+        ];
+        for (name, conv, bn) in convs {
+            let (Some(conv), Some(bn)) = (conv, bn) else {
+                continue;
+            };
+            let grad = |what: &str| format!("{name} {what}");
+            found.push((
+                grad("weight"),
+                values(conv.conv.weight.grad(&grads).unwrap()),
+            ));
+            found.push((grad("gamma"), values1(bn.gamma.grad(&grads).unwrap())));
+            found.push((grad("beta"), values1(bn.beta.grad(&grads).unwrap())));
+        }
+        found
+    }
+
+    #[test]
+    fn the_fused_block_matches_burns_layers_forward_and_backward() {
+        let cases = [
+            // The first block's kind: no expansion, residual-free (32 -> 16).
+            ((32, 16, 3, 1, 1), (2, 9, 7)),
+            // Expansion, residual, channels not a multiple of the 16 lanes.
+            ((6, 6, 3, 1, 6), (3, 8, 11)),
+            // Stride 2 with a 5x5 kernel on odd sides, 48 hidden channels.
+            ((8, 10, 5, 2, 6), (2, 11, 9)),
+            // A picture smaller than the kernel.
+            ((4, 4, 5, 1, 6), (2, 3, 2)),
+        ];
+        for (i, (layers, images)) in cases.into_iter().enumerate() {
+            let seed = 40 + i as u64;
+            let expected = block_values(layers, images, false, seed);
+            let found = block_values(layers, images, true, seed);
+            assert_eq!(expected.len(), found.len());
+            for ((what, e), (_, f)) in expected.iter().zip(&found) {
+                assert_eq!(e.len(), f.len(), "case {i}: {what} length");
+                let scale = e.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+                let worst = e
+                    .iter()
+                    .zip(f)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f32::max);
+                assert!(
+                    worst <= 1e-4 * scale,
+                    "case {i}: {what} differs by {worst} (scale {scale})"
+                );
+                assert!(e.iter().any(|v| *v != 0.0), "case {i}: {what} is all zero");
+            }
+            // Both ends of ReLU6 are reached, so the masks are exercised.
+            let (_, output) = &expected[0];
+            assert!(
+                output.iter().any(|v| v.abs() > 1.0),
+                "case {i}: outputs too small"
+            );
+        }
     }
 
     #[test]
