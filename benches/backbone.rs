@@ -7,7 +7,10 @@
 //! matrix-product rate reached; and end to end, as whole processes on the 900 photos of
 //! `inat_uk_3species_csellwood`: `vlinder train` with the README's first transfer command
 //! (feature extraction is most of it; its peak memory), `vlinder predict` (images/s, decoding
-//! included) and `vlinder check` (records/s), median of 3.
+//! included) and `vlinder check` (records/s), median of 3. Then a fine-tuning step through all
+//! 16 blocks (batch 32 at 224: forward, backward, an RMSprop update) on the fused blocks beside
+//! PyTorch eager's step (`benches/lite0_pytorch_train.py`, when `VLINDER_TORCH_PYTHON`, default
+//! /tmp/torch-anchor/bin/python, exists), interleaved, and once on burn's layers.
 //!
 //! `cargo bench --bench backbone`. `VLINDER_SHARED` points at the shared folder (default
 //! ../shared). ONNX Runtime runs through `benches/lite0_onnxruntime.py` when
@@ -22,6 +25,7 @@ use std::time::Instant;
 
 mod common;
 
+use burn::optim::{GradientsParams, RmsPropConfig};
 use burn::prelude::*;
 use vlinder::model::efficientnet::{EfficientNetLite0, Head, Pooling, TransferNet, Viewing};
 
@@ -215,11 +219,118 @@ fn main() {
     );
     println!("640x640 with --focus 320, batch 1: {focus:.1} ms");
     report.insert("640 focus 320 batch 1 ms".into(), focus.into());
+    fine_tuning(rounds, &weights, &mut report);
     std::fs::write(
         dir.join("backbone.json"),
         serde_json::to_string_pretty(&report).expect("JSON"),
     )
     .expect("target/bench/backbone.json");
+}
+
+/// The image side and batch of the fine-tuning step.
+const STEP_SIDE: usize = 224;
+
+/// Seconds per fine-tuning step through every block, median of `reps` after one warm-up: the
+/// loss of a new 3-class head on `BATCH` random images, backward, an RMSprop update (the
+/// settings of `vlinder train --fine-tune`).
+fn step_seconds(backbone: EfficientNetLite0, reps: usize) -> f64 {
+    let device = Device::flex().autodiff();
+    let mut net = TransferNet {
+        backbone,
+        head: Head::new(3, &device),
+        viewing: Viewing::default(),
+    };
+    let mut optim = RmsPropConfig::new()
+        .with_alpha(0.9)
+        .with_momentum(0.0)
+        .with_epsilon(1e-7)
+        .init();
+    let x = Tensor::<4>::random(
+        [BATCH, 3, STEP_SIDE, STEP_SIDE],
+        burn::tensor::Distribution::Uniform(-1.0, 1.0),
+        &device,
+    );
+    let labels: Vec<usize> = (0..BATCH).map(|i| i % 3).collect();
+    let mut times = Vec::new();
+    for _ in 0..=reps {
+        let start = Instant::now();
+        let loss = vlinder::model::loss(net.forward(x.clone()), &labels);
+        let grads = GradientsParams::from_grads(loss.backward(), &net);
+        net = optim.step(1e-5, net, grads);
+        times.push(start.elapsed().as_secs_f64());
+    }
+    median(times[1..].to_vec())
+}
+
+/// PyTorch eager's fine-tuning step in seconds, or why there is none.
+fn pytorch_step(python: &Path, weights: &Path) -> Result<f64, String> {
+    if !python.exists() {
+        return Err(format!(
+            "{} not found (set VLINDER_TORCH_PYTHON; set-up in benches/lite0_pytorch_train.py)",
+            python.display()
+        ));
+    }
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/lite0_pytorch_train.py");
+    let out = Command::new(python)
+        .arg(&script)
+        .arg(weights)
+        .args(["--threads", &rayon::current_num_threads().to_string()])
+        .args(["--batch", &BATCH.to_string()])
+        .args(["--size", &STEP_SIDE.to_string()])
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())?;
+    let json: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    json["step_s"]
+        .as_f64()
+        .ok_or_else(|| format!("no step_s in {line}"))
+}
+
+/// The fine-tuning step on the fused blocks beside PyTorch eager's, interleaved over `rounds`,
+/// and once on burn's layers.
+fn fine_tuning(
+    rounds: usize,
+    weights: &Path,
+    report: &mut serde_json::Map<String, serde_json::Value>,
+) {
+    let device = Device::flex().autodiff();
+    let python = PathBuf::from(
+        std::env::var("VLINDER_TORCH_PYTHON")
+            .unwrap_or_else(|_| "/tmp/torch-anchor/bin/python".into()),
+    );
+    let (mut ours, mut theirs, mut missing) = (Vec::new(), Vec::new(), None);
+    for round in 1..=rounds {
+        ours.push(step_seconds(common::lite0(&device), 3));
+        match pytorch_step(&python, weights) {
+            Ok(s) => theirs.push(s),
+            Err(why) => missing = Some(why),
+        }
+        eprintln!("fine-tuning round {round}/{rounds} done");
+    }
+    let ours = median(ours);
+    let theirs = (!theirs.is_empty()).then(|| median(theirs));
+    let burn_layers = step_seconds(common::lite0(&device).with_burn_layers(), 1);
+    println!(
+        "| fine-tuning step, all 16 blocks, batch {BATCH} at {STEP_SIDE}, median of {rounds} rounds | vlinder | PyTorch eager | ratio |"
+    );
+    println!("|---|---|---|---|");
+    println!(
+        "| seconds per step | {ours:.2} | {} | {} |",
+        theirs.map_or("-".into(), |t| format!("{t:.2}")),
+        theirs.map_or("-".into(), |t| format!("{:.2}x", t / ours))
+    );
+    println!("burn's layers (before the fused blocks): {burn_layers:.2} s per step");
+    if let Some(why) = missing {
+        println!("PyTorch not measured: {why}");
+    }
+    report.insert(
+        "fine-tuning step s".into(),
+        serde_json::json!({"vlinder": ours, "pytorch": theirs, "burn layers": burn_layers}),
+    );
 }
 
 /// Seconds and peak memory (MiB) of a `vlinder` run with `args`, its output discarded; `None`
