@@ -125,8 +125,8 @@ fn main() {
         &dir,
         &mut report,
     );
-    let burn_layers = common::lite0(&device);
-    let frozen = burn_layers.clone().freeze();
+    let burn_layers = common::lite0(&device).with_burn_layers();
+    let frozen = common::lite0(&device).freeze();
     let python = PathBuf::from(
         std::env::var("VLINDER_ORT_PYTHON").unwrap_or_else(|_| "/tmp/ort-anchor/bin/python".into()),
     );
