@@ -21,7 +21,8 @@ mod common;
 use burn::optim::{GradientsParams, ModuleOptimizer, RmsPropConfig};
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use vlinder::model::{self, Architecture};
+use vlinder::dataset::ResizeFilter;
+use vlinder::model::{self, Architecture, ModelConfig, Pooling};
 
 const REPETITIONS: usize = 3;
 const STEPS: usize = 20;
@@ -42,7 +43,14 @@ fn stats(mut v: Vec<f64>) -> [f64; 3] {
 fn vlinder_round(device: &Device) -> Measures {
     let autodiff = device.clone().autodiff();
     autodiff.seed(1);
-    let mut network = Architecture::Recipe.init(2, 75, &autodiff);
+    let recipe = ModelConfig {
+        architecture: Architecture::Recipe,
+        image_size: 75,
+        resize: ResizeFilter::Nearest,
+        pooling: Pooling::Average,
+        focus: None,
+    };
+    let mut network = recipe.init(2, &autodiff);
     let mut optim: ModuleOptimizer = RmsPropConfig::new()
         .with_alpha(0.9)
         .with_momentum(0.0)

@@ -92,11 +92,12 @@ fn any_image_size_of_at_least_32_runs_and_trains() {
     let tmp = tempfile::tempdir().unwrap();
     let data = common::subset(tmp.path(), &["celastrina_argiolus", "gonepteryx_rhamni"], 6);
     let config = vlinder::train::TrainConfig {
-        model: vlinder::model::Architecture::EfficientNetLite0,
         backbone: Some(common::lite0_weights()),
-        image_size: 32,
         feature_copies: 1,
-        ..common::quick_config(&data, 2)
+        ..common::with_model(common::quick_config(&data, 2), |m| {
+            m.architecture = vlinder::model::Architecture::EfficientNetLite0;
+            m.image_size = 32;
+        })
     };
     let _serial = common::training_lock();
     let card = vlinder::train::train(&config, &tmp.path().join("m")).unwrap();

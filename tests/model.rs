@@ -3,30 +3,45 @@
 mod common;
 
 use burn::prelude::*;
-use vlinder::model::{Architecture, ModelDir, WeightsChoice, loss, probabilities};
+use std::path::Path;
+
+use vlinder::dataset::ResizeFilter;
+use vlinder::model::{
+    Architecture, ModelConfig, ModelDir, Pooling, WeightsChoice, loss, probabilities,
+};
+
+/// A fresh network of `architecture` for `classes` species at `image_size` pixels.
+fn network(
+    architecture: Architecture,
+    classes: usize,
+    image_size: u32,
+    device: &Device,
+) -> vlinder::model::Network {
+    let mut model = common::quick_config(std::path::Path::new("photos"), 1).model;
+    (model.architecture, model.image_size) = (architecture, image_size);
+    model.init(classes, device)
+}
 
 #[test]
 fn parameter_counts_match_keras() {
     let device = Device::flex();
     // Keras' model.count_params() for the recipe at 75x75x3 with two classes.
     assert_eq!(
-        Architecture::Recipe.init(2, 75, &device).num_params(),
+        network(Architecture::Recipe, 2, 75, &device).num_params(),
         1_335_905
     );
     assert_eq!(
-        Architecture::RecipeDropout
-            .init(2, 75, &device)
-            .num_params(),
+        network(Architecture::RecipeDropout, 2, 75, &device).num_params(),
         1_335_905
     );
     // Three classes: Dense(3) instead of Dense(1) adds 2 * 65 parameters.
     assert_eq!(
-        Architecture::Recipe.init(3, 75, &device).num_params(),
+        network(Architecture::Recipe, 3, 75, &device).num_params(),
         1_336_035
     );
     // 150x150: 37x37x64 after the second pooling layer.
     assert_eq!(
-        Architecture::Recipe.init(2, 150, &device).num_params(),
+        network(Architecture::Recipe, 2, 150, &device).num_params(),
         416 + 8256 + (37 * 37 * 64 * 64 + 64) + 65
     );
 }
@@ -35,9 +50,9 @@ fn parameter_counts_match_keras() {
 fn outputs_are_one_logit_for_two_species_and_a_distribution_otherwise() {
     let device = Device::flex();
     let x = Tensor::<4>::random([5, 3, 32, 32], burn::tensor::Distribution::Default, &device);
-    let binary = Architecture::Recipe.init(2, 32, &device).forward(x.clone());
+    let binary = network(Architecture::Recipe, 2, 32, &device).forward(x.clone());
     assert_eq!(binary.dims(), [5, 1]);
-    let multi = Architecture::Recipe.init(4, 32, &device).forward(x);
+    let multi = network(Architecture::Recipe, 4, 32, &device).forward(x);
     assert_eq!(multi.dims(), [5, 4]);
     let p = probabilities(multi)
         .into_data()
@@ -277,7 +292,7 @@ fn weights_start_glorot_uniform_and_biases_at_zero_as_in_keras() {
     use burn::store::ModuleSnapshot;
     let device = Device::flex();
     device.seed(11);
-    let network = Architecture::Recipe.init(2, 32, &device);
+    let network = network(Architecture::Recipe, 2, 32, &device);
     let tensors: std::collections::BTreeMap<String, Vec<f32>> = network
         .collect(None, None, false)
         .into_iter()
@@ -330,5 +345,53 @@ fn weights_start_glorot_uniform_and_biases_at_zero_as_in_keras() {
     }
     for name in ["conv1.bias", "conv2.bias", "dense.bias", "output.bias"] {
         assert!(tensors[name].iter().all(|&v| v == 0.0), "{name}");
+    }
+}
+
+#[test]
+fn model_json_files_written_before_the_model_config_existed_still_describe_their_network() {
+    // Written by vlinder at commit 05af5ee on 2026-12-02 (the network's description then lived
+    // in the flat training configuration): a recipe model and a fine-tuned transfer model.
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/model-2026-12-02");
+    let cases = [
+        (
+            "recipe.json",
+            Architecture::Recipe,
+            32,
+            ResizeFilter::Nearest,
+        ),
+        (
+            "transfer.json",
+            Architecture::EfficientNetLite0,
+            224,
+            ResizeFilter::Bilinear,
+        ),
+    ];
+    let device = Device::flex();
+    for (file, architecture, image_size, resize) in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::copy(fixtures.join(file), tmp.path().join("model.json")).unwrap();
+        let card = ModelDir::new(tmp.path()).read_card().unwrap();
+        let expected = ModelConfig {
+            architecture,
+            image_size,
+            resize,
+            pooling: Pooling::Gem,
+            focus: None,
+        };
+        assert_eq!(card.training.model, expected, "{file}");
+        // The description rebuilds the network that was trained: the same parameter count.
+        let network = card.training.model.init(card.species.len(), &device);
+        assert_eq!(network.num_params(), card.parameters, "{file}");
+        // Written again, the card keeps the keys older readers look for.
+        let json = serde_json::to_value(&card).unwrap();
+        assert_eq!(
+            json["training"]["model"],
+            serde_json::json!(architecture.to_string())
+        );
+        assert_eq!(
+            json["training"]["image_size"],
+            serde_json::json!(image_size)
+        );
     }
 }

@@ -35,12 +35,13 @@ fn leeds() -> PathBuf {
 /// Lite0 at 160 pixels on 30 photos of each known species, no augmentation.
 fn transfer_config(data: &Path) -> TrainConfig {
     TrainConfig {
-        model: Architecture::EfficientNetLite0,
         backbone: Some(common::lite0_weights()),
-        image_size: 160,
         epochs: 30,
         validation_split: 0.2,
-        ..common::quick_config(data, 30)
+        ..common::with_model(common::quick_config(data, 30), |m| {
+            m.architecture = Architecture::EfficientNetLite0;
+            m.image_size = 160;
+        })
     }
 }
 

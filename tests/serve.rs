@@ -23,8 +23,7 @@ fn tiny_model(dir: &Path) -> PathBuf {
         &TrainConfig {
             batch_size: 8,
             seed: 1,
-            image_size: 24,
-            ..common::quick_config(&data, 1)
+            ..common::with_model(common::quick_config(&data, 1), |m| m.image_size = 24)
         },
         &out,
     )
@@ -863,8 +862,9 @@ fn weights_best_is_used_by_predict_check_and_serve_and_predict_reads_folders_at_
             &TrainConfig {
                 seed: 9,
                 batch_size: 8,
-                image_size: 24,
-                ..common::quick_config(&tmp.path().join("photos"), 1)
+                ..common::with_model(common::quick_config(&tmp.path().join("photos"), 1), |m| {
+                    m.image_size = 24
+                })
             },
             &other,
         )

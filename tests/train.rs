@@ -199,10 +199,9 @@ fn several_species_train_with_a_softmax() {
         20,
     );
     let card = train::train(
-        &TrainConfig {
-            model: Architecture::RecipeDropout,
-            ..config(&data, 2)
-        },
+        &common::with_model(config(&data, 2), |m| {
+            m.architecture = Architecture::RecipeDropout
+        }),
         &tmp.path().join("m"),
     )
     .unwrap();
@@ -290,10 +289,7 @@ fn bad_training_inputs_are_clear_errors() {
 
     // Bad values name the parameter and what is allowed.
     let err = train_error(
-        &TrainConfig {
-            image_size: 4,
-            ..config(&train_dir, 1)
-        },
+        &common::with_model(config(&train_dir, 1), |m| m.image_size = 4),
         &t.join("m5"),
     );
     assert!(

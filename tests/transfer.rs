@@ -13,11 +13,12 @@ const PAIR: [&str; 2] = ["anthocharis_cardamines", "gonepteryx_rhamni"];
 
 fn transfer_config(data: &std::path::Path) -> TrainConfig {
     TrainConfig {
-        model: Architecture::EfficientNetLite0,
         backbone: Some(common::lite0_weights()),
-        image_size: 96,
         epochs: 15,
-        ..common::quick_config(data, 15)
+        ..common::with_model(common::quick_config(data, 15), |m| {
+            m.architecture = Architecture::EfficientNetLite0;
+            m.image_size = 96;
+        })
     }
 }
 
@@ -85,10 +86,7 @@ fn transfer_settings_that_cannot_work_are_clear_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let data = common::subset(tmp.path(), &PAIR, 4);
     let err = train::train(
-        &TrainConfig {
-            image_size: 16,
-            ..transfer_config(&data)
-        },
+        &common::with_model(transfer_config(&data), |m| m.image_size = 16),
         &tmp.path().join("b"),
     )
     .unwrap_err()
@@ -269,16 +267,17 @@ fn a_model_that_looks_twice_is_saved_with_its_focus_and_predicts_as_trained() {
     let data = common::shared_subset(tmp.path(), &PAIR, 16);
     let out = tmp.path().join("model");
     let config = TrainConfig {
-        image_size: 128,
-        focus: Some(64),
         epochs: 10,
-        ..transfer_config(&data)
+        ..common::with_model(transfer_config(&data), |m| {
+            m.image_size = 128;
+            m.focus = Some(64);
+        })
     };
     let _serial = common::training_lock();
     let card = train::train(&config, &out).unwrap();
     assert_eq!(card.image_size, 128);
-    assert_eq!(card.training.focus, Some(64));
-    assert_eq!(card.training.pooling, vlinder::model::Pooling::Gem);
+    assert_eq!(card.training.model.focus, Some(64));
+    assert_eq!(card.training.model.pooling, vlinder::model::Pooling::Gem);
     let last = card.final_metrics.clone().unwrap();
     assert!(last.train_loss < card.history[0].train_loss);
 
@@ -300,21 +299,21 @@ fn focus_values_that_cannot_work_are_clear_errors() {
     ];
     for (i, (focus, image_size, fine_tune, expected)) in cases.into_iter().enumerate() {
         let config = TrainConfig {
-            focus,
-            image_size,
             fine_tune,
-            ..transfer_config(&data)
+            ..common::with_model(transfer_config(&data), |m| {
+                m.focus = focus;
+                m.image_size = image_size;
+            })
         };
         let out = tmp.path().join(format!("m{i}"));
         let err = train::train(&config, &out).unwrap_err().to_string();
         assert!(err.contains(expected), "{focus:?} {image_size}: {err}");
         assert!(!out.exists());
     }
-    let recipe = TrainConfig {
-        focus: Some(32),
-        image_size: 64,
-        ..common::quick_config(&data, 1)
-    };
+    let recipe = common::with_model(common::quick_config(&data, 1), |m| {
+        m.focus = Some(32);
+        m.image_size = 64;
+    });
     let err = train::train(&recipe, &tmp.path().join("r"))
         .unwrap_err()
         .to_string();

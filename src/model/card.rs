@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::Architecture;
+use super::config::MAX_IMAGE_SIZE;
 use super::input::Normalisation;
 use crate::calibrate::Calibration;
 use crate::dataset::{ResizeFilter, SkippedPhoto, Species};
@@ -107,23 +108,23 @@ impl ModelCard {
     /// that a hostile or hand-edited `model.json` is refused with the field named instead of
     /// failing later (a huge allocation, a division by zero, an inverted ranking).
     pub fn validate(&self) -> Result<(), String> {
-        let min = self.architecture.min_image_size();
-        if !(min..=1024).contains(&self.image_size) {
+        let min = self.training.model.min_image_size();
+        if !(min..=MAX_IMAGE_SIZE).contains(&self.image_size) {
             return Err(format!(
-                "image_size {} is outside {min}..=1024 for the {} model",
+                "image_size {} is outside {min}..={MAX_IMAGE_SIZE} for the {} model",
                 self.image_size, self.architecture
             ));
         }
-        if self.training.image_size != self.image_size {
+        if self.training.model.image_size != self.image_size {
             return Err(format!(
                 "image_size {} differs from training.image_size {}",
-                self.image_size, self.training.image_size
+                self.image_size, self.training.model.image_size
             ));
         }
-        if self.training.model != self.architecture {
+        if self.training.model.architecture != self.architecture {
             return Err(format!(
                 "architecture {} differs from training.model {}",
-                self.architecture, self.training.model
+                self.architecture, self.training.model.architecture
             ));
         }
         if self.species.len() < 2 {
@@ -144,7 +145,7 @@ impl ModelCard {
                 self.species.len()
             ));
         }
-        if self.preprocessing.normalisation != self.architecture.normalisation() {
+        if self.preprocessing.normalisation != self.training.model.normalisation() {
             return Err(format!(
                 "preprocessing does not fit the {} model",
                 self.architecture

@@ -8,7 +8,7 @@ use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, Sa
 use serde::{Deserialize, Serialize};
 
 use super::card::{FORMAT, FORMAT_VERSION};
-use super::{Architecture, ModelCard, Network, Normalisation, input, probability_rows};
+use super::{ModelCard, Network, Normalisation, input, probability_rows};
 use crate::novelty::{Detector, Novelty, NoveltyCard};
 use crate::{Error, Result, calibrate, files};
 
@@ -152,7 +152,7 @@ impl ModelDir {
                 reason: "training has not completed an epoch yet".into(),
             });
         }
-        let mut network = card.training.network(card.species.len(), device);
+        let mut network = card.training.model.init(card.species.len(), device);
         self.load_weights(&mut network, choice)?;
         let novelty = self.load_novelty(&card, choice)?;
         Ok(TrainedModel {
@@ -177,8 +177,7 @@ impl ModelDir {
         };
         // The score was fitted on the last epoch's features; other weights see other features
         // unless the layers before the head stayed frozen.
-        let frozen =
-            card.architecture == Architecture::EfficientNetLite0 && card.training.fine_tune == 0;
+        let frozen = card.training.model.is_transfer() && card.training.fine_tune == 0;
         let best_is_last = card
             .best_metrics
             .as_ref()

@@ -1,11 +1,13 @@
 //! The networks vlinder trains, and the model directory a trained network lives in.
 //!
-//! [`recipe`] holds the published recipe's CNN; [`card`] the `model.json` that describes a
+//! [`recipe`] holds the published recipe's CNN, [`efficientnet`] the transfer network;
+//! [`config`] describes a network and builds it; [`card`] the `model.json` that describes a
 //! trained model; [`directory`] reads and writes a whole model directory; [`input`] turns
 //! decoded photos into the network's input tensor.
 
 pub mod backbone;
 pub mod card;
+pub mod config;
 pub mod directory;
 pub mod efficientnet;
 pub mod input;
@@ -16,6 +18,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 pub use card::ModelCard;
+pub use config::ModelConfig;
 pub use directory::{
     Assessment, ModelDir, TrainedModel, WeightsChoice, embed, predict_probabilities,
 };
@@ -35,42 +38,6 @@ pub enum Architecture {
     #[value(name = "efficientnet-lite0")]
     #[serde(rename = "efficientnet-lite0")]
     EfficientNetLite0,
-}
-
-impl Architecture {
-    /// The smallest square input the network accepts.
-    pub fn min_image_size(self) -> u32 {
-        match self {
-            Architecture::Recipe | Architecture::RecipeDropout => recipe::MIN_IMAGE_SIZE,
-            Architecture::EfficientNetLite0 => efficientnet::MIN_IMAGE_SIZE,
-        }
-    }
-
-    /// How pixels are normalised for this network.
-    pub fn normalisation(self) -> Normalisation {
-        match self {
-            Architecture::Recipe | Architecture::RecipeDropout => input::RESCALE,
-            Architecture::EfficientNetLite0 => efficientnet::NORMALISATION,
-        }
-    }
-
-    /// A network of this architecture for `classes` species with fresh weights (for
-    /// EfficientNet-Lite0 the backbone too: its weights are loaded afterwards).
-    pub fn init(self, classes: usize, image_size: u32, device: &Device) -> Network {
-        match self {
-            Architecture::Recipe => {
-                Network::Recipe(RecipeCnn::new(classes, image_size, 0.0, 0.25, device))
-            }
-            Architecture::RecipeDropout => {
-                Network::Recipe(RecipeCnn::new(classes, image_size, 0.25, 0.5, device))
-            }
-            Architecture::EfficientNetLite0 => Network::Transfer(TransferNet {
-                backbone: EfficientNetLite0::new(false, device),
-                head: Head::new(classes, device),
-                viewing: Viewing::default(),
-            }),
-        }
-    }
 }
 
 impl std::fmt::Display for Architecture {

@@ -2,14 +2,12 @@
 
 use std::path::PathBuf;
 
-use burn::prelude::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::augment::AugmentParams;
-use crate::dataset::ResizeFilter;
 use crate::device::Backend;
-use crate::model::efficientnet::{BLOCKS, MIN_IMAGE_SIZE, Pooling, Viewing};
-use crate::model::{Architecture, Network, TransferNet};
+use crate::model::ModelConfig;
+use crate::model::efficientnet::BLOCKS;
 use crate::{Error, Result};
 
 /// Everything that decides a training run.
@@ -28,9 +26,10 @@ pub struct TrainConfig {
     /// The share of each species' photos held out for validation with --data.
     #[arg(long, default_value_t = 0.2)]
     pub validation_split: f64,
-    /// The network to train.
-    #[arg(long, value_enum, default_value_t = Architecture::Recipe)]
-    pub model: Architecture,
+    /// The network: which one, its input size and resizing, how a transfer network looks.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub model: ModelConfig,
     #[arg(long, default_value_t = 50)]
     pub epochs: usize,
     #[arg(long, default_value_t = 32)]
@@ -47,12 +46,6 @@ pub struct TrainConfig {
     /// Seeds the split, the initial weights, the photo order and dropout.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Photos are resized to this many pixels square.
-    #[arg(long, default_value_t = 75)]
-    pub image_size: u32,
-    /// How photos are resized.
-    #[arg(long, value_enum, default_value_t = ResizeFilter::Nearest)]
-    pub resize: ResizeFilter,
     /// EfficientNet-Lite0 weights (.pth) for --model efficientnet-lite0 (default: the ones
     /// `vlinder backbone install` put in the cache).
     #[arg(long, value_name = "FILE")]
@@ -62,18 +55,6 @@ pub struct TrainConfig {
     #[arg(long, default_value_t = 4)]
     #[serde(default = "default_feature_copies")]
     pub feature_copies: usize,
-    /// For efficientnet-lite0: how the backbone's feature map becomes the head's input.
-    #[arg(long, value_enum, default_value_t = Pooling::Gem)]
-    // Models trained before this option pooled by averaging.
-    #[serde(default)]
-    pub pooling: Pooling,
-    /// For efficientnet-lite0: look twice, at the whole photo shrunk to VIEW pixels and at a
-    /// VIEW-pixel window of it at full size around where the features respond most, and give
-    /// the head the mean of both (--image-size a multiple of VIEW, e.g. 640 with 320). Helps
-    /// with small butterflies in large scenes; costs a second pass through the backbone.
-    #[arg(long, value_name = "VIEW")]
-    #[serde(default)]
-    pub focus: Option<u32>,
     /// For efficientnet-lite0: after training the head, train the last N of the backbone's 16
     /// blocks, its final 1x1 convolution and the head together (0: the backbone stays frozen).
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -121,25 +102,6 @@ impl TrainConfig {
             }
     }
 
-    /// How an EfficientNet-Lite0 network looks at photos.
-    pub fn viewing(&self) -> Viewing {
-        Viewing {
-            pooling: self.pooling,
-            focus: self.focus.map(|view| view as usize),
-        }
-    }
-
-    /// The network this configuration describes, with fresh weights.
-    pub fn network(&self, classes: usize, device: &Device) -> Network {
-        match self.model.init(classes, self.image_size, device) {
-            Network::Transfer(net) => Network::Transfer(TransferNet {
-                viewing: self.viewing(),
-                ..net
-            }),
-            recipe => recipe,
-        }
-    }
-
     /// Checks every value, naming the first bad one and what is allowed.
     pub fn validate(&self) -> Result<()> {
         if self.data.is_none() && self.train.is_none() {
@@ -169,7 +131,7 @@ impl TrainConfig {
             return Err(Error::invalid("epsilon", self.epsilon, "a positive number"));
         }
         if self.fine_tune > 0 {
-            if self.model != Architecture::EfficientNetLite0 {
+            if !self.model.is_transfer() {
                 return Err(Error::invalid(
                     "fine-tune",
                     self.fine_tune,
@@ -205,44 +167,17 @@ impl TrainConfig {
                 "a share between 0 and 1 exclusive, e.g. 0.95: the validation photos that pass the unknown-ness score",
             ));
         }
-        if let Some(view) = self.focus {
-            self.validate_focus(view)?;
+        if self.fine_tune > 0 && self.model.focus.is_some() {
+            return Err(Error::invalid(
+                "focus",
+                self.model.focus.unwrap_or_default(),
+                "no --focus with --fine-tune: fine-tuning looks once",
+            ));
         }
         if !self.no_augment {
             self.augment.validate()?;
         }
-        let min = self.model.min_image_size();
-        if self.image_size < min || self.image_size > 1024 {
-            return Err(Error::invalid(
-                "image-size",
-                self.image_size,
-                format!("between {min} and 1024 pixels for the {} model", self.model),
-            ));
-        }
-        Ok(())
-    }
-
-    fn validate_focus(&self, view: u32) -> Result<()> {
-        let invalid = |allowed: String| Err(Error::invalid("focus", view, allowed));
-        if self.model != Architecture::EfficientNetLite0 {
-            return invalid(
-                "no --focus for the recipe models; it is for --model efficientnet-lite0".into(),
-            );
-        }
-        if self.fine_tune > 0 {
-            return invalid("no --focus with --fine-tune: fine-tuning looks once".into());
-        }
-        if view < MIN_IMAGE_SIZE {
-            return invalid(format!("at least {MIN_IMAGE_SIZE} pixels"));
-        }
-        if self.image_size < 2 * view || !self.image_size.is_multiple_of(view) {
-            return invalid(format!(
-                "a whole fraction (a half, a third, ...) of --image-size {}: e.g. --image-size {} --focus {view}",
-                self.image_size,
-                2 * view
-            ));
-        }
-        Ok(())
+        self.model.validate()
     }
 }
 
@@ -270,6 +205,7 @@ mod tests {
     use clap::Parser;
 
     use super::*;
+    use crate::model::{Pooling, Viewing};
 
     #[derive(Parser)]
     struct Command {
@@ -281,15 +217,15 @@ mod tests {
     fn new_runs_pool_by_gem_and_older_model_files_read_as_they_were_trained() {
         let args = ["train", "--data", "photos", "--model", "efficientnet-lite0"];
         let config = Command::parse_from(args).config;
-        assert_eq!(config.pooling, Pooling::Gem);
-        assert_eq!(config.focus, None);
+        assert_eq!(config.model.pooling, Pooling::Gem);
+        assert_eq!(config.model.focus, None);
 
         // A model.json written before these options had neither key: its network averaged.
         let mut json = serde_json::to_value(&config).unwrap();
         let fields = json.as_object_mut().unwrap();
         assert!(fields.remove("pooling").is_some() && fields.remove("focus").is_some());
         let old: TrainConfig = serde_json::from_value(json).unwrap();
-        assert_eq!(old.viewing(), Viewing::default());
-        assert_eq!(old.viewing().pooling, Pooling::Average);
+        assert_eq!(old.model.viewing(), Viewing::default());
+        assert_eq!(old.model.viewing().pooling, Pooling::Average);
     }
 }

@@ -67,7 +67,12 @@ pub fn cross_validate(config: &CvConfig) -> Result<CvReport> {
     };
     let folder = ImageFolder::scan(data_dir)?;
     require_two_species(&folder)?;
-    let (set, bad) = PhotoSet::decode(&folder.photos, train.image_size, train.resize, "photos");
+    let (set, bad) = PhotoSet::decode(
+        &folder.photos,
+        train.model.image_size,
+        train.model.resize,
+        "photos",
+    );
     let mut skipped = folder.skipped.clone();
     skipped.extend(bad);
     let others = load_others(train, &mut skipped)?;

@@ -56,10 +56,18 @@ impl TrainingData {
                     ));
                 }
             };
-        let (train, bad_train) =
-            PhotoSet::decode(&train, config.image_size, config.resize, "train");
-        let (validation, bad_validation) =
-            PhotoSet::decode(&validation, config.image_size, config.resize, "validation");
+        let (train, bad_train) = PhotoSet::decode(
+            &train,
+            config.model.image_size,
+            config.model.resize,
+            "train",
+        );
+        let (validation, bad_validation) = PhotoSet::decode(
+            &validation,
+            config.model.image_size,
+            config.model.resize,
+            "validation",
+        );
         skipped.extend(bad_train);
         skipped.extend(bad_validation);
         for (class, count) in train.counts(species.len()).into_iter().enumerate() {
@@ -113,7 +121,7 @@ pub(crate) fn load_others(
         });
     }
     let (set, unusable, found) =
-        PhotoSet::decode_below(dir, config.image_size, config.resize, "others")?;
+        PhotoSet::decode_below(dir, config.model.image_size, config.model.resize, "others")?;
     skipped.extend(unusable);
     if set.is_empty() {
         return Err(Error::Layout {

@@ -27,7 +27,7 @@ pub use data::TrainingData;
 use crate::dataset::{PhotoSet, Species};
 use crate::metrics;
 use crate::model::card::{DataSummary, FORMAT, FORMAT_VERSION, Preprocessing, Versions};
-use crate::model::{self, Architecture, ModelCard, ModelDir, Network, WeightsChoice, input};
+use crate::model::{self, ModelCard, ModelDir, Network, WeightsChoice, input};
 use crate::novelty::{self, Detector, NoveltyCard};
 use crate::{Error, Result, calibrate, files, plot, progress};
 
@@ -73,11 +73,10 @@ pub fn train_on(config: &TrainConfig, data: &TrainingData, out: &Path) -> Result
     refuse_existing(out)?;
     let dir = ModelDir::new(out);
     let device = config.device.device()?;
-    let network = match config.model {
-        Architecture::EfficientNetLite0 => {
-            Network::Transfer(transfer::network(config, data.species.len(), &device)?)
-        }
-        _ => fresh_network(config, data.species.len(), &device),
+    let network = if config.model.is_transfer() {
+        Network::Transfer(transfer::network(config, data.species.len(), &device)?)
+    } else {
+        fresh_network(config, data.species.len(), &device)
     };
     // Only now that everything needed is at hand does the model directory appear.
     files::create_dir(&dir.path.join(CHECKPOINT))?;
@@ -85,11 +84,11 @@ pub fn train_on(config: &TrainConfig, data: &TrainingData, out: &Path) -> Result
     let card = ModelCard {
         format: FORMAT.into(),
         format_version: FORMAT_VERSION,
-        architecture: config.model,
+        architecture: config.model.architecture,
         species: data.species.clone(),
-        image_size: config.image_size,
+        image_size: config.model.image_size,
         preprocessing: Preprocessing {
-            resize: config.resize,
+            resize: config.model.resize,
             normalisation: config.model.normalisation(),
             channels: "RGB".into(),
             layout: "NCHW".into(),
@@ -211,7 +210,7 @@ pub fn resume(out: &Path) -> Result<ModelCard> {
         return Ok(card);
     }
     let config = &card.training;
-    if config.model == Architecture::EfficientNetLite0 {
+    if config.model.is_transfer() {
         return Err(Error::Layout {
             path: out.to_path_buf(),
             reason: "a transfer-learning run cannot be resumed (its features take a minute to recompute); train it again into a new folder".into(),
@@ -255,7 +254,7 @@ pub fn resume(out: &Path) -> Result<ModelCard> {
 /// The network's seeded initial weights, on the autodiff variant of `device`.
 fn fresh_network(config: &TrainConfig, classes: usize, device: &Device) -> Network {
     device.seed(config.seed);
-    config.network(classes, &device.clone().autodiff())
+    config.model.init(classes, &device.clone().autodiff())
 }
 
 /// RMSprop with the configured values; no momentum, as in Keras.
@@ -288,7 +287,7 @@ fn run(
         let valid = network.valid();
         let val_probs = model::predict_probabilities(
             &valid,
-            config.image_size,
+            config.model.image_size,
             config.model.normalisation(),
             &data.validation.all_pixels(),
             device,
@@ -430,7 +429,7 @@ fn train_epoch(
             let wait = Instant::now();
             let Ok(batch) = batches.recv() else { break };
             stats.waiting += wait.elapsed();
-            let x = input::planar_tensor(batch.images, config.image_size, autodiff);
+            let x = input::planar_tensor(batch.images, config.model.image_size, autodiff);
             let logits = network.forward(x);
             let probs = model::probability_rows(logits.clone().detach());
             let loss = model::loss(logits, &batch.labels);
@@ -544,7 +543,7 @@ fn load_checkpoint(
             format!("the checkpoint is of epoch {recorded}, model.json says {epoch}"),
         ));
     }
-    let mut network = config.network(classes, device);
+    let mut network = config.model.init(classes, device);
     let mut store = BurnpackStore::from_bytes(Some(Bytes::from_bytes_vec(read("network.bpk")?)));
     network
         .load_from(&mut store)

@@ -19,7 +19,7 @@ use crate::dataset::PhotoSet;
 use crate::model::backbone::{self, EFFICIENTNET_LITE0};
 use crate::model::efficientnet::BLOCKS;
 use crate::model::{
-    self, EfficientNetLite0, Head, ModelCard, ModelDir, Network, TransferNet, WeightsChoice, input,
+    self, EfficientNetLite0, ModelCard, ModelDir, Network, TransferNet, WeightsChoice, input,
 };
 use crate::{Result, metrics, progress};
 
@@ -35,11 +35,7 @@ pub fn network(config: &TrainConfig, classes: usize, device: &Device) -> Result<
     };
     let backbone = EfficientNetLite0::from_pytorch(&path, false, device)?;
     device.seed(config.seed);
-    Ok(TransferNet {
-        backbone,
-        head: Head::new(classes, device),
-        viewing: config.viewing(),
-    })
+    Ok(config.model.transfer(backbone, classes, device))
 }
 
 /// What one pass of the frozen backbone over a set of photos gives.
@@ -83,7 +79,7 @@ fn encode(
     let mut parts = Vec::with_capacity(set.len().div_ceil(FEATURE_BATCH));
     for chunk in indices.chunks(FEATURE_BATCH) {
         let images = batches::layout(set, chunk, augment, norm);
-        let images = input::planar_tensor(images, config.image_size, device);
+        let images = input::planar_tensor(images, config.model.image_size, device);
         parts.push(if config.fine_tune > 0 {
             // The head first trains on the features it would see without fine-tuning (one
             // frozen pass is cheaper than the trained blocks on burn's layers); fine-tuning

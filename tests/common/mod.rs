@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use vlinder::augment::AugmentParams;
 use vlinder::dataset::ResizeFilter;
 use vlinder::device::Backend;
-use vlinder::model::{Architecture, Pooling};
+use vlinder::model::{Architecture, ModelConfig, Pooling};
 use vlinder::train::TrainConfig;
 
 /// The photos kept in the repository (`assets/sample/`, see its README): 80 openly licensed photos of each
@@ -116,19 +116,21 @@ pub fn quick_config(data: &Path, epochs: usize) -> TrainConfig {
         train: None,
         validation: None,
         validation_split: 0.25,
-        model: Architecture::Recipe,
+        model: ModelConfig {
+            architecture: Architecture::Recipe,
+            image_size: 32,
+            resize: ResizeFilter::Bilinear,
+            pooling: Pooling::Gem,
+            focus: None,
+        },
         epochs,
         batch_size: 16,
         learning_rate: 1e-3,
         rho: 0.9,
         epsilon: 1e-7,
         seed: 3,
-        image_size: 32,
-        resize: ResizeFilter::Bilinear,
         backbone: None,
         feature_copies: 4,
-        pooling: Pooling::Gem,
-        focus: None,
         fine_tune: 0,
         fine_tune_epochs: 10,
         fine_tune_learning_rate: 1e-4,
@@ -138,6 +140,12 @@ pub fn quick_config(data: &Path, epochs: usize) -> TrainConfig {
         augment: AugmentParams::default(),
         device: Backend::Flex,
     }
+}
+
+/// `config` with its network's description changed by `change`.
+pub fn with_model(mut config: TrainConfig, change: impl FnOnce(&mut ModelConfig)) -> TrainConfig {
+    change(&mut config.model);
+    config
 }
 
 /// Reads a little-endian float32 `.npy` file in C order: (shape, values).

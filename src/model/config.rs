@@ -1,0 +1,148 @@
+//! The description of a network: which one, the input it takes and how a transfer network looks
+//! at it. One [`ModelConfig::init`] builds every network vlinder trains or loads; the model
+//! card keeps the description (inside its training configuration, under the keys it has always
+//! had), so a model directory rebuilds the network it was trained as.
+
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::efficientnet::{self, EfficientNetLite0, Head, Pooling, TransferNet, Viewing};
+use super::input::{self, Normalisation};
+use super::recipe::{self, RecipeCnn};
+use super::{Architecture, Network};
+use crate::dataset::ResizeFilter;
+use crate::{Error, Result};
+
+/// The largest square input side any network accepts: bigger photos cost memory, not accuracy.
+pub const MAX_IMAGE_SIZE: u32 = 1024;
+
+/// Everything that decides a network's shape and its input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+pub struct ModelConfig {
+    /// The network to train.
+    #[arg(long = "model", value_enum, default_value_t = Architecture::Recipe)]
+    // The key model.json has always used.
+    #[serde(rename = "model")]
+    pub architecture: Architecture,
+    /// Photos are resized to this many pixels square.
+    #[arg(long, default_value_t = 75)]
+    pub image_size: u32,
+    /// How photos are resized.
+    #[arg(long, value_enum, default_value_t = ResizeFilter::Nearest)]
+    pub resize: ResizeFilter,
+    /// For efficientnet-lite0: how the backbone's feature map becomes the head's input.
+    #[arg(long, value_enum, default_value_t = Pooling::Gem)]
+    // Models trained before this option pooled by averaging.
+    #[serde(default)]
+    pub pooling: Pooling,
+    /// For efficientnet-lite0: look twice, at the whole photo shrunk to VIEW pixels and at a
+    /// VIEW-pixel window of it at full size around where the features respond most, and give
+    /// the head the mean of both (--image-size a multiple of VIEW, e.g. 640 with 320). Helps
+    /// with small butterflies in large scenes; costs a second pass through the backbone.
+    #[arg(long, value_name = "VIEW")]
+    #[serde(default)]
+    pub focus: Option<u32>,
+}
+
+impl ModelConfig {
+    /// The network for `classes` species with fresh weights (for a transfer network the
+    /// backbone's too: the pretrained ones are loaded into it afterwards).
+    pub fn init(&self, classes: usize, device: &Device) -> Network {
+        match self.architecture {
+            Architecture::Recipe => {
+                Network::Recipe(RecipeCnn::new(classes, self.image_size, 0.0, 0.25, device))
+            }
+            Architecture::RecipeDropout => {
+                Network::Recipe(RecipeCnn::new(classes, self.image_size, 0.25, 0.5, device))
+            }
+            Architecture::EfficientNetLite0 => Network::Transfer(self.transfer(
+                EfficientNetLite0::new(false, device),
+                classes,
+                device,
+            )),
+        }
+    }
+
+    /// A transfer network on `backbone` (pretrained, when training starts) with a fresh head
+    /// for `classes` species.
+    pub fn transfer(
+        &self,
+        backbone: EfficientNetLite0,
+        classes: usize,
+        device: &Device,
+    ) -> TransferNet {
+        TransferNet {
+            backbone,
+            head: Head::new(classes, device),
+            viewing: self.viewing(),
+        }
+    }
+
+    /// Whether the network is a pretrained backbone with a new head.
+    pub fn is_transfer(&self) -> bool {
+        self.architecture == Architecture::EfficientNetLite0
+    }
+
+    /// How a transfer network looks at photos.
+    pub fn viewing(&self) -> Viewing {
+        Viewing {
+            pooling: self.pooling,
+            focus: self.focus.map(|view| view as usize),
+        }
+    }
+
+    /// How pixels are normalised for this network.
+    pub fn normalisation(&self) -> Normalisation {
+        match self.architecture {
+            Architecture::Recipe | Architecture::RecipeDropout => input::RESCALE,
+            Architecture::EfficientNetLite0 => efficientnet::NORMALISATION,
+        }
+    }
+
+    /// The smallest square input the network accepts.
+    pub fn min_image_size(&self) -> u32 {
+        match self.architecture {
+            Architecture::Recipe | Architecture::RecipeDropout => recipe::MIN_IMAGE_SIZE,
+            Architecture::EfficientNetLite0 => efficientnet::MIN_IMAGE_SIZE,
+        }
+    }
+
+    /// Checks every value, naming the first bad one and what is allowed.
+    pub fn validate(&self) -> Result<()> {
+        let min = self.min_image_size();
+        if self.image_size < min || self.image_size > MAX_IMAGE_SIZE {
+            return Err(Error::invalid(
+                "image-size",
+                self.image_size,
+                format!(
+                    "between {min} and {MAX_IMAGE_SIZE} pixels for the {} model",
+                    self.architecture
+                ),
+            ));
+        }
+        if let Some(view) = self.focus {
+            self.validate_focus(view)?;
+        }
+        Ok(())
+    }
+
+    fn validate_focus(&self, view: u32) -> Result<()> {
+        let invalid = |allowed: String| Err(Error::invalid("focus", view, allowed));
+        if !self.is_transfer() {
+            return invalid(
+                "no --focus for the recipe models; it is for --model efficientnet-lite0".into(),
+            );
+        }
+        if view < efficientnet::MIN_IMAGE_SIZE {
+            return invalid(format!("at least {} pixels", efficientnet::MIN_IMAGE_SIZE));
+        }
+        if self.image_size < 2 * view || !self.image_size.is_multiple_of(view) {
+            return invalid(format!(
+                "a whole fraction (a half, a third, ...) of --image-size {}: e.g. --image-size {} --focus {view}",
+                self.image_size,
+                2 * view
+            ));
+        }
+        Ok(())
+    }
+}
