@@ -27,7 +27,7 @@ mod common;
 
 use burn::optim::{GradientsParams, RmsPropConfig};
 use burn::prelude::*;
-use vlinder::model::efficientnet::{EfficientNetLite0, Head, Pooling, TransferNet, Viewing};
+use vlinder::model::efficientnet::{EfficientNetLite, Head, Pooling, TransferNet, Viewing};
 
 const SIZES: [usize; 2] = [224, 320];
 const BATCH: usize = 32;
@@ -43,7 +43,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Seconds of the pooled features of `batch` random images of `side` pixels, median of `reps`
 /// after one warm-up.
-fn seconds(backbone: &EfficientNetLite0, batch: usize, side: usize, reps: usize) -> f64 {
+fn seconds(backbone: &EfficientNetLite, batch: usize, side: usize, reps: usize) -> f64 {
     let device = Device::flex();
     let x = Tensor::<4>::random(
         [batch, 3, side, side],
@@ -60,7 +60,7 @@ fn seconds(backbone: &EfficientNetLite0, batch: usize, side: usize, reps: usize)
 }
 
 /// One round of vlinder's measures.
-fn vlinder_round(backbone: &EfficientNetLite0) -> Measures {
+fn vlinder_round(backbone: &EfficientNetLite) -> Measures {
     let mut m = Measures::new();
     for side in SIZES {
         m.insert(
@@ -233,7 +233,7 @@ const STEP_SIDE: usize = 224;
 /// Seconds per fine-tuning step through every block, median of `reps` after one warm-up: the
 /// loss of a new 3-class head on `BATCH` random images, backward, an RMSprop update (the
 /// settings of `vlinder train --fine-tune`).
-fn step_seconds(backbone: EfficientNetLite0, reps: usize) -> f64 {
+fn step_seconds(backbone: EfficientNetLite, reps: usize) -> f64 {
     let device = Device::flex().autodiff();
     let mut net = TransferNet {
         backbone,

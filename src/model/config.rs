@@ -6,7 +6,7 @@
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::efficientnet::{self, EfficientNetLite0, Head, Pooling, TransferNet, Viewing};
+use super::efficientnet::{self, EfficientNetLite, Head, Pooling, TransferNet, Viewing};
 use super::input::{self, Normalisation};
 use super::recipe::{self, RecipeCnn};
 use super::{Architecture, Network};
@@ -30,12 +30,12 @@ pub struct ModelConfig {
     /// How photos are resized.
     #[arg(long, value_enum, default_value_t = ResizeFilter::Nearest)]
     pub resize: ResizeFilter,
-    /// For efficientnet-lite0: how the backbone's feature map becomes the head's input.
+    /// For the transfer models: how the backbone's feature map becomes the head's input.
     #[arg(long, value_enum, default_value_t = Pooling::Gem)]
     // Models trained before this option pooled by averaging.
     #[serde(default)]
     pub pooling: Pooling,
-    /// For efficientnet-lite0: look twice, at the whole photo shrunk to VIEW pixels and at a
+    /// For the transfer models: look twice, at the whole photo shrunk to VIEW pixels and at a
     /// VIEW-pixel window of it at full size around where the features respond most, and give
     /// the head the mean of both (--image-size a multiple of VIEW, e.g. 640 with 320). Helps
     /// with small butterflies in large scenes; costs a second pass through the backbone.
@@ -48,18 +48,18 @@ impl ModelConfig {
     /// The network for `classes` species with fresh weights (for a transfer network the
     /// backbone's too: the pretrained ones are loaded into it afterwards).
     pub fn init(&self, classes: usize, device: &Device) -> Network {
-        match self.architecture {
-            Architecture::Recipe => {
-                Network::Recipe(RecipeCnn::new(classes, self.image_size, 0.0, 0.25, device))
-            }
-            Architecture::RecipeDropout => {
-                Network::Recipe(RecipeCnn::new(classes, self.image_size, 0.25, 0.5, device))
-            }
-            Architecture::EfficientNetLite0 => Network::Transfer(self.transfer(
-                EfficientNetLite0::new(false, device),
+        match (self.architecture, self.architecture.backbone()) {
+            (_, Some(variant)) => Network::Transfer(self.transfer(
+                EfficientNetLite::new(variant, false, device),
                 classes,
                 device,
             )),
+            (Architecture::RecipeDropout, None) => {
+                Network::Recipe(RecipeCnn::new(classes, self.image_size, 0.25, 0.5, device))
+            }
+            (_, None) => {
+                Network::Recipe(RecipeCnn::new(classes, self.image_size, 0.0, 0.25, device))
+            }
         }
     }
 
@@ -67,7 +67,7 @@ impl ModelConfig {
     /// for `classes` species.
     pub fn transfer(
         &self,
-        backbone: EfficientNetLite0,
+        backbone: EfficientNetLite,
         classes: usize,
         device: &Device,
     ) -> TransferNet {
@@ -80,7 +80,7 @@ impl ModelConfig {
 
     /// Whether the network is a pretrained backbone with a new head.
     pub fn is_transfer(&self) -> bool {
-        self.architecture == Architecture::EfficientNetLite0
+        self.architecture.backbone().is_some()
     }
 
     /// How a transfer network looks at photos.
@@ -93,17 +93,17 @@ impl ModelConfig {
 
     /// How pixels are normalised for this network.
     pub fn normalisation(&self) -> Normalisation {
-        match self.architecture {
-            Architecture::Recipe | Architecture::RecipeDropout => input::RESCALE,
-            Architecture::EfficientNetLite0 => efficientnet::NORMALISATION,
+        match self.is_transfer() {
+            false => input::RESCALE,
+            true => efficientnet::NORMALISATION,
         }
     }
 
     /// The smallest square input the network accepts.
     pub fn min_image_size(&self) -> u32 {
-        match self.architecture {
-            Architecture::Recipe | Architecture::RecipeDropout => recipe::MIN_IMAGE_SIZE,
-            Architecture::EfficientNetLite0 => efficientnet::MIN_IMAGE_SIZE,
+        match self.is_transfer() {
+            false => recipe::MIN_IMAGE_SIZE,
+            true => efficientnet::MIN_IMAGE_SIZE,
         }
     }
 
@@ -130,7 +130,7 @@ impl ModelConfig {
         let invalid = |allowed: String| Err(Error::invalid("focus", view, allowed));
         if !self.is_transfer() {
             return invalid(
-                "no --focus for the recipe models; it is for --model efficientnet-lite0".into(),
+                "no --focus for the recipe models; it is for the transfer models (--model efficientnet-lite0, ...)".into(),
             );
         }
         if view < efficientnet::MIN_IMAGE_SIZE {

@@ -1,5 +1,7 @@
-//! EfficientNet-Lite0, the ImageNet-pretrained backbone for transfer learning: depthwise-separable
-//! MBConv blocks with batch norm and ReLU6, no squeeze-and-excitation, 1280 pooled features.
+//! EfficientNet-Lite, the ImageNet-pretrained backbones for transfer learning: depthwise-separable
+//! MBConv blocks with batch norm and ReLU6, no squeeze-and-excitation, 1280 pooled features. The
+//! family's members ([`Variant`]) share the stages of Lite0, widened and deepened by their
+//! coefficients; the stem, the first and last stages' depth and the head stay fixed.
 //!
 //! Layer names follow the PyTorch package `efficientnet-lite-pytorch` without its leading
 //! underscores, so its `.pth` weights load by name. Convolutions pad like TensorFlow's 'same'
@@ -26,7 +28,7 @@ mod extension;
 mod frozen;
 mod mbconv;
 use extension::FoldedBlock;
-use frozen::{FrozenLite0, Output};
+use frozen::{FrozenLite, Output};
 
 /// Pixels are normalised as (pixel - 127) / 128 on the 0..255 scale, as these weights expect.
 pub const NORMALISATION: Normalisation = Normalisation {
@@ -37,12 +39,10 @@ pub const NORMALISATION: Normalisation = Normalisation {
 pub const FEATURES: usize = 1280;
 /// The smallest input side: five stride-2 stages leave one pixel.
 pub const MIN_IMAGE_SIZE: u32 = 32;
-/// MBConv blocks, the units that fine-tuning unfreezes from the end.
-pub const BLOCKS: usize = 16;
-
 const BN_EPSILON: f64 = 1e-3;
 
-/// (repeats, kernel, stride, expansion, input channels, output channels) of each stage.
+/// (repeats, kernel, stride, expansion, input channels, output channels) of each stage of
+/// Lite0; the other members scale the channels and the repeats.
 const STAGES: [(usize, usize, usize, usize, usize, usize); 7] = [
     (1, 3, 1, 1, 32, 16),
     (2, 3, 2, 6, 16, 24),
@@ -52,6 +52,81 @@ const STAGES: [(usize, usize, usize, usize, usize, usize); 7] = [
     (4, 5, 2, 6, 112, 192),
     (1, 3, 1, 6, 192, 320),
 ];
+
+/// Channels of the stem's output, the same in every member.
+const STEM_CHANNELS: usize = 32;
+
+/// A member of the EfficientNet-Lite family: its name (as `--model` and the installer know it)
+/// and how much wider and deeper than Lite0 it is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Variant {
+    pub name: &'static str,
+    width: f64,
+    depth: f64,
+    /// The side it was trained on for ImageNet.
+    pub native_size: u32,
+}
+
+/// The coefficients of TensorFlow's `efficientnet_lite_builder.py`.
+pub const LITE0: Variant = Variant {
+    name: "efficientnet-lite0",
+    width: 1.0,
+    depth: 1.0,
+    native_size: 224,
+};
+pub const LITE1: Variant = Variant {
+    name: "efficientnet-lite1",
+    width: 1.0,
+    depth: 1.1,
+    native_size: 240,
+};
+
+/// One MBConv block's shape: (kernel, stride, expansion, input channels, output channels).
+type BlockShape = (usize, usize, usize, usize, usize);
+
+impl Variant {
+    /// Channels scaled by the width, rounded to a multiple of 8 (and never more than 10% down),
+    /// as TensorFlow's `round_filters`.
+    fn channels(&self, channels: usize) -> usize {
+        let scaled = channels as f64 * self.width;
+        let mut rounded = (((scaled + 4.0) as usize) / 8 * 8).max(8);
+        if (rounded as f64) < 0.9 * scaled {
+            rounded += 8;
+        }
+        rounded
+    }
+
+    /// Every block's shape, in order.
+    fn blocks(&self) -> Vec<BlockShape> {
+        let mut blocks = Vec::new();
+        for (stage, (repeats, kernel, stride, expansion, input, output)) in
+            STAGES.into_iter().enumerate()
+        {
+            // Lite keeps the first and last stages as deep as Lite0's (`fix_head_stem`).
+            let repeats = if stage == 0 || stage == STAGES.len() - 1 {
+                repeats
+            } else {
+                (self.depth * repeats as f64).ceil() as usize
+            };
+            let input = if stage == 0 {
+                STEM_CHANNELS
+            } else {
+                self.channels(input)
+            };
+            let output = self.channels(output);
+            for r in 0..repeats {
+                let (input, stride) = if r == 0 { (input, stride) } else { (output, 1) };
+                blocks.push((kernel, stride, expansion, input, output));
+            }
+        }
+        blocks
+    }
+
+    /// MBConv blocks: the units that fine-tuning unfreezes from the end.
+    pub fn block_count(&self) -> usize {
+        self.blocks().len()
+    }
+}
 
 /// A convolution without bias and with TensorFlow 'same' padding.
 #[derive(Module, Debug)]
@@ -194,9 +269,9 @@ fn folded(conv: &SameConv, bn: &BatchNorm) -> (Tensor<2>, Tensor<1>) {
     (weight.transpose(), bias)
 }
 
-/// EfficientNet-Lite0, with or without its ImageNet classifier.
+/// An EfficientNet-Lite network, with or without its ImageNet classifier.
 #[derive(Module, Debug)]
-pub struct EfficientNetLite0 {
+pub struct EfficientNetLite {
     conv_stem: SameConv,
     bn0: BatchNorm,
     blocks: Vec<MbConv>,
@@ -205,30 +280,28 @@ pub struct EfficientNetLite0 {
     fc: Option<Linear>,
     /// The weights folded for the CPU, once [`freeze`](Self::freeze) made them.
     #[module(skip)]
-    frozen: Option<Arc<FrozenLite0>>,
+    frozen: Option<Arc<FrozenLite>>,
     /// Run the blocks on burn's layers even where the fused ones could run.
     #[module(skip)]
     burn_layers: bool,
 }
 
-impl EfficientNetLite0 {
-    /// The network with untrained weights; `classifier` adds the 1000-class ImageNet layer.
-    pub fn new(classifier: bool, device: &Device) -> Self {
-        let mut blocks = Vec::new();
-        for (repeats, kernel, stride, expansion, input, output) in STAGES {
-            for r in 0..repeats {
-                let (input, stride) = if r == 0 { (input, stride) } else { (output, 1) };
-                blocks.push(MbConv::new(
-                    input, output, kernel, stride, expansion, device,
-                ));
-            }
-        }
-        debug_assert_eq!(blocks.len(), BLOCKS);
-        EfficientNetLite0 {
-            conv_stem: SameConv::new([3, 32], 3, 2, 1, device),
-            bn0: batch_norm(32, device),
+impl EfficientNetLite {
+    /// `variant` with untrained weights; `classifier` adds the 1000-class ImageNet layer.
+    pub fn new(variant: Variant, classifier: bool, device: &Device) -> Self {
+        let shapes = variant.blocks();
+        let last = shapes.last().map_or(STEM_CHANNELS, |&(.., output)| output);
+        let blocks = shapes
+            .into_iter()
+            .map(|(kernel, stride, expansion, input, output)| {
+                MbConv::new(input, output, kernel, stride, expansion, device)
+            })
+            .collect();
+        EfficientNetLite {
+            conv_stem: SameConv::new([3, STEM_CHANNELS], 3, 2, 1, device),
+            bn0: batch_norm(STEM_CHANNELS, device),
             blocks,
-            conv_head: SameConv::new([320, FEATURES], 1, 1, 1, device),
+            conv_head: SameConv::new([last, FEATURES], 1, 1, 1, device),
             bn1: batch_norm(FEATURES, device),
             fc: classifier.then(|| LinearConfig::new(FEATURES, 1000).init(device)),
             frozen: None,
@@ -236,10 +309,15 @@ impl EfficientNetLite0 {
         }
     }
 
-    /// The network with the ImageNet weights of a PyTorch `.pth` file of
+    /// `variant` with the ImageNet weights of a PyTorch `.pth` file of
     /// `efficientnet-lite-pytorch`, with or without the ImageNet classifier.
-    pub fn from_pytorch(path: &Path, classifier: bool, device: &Device) -> Result<Self> {
-        let mut network = EfficientNetLite0::new(classifier, device);
+    pub fn from_pytorch(
+        variant: Variant,
+        path: &Path,
+        classifier: bool,
+        device: &Device,
+    ) -> Result<Self> {
+        let mut network = EfficientNetLite::new(variant, classifier, device);
         // PyTorch names: `_blocks.3._expand_conv.weight`; ours: `blocks.3.expand_conv.conv.weight`.
         let mut store = PytorchStore::from_file(path)
             .with_key_remapping(r"(^|\.)_", "$1")
@@ -252,7 +330,8 @@ impl EfficientNetLite0 {
             .map_err(|e| Error::Backbone {
                 origin: path.display().to_string(),
                 reason: format!(
-                    "cannot load EfficientNet-Lite0 ImageNet weights ({e}); run `vlinder backbone install` or give the right file with --backbone"
+                    "cannot load {} ImageNet weights ({e}); run `vlinder backbone install {}` or give the right file with --backbone",
+                    variant.name, variant.name
                 ),
             })?;
         Ok(network)
@@ -265,13 +344,13 @@ impl EfficientNetLite0 {
     /// faster, and without gradients. Call it once the weights are final: the copy does not
     /// follow later changes. Other backends keep burn's layers.
     pub fn freeze(mut self) -> Self {
-        self.frozen = Some(Arc::new(FrozenLite0::new(&self)));
+        self.frozen = Some(Arc::new(FrozenLite::new(&self)));
         self
     }
 
     /// The frozen copy, when there is one and `images` are on burn's CPU backend in `f32`.
     #[cfg_attr(not(feature = "flex"), allow(unused_variables))]
-    fn frozen_for(&self, images: &Tensor<4>) -> Option<&FrozenLite0> {
+    fn frozen_for(&self, images: &Tensor<4>) -> Option<&FrozenLite> {
         #[cfg(feature = "flex")]
         if images.device().without_autodiff() == Device::flex()
             && images.dtype() == burn::tensor::DType::F32
@@ -283,7 +362,7 @@ impl EfficientNetLite0 {
 
     /// `output` of the frozen copy for normalised images `[n, 3, h, w]`.
     fn run_frozen<const D: usize>(
-        frozen: &FrozenLite0,
+        frozen: &FrozenLite,
         images: Tensor<4>,
         output: Output,
     ) -> Tensor<D> {
@@ -318,7 +397,8 @@ impl EfficientNetLite0 {
         if let Some(frozen) = self.frozen_for(&images) {
             return Self::run_frozen(frozen, images, Output::Map);
         }
-        self.feature_map_from(self.activations(images, BLOCKS), BLOCKS)
+        let all = self.block_count();
+        self.feature_map_from(self.activations(images, all), all)
     }
 
     /// The activations of normalised images `[n, 3, h, w]` after the stem and the first
@@ -329,6 +409,11 @@ impl EfficientNetLite0 {
         }
         let x = relu6(self.bn0.forward(self.conv_stem.forward(images)));
         self.run_blocks(x, 0..blocks)
+    }
+
+    /// MBConv blocks in the network.
+    pub fn block_count(&self) -> usize {
+        self.blocks.len()
     }
 
     /// The network that runs burn's own layers for its blocks even on burn's CPU backend,
@@ -355,7 +440,7 @@ impl EfficientNetLite0 {
     /// The feature map from [`activations`](Self::activations) after the first `blocks`
     /// blocks.
     pub fn feature_map_from(&self, activations: Tensor<4>, blocks: usize) -> Tensor<4> {
-        let x = self.run_blocks(activations, blocks..BLOCKS);
+        let x = self.run_blocks(activations, blocks..self.block_count());
         relu6(self.bn1.forward(self.conv_head.forward(x)))
     }
 
@@ -445,7 +530,7 @@ pub struct Viewing {
 /// Transfer learning: EfficientNet-Lite0's pooled features into a new [`Head`].
 #[derive(Module, Debug)]
 pub struct TransferNet {
-    pub backbone: EfficientNetLite0,
+    pub backbone: EfficientNetLite,
     pub head: Head,
     #[module(skip)]
     pub viewing: Viewing,

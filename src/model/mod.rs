@@ -22,7 +22,7 @@ pub use config::ModelConfig;
 pub use directory::{
     Assessment, ModelDir, TrainedModel, WeightsChoice, embed, predict_probabilities,
 };
-pub use efficientnet::{EfficientNetLite0, Head, Pooling, TransferNet, Viewing};
+pub use efficientnet::{EfficientNetLite, Head, Pooling, TransferNet, Variant, Viewing};
 pub use input::Normalisation;
 pub use recipe::RecipeCnn;
 
@@ -38,16 +38,30 @@ pub enum Architecture {
     #[value(name = "efficientnet-lite0")]
     #[serde(rename = "efficientnet-lite0")]
     EfficientNetLite0,
+    /// The same on EfficientNet-Lite1: deeper (21 blocks), made for 240 pixels.
+    #[value(name = "efficientnet-lite1")]
+    #[serde(rename = "efficientnet-lite1")]
+    EfficientNetLite1,
+}
+
+impl Architecture {
+    /// The pretrained backbone of a transfer network; `None` for the recipe's networks.
+    pub fn backbone(self) -> Option<Variant> {
+        match self {
+            Architecture::Recipe | Architecture::RecipeDropout => None,
+            Architecture::EfficientNetLite0 => Some(efficientnet::LITE0),
+            Architecture::EfficientNetLite1 => Some(efficientnet::LITE1),
+        }
+    }
 }
 
 impl std::fmt::Display for Architecture {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let name = match self {
-            Architecture::Recipe => "recipe",
-            Architecture::RecipeDropout => "recipe-dropout",
-            Architecture::EfficientNetLite0 => "efficientnet-lite0",
-        };
-        f.write_str(name)
+        match self {
+            Architecture::Recipe => f.write_str("recipe"),
+            Architecture::RecipeDropout => f.write_str("recipe-dropout"),
+            lite => f.write_str(lite.backbone().expect("a transfer network").name),
+        }
     }
 }
 
@@ -82,7 +96,7 @@ impl Network {
     }
 
     /// The network for inference only: a transfer network's backbone gets its frozen CPU copy
-    /// ([`EfficientNetLite0::freeze`]); the weights must not change afterwards.
+    /// ([`EfficientNetLite::freeze`]); the weights must not change afterwards.
     pub fn freeze(self) -> Self {
         match self {
             Network::Transfer(n) => Network::Transfer(TransferNet {

@@ -7,7 +7,6 @@ use serde::{Deserialize, Serialize};
 use crate::augment::AugmentParams;
 use crate::device::Backend;
 use crate::model::ModelConfig;
-use crate::model::efficientnet::BLOCKS;
 use crate::{Error, Result};
 
 /// Everything that decides a training run.
@@ -46,17 +45,18 @@ pub struct TrainConfig {
     /// Seeds the split, the initial weights, the photo order and dropout.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// EfficientNet-Lite0 weights (.pth) for --model efficientnet-lite0 (default: the ones
-    /// `vlinder backbone install` put in the cache).
+    /// The backbone's weights (.pth) for a transfer model (default: the ones `vlinder backbone
+    /// install NAME` put in the cache).
     #[arg(long, value_name = "FILE")]
     pub backbone: Option<PathBuf>,
-    /// For efficientnet-lite0: augmented copies of each training photo whose features are
+    /// For the transfer models: augmented copies of each training photo whose features are
     /// computed once, besides the photo itself (the recipe draws afresh every epoch instead).
     #[arg(long, default_value_t = 4)]
     #[serde(default = "default_feature_copies")]
     pub feature_copies: usize,
-    /// For efficientnet-lite0: after training the head, train the last N of the backbone's 16
-    /// blocks, its final 1x1 convolution and the head together (0: the backbone stays frozen).
+    /// For the transfer models: after training the head, train the last N of the backbone's
+    /// MBConv blocks (Lite0 has 16), its final 1x1 convolution and the head together (0: the
+    /// backbone stays frozen).
     #[arg(long, value_name = "N", default_value_t = 0)]
     #[serde(default)]
     pub fine_tune: usize,
@@ -135,14 +135,19 @@ impl TrainConfig {
                 return Err(Error::invalid(
                     "fine-tune",
                     self.fine_tune,
-                    "0 for the recipe models (they train every layer anyway); fine-tuning is for --model efficientnet-lite0",
+                    "0 for the recipe models (they train every layer anyway); fine-tuning is for the transfer models (--model efficientnet-lite0, ...)",
                 ));
             }
-            if self.fine_tune > BLOCKS {
+            let blocks = self
+                .model
+                .architecture
+                .backbone()
+                .map_or(0, |b| b.block_count());
+            if self.fine_tune > blocks {
                 return Err(Error::invalid(
                     "fine-tune",
                     self.fine_tune,
-                    format!("between 0 and {BLOCKS}, the backbone's blocks"),
+                    format!("between 0 and {blocks}, the backbone's blocks"),
                 ));
             }
             if self.fine_tune_epochs == 0 {

@@ -16,10 +16,9 @@ use super::{
 };
 use crate::augment::AugmentParams;
 use crate::dataset::PhotoSet;
-use crate::model::backbone::{self, EFFICIENTNET_LITE0};
-use crate::model::efficientnet::BLOCKS;
+use crate::model::backbone;
 use crate::model::{
-    self, EfficientNetLite0, ModelCard, ModelDir, Network, TransferNet, WeightsChoice, input,
+    self, EfficientNetLite, ModelCard, ModelDir, Network, TransferNet, WeightsChoice, input,
 };
 use crate::{Result, metrics, progress};
 
@@ -29,11 +28,16 @@ const FEATURE_BATCH: usize = 16;
 /// The backbone with its ImageNet weights (from `--backbone`, else the installed ones) and a
 /// fresh, seeded head.
 pub fn network(config: &TrainConfig, classes: usize, device: &Device) -> Result<TransferNet> {
+    let variant = config
+        .model
+        .architecture
+        .backbone()
+        .expect("a transfer network has a backbone");
     let path = match &config.backbone {
         Some(path) => path.clone(),
-        None => EFFICIENTNET_LITE0.find(&backbone::cache_dir())?,
+        None => backbone::of(variant).find(&backbone::cache_dir())?,
     };
-    let backbone = EfficientNetLite0::from_pytorch(&path, false, device)?;
+    let backbone = EfficientNetLite::from_pytorch(variant, &path, false, device)?;
     device.seed(config.seed);
     Ok(config.model.transfer(backbone, classes, device))
 }
@@ -74,7 +78,7 @@ fn encode(
 ) -> Encoded {
     let bar = progress::bar(set.len(), format!("features {what}"));
     let norm = config.model.normalisation();
-    let frozen = BLOCKS - config.fine_tune;
+    let frozen = net.backbone.block_count() - config.fine_tune;
     let indices: Vec<usize> = (0..set.len()).collect();
     let mut parts = Vec::with_capacity(set.len().div_ceil(FEATURE_BATCH));
     for chunk in indices.chunks(FEATURE_BATCH) {
@@ -185,7 +189,7 @@ pub fn run(
         },
     )?;
     if let (Some(train_x), Some(val_x)) = (train.activations, validation.activations) {
-        let frozen = BLOCKS - config.fine_tune;
+        let frozen = backbone.block_count() - config.fine_tune;
         eprintln!(
             "fine-tuning the last {} blocks with the head",
             config.fine_tune

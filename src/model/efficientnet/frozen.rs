@@ -19,7 +19,7 @@ use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 use rayon::prelude::*;
 
-use super::{BLOCKS, EfficientNetLite0, FEATURES, GEM_FLOOR, GEM_POWER, Pooling};
+use super::{EfficientNetLite, FEATURES, GEM_FLOOR, GEM_POWER, Pooling};
 use crate::model::kernels::{
     DepthwiseShape, Epilogue, PackedPointwise, depthwise_relu6, sum_rows, transpose,
 };
@@ -58,11 +58,11 @@ pub enum Output {
 }
 
 impl Output {
-    /// How many blocks a pass for this output runs.
-    fn blocks(self) -> usize {
+    /// How many blocks of a network with `all` a pass for this output runs.
+    fn blocks(self, all: usize) -> usize {
         match self {
             Output::Activations(blocks) => blocks,
-            Output::Map | Output::Pooled(_) => BLOCKS,
+            Output::Map | Output::Pooled(_) => all,
         }
     }
 }
@@ -100,7 +100,7 @@ struct Stem {
 
 /// EfficientNet-Lite0's weights folded for inference on the CPU.
 #[derive(Debug)]
-pub struct FrozenLite0 {
+pub struct FrozenLite {
     stem: Stem,
     blocks: Vec<Block>,
     head: Pointwise,
@@ -390,7 +390,7 @@ fn give_back(pool: &Mutex<Vec<Scratch>>, s: Scratch) {
 }
 
 impl Stem {
-    const CHANNELS: usize = 32;
+    const CHANNELS: usize = super::STEM_CHANNELS;
     const PATCH: usize = 27;
 
     fn geometry(h: usize, w: usize) -> DepthwiseShape {
@@ -488,9 +488,9 @@ fn over_rows(
     }
 }
 
-impl FrozenLite0 {
+impl FrozenLite {
     /// The folded copy of `network`'s weights (its classifier, if any, is not part of it).
-    pub fn new(network: &EfficientNetLite0) -> Self {
+    pub fn new(network: &EfficientNetLite) -> Self {
         let [stem_out, ..] = network.conv_stem.conv.weight.dims();
         let (stem, stem_bias) = fold(&network.conv_stem.conv, &network.bn0);
         let blocks = network
@@ -507,7 +507,7 @@ impl FrozenLite0 {
                 residual: b.residual,
             })
             .collect();
-        FrozenLite0 {
+        FrozenLite {
             stem: Stem {
                 patches: PackedPointwise::new(
                     &transposed(&stem, stem_out, Stem::PATCH),
@@ -534,7 +534,7 @@ impl FrozenLite0 {
         sizes
     }
 
-    /// The channels of block `b`'s input (`BLOCKS`: of the last block's output).
+    /// The channels of block `b`'s input (past the last block: of its output).
     fn channels(&self, b: usize) -> usize {
         match b {
             0 => Stem::CHANNELS,
@@ -544,7 +544,7 @@ impl FrozenLite0 {
 
     /// The shape of one photo's [`Output`] for an input of `h` x `w` pixels.
     pub fn output_dims(&self, (h, w): (usize, usize), output: Output) -> Vec<usize> {
-        let blocks = output.blocks();
+        let blocks = output.blocks(self.blocks.len());
         let (h, w) = self.sizes((h, w))[blocks];
         match output {
             Output::Activations(_) => vec![self.channels(blocks), h, w],
@@ -584,7 +584,7 @@ impl FrozenLite0 {
         out: &mut [f32],
     ) {
         let mut s = take(&self.scratch);
-        let blocks = output.blocks();
+        let blocks = output.blocks(self.blocks.len());
         let sizes = self.sizes((h, w));
         self.stem.run(image, (h, w), &mut s.x, split);
         for (b, block) in self.blocks[..blocks].iter().enumerate() {
@@ -656,9 +656,9 @@ mod tests {
         bn.running_var = RunningState::new(random(n, 0.5, 2.0));
     }
 
-    fn network() -> EfficientNetLite0 {
+    fn network() -> EfficientNetLite {
         device().seed(7);
-        let mut net = EfficientNetLite0::new(false, &device());
+        let mut net = EfficientNetLite::new(super::super::LITE0, false, &device());
         randomise(&mut net.bn0);
         randomise(&mut net.bn1);
         for block in &mut net.blocks {
@@ -701,7 +701,7 @@ mod tests {
 
     #[test]
     fn the_frozen_path_gives_burns_answers_for_every_output_size_and_batch() {
-        let layers = network();
+        let layers = network().with_burn_layers();
         let frozen = layers.clone().freeze();
         // On two threads, 1 and 2 photos split each layer over the threads, 4 and 5 spread
         // photos over them in groups; odd and unequal sides exercise the asymmetric 'same'
@@ -721,7 +721,7 @@ mod tests {
                 values(frozen.feature_map(x.clone())),
                 values(layers.feature_map(x.clone())),
             );
-            for blocks in [0, 1, 3, 9, BLOCKS] {
+            for blocks in [0, 1, 3, 9, layers.block_count()] {
                 assert_close(
                     &what(&format!("activations after {blocks} blocks")),
                     values(frozen.activations(x.clone(), blocks)),
