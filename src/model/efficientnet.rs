@@ -80,6 +80,12 @@ pub const LITE1: Variant = Variant {
     depth: 1.1,
     native_size: 240,
 };
+pub const LITE2: Variant = Variant {
+    name: "efficientnet-lite2",
+    width: 1.1,
+    depth: 1.2,
+    native_size: 260,
+};
 
 /// One MBConv block's shape: (kernel, stride, expansion, input channels, output channels).
 type BlockShape = (usize, usize, usize, usize, usize);

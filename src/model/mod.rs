@@ -42,6 +42,10 @@ pub enum Architecture {
     #[value(name = "efficientnet-lite1")]
     #[serde(rename = "efficientnet-lite1")]
     EfficientNetLite1,
+    /// The same on EfficientNet-Lite2: wider (352 channels into the head), made for 260 pixels.
+    #[value(name = "efficientnet-lite2")]
+    #[serde(rename = "efficientnet-lite2")]
+    EfficientNetLite2,
 }
 
 impl Architecture {
@@ -51,6 +55,7 @@ impl Architecture {
             Architecture::Recipe | Architecture::RecipeDropout => None,
             Architecture::EfficientNetLite0 => Some(efficientnet::LITE0),
             Architecture::EfficientNetLite1 => Some(efficientnet::LITE1),
+            Architecture::EfficientNetLite2 => Some(efficientnet::LITE2),
         }
     }
 }
