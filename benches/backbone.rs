@@ -75,16 +75,22 @@ fn vlinder_round(backbone: &EfficientNetLite) -> Measures {
     m
 }
 
-/// One round of ONNX Runtime's measures, or why there is none.
-fn onnxruntime_round(python: &PathBuf, weights: &PathBuf) -> Result<Measures, String> {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/lite0_onnxruntime.py");
-    let sizes: Vec<String> = SIZES.iter().map(|s| s.to_string()).collect();
+/// The `RESULT {json}` line of a reference script in benches/ run on `weights` with as many
+/// threads as vlinder has and `args`, or why there is none.
+fn python_result(
+    python: &Path,
+    script: &str,
+    weights: &Path,
+    args: &[&str],
+) -> Result<serde_json::Value, String> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("benches")
+        .join(script);
     let out = Command::new(python)
         .arg(&script)
         .arg(weights)
         .args(["--threads", &rayon::current_num_threads().to_string()])
-        .args(["--sizes", &sizes.join(",")])
-        .args(["--batch", &BATCH.to_string()])
+        .args(args)
         .output()
         .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -92,7 +98,18 @@ fn onnxruntime_round(python: &PathBuf, weights: &PathBuf) -> Result<Measures, St
         .lines()
         .find_map(|l| l.strip_prefix("RESULT "))
         .ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())?;
-    let json: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    serde_json::from_str(line).map_err(|e| e.to_string())
+}
+
+/// One round of ONNX Runtime's measures, or why there is none.
+fn onnxruntime_round(python: &Path, weights: &Path) -> Result<Measures, String> {
+    let sizes: Vec<String> = SIZES.iter().map(|s| s.to_string()).collect();
+    let json = python_result(
+        python,
+        "lite0_onnxruntime.py",
+        weights,
+        &["--sizes", &sizes.join(","), "--batch", &BATCH.to_string()],
+    )?;
     let mut m = Measures::new();
     for side in SIZES {
         let at = &json["sizes"][side.to_string()];
@@ -270,24 +287,20 @@ fn pytorch_step(python: &Path, weights: &Path) -> Result<f64, String> {
             python.display()
         ));
     }
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/lite0_pytorch_train.py");
-    let out = Command::new(python)
-        .arg(&script)
-        .arg(weights)
-        .args(["--threads", &rayon::current_num_threads().to_string()])
-        .args(["--batch", &BATCH.to_string()])
-        .args(["--size", &STEP_SIDE.to_string()])
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("RESULT "))
-        .ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())?;
-    let json: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    let json = python_result(
+        python,
+        "lite0_pytorch_train.py",
+        weights,
+        &[
+            "--batch",
+            &BATCH.to_string(),
+            "--size",
+            &STEP_SIDE.to_string(),
+        ],
+    )?;
     json["step_s"]
         .as_f64()
-        .ok_or_else(|| format!("no step_s in {line}"))
+        .ok_or_else(|| format!("no step_s in {json}"))
 }
 
 /// The fine-tuning step on the fused blocks beside PyTorch eager's, interleaved over `rounds`,

@@ -5,6 +5,51 @@ mod common;
 use burn::prelude::*;
 use vlinder::model::efficientnet::{EfficientNetLite, FEATURES};
 
+/// The five ImageNet classes a golden case ranks first.
+fn top5(case: &serde_json::Value) -> Vec<usize> {
+    case["top5"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect()
+}
+
+/// Asserts that `network` gives PyTorch's pooled features and logits for `x` within the
+/// tolerances, and its five first classes.
+fn assert_like_pytorch(
+    what: &str,
+    network: &EfficientNetLite,
+    x: Tensor<4>,
+    (want_features, want_logits): (&[f32], &[f32]),
+    top5: &[usize],
+    (feature_tolerance, logit_tolerance): (f32, f32),
+) {
+    let values = |t: Tensor<2>| t.into_data().try_to_vec::<f32>().unwrap();
+    let features = values(network.features(x.clone()));
+    let logits = values(network.logits(x).unwrap());
+    assert_eq!(features.len(), FEATURES);
+    let max_diff = |a: &[f32], b: &[f32]| {
+        assert_eq!(a.len(), b.len(), "{what}");
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max)
+    };
+    let (df, dl) = (
+        max_diff(&features, want_features),
+        max_diff(&logits, want_logits),
+    );
+    eprintln!("{what}: features {df:.2e}, logits {dl:.2e}");
+    assert!(
+        df < feature_tolerance && dl < logit_tolerance,
+        "{what}: features differ by {df}, logits by {dl}"
+    );
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+    assert_eq!(order[..5], top5[..], "{what}");
+}
+
 #[test]
 #[ignore = "needs ../shared: the PyTorch golden outputs and the Lite0 weights"]
 fn the_port_reproduces_pytorch_logits_and_features() {
@@ -44,47 +89,15 @@ fn the_port_reproduces_pytorch_logits_and_features() {
             TensorData::new(input, [shape[0], shape[1], shape[2], shape[3]]),
             &device,
         );
-        let features = network
-            .features(x.clone())
-            .into_data()
-            .try_to_vec::<f32>()
-            .unwrap();
-        let logits = network
-            .logits(x)
-            .unwrap()
-            .into_data()
-            .try_to_vec::<f32>()
-            .unwrap();
         let (_, want_features) = common::read_npy(&golden.join(case["features"].as_str().unwrap()));
         let (_, want_logits) = common::read_npy(&golden.join(case["logits"].as_str().unwrap()));
-        assert_eq!(features.len(), FEATURES);
-        let max_diff = |a: &[f32], b: &[f32]| {
-            a.iter()
-                .zip(b)
-                .map(|(x, y)| (x - y).abs())
-                .fold(0.0f32, f32::max)
-        };
-        let (df, dl) = (
-            max_diff(&features, &want_features),
-            max_diff(&logits, &want_logits),
-        );
-        eprintln!("{path}, {name}: features {df:.2e}, logits {dl:.2e}");
-        assert!(
-            df < *feature_tolerance && dl < *logit_tolerance,
-            "{path}, {name}: features differ by {df}, logits by {dl}"
-        );
-        let mut order: Vec<usize> = (0..logits.len()).collect();
-        order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
-        let top5: Vec<u64> = case["top5"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap())
-            .collect();
-        assert_eq!(
-            order[..5].iter().map(|&i| i as u64).collect::<Vec<_>>(),
-            top5,
-            "{path}, {name}"
+        assert_like_pytorch(
+            &format!("{path}, {name}"),
+            network,
+            x,
+            (&want_features, &want_logits),
+            &top5(case),
+            (*feature_tolerance, *logit_tolerance),
         );
     }
 }
@@ -172,41 +185,17 @@ fn the_larger_backbones_reproduce_pytorch_on_every_path() {
                 let name = case["name"].as_str().unwrap();
                 let size = |key: &str| case[key].as_u64().unwrap() as usize;
                 let x = formula_image(size("height"), size("width"));
-                let values = |t: Tensor<2>| t.into_data().try_to_vec::<f32>().unwrap();
-                let features = values(network.features(x.clone()));
-                let logits = values(network.logits(x).unwrap());
                 let (_, want_features) =
                     common::read_npy(&golden.join(format!("{name}.features.npy")));
                 let (_, want_logits) = common::read_npy(&golden.join(format!("{name}.logits.npy")));
-                let max_diff = |a: &[f32], b: &[f32]| {
-                    assert_eq!(a.len(), b.len());
-                    a.iter()
-                        .zip(b)
-                        .map(|(x, y)| (x - y).abs())
-                        .fold(0.0f32, f32::max)
-                };
-                let (df, dl) = (
-                    max_diff(&features, &want_features),
-                    max_diff(&logits, &want_logits),
+                assert_like_pytorch(
+                    &format!("{}, {path}, {name}", spec.name()),
+                    network,
+                    x,
+                    (&want_features, &want_logits),
+                    &top5(case),
+                    (*feature_tolerance, *logit_tolerance),
                 );
-                eprintln!(
-                    "{}, {path}, {name}: features {df:.2e}, logits {dl:.2e}",
-                    spec.name()
-                );
-                assert!(
-                    df < *feature_tolerance && dl < *logit_tolerance,
-                    "{}, {path}, {name}: features differ by {df}, logits by {dl}",
-                    spec.name()
-                );
-                let mut order: Vec<usize> = (0..logits.len()).collect();
-                order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
-                let top5: Vec<usize> = case["top5"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.as_u64().unwrap() as usize)
-                    .collect();
-                assert_eq!(order[..5], top5[..], "{}, {path}, {name}", spec.name());
             }
         }
     }
