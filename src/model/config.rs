@@ -93,17 +93,19 @@ impl ModelConfig {
 
     /// How pixels are normalised for this network.
     pub fn normalisation(&self) -> Normalisation {
-        match self.is_transfer() {
-            false => input::RESCALE,
-            true => efficientnet::NORMALISATION,
+        if self.is_transfer() {
+            efficientnet::NORMALISATION
+        } else {
+            input::RESCALE
         }
     }
 
     /// The smallest square input the network accepts.
     pub fn min_image_size(&self) -> u32 {
-        match self.is_transfer() {
-            false => recipe::MIN_IMAGE_SIZE,
-            true => efficientnet::MIN_IMAGE_SIZE,
+        if self.is_transfer() {
+            efficientnet::MIN_IMAGE_SIZE
+        } else {
+            recipe::MIN_IMAGE_SIZE
         }
     }
 
