@@ -695,10 +695,8 @@ fn predict_check_and_serve_give_the_temperature_scaled_probabilities() {
     // The raw probabilities, from the model without calibration.
     with_temperature(None);
     let raw = predicted();
-    let scaled = |p: f64, t: f64| {
-        let z = (p / (1.0 - p)).ln();
-        1.0 / (1.0 + (-z / t).exp())
-    };
+    let logit = |p: f64| (p / (1.0 - p)).ln();
+    let scaled = |p: f64, t: f64| 1.0 / (1.0 + (-logit(p) / t).exp());
     // The test can tell calibrated from raw: T = 2 moves some p by more than the tolerance.
     assert!(
         raw.iter().any(|&p| (scaled(p, 2.0) - p).abs() > 1e-3),
@@ -717,7 +715,7 @@ fn predict_check_and_serve_give_the_temperature_scaled_probabilities() {
     // 2e-9 of 0 or 1), so f32 rounding of p, amplified by 1/T, still moves p by under 1e-4.
     let min_logit = raw
         .iter()
-        .map(|&p| (p / (1.0 - p)).ln().abs())
+        .map(|&p| logit(p).abs())
         .fold(f64::INFINITY, f64::min);
     assert!(min_logit > 1e-6, "a photo scores exactly 0.5: {raw:?}");
     let mut verdicts_seen = Vec::new();
