@@ -37,6 +37,51 @@ impl<'a> Epilogue<'a> {
             other => other,
         }
     }
+
+    /// The epilogue on one sum (bias included) that goes to `out[at]`.
+    fn on(self, sum: f32, at: usize) -> f32 {
+        match self {
+            Epilogue::Relu6 => sum.clamp(0.0, 6.0),
+            Epilogue::Linear => sum,
+            Epilogue::Residual(residual) => residual[at] + sum,
+        }
+    }
+}
+
+/// The instructions the sums are computed with.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Isa {
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    Portable,
+}
+
+impl Isa {
+    /// The widest this CPU has, found once.
+    fn detected() -> Isa {
+        static DETECTED: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+        *DETECTED.get_or_init(|| Isa::available()[0])
+    }
+
+    /// Those this CPU has, widest first.
+    fn available() -> Vec<Isa> {
+        let mut isas = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                isas.push(Isa::Avx512);
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                isas.push(Isa::Avx2);
+            }
+        }
+        isas.push(Isa::Portable);
+        isas
+    }
 }
 
 /// A 1x1 convolution's weights and bias, packed.
@@ -113,20 +158,100 @@ impl PackedPointwise {
         if let Epilogue::Residual(residual) = epilogue {
             debug_assert!(residual.len() >= pixels * self.outputs);
         }
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            for first in (0..pixels).step_by(BLOCK_ROWS) {
-                let rows = first..(first + BLOCK_ROWS).min(pixels);
-                // SAFETY: AVX-512F is present; rows and panels lie within the operands.
-                unsafe { self.block_avx512(input, out, rows, epilogue, panels.clone()) };
-            }
-            return;
-        }
-        // SAFETY: as the caller promises.
-        unsafe { self.portable(input, out, pixels, epilogue, panels) }
+        // SAFETY: `Isa::detected` is what this CPU has; otherwise as the caller promises.
+        unsafe { self.run_with(Isa::detected(), input, out, pixels, epilogue, panels) }
     }
 
-    /// Sums in plain loops, for CPUs without AVX-512.
+    /// As [`run_raw`](Self::run_raw), with the instructions of `isa`.
+    ///
+    /// # Safety
+    /// The CPU has `isa`'s instructions; otherwise as [`run_raw`](Self::run_raw).
+    unsafe fn run_with(
+        &self,
+        isa: Isa,
+        input: &[f32],
+        out: *mut f32,
+        pixels: usize,
+        epilogue: Epilogue,
+        panels: Range<usize>,
+    ) {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => {
+                for first in (0..pixels).step_by(BLOCK_ROWS) {
+                    let rows = first..(first + BLOCK_ROWS).min(pixels);
+                    // SAFETY: as this function's caller promises, for these rows.
+                    unsafe { self.block_avx512(input, out, rows, epilogue, panels.clone()) };
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as this function's caller promises.
+            Isa::Avx2 => unsafe { self.rows_avx2(input, out, pixels, epilogue, panels) },
+            // SAFETY: as this function's caller promises.
+            Isa::Portable => unsafe { self.portable(input, out, pixels, epilogue, panels) },
+        }
+    }
+
+    /// Six pixels x one panel of sums at a time in AVX2 registers (12 of the 16, with the
+    /// panel's two weight registers and a broadcast input), for CPUs with AVX2 and FMA but not
+    /// AVX-512: the plain loops below made feature extraction about 15 times slower there than
+    /// the AVX-512 tiles.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA; otherwise as [`run_raw`](Self::run_raw).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn rows_avx2(
+        &self,
+        input: &[f32],
+        out: *mut f32,
+        pixels: usize,
+        epilogue: Epilogue,
+        panels: Range<usize>,
+    ) {
+        use std::arch::x86_64::*;
+        const ROWS: usize = 6;
+        let (k, n) = (self.inputs, self.outputs);
+        for p in panels {
+            let w = self.panels[p * k * PANEL..][..k * PANEL].as_ptr();
+            let columns = p * PANEL..((p + 1) * PANEL).min(n);
+            for first in (0..pixels).step_by(ROWS) {
+                let count = (pixels - first).min(ROWS);
+                // Rows past the last repeat it and are not stored.
+                let rows: [*const f32; ROWS] =
+                    std::array::from_fn(|r| input[(first + r.min(count - 1)) * k..][..k].as_ptr());
+                let mut sums = [[_mm256_setzero_ps(); 2]; ROWS];
+                for i in 0..k {
+                    // SAFETY: `i < k` stays inside each row of `k` inputs and inside the
+                    // panel's `k * PANEL` weights.
+                    unsafe {
+                        let w0 = _mm256_loadu_ps(w.add(i * PANEL));
+                        let w1 = _mm256_loadu_ps(w.add(i * PANEL + 8));
+                        for (sum, row) in sums.iter_mut().zip(rows) {
+                            let v = _mm256_set1_ps(*row.add(i));
+                            sum[0] = _mm256_fmadd_ps(v, w0, sum[0]);
+                            sum[1] = _mm256_fmadd_ps(v, w1, sum[1]);
+                        }
+                    }
+                }
+                for (r, sum) in sums.iter().enumerate().take(count) {
+                    let mut row = [0.0f32; PANEL];
+                    // SAFETY: `row` holds the two registers' 16 values.
+                    unsafe {
+                        _mm256_storeu_ps(row.as_mut_ptr(), sum[0]);
+                        _mm256_storeu_ps(row.as_mut_ptr().add(8), sum[1]);
+                    }
+                    let at = (first + r) * n;
+                    for (j, &s) in columns.clone().zip(&row) {
+                        // SAFETY: row `first + r` < `pixels`, column `j` < `outputs`.
+                        unsafe { *out.add(at + j) = epilogue.on(s + self.bias[j], at + j) };
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sums in plain loops, for CPUs without AVX2.
     ///
     /// # Safety
     /// As [`run_raw`](Self::run_raw).
@@ -152,12 +277,7 @@ impl PackedPointwise {
                 }
                 for (j, &s) in columns.clone().zip(&sums) {
                     // SAFETY: row `r` < `pixels`, column `j` < `outputs`, as promised.
-                    let o = unsafe { &mut *out.add(r * n + j) };
-                    *o = match epilogue {
-                        Epilogue::Relu6 => s.clamp(0.0, 6.0),
-                        Epilogue::Linear => s,
-                        Epilogue::Residual(residual) => residual[r * n + j] + s,
-                    };
+                    unsafe { *out.add(r * n + j) = epilogue.on(s, r * n + j) };
                 }
             }
         }
@@ -404,24 +524,24 @@ mod tests {
                 let middle = packed.panel_count() / 2;
                 packed.run(&input, &mut halves, epilogue, 0..middle);
                 packed.run(&input, &mut halves, epilogue, middle..packed.panel_count());
-                let mut portable = before.clone();
-                // SAFETY: `portable` holds `rows * n` values and nothing else uses it.
-                unsafe {
-                    packed.portable(
-                        &input,
-                        portable.as_mut_ptr(),
-                        rows,
-                        epilogue,
-                        0..packed.panel_count(),
-                    )
-                };
                 let what = format!("{rows} x {k} -> {n}, {epilogue:?}");
-                for (i, ((a, b), c)) in got.iter().zip(&want).zip(&portable).enumerate() {
+                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
                     assert!((a - b).abs() <= 1e-4, "{what}: value {i} is {a}, not {b}");
-                    assert!(
-                        (c - b).abs() <= 1e-4,
-                        "{what}: portable value {i} is {c}, not {b}"
-                    );
+                }
+                // Every path this CPU can run, not only the widest.
+                for isa in Isa::available() {
+                    let mut by_isa = before.clone();
+                    // SAFETY: the CPU has `isa`; `by_isa` holds `rows * n` values.
+                    unsafe {
+                        let panels = 0..packed.panel_count();
+                        packed.run_with(isa, &input, by_isa.as_mut_ptr(), rows, epilogue, panels)
+                    };
+                    for (i, (c, b)) in by_isa.iter().zip(&want).enumerate() {
+                        assert!(
+                            (c - b).abs() <= 1e-4,
+                            "{what}: {isa:?} value {i} is {c}, not {b}"
+                        );
+                    }
                 }
                 assert_eq!(halves, got, "{what}: by halves");
             }
