@@ -567,9 +567,14 @@ impl FrozenLite {
                 .zip(out.par_chunks_mut(per_photo))
                 .for_each(|(image, out)| self.photo(image, (h, w), output, false, out));
         } else {
-            for (image, out) in images.chunks(image_len).zip(out.chunks_mut(per_photo)) {
-                self.photo(image, (h, w), output, threads > 1, out);
-            }
+            // On a pool thread, so that the layers' parallel loops are shared out with the
+            // other threads directly instead of each handed over to the pool and waited for
+            // from outside it (11-12% of a 224 or 320 photo's latency on 2 cores).
+            rayon::scope(|_| {
+                for (image, out) in images.chunks(image_len).zip(out.chunks_mut(per_photo)) {
+                    self.photo(image, (h, w), output, threads > 1, out);
+                }
+            });
         }
         out
     }
