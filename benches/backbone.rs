@@ -5,7 +5,7 @@
 //! layers, the path before it, are measured once for the record. Last, batch-1 latency of a
 //! network that looks twice (640x640 input, `--focus 320`); the share of the machine's float32
 //! matrix-product rate reached; and end to end, as whole processes on the 900 photos of
-//! `inat_uk_3species_csellwood`: `vlinder train` with the README's first transfer command
+//! `inat_uk_3species_csellwood`: `vlinder train` with the README's 224 transfer command
 //! (feature extraction is most of it; its peak memory), `vlinder predict` (images/s, decoding
 //! included) and `vlinder check` (records/s), median of 3. Then a fine-tuning step through all
 //! 16 blocks (batch 32 at 224: forward, backward, an RMSprop update) on the fused blocks beside
@@ -408,7 +408,7 @@ fn end_to_end(
         return;
     };
     println!(
-        "vlinder train, the first transfer command, {} photos: {train_s:.1} s, peak memory {train_peak:.0} MiB",
+        "vlinder train, the 224 transfer command, {} photos: {train_s:.1} s, peak memory {train_peak:.0} MiB",
         photos.len()
     );
     // Records claiming each photo's species, every tenth the next species instead.

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use vlinder::augment::preview::{self, PreviewConfig};
 use vlinder::check::{self, CheckConfig};
@@ -94,7 +95,9 @@ enum BackboneCommand {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    match run(cli.resolve_transfer(&matches)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -125,6 +128,28 @@ fn fetch_exit(report: &FetchReport) -> ExitCode {
             ExitCode::FAILURE
         }
         None => ExitCode::SUCCESS,
+    }
+}
+
+impl Cli {
+    /// `--model transfer` of `train` and `cv` made concrete, keeping the options given.
+    fn resolve_transfer(mut self, matches: &ArgMatches) -> Cli {
+        let given = |sub: &str, id: &str| {
+            matches
+                .subcommand_matches(sub)
+                .and_then(|m| m.value_source(id))
+                == Some(ValueSource::CommandLine)
+        };
+        match &mut self.command {
+            Command::Train { config, .. } => {
+                *config = config.clone().resolve_transfer(|id| given("train", id));
+            }
+            Command::Cv(config) => {
+                config.train = config.train.clone().resolve_transfer(|id| given("cv", id));
+            }
+            _ => {}
+        }
+        self
     }
 }
 

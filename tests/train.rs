@@ -696,3 +696,24 @@ fn a_run_killed_at_any_point_resumes_to_the_same_weights_as_an_uninterrupted_one
         assert_eq!(checkpoints, ["epoch-0006"]);
     }
 }
+
+#[test]
+fn model_transfer_without_an_installed_backbone_names_the_install_command_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("model");
+    for command in ["train", "cv"] {
+        let result = std::process::Command::new(env!("CARGO_BIN_EXE_vlinder"))
+            .args([command, "--data", common::sample().to_str().unwrap()])
+            .args(["--model", "transfer", "--out", out.to_str().unwrap()])
+            .env("VLINDER_CACHE", tmp.path().join("empty cache"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert!(!result.status.success(), "{command}: {stderr}");
+        assert!(
+            stderr.contains("vlinder backbone install efficientnet-lite0"),
+            "{command}: {stderr}"
+        );
+        assert!(!out.exists(), "{command} wrote {}", out.display());
+    }
+}

@@ -46,6 +46,10 @@ pub enum Architecture {
     #[value(name = "efficientnet-lite2")]
     #[serde(rename = "efficientnet-lite2")]
     EfficientNetLite2,
+    /// The transfer configuration that won cross-validation (see the README): EfficientNet-Lite0
+    /// at 640 pixels looking twice (--focus 320), bilinear resizing, 2 feature copies. Options
+    /// given beside it override those; the model card records the network it became.
+    Transfer,
 }
 
 impl Architecture {
@@ -53,7 +57,7 @@ impl Architecture {
     pub fn backbone(self) -> Option<Variant> {
         match self {
             Architecture::Recipe | Architecture::RecipeDropout => None,
-            Architecture::EfficientNetLite0 => Some(efficientnet::LITE0),
+            Architecture::EfficientNetLite0 | Architecture::Transfer => Some(efficientnet::LITE0),
             Architecture::EfficientNetLite1 => Some(efficientnet::LITE1),
             Architecture::EfficientNetLite2 => Some(efficientnet::LITE2),
         }
@@ -65,6 +69,7 @@ impl std::fmt::Display for Architecture {
         match self {
             Architecture::Recipe => f.write_str("recipe"),
             Architecture::RecipeDropout => f.write_str("recipe-dropout"),
+            Architecture::Transfer => f.write_str("transfer"),
             lite => f.write_str(lite.backbone().expect("a transfer network").name),
         }
     }

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::augment::AugmentParams;
+use crate::dataset::ResizeFilter;
 use crate::device::Backend;
-use crate::model::ModelConfig;
+use crate::model::{Architecture, ModelConfig};
 use crate::{Error, Result};
 
 /// Everything that decides a training run.
@@ -92,6 +93,32 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
+    /// `--model transfer` made concrete: EfficientNet-Lite0 with the configuration that won the
+    /// 5-fold cross-validation on the 900 iNaturalist photos (README, "Choosing a
+    /// configuration") for each option that `given` (by field name, e.g. `"image_size"`) says
+    /// the user left out. Looking twice needs a large input and looks once when fine-tuning,
+    /// so `--focus` is only added when neither `--image-size` nor `--fine-tune` was given.
+    /// Any other architecture is left as it is.
+    pub fn resolve_transfer(mut self, given: impl Fn(&str) -> bool) -> Self {
+        if self.model.architecture != Architecture::Transfer {
+            return self;
+        }
+        self.model.architecture = Architecture::EfficientNetLite0;
+        if !given("image_size") {
+            self.model.image_size = 640;
+            if !given("focus") && !given("fine_tune") {
+                self.model.focus = Some(320);
+            }
+        }
+        if !given("resize") {
+            self.model.resize = ResizeFilter::Bilinear;
+        }
+        if !given("feature_copies") {
+            self.feature_copies = 2;
+        }
+        self
+    }
+
     /// Epochs in all: the head's (or the whole network's) and then fine-tuning's.
     pub fn total_epochs(&self) -> usize {
         self.epochs
@@ -216,6 +243,76 @@ mod tests {
     struct Command {
         #[command(flatten)]
         config: TrainConfig,
+    }
+
+    /// The configuration as the command line makes it, `--model transfer` resolved.
+    fn resolved(args: &[&str]) -> TrainConfig {
+        use clap::{CommandFactory, FromArgMatches, parser::ValueSource};
+        let matches = Command::command().get_matches_from(args);
+        let given = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
+        Command::from_arg_matches(&matches)
+            .unwrap()
+            .config
+            .resolve_transfer(given)
+    }
+
+    #[test]
+    fn model_transfer_is_the_winning_configuration_and_given_options_override_it() {
+        let winner = resolved(&["train", "--data", "photos", "--model", "transfer"]);
+        let spelled_out = resolved(&[
+            "train",
+            "--data",
+            "photos",
+            "--model",
+            "efficientnet-lite0",
+            "--image-size",
+            "640",
+            "--focus",
+            "320",
+            "--resize",
+            "bilinear",
+            "--feature-copies",
+            "2",
+        ]);
+        assert_eq!(winner, spelled_out);
+        winner.validate().unwrap();
+
+        let smaller = resolved(&[
+            "train",
+            "--data",
+            "photos",
+            "--model",
+            "transfer",
+            "--image-size",
+            "224",
+        ]);
+        assert_eq!(smaller.model.architecture, Architecture::EfficientNetLite0);
+        assert_eq!((smaller.model.image_size, smaller.model.focus), (224, None));
+        assert_eq!(smaller.model.resize, ResizeFilter::Bilinear);
+        smaller.validate().unwrap();
+
+        let fine_tuned = resolved(&[
+            "train",
+            "--data",
+            "photos",
+            "--model",
+            "transfer",
+            "--fine-tune",
+            "4",
+            "--feature-copies",
+            "3",
+        ]);
+        assert_eq!(
+            (fine_tuned.model.image_size, fine_tuned.model.focus),
+            (640, None)
+        );
+        assert_eq!(fine_tuned.feature_copies, 3);
+        fine_tuned.validate().unwrap();
+
+        // Other architectures keep what clap gave them.
+        let recipe = resolved(&["train", "--data", "photos"]);
+        assert_eq!(recipe.model.architecture, Architecture::Recipe);
+        assert_eq!((recipe.model.image_size, recipe.feature_copies), (75, 4));
     }
 
     #[test]

@@ -58,6 +58,7 @@ fn mean_std(values: &[f64]) -> (f64, f64) {
 pub fn cross_validate(config: &CvConfig) -> Result<CvReport> {
     let train = &config.train;
     train.validate()?;
+    super::transfer::backbone_weights(train)?;
     let Some(data_dir) = &train.data else {
         return Err(Error::invalid(
             "data",

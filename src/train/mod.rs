@@ -51,6 +51,7 @@ pub struct EpochRecord {
 pub fn train(config: &TrainConfig, out: &Path) -> Result<ModelCard> {
     config.validate()?;
     refuse_existing(out)?;
+    transfer::backbone_weights(config)?;
     let data = TrainingData::load(config)?;
     train_on(config, &data, out)
 }

@@ -6,6 +6,7 @@
 //! model holds the backbone and the head, so it is used like any other.
 
 use std::ops::RangeInclusive;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::optim::{GradientsParams, ModuleOptimizer};
@@ -33,13 +34,23 @@ pub fn network(config: &TrainConfig, classes: usize, device: &Device) -> Result<
         .architecture
         .backbone()
         .expect("a transfer network has a backbone");
-    let path = match &config.backbone {
-        Some(path) => path.clone(),
-        None => backbone::of(variant).find(&backbone::cache_dir())?,
-    };
+    let path = backbone_weights(config)?.expect("a transfer network has a backbone");
     let backbone = EfficientNetLite::from_pytorch(variant, &path, false, device)?;
     device.seed(config.seed);
     Ok(config.model.transfer(backbone, classes, device))
+}
+
+/// The backbone's weights file for a transfer network (`--backbone`, else the installed one;
+/// an error names the command that installs it), `None` for the recipe's: checked before any
+/// photo is decoded or anything is written.
+pub fn backbone_weights(config: &TrainConfig) -> Result<Option<PathBuf>> {
+    let Some(variant) = config.model.architecture.backbone() else {
+        return Ok(None);
+    };
+    match &config.backbone {
+        Some(path) => Ok(Some(path.clone())),
+        None => Ok(Some(backbone::of(variant).find(&backbone::cache_dir())?)),
+    }
 }
 
 /// What one pass of the frozen backbone over a set of photos gives.
