@@ -43,7 +43,9 @@ const LAYERED_PIXELS: usize = 400;
 
 /// A single photo's 1x1 convolution with fewer than `inputs x outputs / SMALL_LAYER_RATIO`
 /// pixels is split over the threads by output channels rather than by pixels: its weights
-/// outweigh its pixels, and each thread then reads only its share of them.
+/// outweigh its pixels, and each thread then reads only its share of them. Not when it has
+/// fewer than 4 pairs of panels a thread, too few to share out evenly (80 outputs are 3 pairs,
+/// which 2 threads took 2 and 1).
 const SMALL_LAYER_RATIO: usize = 64;
 
 /// What a pass returns for each photo.
@@ -186,7 +188,8 @@ impl Pointwise {
             self.packed.run(input, out, epilogue, 0..panels);
             return;
         }
-        if pixels * SMALL_LAYER_RATIO >= k * n {
+        let pairs = panels.div_ceil(2);
+        if pixels * SMALL_LAYER_RATIO >= k * n || pairs < 4 * rayon::current_num_threads() {
             over_rows(out, n, tile_rows(n, pixels, split), true, |first, tile| {
                 let rows = tile.len() / n;
                 let input = &input[first * k..][..rows * k];
@@ -197,12 +200,10 @@ impl Pointwise {
         }
         // Weights that outweigh the pixels: each thread takes some panels (pairs, as the
         // kernel computes them) for every pixel, so that it reads only its share of them.
-        let pairs = panels.div_ceil(2);
-        let jobs = (2 * rayon::current_num_threads()).min(pairs);
+        // A pair a job, which the threads share out as they finish.
         let out = SharedRows(out.as_mut_ptr());
-        (0..jobs).into_par_iter().for_each(|job| {
-            let (from, to) = (job * pairs / jobs, (job + 1) * pairs / jobs);
-            let own = 2 * from..(2 * to).min(panels);
+        (0..pairs).into_par_iter().for_each(|pair| {
+            let own = 2 * pair..(2 * pair + 2).min(panels);
             // SAFETY: `out` holds `pixels * n` values borrowed mutably by this call, and the
             // jobs' panel ranges are disjoint, so no two write the same value.
             unsafe { self.packed.run_raw(input, out.get(), pixels, epilogue, own) };
