@@ -94,9 +94,9 @@ pub struct TrainConfig {
 
 impl TrainConfig {
     /// `--model transfer` made concrete: EfficientNet-Lite0 with the configuration that won the
-    /// 5-fold cross-validation on the 900 iNaturalist photos (README, "Choosing a
-    /// configuration") for each option that `given` (by field name, e.g. `"image_size"`) says
-    /// the user left out. Looking twice needs a large input and looks once when fine-tuning,
+    /// 5-fold cross-validation on the 900 iNaturalist photos (the README's measured figures)
+    /// for each option that `given` (by field name, e.g. `"image_size"`) says the user left
+    /// out. Looking twice needs a large input and looks once when fine-tuning,
     /// so `--focus` is only added when neither `--image-size` nor `--fine-tune` was given.
     /// Any other architecture is left as it is.
     pub fn resolve_transfer(mut self, given: impl Fn(&str) -> bool) -> Self {
