@@ -32,22 +32,33 @@ pub fn bar(len: usize, prefix: impl Into<String>) -> ProgressBar {
 /// A bar's drawing as lines of a log: what a draw writes is collected, and written out as one
 /// line when the interval has passed since the bar began or since its last line.
 struct LogLines {
-    out: Mutex<Box<dyn Write + Send>>,
     interval: Duration,
+    state: Mutex<LogState>,
+}
+
+struct LogState {
+    out: Box<dyn Write + Send>,
     /// The text of the draw under way.
-    text: Mutex<String>,
+    text: String,
     /// When the next line is due.
-    due: Mutex<Instant>,
+    due: Instant,
 }
 
 impl LogLines {
     fn new(out: Box<dyn Write + Send>, interval: Duration) -> Self {
         LogLines {
-            out: Mutex::new(out),
             interval,
-            text: Mutex::new(String::new()),
-            due: Mutex::new(Instant::now() + interval),
+            state: Mutex::new(LogState {
+                out,
+                text: String::new(),
+                due: Instant::now() + interval,
+            }),
         }
+    }
+
+    /// A poisoned lock still holds usable text: progress never stops the work.
+    fn state(&self) -> std::sync::MutexGuard<'_, LogState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -57,11 +68,6 @@ impl std::fmt::Debug for LogLines {
             .field("interval", &self.interval)
             .finish_non_exhaustive()
     }
-}
-
-/// A poisoned lock still holds usable text: progress never stops the work.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl TermLike for LogLines {
@@ -84,35 +90,34 @@ impl TermLike for LogLines {
     }
 
     fn write_line(&self, s: &str) -> std::io::Result<()> {
-        let mut text = lock(&self.text);
+        let text = &mut self.state().text;
         text.push_str(s);
         text.push(' ');
         Ok(())
     }
 
     fn write_str(&self, s: &str) -> std::io::Result<()> {
-        lock(&self.text).push_str(s);
+        self.state().text.push_str(s);
         Ok(())
     }
 
     fn clear_line(&self) -> std::io::Result<()> {
-        lock(&self.text).clear();
+        self.state().text.clear();
         Ok(())
     }
 
     fn flush(&self) -> std::io::Result<()> {
-        let text = std::mem::take(&mut *lock(&self.text));
+        let mut state = self.state();
+        let text = std::mem::take(&mut state.text);
         let line = text.replace('\r', "");
         let line = line.trim();
-        let mut due = lock(&self.due);
         let now = Instant::now();
-        if line.is_empty() || now < *due {
+        if line.is_empty() || now < state.due {
             return Ok(());
         }
-        *due = now + self.interval;
-        let mut out = lock(&self.out);
-        writeln!(out, "{line}")?;
-        out.flush()
+        state.due = now + self.interval;
+        writeln!(state.out, "{line}")?;
+        state.out.flush()
     }
 }
 
@@ -128,7 +133,7 @@ mod tests {
 
     impl Write for Shared {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            lock(&self.0).extend_from_slice(buf);
+            self.0.lock().unwrap().extend_from_slice(buf);
             Ok(buf.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {
@@ -150,7 +155,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(60));
         }
         bar.finish_and_clear();
-        String::from_utf8(lock(&out.0).clone()).unwrap()
+        String::from_utf8(out.0.lock().unwrap().clone()).unwrap()
     }
 
     #[test]
