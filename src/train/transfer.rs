@@ -19,7 +19,8 @@ use crate::augment::AugmentParams;
 use crate::dataset::PhotoSet;
 use crate::model::backbone;
 use crate::model::{
-    self, EfficientNetLite, ModelCard, ModelDir, Network, TransferNet, WeightsChoice, input,
+    self, EfficientNetLite, ModelCard, ModelDir, Network, TransferNet, Variant, WeightsChoice,
+    input,
 };
 use crate::{Result, metrics, progress};
 
@@ -29,28 +30,24 @@ const FEATURE_BATCH: usize = 16;
 /// The backbone with its ImageNet weights (from `--backbone`, else the installed ones) and a
 /// fresh, seeded head.
 pub fn network(config: &TrainConfig, classes: usize, device: &Device) -> Result<TransferNet> {
-    let variant = config
-        .model
-        .architecture
-        .backbone()
-        .expect("a transfer network has a backbone");
-    let path = backbone_weights(config)?.expect("a transfer network has a backbone");
+    let (variant, path) = backbone_weights(config)?.expect("a transfer network has a backbone");
     let backbone = EfficientNetLite::from_pytorch(variant, &path, false, device)?;
     device.seed(config.seed);
     Ok(config.model.transfer(backbone, classes, device))
 }
 
-/// The backbone's weights file for a transfer network (`--backbone`, else the installed one;
+/// A transfer network's backbone and its weights file (`--backbone`, else the installed one;
 /// an error names the command that installs it), `None` for the recipe's: checked before any
 /// photo is decoded or anything is written.
-pub fn backbone_weights(config: &TrainConfig) -> Result<Option<PathBuf>> {
+pub fn backbone_weights(config: &TrainConfig) -> Result<Option<(Variant, PathBuf)>> {
     let Some(variant) = config.model.architecture.backbone() else {
         return Ok(None);
     };
-    match &config.backbone {
-        Some(path) => Ok(Some(path.clone())),
-        None => Ok(Some(backbone::of(variant).find(&backbone::cache_dir())?)),
-    }
+    let path = match &config.backbone {
+        Some(path) => path.clone(),
+        None => backbone::of(variant).find(&backbone::cache_dir())?,
+    };
+    Ok(Some((variant, path)))
 }
 
 /// What one pass of the frozen backbone over a set of photos gives.
