@@ -8,7 +8,7 @@ pub(crate) use gemm::Parallelism;
 use gemm::gemm;
 
 mod pointwise;
-pub(crate) use pointwise::{Epilogue, PackedPointwise};
+pub(crate) use pointwise::{Epilogue, PANEL, PackedPointwise};
 
 /// Defines a function whose body is compiled three times, for the baseline, for AVX2 with FMA
 /// and for AVX-512, and picks the widest the CPU has at run time: plain loops over `f32` then

@@ -10,7 +10,9 @@
 //! taps that fall outside it. Each block runs a strip of output rows at a time, so that the
 //! expanded channels stay in the cache. Buffers are reused from block to block and pass to
 //! pass. A batch is spread over the threads a photo at a time; a single photo by strips, and
-//! on its small late images by the rows or output channels of each layer.
+//! on its small late images by the block's hidden channels: each thread expands, convolves
+//! and projects its share of them, and the partial projections are added, so the threads
+//! meet once a block instead of after every layer.
 
 use std::sync::Mutex;
 
@@ -21,7 +23,7 @@ use rayon::prelude::*;
 
 use super::{EfficientNetLite, FEATURES, GEM_FLOOR, GEM_POWER, Pooling};
 use crate::model::kernels::{
-    DepthwiseShape, Epilogue, PackedPointwise, depthwise_relu6, sum_rows, transpose,
+    DepthwiseShape, Epilogue, PANEL, PackedPointwise, depthwise_relu6, sum_rows, transpose,
 };
 
 /// Output values per tile of a 1x1 convolution spread over the threads by pixels (and of the
@@ -36,9 +38,9 @@ const MIN_TILE_ROWS: usize = 128;
 /// between the expansion that writes them and the depthwise convolution that reads them.
 const STRIP_VALUES: usize = 128 * 1024;
 
-/// A photo split over the threads runs the blocks on images of at most this many pixels a
-/// layer at a time, each layer's rows or output channels shared out, rather than by strips:
-/// strips of so few rows would expand too many rows twice.
+/// A photo split over the threads runs the blocks on images of at most this many pixels by
+/// shares of their hidden channels (or, in a block that cannot be cut so, a layer at a time),
+/// rather than by strips: strips of so few rows would expand too many rows twice.
 const LAYERED_PIXELS: usize = 400;
 
 /// A single photo's 1x1 convolution with fewer than `inputs x outputs / SMALL_LAYER_RATIO`
@@ -91,6 +93,19 @@ struct Block {
     depthwise: Depthwise,
     project: Pointwise,
     residual: bool,
+    /// The block cut by its hidden channels into one share per thread (see
+    /// [`Block::run_shares`]); empty where there is no expansion or a single thread.
+    shares: Vec<HiddenShare>,
+}
+
+/// Some of a block's hidden channels, with the weights that make and use them: the expansion's
+/// output channels, the depthwise convolution's channels, the projection's input channels
+/// (its bias in the first share only, so that the shares' sums add up to the projection).
+#[derive(Debug)]
+struct HiddenShare {
+    expand: PackedPointwise,
+    depthwise: Depthwise,
+    project: PackedPointwise,
 }
 
 /// The 3x3 stride-2 stem on the RGB input, as a matrix product of 27-value patches.
@@ -159,11 +174,26 @@ fn transposed(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     out
 }
 
+/// A 1x1 convolution folded with its batch norm as a matrix: `(weights [inputs, outputs],
+/// bias, inputs, outputs)`.
+fn folded_matrix(conv: &Conv2d, bn: &BatchNorm) -> (Vec<f32>, Vec<f32>, usize, usize) {
+    let [outputs, inputs, _, _] = conv.weight.dims();
+    let (weights, bias) = fold(conv, bn);
+    (transposed(&weights, outputs, inputs), bias, inputs, outputs)
+}
+
+/// The columns `range` of a row-major matrix of `cols` columns.
+fn columns(values: &[f32], cols: usize, range: std::ops::Range<usize>) -> Vec<f32> {
+    values
+        .chunks_exact(cols)
+        .flat_map(|row| &row[range.clone()])
+        .copied()
+        .collect()
+}
+
 impl Pointwise {
     fn new(conv: &Conv2d, bn: &BatchNorm) -> Self {
-        let [outputs, inputs, _, _] = conv.weight.dims();
-        let (weights, bias) = fold(conv, bn);
-        let weights = transposed(&weights, outputs, inputs);
+        let (weights, bias, inputs, outputs) = folded_matrix(conv, bn);
         Pointwise {
             packed: PackedPointwise::new(&weights, &bias, inputs, outputs),
         }
@@ -239,6 +269,86 @@ impl Depthwise {
     }
 }
 
+impl HiddenShare {
+    /// The block's hidden channels cut into `parts` shares of whole panels (so the depthwise
+    /// convolution keeps its widest path), from the folded `expand` and `project` matrices;
+    /// none when there are fewer panels than parts.
+    fn cut(
+        expand: (Vec<f32>, Vec<f32>, usize, usize),
+        depthwise: &Depthwise,
+        project: (Vec<f32>, Vec<f32>, usize, usize),
+        parts: usize,
+    ) -> Vec<HiddenShare> {
+        let (expand_weights, expand_bias, inputs, hidden) = expand;
+        let (project_weights, project_bias, _, outputs) = project;
+        let panels = hidden.div_ceil(PANEL);
+        if parts < 2 || panels < parts {
+            return Vec::new();
+        }
+        let taps = depthwise.kernel * depthwise.kernel;
+        (0..parts)
+            .map(|part| {
+                let channels = (part * panels / parts * PANEL)
+                    ..((part + 1) * panels / parts * PANEL).min(hidden);
+                let width = channels.len();
+                let bias = match part {
+                    0 => project_bias.clone(),
+                    _ => vec![0.0; outputs],
+                };
+                HiddenShare {
+                    expand: PackedPointwise::new(
+                        &columns(&expand_weights, hidden, channels.clone()),
+                        &expand_bias[channels.clone()],
+                        inputs,
+                        width,
+                    ),
+                    depthwise: Depthwise {
+                        kernel: depthwise.kernel,
+                        stride: depthwise.stride,
+                        weights: columns(
+                            &depthwise.weights[..taps * hidden],
+                            hidden,
+                            channels.clone(),
+                        ),
+                        bias: depthwise.bias[channels.clone()].to_vec(),
+                    },
+                    project: PackedPointwise::new(
+                        &project_weights[channels.start * outputs..channels.end * outputs],
+                        &bias,
+                        width,
+                        outputs,
+                    ),
+                }
+            })
+            .collect()
+    }
+
+    /// This share's partial projection of one photo's block input `x` into `out`: its hidden
+    /// channels expanded into `hidden`, convolved into `convolved`, projected with `epilogue`.
+    fn run(
+        &self,
+        shape: DepthwiseShape,
+        x: &[f32],
+        (hidden, convolved): (&mut Vec<f32>, &mut Vec<f32>),
+        out: &mut [f32],
+        epilogue: Epilogue,
+    ) {
+        let shape = DepthwiseShape {
+            channels: self.depthwise.bias.len(),
+            ..shape
+        };
+        let (oh, ow) = shape.output();
+        let expanded = sized(hidden, shape.height * shape.width * shape.channels);
+        let panels = self.expand.panel_count();
+        self.expand.run(x, expanded, Epilogue::Relu6, 0..panels);
+        let dw = &self.depthwise;
+        let conv = sized(convolved, oh * ow * shape.channels);
+        depthwise_relu6(shape, expanded, 0, &dw.weights, &dw.bias, 0, conv);
+        self.project
+            .run(conv, out, epilogue, 0..self.project.panel_count());
+    }
+}
+
 impl Block {
     /// The depthwise convolution's geometry on an input of `h` x `w` pixels.
     fn depthwise_shape(&self, (h, w): (usize, usize)) -> DepthwiseShape {
@@ -289,6 +399,66 @@ impl Block {
         (oh, ow)
     }
 
+    /// Runs the block on one photo in `s.x` as [`run_layers`](Self::run_layers) does, with the
+    /// work cut by [`shares`](Self::shares) instead of by layers: each thread expands, convolves
+    /// and projects its share of the hidden channels for every pixel, the first into the
+    /// block's output (with the bias and residual), the others into buffers from `pool` that
+    /// are added to it after the one join. Returns the output's height and width.
+    fn run_shares(
+        &self,
+        (h, w): (usize, usize),
+        s: &mut Scratch,
+        pool: &Mutex<Vec<Scratch>>,
+    ) -> (usize, usize) {
+        let shape = self.depthwise_shape((h, w));
+        let (oh, ow) = shape.output();
+        let len = oh * ow * self.project.outputs();
+        let Scratch {
+            x,
+            next,
+            hidden,
+            depthwise,
+        } = s;
+        let x: &[f32] = &x[..h * w * self.inputs()];
+        let out = sized(next, len);
+        let epilogue = match self.residual {
+            true => Epilogue::Residual(x),
+            false => Epilogue::Linear,
+        };
+        let (first, rest) = self.shares.split_first().expect("a block cut into shares");
+        let mut others: Vec<Scratch> = rest.iter().map(|_| take(pool)).collect();
+        rayon::join(
+            || first.run(shape, x, (hidden, depthwise), out, epilogue),
+            || {
+                rest.par_iter().zip(&mut others).for_each(|(share, t)| {
+                    let partial = sized(&mut t.next, len);
+                    share.run(
+                        shape,
+                        x,
+                        (&mut t.hidden, &mut t.depthwise),
+                        partial,
+                        Epilogue::Linear,
+                    );
+                })
+            },
+        );
+        for t in others {
+            out.iter_mut()
+                .zip(&t.next[..len])
+                .for_each(|(o, p)| *o += p);
+            give_back(pool, t);
+        }
+        std::mem::swap(&mut s.x, &mut s.next);
+        (oh, ow)
+    }
+
+    /// Channels of the block's input.
+    fn inputs(&self) -> usize {
+        self.expand
+            .as_ref()
+            .map_or(self.depthwise.bias.len(), |e| e.inputs())
+    }
+
     /// Output rows per strip of [`run_strips`](Self::run_strips): as many as keep the strip's
     /// expanded rows within [`STRIP_VALUES`]; for a photo `split` over the threads, also few
     /// enough for two strips a thread.
@@ -319,7 +489,7 @@ impl Block {
         let shape = self.depthwise_shape((h, w));
         let (oh, ow) = shape.output();
         let (top, _) = shape.padding();
-        let inputs = self.expand.as_ref().map_or(hidden, |e| e.inputs());
+        let inputs = self.inputs();
         let outputs = self.project.outputs();
         let rows = self.strip_rows((h, w), split);
         let Scratch {
@@ -494,18 +664,29 @@ impl FrozenLite {
     pub fn new(network: &EfficientNetLite) -> Self {
         let [stem_out, ..] = network.conv_stem.conv.weight.dims();
         let (stem, stem_bias) = fold(&network.conv_stem.conv, &network.bn0);
+        // A single photo is cut into one share per thread of the pool it runs on.
+        let parts = rayon::current_num_threads();
         let blocks = network
             .blocks
             .iter()
-            .map(|b| Block {
-                expand: b
-                    .expand_conv
-                    .as_ref()
-                    .zip(b.bn0.as_ref())
-                    .map(|(conv, bn)| Pointwise::new(&conv.conv, bn)),
-                depthwise: Depthwise::new(&b.depthwise_conv, &b.bn1),
-                project: Pointwise::new(&b.project_conv.conv, &b.bn2),
-                residual: b.residual,
+            .map(|b| {
+                let expand = b.expand_conv.as_ref().zip(b.bn0.as_ref());
+                let depthwise = Depthwise::new(&b.depthwise_conv, &b.bn1);
+                let project = folded_matrix(&b.project_conv.conv, &b.bn2);
+                let shares = expand.map_or_else(Vec::new, |(conv, bn)| {
+                    let expand = folded_matrix(&conv.conv, bn);
+                    HiddenShare::cut(expand, &depthwise, project.clone(), parts)
+                });
+                let (weights, bias, inputs, outputs) = project;
+                Block {
+                    expand: expand.map(|(conv, bn)| Pointwise::new(&conv.conv, bn)),
+                    depthwise,
+                    project: Pointwise {
+                        packed: PackedPointwise::new(&weights, &bias, inputs, outputs),
+                    },
+                    residual: b.residual,
+                    shares,
+                }
             })
             .collect();
         FrozenLite {
@@ -595,7 +776,11 @@ impl FrozenLite {
         self.stem.run(image, (h, w), &mut s.x, split);
         for (b, block) in self.blocks[..blocks].iter().enumerate() {
             if split && sizes[b].0 * sizes[b].1 <= LAYERED_PIXELS {
-                block.run_layers(sizes[b], &mut s);
+                if block.shares.len() == rayon::current_num_threads() {
+                    block.run_shares(sizes[b], &mut s, &self.scratch);
+                } else {
+                    block.run_layers(sizes[b], &mut s);
+                }
             } else {
                 block.run_strips(sizes[b], &mut s, &self.scratch, split);
             }
@@ -708,13 +893,34 @@ mod tests {
     #[test]
     fn the_frozen_path_gives_burns_answers_for_every_output_size_and_batch() {
         let layers = network().with_burn_layers();
+        // The copy is frozen in the pool it runs in, which decides how a single photo's
+        // blocks are cut into shares: 2 and 3 threads (an uneven cut), whatever this machine has.
+        for threads in [2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| compare_with_burns_layers(&layers, threads));
+        }
+    }
+
+    fn compare_with_burns_layers(layers: &EfficientNetLite, threads: usize) {
         let frozen = layers.clone().freeze();
-        // On two threads, 1 and 2 photos split each layer over the threads, 4 and 5 spread
-        // photos over them in groups; odd and unequal sides exercise the asymmetric 'same'
-        // padding of every stride-2 layer, 32 the smallest input.
-        for (n, h, w) in [(1, 64, 64), (2, 61, 77), (5, 37, 45), (4, 32, 33)] {
+        // Fewer photos than threads split each photo over them: by strips on large images,
+        // by hidden channels on small ones, and layer by layer in the first block at 32x40,
+        // which has no expansion to cut; more photos spread over the threads in groups. Odd
+        // and unequal sides exercise the asymmetric 'same' padding of every stride-2 layer,
+        // 32 the smallest input.
+        for (n, h, w) in [
+            (1, 64, 64),
+            (2, 61, 77),
+            (1, 32, 40),
+            (5, 37, 45),
+            (4, 32, 33),
+        ] {
             let x = Tensor::<4>::random([n, 3, h, w], Distribution::Uniform(-1.0, 1.0), &device());
-            let what = |output: &str| format!("{output} of {n} photos of {h}x{w}");
+            let what =
+                |output: &str| format!("{output} of {n} photos of {h}x{w} on {threads} threads");
             for pooling in [Pooling::Average, Pooling::Gem] {
                 assert_close(
                     &what(&format!("{pooling:?} pooling")),
