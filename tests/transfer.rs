@@ -7,7 +7,7 @@ use std::path::Path;
 
 use vlinder::evaluate::EvaluationReport;
 use vlinder::model::{Architecture, ModelCard, ModelDir, WeightsChoice};
-use vlinder::train::{self, TrainConfig};
+use vlinder::train::{self, Schedule, TrainConfig};
 
 const PAIR: [&str; 2] = ["anthocharis_cardamines", "gonepteryx_rhamni"];
 
@@ -225,6 +225,74 @@ fn fine_tuning_trains_only_the_last_blocks_and_keeps_the_imagenet_statistics() {
 }
 
 #[test]
+#[ignore = "needs ../shared: the Lite0 weights"]
+fn fine_tuning_stops_early_with_its_best_weights_and_follows_its_schedule() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = common::shared_subset(tmp.path(), &PAIR, 12);
+    // A learning rate far too high for fine-tuning: the validation loss soon stops falling.
+    let constant = TrainConfig {
+        epochs: 3,
+        fine_tune: 2,
+        fine_tune_epochs: 6,
+        fine_tune_learning_rate: 1e-3,
+        ..transfer_config(&data)
+    };
+    let patient = TrainConfig {
+        fine_tune_patience: Some(1),
+        ..constant.clone()
+    };
+    let cosine = TrainConfig {
+        fine_tune_schedule: Schedule::Cosine,
+        fine_tune_warmup: 1,
+        ..constant.clone()
+    };
+    let _serial = common::training_lock();
+    let out = tmp.path().join("patient");
+    let card = train::train(&patient, &out).unwrap();
+    let stopped = card.stopped_early.expect("fine-tuning stopped early");
+    assert_eq!(card.history.len(), stopped.epoch, "{:?}", card.history);
+    assert!(stopped.epoch < patient.total_epochs(), "{stopped:?}");
+    // Patience 1: the epoch after the best one did no better, and the best one is kept.
+    assert_eq!(stopped.kept + 1, stopped.epoch);
+    assert!(
+        stopped.kept > patient.epochs,
+        "a fine-tuning epoch: {stopped:?}"
+    );
+    let kept = &card.history[stopped.kept - 1];
+    assert!(card.history[stopped.epoch - 1].validation_loss >= kept.validation_loss);
+    assert_eq!(card.final_metrics.as_ref(), Some(kept));
+    assert!(card.is_complete() && card.calibration.is_some());
+    // The saved weights are the kept epoch's: they score the validation photos as it did.
+    assert_scores_as_trained(&out, &data, &tmp.path().join("eval"), &card);
+    let reread = ModelDir::new(&out).read_card().unwrap();
+    assert_eq!(reread.stopped_early, Some(stopped));
+
+    // Without patience the same run goes to the end; warm-up and cosine change fine-tuning
+    // only, not the head before it.
+    let plain = train::train(&constant, &tmp.path().join("constant")).unwrap();
+    let scheduled = train::train(&cosine, &tmp.path().join("cosine")).unwrap();
+    for card in [&plain, &scheduled] {
+        assert_eq!(card.stopped_early, None);
+        assert_eq!(card.history.len(), constant.total_epochs());
+    }
+    let losses = |history: &[train::EpochRecord]| -> Vec<(f64, f64)> {
+        history
+            .iter()
+            .map(|r| (r.train_loss, r.validation_loss))
+            .collect()
+    };
+    assert_eq!(losses(&plain.history[..3]), losses(&scheduled.history[..3]));
+    assert_eq!(
+        losses(&plain.history[..stopped.epoch]),
+        losses(&card.history),
+        "until it stops, the patient run is the constant one"
+    );
+    for (a, b) in plain.history[3..].iter().zip(&scheduled.history[3..]) {
+        assert_ne!(a.train_loss, b.train_loss, "epoch {}", a.epoch);
+    }
+}
+
+#[test]
 fn fine_tuning_values_that_cannot_work_are_clear_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let data = common::subset(tmp.path(), &PAIR, 4);
@@ -250,6 +318,13 @@ fn fine_tuning_values_that_cannot_work_are_clear_errors() {
                 ..transfer_config(&data)
             },
             "fine-tune-epochs",
+        ),
+        (
+            TrainConfig {
+                fine_tune_patience: Some(2),
+                ..transfer_config(&data)
+            },
+            "fine-tune-patience",
         ),
     ];
     for (i, (config, expected)) in cases.into_iter().enumerate() {

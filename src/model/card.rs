@@ -38,6 +38,10 @@ pub struct ModelCard {
     pub final_metrics: Option<EpochRecord>,
     /// The epoch with the lowest validation loss, saved as `weights-best.safetensors`.
     pub best_metrics: Option<EpochRecord>,
+    /// Set when fine-tuning stopped before its last epoch (`--fine-tune-patience`): the
+    /// weights are then those of `final_metrics`' epoch, the best of fine-tuning.
+    #[serde(default)]
+    pub stopped_early: Option<StoppedEarly>,
     pub training_seconds: f64,
     /// The temperature fitted on the validation photos with the last epoch's weights, once
     /// training is complete.
@@ -48,6 +52,15 @@ pub struct ModelCard {
     #[serde(default)]
     pub novelty: Option<NoveltyCard>,
     pub versions: Versions,
+}
+
+/// Where a run with early stopping ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoppedEarly {
+    /// The last epoch that ran.
+    pub epoch: usize,
+    /// The epoch whose weights were kept.
+    pub kept: usize,
 }
 
 /// How a photo becomes the network's input.
@@ -87,8 +100,9 @@ impl Versions {
 }
 
 impl ModelCard {
-    /// Appends an epoch to the history and updates the final and best metrics; returns true if
-    /// it is the new best by validation loss.
+    /// Appends an epoch to the history and updates the final and best metrics (final: the
+    /// epoch whose weights are kept, the last unless [`stopped_early`](Self::stopped_early) is
+    /// set first); returns true if it is the new best by validation loss.
     pub fn record_epoch(&mut self, record: EpochRecord) -> bool {
         let is_best = self
             .best_metrics
@@ -99,8 +113,10 @@ impl ModelCard {
         }
         self.epochs_completed = record.epoch;
         self.training_seconds += record.seconds;
-        self.final_metrics = Some(record.clone());
         self.history.push(record);
+        // After an early stop the saved weights are an earlier epoch's.
+        let kept = self.weights_epoch();
+        self.final_metrics = self.history.iter().rev().find(|r| r.epoch == kept).cloned();
         is_best
     }
 
@@ -164,8 +180,13 @@ impl ModelCard {
             .map_err(|e| format!("training: {e}"))
     }
 
-    /// True once all configured epochs have run.
+    /// True once all configured epochs have run, or the run stopped early.
     pub fn is_complete(&self) -> bool {
-        self.epochs_completed >= self.training.total_epochs()
+        self.epochs_completed >= self.training.total_epochs() || self.stopped_early.is_some()
+    }
+
+    /// The epoch whose weights `weights.safetensors` holds.
+    pub fn weights_epoch(&self) -> usize {
+        self.stopped_early.map_or(self.epochs_completed, |s| s.kept)
     }
 }

@@ -181,7 +181,7 @@ impl ModelDir {
         let best_is_last = card
             .best_metrics
             .as_ref()
-            .is_some_and(|b| b.epoch == card.epochs_completed);
+            .is_some_and(|b| b.epoch == card.weights_epoch());
         if choice == WeightsChoice::Best && !frozen && !best_is_last {
             return Ok(Err(format!(
                 "{}: the unknown-ness score was fitted with the last epoch's weights, not the best; it cannot say `unknown` with --weights best",

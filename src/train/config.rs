@@ -70,6 +70,22 @@ pub struct TrainConfig {
     #[arg(long, default_value_t = 2e-5)]
     #[serde(default = "default_fine_tune_learning_rate")]
     pub fine_tune_learning_rate: f64,
+    /// How the learning rate moves during fine-tuning, step by step: `constant`, or `cosine`
+    /// (half a cosine from --fine-tune-learning-rate towards 0 at the end).
+    #[arg(long, value_enum, default_value_t = Schedule::Constant)]
+    #[serde(default)]
+    pub fine_tune_schedule: Schedule,
+    /// Epochs at the start of fine-tuning over which the learning rate rises linearly from
+    /// near 0 to --fine-tune-learning-rate, so that the new head's first large gradients do
+    /// not knock the pretrained weights about.
+    #[arg(long, value_name = "EPOCHS", default_value_t = 0)]
+    #[serde(default)]
+    pub fine_tune_warmup: usize,
+    /// Stop fine-tuning once the validation loss has not improved for N epochs, and keep the
+    /// weights of the fine-tuning epoch with the lowest validation loss.
+    #[arg(long, value_name = "N")]
+    #[serde(default)]
+    pub fine_tune_patience: Option<usize>,
     /// Photos of other species or of no butterfly (any layout, no labels): they teach the
     /// unknown-ness score what the model's species are not.
     #[arg(long, value_name = "DIR")]
@@ -191,6 +207,40 @@ impl TrainConfig {
                     "a positive number",
                 ));
             }
+            if self.fine_tune_warmup >= self.fine_tune_epochs {
+                return Err(Error::invalid(
+                    "fine-tune-warmup",
+                    self.fine_tune_warmup,
+                    format!(
+                        "fewer epochs than --fine-tune-epochs {}",
+                        self.fine_tune_epochs
+                    ),
+                ));
+            }
+            if self.fine_tune_patience == Some(0) {
+                return Err(Error::invalid(
+                    "fine-tune-patience",
+                    0,
+                    "at least 1 epoch without improvement",
+                ));
+            }
+        } else {
+            // Options that only shape fine-tuning would be silently ignored without it.
+            let given = [
+                (
+                    "fine-tune-schedule",
+                    self.fine_tune_schedule != Schedule::Constant,
+                ),
+                ("fine-tune-warmup", self.fine_tune_warmup > 0),
+                ("fine-tune-patience", self.fine_tune_patience.is_some()),
+            ];
+            if let Some((name, _)) = given.iter().find(|(_, given)| *given) {
+                return Err(Error::invalid(
+                    name,
+                    "(given)",
+                    "only with --fine-tune N: it shapes fine-tuning, which is off",
+                ));
+            }
         }
         if !(self.keep > 0.0 && self.keep < 1.0) {
             return Err(Error::invalid(
@@ -210,6 +260,34 @@ impl TrainConfig {
             self.augment.validate()?;
         }
         self.model.validate()
+    }
+}
+
+/// How the learning rate moves over the steps of a training stage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Schedule {
+    /// The same rate at every step (after any warm-up).
+    #[default]
+    Constant,
+    /// Half a cosine from the full rate towards 0 at the end (after any warm-up).
+    Cosine,
+}
+
+impl Schedule {
+    /// The learning rate at `step` (from 0) of `steps`, the first `warmup` of them rising
+    /// linearly to `rate` (the first step at `rate / warmup`), the rest as the schedule says.
+    pub fn rate(self, rate: f64, step: usize, steps: usize, warmup: usize) -> f64 {
+        if step < warmup {
+            return rate * (step + 1) as f64 / warmup as f64;
+        }
+        match self {
+            Schedule::Constant => rate,
+            Schedule::Cosine => {
+                let progress = (step - warmup) as f64 / (steps - warmup).max(1) as f64;
+                0.5 * rate * (1.0 + (std::f64::consts::PI * progress).cos())
+            }
+        }
     }
 }
 
@@ -313,6 +391,83 @@ mod tests {
         let recipe = resolved(&["train", "--data", "photos"]);
         assert_eq!(recipe.model.architecture, Architecture::Recipe);
         assert_eq!((recipe.model.image_size, recipe.feature_copies), (75, 4));
+    }
+
+    #[test]
+    fn the_learning_rate_warms_up_linearly_then_stays_or_falls_along_a_cosine() {
+        let rates = |schedule: Schedule, warmup| -> Vec<f64> {
+            (0..10)
+                .map(|step| schedule.rate(1e-3, step, 10, warmup))
+                .collect()
+        };
+        assert_eq!(rates(Schedule::Constant, 0), vec![1e-3; 10]);
+        let warm = rates(Schedule::Constant, 4);
+        for (step, want) in [2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3].iter().enumerate() {
+            assert!((warm[step] - want).abs() < 1e-12, "step {step}: {warm:?}");
+        }
+        let cosine = rates(Schedule::Cosine, 2);
+        assert_eq!(
+            &cosine[..2],
+            &warm[..2].iter().map(|r| r * 2.0).collect::<Vec<_>>()[..]
+        );
+        // The full rate right after the warm-up, half of it half-way through the rest, then
+        // down towards 0 without reaching it.
+        assert!((cosine[2] - 1e-3).abs() < 1e-12, "{cosine:?}");
+        assert!((cosine[6] - 5e-4).abs() < 1e-12, "{cosine:?}");
+        assert!(cosine[2..].windows(2).all(|w| w[1] < w[0]), "{cosine:?}");
+        assert!(cosine[9] > 0.0 && cosine[9] < 0.05e-3, "{cosine:?}");
+    }
+
+    #[test]
+    fn fine_tuning_schedule_options_without_fine_tuning_or_out_of_range_are_refused() {
+        let config = |args: &[&str]| {
+            let mut all = vec!["train", "--data", "photos", "--model", "efficientnet-lite0"];
+            all.extend_from_slice(args);
+            Command::parse_from(all).config
+        };
+        let refused = |args: &[&str], name: &str, reason: &str| {
+            let err = config(args).validate().unwrap_err().to_string();
+            assert!(
+                err.contains(name) && err.contains(reason),
+                "{args:?}: {err}"
+            );
+        };
+        let off = "only with --fine-tune N";
+        refused(&["--fine-tune-patience", "2"], "fine-tune-patience", off);
+        refused(&["--fine-tune-warmup", "1"], "fine-tune-warmup", off);
+        refused(
+            &["--fine-tune-schedule", "cosine"],
+            "fine-tune-schedule",
+            off,
+        );
+        let tuned = ["--fine-tune", "3", "--fine-tune-epochs", "4"];
+        refused(
+            &[&tuned[..], &["--fine-tune-warmup", "4"]].concat(),
+            "fine-tune-warmup",
+            "fewer epochs than --fine-tune-epochs 4",
+        );
+        refused(
+            &[&tuned[..], &["--fine-tune-patience", "0"]].concat(),
+            "fine-tune-patience",
+            "at least 1",
+        );
+        let all = config(
+            &[
+                &tuned[..],
+                &["--fine-tune-warmup", "1", "--fine-tune-schedule", "cosine"],
+                &["--fine-tune-patience", "2"],
+            ]
+            .concat(),
+        );
+        all.validate().unwrap();
+        assert_eq!(
+            (
+                all.fine_tune_schedule,
+                all.fine_tune_warmup,
+                all.fine_tune_patience
+            ),
+            (Schedule::Cosine, 1, Some(2))
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-pub use config::TrainConfig;
+pub use config::{Schedule, TrainConfig};
 pub use data::TrainingData;
 
 use crate::dataset::{PhotoSet, Species};
@@ -111,6 +111,7 @@ pub fn train_on(config: &TrainConfig, data: &TrainingData, out: &Path) -> Result
         history: Vec::new(),
         final_metrics: None,
         best_metrics: None,
+        stopped_early: None,
         training_seconds: 0.0,
         calibration: None,
         novelty: None,

@@ -13,11 +13,13 @@ use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 
 use super::{
-    Embedded, EpochRecord, TrainConfig, TrainingData, batches, epoch_order, finish_epoch, optimizer,
+    Embedded, EpochRecord, Schedule, TrainConfig, TrainingData, batches, epoch_order, finish_epoch,
+    optimizer,
 };
 use crate::augment::AugmentParams;
 use crate::dataset::PhotoSet;
 use crate::model::backbone;
+use crate::model::card::StoppedEarly;
 use crate::model::{
     self, EfficientNetLite, ModelCard, ModelDir, Network, TransferNet, Variant, WeightsChoice,
     input,
@@ -186,7 +188,7 @@ pub fn run(
         head,
         (train.features, validation.features),
         1..=config.epochs,
-        config.learning_rate,
+        StagePlan::constant(config.learning_rate),
         |head, x| head.forward(x),
         |head| {
             Network::Transfer(TransferNet {
@@ -211,7 +213,12 @@ pub fn run(
             },
             (train_x, val_x),
             config.epochs + 1..=config.total_epochs(),
-            config.fine_tune_learning_rate,
+            StagePlan {
+                base: config.fine_tune_learning_rate,
+                schedule: config.fine_tune_schedule,
+                warmup_epochs: config.fine_tune_warmup,
+                patience: config.fine_tune_patience,
+            },
             |net, x| net.forward_from(x, frozen),
             Network::Transfer,
         )?;
@@ -228,6 +235,34 @@ fn rows(features: Tensor<2>) -> Vec<f32> {
         .expect("features are f32")
 }
 
+/// How a stage's learning rate moves, and when it stops early.
+struct StagePlan {
+    base: f64,
+    schedule: Schedule,
+    warmup_epochs: usize,
+    /// Epochs without a lower validation loss after which the stage stops, keeping its best.
+    patience: Option<usize>,
+}
+
+impl StagePlan {
+    fn constant(base: f64) -> Self {
+        StagePlan {
+            base,
+            schedule: Schedule::Constant,
+            warmup_epochs: 0,
+            patience: None,
+        }
+    }
+}
+
+/// The stage's epoch with the lowest validation loss so far, kept for an early stop.
+struct Best<M> {
+    loss: f64,
+    epoch: usize,
+    module: M,
+    probabilities: Vec<Vec<f32>>,
+}
+
 /// What the head's training and fine-tuning share: the labels and where results go.
 struct Stage<'a> {
     labels: &'a [usize],
@@ -237,9 +272,9 @@ struct Stage<'a> {
 }
 
 impl Stage<'_> {
-    /// Trains `module` with RMSprop on the cached inputs `(train, validation)` for `epochs`,
-    /// `forward` giving logits; `network` makes the whole network to save from a validation
-    /// copy of `module`.
+    /// Trains `module` with RMSprop on the cached inputs `(train, validation)` for `epochs` at
+    /// the learning rates of `plan` (stopping early as it says), `forward` giving logits;
+    /// `network` makes the whole network to save from a validation copy of `module`.
     #[allow(clippy::too_many_arguments)]
     fn fit<M: Module, const D: usize>(
         &self,
@@ -247,7 +282,7 @@ impl Stage<'_> {
         module: M,
         (train_x, val_x): (Tensor<D>, Tensor<D>),
         epochs: RangeInclusive<usize>,
-        learning_rate: f64,
+        plan: StagePlan,
         forward: impl Fn(&M, Tensor<D>) -> Tensor<2>,
         network: impl Fn(M) -> Network,
     ) -> Result<M> {
@@ -257,6 +292,11 @@ impl Stage<'_> {
         let mut module = module.to_device(&autodiff).train();
         let mut optim: ModuleOptimizer = optimizer(&config);
         let n = self.labels.len();
+        let steps_per_epoch = n.div_ceil(config.batch_size);
+        let steps = steps_per_epoch * epochs.clone().count();
+        let warmup = steps_per_epoch * plan.warmup_epochs;
+        let mut step = 0;
+        let mut best: Option<Best<M>> = None;
         for epoch in epochs {
             let start = Instant::now();
             autodiff.seed(config.seed.wrapping_add(epoch as u64));
@@ -277,7 +317,9 @@ impl Stage<'_> {
                     .filter(|(p, l)| metrics::argmax(p) == **l)
                     .count();
                 let grads = GradientsParams::from_grads(loss.backward(), &module);
+                let learning_rate = plan.schedule.rate(plan.base, step, steps, warmup);
                 module = optim.step(learning_rate, module, grads);
+                step += 1;
                 bar.inc(batch.len() as u64);
             }
             bar.finish_and_clear();
@@ -294,23 +336,79 @@ impl Stage<'_> {
                 train_images_per_second: n as f64 / train_seconds,
                 data_wait_seconds: 0.0,
             };
-            finish_epoch(
-                card,
-                record,
-                &val_probs,
-                self.validation_labels,
-                train_seconds,
-                self.dir,
-                |is_best| {
-                    let network = network(valid);
-                    self.dir.save_weights(&network, WeightsChoice::Last)?;
-                    if is_best {
-                        self.dir.save_weights(&network, WeightsChoice::Best)?;
-                    }
-                    Ok(())
-                },
-            )?;
+            if plan.patience.is_some()
+                && best
+                    .as_ref()
+                    .is_none_or(|b| record.validation_loss < b.loss)
+            {
+                best = Some(Best {
+                    loss: record.validation_loss,
+                    epoch,
+                    module: valid.clone(),
+                    probabilities: val_probs.clone(),
+                });
+            }
+            let stop = plan
+                .patience
+                .filter(|&patience| best.as_ref().is_some_and(|b| epoch - b.epoch >= patience));
+            let Some(patience) = stop else {
+                self.finish(
+                    card,
+                    record,
+                    train_seconds,
+                    (valid, &val_probs),
+                    &network,
+                    false,
+                )?;
+                continue;
+            };
+            // No better validation loss for `patience` epochs: the stage ends with its best
+            // weights, which the calibration is fitted on and the directory keeps.
+            let best = best.expect("a best epoch");
+            card.stopped_early = Some(StoppedEarly {
+                epoch,
+                kept: best.epoch,
+            });
+            let kept = (best.module.clone(), best.probabilities.as_slice());
+            self.finish(card, record, train_seconds, kept, &network, true)?;
+            eprintln!(
+                "no lower validation loss for {patience} epoch{}: fine-tuning stops, keeping epoch {}'s weights (val_loss {:.4})",
+                if patience == 1 { "" } else { "s" },
+                best.epoch,
+                best.loss
+            );
+            return Ok(best.module);
         }
         Ok(module.valid())
+    }
+
+    /// Records an epoch and writes the model directory with `valid` as its weights (and its
+    /// validation `probabilities` for the calibration, once the run is complete); the weights
+    /// are also the best unless they are `restored` from an earlier epoch.
+    fn finish<M>(
+        &self,
+        card: &mut ModelCard,
+        record: EpochRecord,
+        train_seconds: f64,
+        (valid, probabilities): (M, &[Vec<f32>]),
+        network: impl Fn(M) -> Network,
+        restored: bool,
+    ) -> Result<()> {
+        finish_epoch(
+            card,
+            record,
+            probabilities,
+            self.validation_labels,
+            train_seconds,
+            self.dir,
+            |is_best| {
+                let network = network(valid);
+                self.dir.save_weights(&network, WeightsChoice::Last)?;
+                if is_best && !restored {
+                    self.dir.save_weights(&network, WeightsChoice::Best)?;
+                }
+                Ok(())
+            },
+        )
     }
 }

@@ -8,7 +8,7 @@ use vlinder::augment::AugmentParams;
 use vlinder::dataset::ResizeFilter;
 use vlinder::device::Backend;
 use vlinder::model::{Architecture, ModelConfig, Pooling};
-use vlinder::train::TrainConfig;
+use vlinder::train::{Schedule, TrainConfig};
 
 /// The photos kept in the repository (`assets/sample/`, see its README): 80 openly licensed photos of each
 /// of three species, the longest side 128 pixels. Tests that need nothing else run on a fresh
@@ -134,6 +134,9 @@ pub fn quick_config(data: &Path, epochs: usize) -> TrainConfig {
         fine_tune: 0,
         fine_tune_epochs: 10,
         fine_tune_learning_rate: 1e-4,
+        fine_tune_schedule: Schedule::Constant,
+        fine_tune_warmup: 0,
+        fine_tune_patience: None,
         others: None,
         keep: 0.95,
         no_augment: true,
