@@ -20,18 +20,18 @@ pub const MAX_IMAGE_SIZE: u32 = 1024;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 pub struct ModelConfig {
     /// The network to train.
-    #[arg(long = "model", value_enum, default_value_t = Architecture::Recipe)]
+    #[arg(long = "model", value_enum, default_value_t = ModelConfig::default().architecture)]
     // The key model.json has always used.
     #[serde(rename = "model")]
     pub architecture: Architecture,
     /// Photos are resized to this many pixels square.
-    #[arg(long, default_value_t = 75)]
+    #[arg(long, default_value_t = ModelConfig::default().image_size)]
     pub image_size: u32,
     /// How photos are resized.
-    #[arg(long, value_enum, default_value_t = ResizeFilter::Nearest)]
+    #[arg(long, value_enum, default_value_t = ModelConfig::default().resize)]
     pub resize: ResizeFilter,
     /// For the transfer models: how the backbone's feature map becomes the head's input.
-    #[arg(long, value_enum, default_value_t = Pooling::Gem)]
+    #[arg(long, value_enum, default_value_t = ModelConfig::default().pooling)]
     // Models trained before this option pooled by averaging.
     #[serde(default)]
     pub pooling: Pooling,
@@ -42,6 +42,19 @@ pub struct ModelConfig {
     #[arg(long, value_name = "VIEW")]
     #[serde(default)]
     pub focus: Option<u32>,
+}
+
+impl Default for ModelConfig {
+    /// The recipe's network, and GeM pooling for a transfer one: the command line's defaults.
+    fn default() -> Self {
+        ModelConfig {
+            architecture: Architecture::Recipe,
+            image_size: 75,
+            resize: ResizeFilter::Nearest,
+            pooling: Pooling::Gem,
+            focus: None,
+        }
+    }
 }
 
 impl ModelConfig {

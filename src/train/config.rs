@@ -24,27 +24,27 @@ pub struct TrainConfig {
     #[arg(long, value_name = "DIR", requires = "train")]
     pub validation: Option<PathBuf>,
     /// The share of each species' photos held out for validation with --data.
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = defaults().validation_split)]
     pub validation_split: f64,
     /// The network: which one, its input size and resizing, how a transfer network looks.
     #[command(flatten)]
     #[serde(flatten)]
     pub model: ModelConfig,
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = defaults().epochs)]
     pub epochs: usize,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = defaults().batch_size)]
     pub batch_size: usize,
     /// RMSprop's learning rate.
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = defaults().learning_rate)]
     pub learning_rate: f64,
     /// RMSprop's decay of the squared-gradient average (Keras' rho).
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = defaults().rho)]
     pub rho: f32,
     /// RMSprop's epsilon (Keras' default).
-    #[arg(long, default_value_t = 1e-7)]
+    #[arg(long, default_value_t = defaults().epsilon)]
     pub epsilon: f32,
     /// Seeds the split, the initial weights, the photo order and dropout.
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = defaults().seed)]
     pub seed: u64,
     /// The backbone's weights (.pth) for a transfer model (default: the ones `vlinder backbone
     /// install NAME` put in the cache).
@@ -52,33 +52,33 @@ pub struct TrainConfig {
     pub backbone: Option<PathBuf>,
     /// For the transfer models: augmented copies of each training photo whose features are
     /// computed once, besides the photo itself (the recipe draws afresh every epoch instead).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = defaults().feature_copies)]
     #[serde(default = "default_feature_copies")]
     pub feature_copies: usize,
     /// For the transfer models: after training the head, train the last N of the backbone's
     /// MBConv blocks (Lite0 has 16), its final 1x1 convolution and the head together (0: the
     /// backbone stays frozen).
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    #[arg(long, value_name = "N", default_value_t = defaults().fine_tune)]
     #[serde(default)]
     pub fine_tune: usize,
     /// Epochs of fine-tuning, after --epochs of the head alone.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = defaults().fine_tune_epochs)]
     #[serde(default = "default_fine_tune_epochs")]
     pub fine_tune_epochs: usize,
     /// RMSprop's learning rate while fine-tuning: small, so that the pretrained weights move
     /// only a little (1e-4 overfit within a few epochs in our runs).
-    #[arg(long, default_value_t = 2e-5)]
+    #[arg(long, default_value_t = defaults().fine_tune_learning_rate)]
     #[serde(default = "default_fine_tune_learning_rate")]
     pub fine_tune_learning_rate: f64,
     /// How the learning rate moves during fine-tuning, step by step: `constant`, or `cosine`
     /// (half a cosine from --fine-tune-learning-rate towards 0 at the end).
-    #[arg(long, value_enum, default_value_t = Schedule::Constant)]
+    #[arg(long, value_enum, default_value_t = defaults().fine_tune_schedule)]
     #[serde(default)]
     pub fine_tune_schedule: Schedule,
     /// Epochs at the start of fine-tuning over which the learning rate rises linearly from
     /// near 0 to --fine-tune-learning-rate, so that the new head's first large gradients do
     /// not knock the pretrained weights about.
-    #[arg(long, value_name = "EPOCHS", default_value_t = 0)]
+    #[arg(long, value_name = "EPOCHS", default_value_t = defaults().fine_tune_warmup)]
     #[serde(default)]
     pub fine_tune_warmup: usize,
     /// Stop fine-tuning once the validation loss has not improved for N epochs, and keep the
@@ -93,7 +93,7 @@ pub struct TrainConfig {
     pub others: Option<PathBuf>,
     /// The share of validation photos whose unknown-ness score must pass: the rest of them,
     /// and photos less like the known species, are called `unknown`.
-    #[arg(long, default_value_t = 0.95)]
+    #[arg(long, default_value_t = defaults().keep)]
     #[serde(default = "default_keep")]
     pub keep: f64,
     /// Train on the photos as they are, without augmentation.
@@ -104,7 +104,7 @@ pub struct TrainConfig {
     #[command(flatten)]
     pub augment: AugmentParams,
     /// Where the computation runs.
-    #[arg(long, value_enum, default_value_t = Backend::Flex)]
+    #[arg(long, value_enum, default_value_t = defaults().device)]
     pub device: Backend,
 }
 
@@ -291,23 +291,62 @@ impl Schedule {
     }
 }
 
+impl Default for TrainConfig {
+    /// Every option's default, written once: the command line's defaults and the values that
+    /// older `model.json` files without a field are read with come from here. No photos yet;
+    /// the recipe's network, optimiser and augmentation.
+    fn default() -> Self {
+        TrainConfig {
+            data: None,
+            train: None,
+            validation: None,
+            validation_split: 0.2,
+            model: ModelConfig::default(),
+            epochs: 50,
+            batch_size: 32,
+            learning_rate: 1e-3,
+            rho: 0.9,
+            epsilon: 1e-7,
+            seed: 42,
+            backbone: None,
+            feature_copies: 4,
+            fine_tune: 0,
+            fine_tune_epochs: 10,
+            fine_tune_learning_rate: 2e-5,
+            fine_tune_schedule: Schedule::Constant,
+            fine_tune_warmup: 0,
+            fine_tune_patience: None,
+            others: None,
+            keep: 0.95,
+            no_augment: false,
+            augment: AugmentParams::default(),
+            device: Backend::Flex,
+        }
+    }
+}
+
+/// The defaults, for the attributes that clap and serde read them through.
+fn defaults() -> TrainConfig {
+    TrainConfig::default()
+}
+
 /// Read into model.json files written before fine-tuning existed.
 fn default_fine_tune_epochs() -> usize {
-    10
+    defaults().fine_tune_epochs
 }
 
 fn default_fine_tune_learning_rate() -> f64 {
-    2e-5
+    defaults().fine_tune_learning_rate
 }
 
 /// Read into model.json files written before the unknown-ness score existed.
 fn default_keep() -> f64 {
-    0.95
+    defaults().keep
 }
 
 /// Read into model.json files written before `feature_copies` existed.
 fn default_feature_copies() -> usize {
-    4
+    defaults().feature_copies
 }
 
 #[cfg(test)]
@@ -468,6 +507,40 @@ mod tests {
             ),
             (Schedule::Cosine, 1, Some(2))
         );
+    }
+
+    #[test]
+    fn a_bare_command_line_gives_the_defaults_written_once() {
+        let parsed = Command::parse_from(["train", "--data", "photos"]).config;
+        let defaults = TrainConfig {
+            data: Some("photos".into()),
+            ..TrainConfig::default()
+        };
+        assert_eq!(parsed, defaults);
+        // Spot checks against the recipe, so that the defaults cannot drift together.
+        assert_eq!(
+            (
+                defaults.epochs,
+                defaults.batch_size,
+                defaults.model.image_size
+            ),
+            (50, 32, 75)
+        );
+        assert_eq!(defaults.augment.rotation_range, 40.0);
+        assert_eq!(defaults.augment.zoom_range, "0.2".parse().unwrap());
+        // A model.json that lacks the later fields reads them as the defaults.
+        let mut json = serde_json::to_value(&defaults).unwrap();
+        let fields = json.as_object_mut().unwrap();
+        for field in [
+            "feature_copies",
+            "fine_tune_epochs",
+            "fine_tune_learning_rate",
+            "keep",
+        ] {
+            assert!(fields.remove(field).is_some(), "{field}");
+        }
+        let old: TrainConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(old, defaults);
     }
 
     #[test]
