@@ -174,12 +174,32 @@ fn transposed(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     out
 }
 
-/// A 1x1 convolution folded with its batch norm as a matrix: `(weights [inputs, outputs],
-/// bias, inputs, outputs)`.
-fn folded_matrix(conv: &Conv2d, bn: &BatchNorm) -> (Vec<f32>, Vec<f32>, usize, usize) {
-    let [outputs, inputs, _, _] = conv.weight.dims();
-    let (weights, bias) = fold(conv, bn);
-    (transposed(&weights, outputs, inputs), bias, inputs, outputs)
+/// A 1x1 convolution folded with its batch norm, as a matrix, before it is packed.
+struct Folded {
+    /// `[inputs, outputs]`.
+    weights: Vec<f32>,
+    bias: Vec<f32>,
+    inputs: usize,
+    outputs: usize,
+}
+
+impl Folded {
+    fn new(conv: &Conv2d, bn: &BatchNorm) -> Self {
+        let [outputs, inputs, _, _] = conv.weight.dims();
+        let (weights, bias) = fold(conv, bn);
+        Folded {
+            weights: transposed(&weights, outputs, inputs),
+            bias,
+            inputs,
+            outputs,
+        }
+    }
+
+    fn pointwise(&self) -> Pointwise {
+        Pointwise {
+            packed: PackedPointwise::new(&self.weights, &self.bias, self.inputs, self.outputs),
+        }
+    }
 }
 
 /// The columns `range` of a row-major matrix of `cols` columns.
@@ -192,13 +212,6 @@ fn columns(values: &[f32], cols: usize, range: std::ops::Range<usize>) -> Vec<f3
 }
 
 impl Pointwise {
-    fn new(conv: &Conv2d, bn: &BatchNorm) -> Self {
-        let (weights, bias, inputs, outputs) = folded_matrix(conv, bn);
-        Pointwise {
-            packed: PackedPointwise::new(&weights, &bias, inputs, outputs),
-        }
-    }
-
     fn inputs(&self) -> usize {
         self.packed.inputs
     }
@@ -274,13 +287,12 @@ impl HiddenShare {
     /// convolution keeps its widest path), from the folded `expand` and `project` matrices;
     /// none when there are fewer panels than parts.
     fn cut(
-        expand: (Vec<f32>, Vec<f32>, usize, usize),
+        expand: &Folded,
         depthwise: &Depthwise,
-        project: (Vec<f32>, Vec<f32>, usize, usize),
+        project: &Folded,
         parts: usize,
     ) -> Vec<HiddenShare> {
-        let (expand_weights, expand_bias, inputs, hidden) = expand;
-        let (project_weights, project_bias, _, outputs) = project;
+        let (inputs, hidden, outputs) = (expand.inputs, expand.outputs, project.outputs);
         let panels = hidden.div_ceil(PANEL);
         if parts < 2 || panels < parts {
             return Vec::new();
@@ -292,13 +304,13 @@ impl HiddenShare {
                     ..((part + 1) * panels / parts * PANEL).min(hidden);
                 let width = channels.len();
                 let bias = match part {
-                    0 => project_bias.clone(),
+                    0 => project.bias.clone(),
                     _ => vec![0.0; outputs],
                 };
                 HiddenShare {
                     expand: PackedPointwise::new(
-                        &columns(&expand_weights, hidden, channels.clone()),
-                        &expand_bias[channels.clone()],
+                        &columns(&expand.weights, hidden, channels.clone()),
+                        &expand.bias[channels.clone()],
                         inputs,
                         width,
                     ),
@@ -313,7 +325,7 @@ impl HiddenShare {
                         bias: depthwise.bias[channels.clone()].to_vec(),
                     },
                     project: PackedPointwise::new(
-                        &project_weights[channels.start * outputs..channels.end * outputs],
+                        &project.weights[channels.start * outputs..channels.end * outputs],
                         &bias,
                         width,
                         outputs,
@@ -670,20 +682,17 @@ impl FrozenLite {
             .blocks
             .iter()
             .map(|b| {
-                let expand = b.expand_conv.as_ref().zip(b.bn0.as_ref());
+                let expand = (b.expand_conv.as_ref().zip(b.bn0.as_ref()))
+                    .map(|(conv, bn)| Folded::new(&conv.conv, bn));
                 let depthwise = Depthwise::new(&b.depthwise_conv, &b.bn1);
-                let project = folded_matrix(&b.project_conv.conv, &b.bn2);
-                let shares = expand.map_or_else(Vec::new, |(conv, bn)| {
-                    let expand = folded_matrix(&conv.conv, bn);
-                    HiddenShare::cut(expand, &depthwise, project.clone(), parts)
+                let project = Folded::new(&b.project_conv.conv, &b.bn2);
+                let shares = expand.as_ref().map_or_else(Vec::new, |expand| {
+                    HiddenShare::cut(expand, &depthwise, &project, parts)
                 });
-                let (weights, bias, inputs, outputs) = project;
                 Block {
-                    expand: expand.map(|(conv, bn)| Pointwise::new(&conv.conv, bn)),
+                    expand: expand.as_ref().map(Folded::pointwise),
                     depthwise,
-                    project: Pointwise {
-                        packed: PackedPointwise::new(&weights, &bias, inputs, outputs),
-                    },
+                    project: project.pointwise(),
                     residual: b.residual,
                     shares,
                 }
@@ -699,7 +708,7 @@ impl FrozenLite {
                 ),
             },
             blocks,
-            head: Pointwise::new(&network.conv_head.conv, &network.bn1),
+            head: Folded::new(&network.conv_head.conv, &network.bn1).pointwise(),
             scratch: Mutex::default(),
         }
     }
