@@ -38,8 +38,9 @@ pub struct ModelCard {
     pub final_metrics: Option<EpochRecord>,
     /// The epoch with the lowest validation loss, saved as `weights-best.safetensors`.
     pub best_metrics: Option<EpochRecord>,
-    /// Set when fine-tuning stopped before its last epoch (`--fine-tune-patience`): the
-    /// weights are then those of `final_metrics`' epoch, the best of fine-tuning.
+    /// Set when fine-tuning stopped for want of a lower validation loss
+    /// (`--fine-tune-patience`), which can happen at its last epoch too: the weights are then
+    /// those of `final_metrics`' epoch, the best of fine-tuning.
     #[serde(default)]
     pub stopped_early: Option<StoppedEarly>,
     pub training_seconds: f64,
