@@ -52,6 +52,8 @@ fn main() -> anyhow::Result<()> {
                 page_url: row[11].into(),
                 image_url: row[12].into(),
                 date: row[3].into(),
+                latitude: row[4].parse().ok(),
+                longitude: row[5].parse().ok(),
             };
             match collection.store(&candidate, &scaled_jpeg(&source)?)? {
                 Outcome::Stored(_) | Outcome::Duplicate(_) => stored += 1,

@@ -21,6 +21,7 @@
 pub mod augment;
 pub mod calibrate;
 pub mod check;
+pub mod context;
 pub mod dataset;
 pub mod device;
 pub mod error;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::context::Context;
 use crate::dataset::{decode_photo, photos_below};
 use crate::device::Backend;
 use crate::model::{ModelDir, WeightsChoice};
@@ -35,10 +36,59 @@ pub struct PredictConfig {
     /// Show only the K most probable species in the table (default: all).
     #[arg(long, value_name = "K")]
     pub top: Option<usize>,
+    /// When the photos were taken (2021-04-25 or 25-04-2021), for a model with a date and
+    /// place prior.
+    #[arg(long, value_name = "DATE")]
+    #[serde(default)]
+    pub date: Option<String>,
+    /// Where, in decimal degrees (with --longitude).
+    #[arg(
+        long,
+        value_name = "DEGREES",
+        requires = "longitude",
+        allow_hyphen_values = true
+    )]
+    #[serde(default)]
+    pub latitude: Option<String>,
+    #[arg(
+        long,
+        value_name = "DEGREES",
+        requires = "latitude",
+        allow_hyphen_values = true
+    )]
+    #[serde(default)]
+    pub longitude: Option<String>,
     #[arg(long, value_enum, default_value_t = WeightsChoice::Last)]
     pub weights: WeightsChoice,
     #[arg(long, value_enum, default_value_t = Backend::Flex)]
     pub device: Backend,
+}
+
+impl PredictConfig {
+    /// The date and place given, checked: a bad one is an error, not a silent photo-only answer.
+    pub fn context(&self) -> Result<Context> {
+        let text = |v: &Option<String>| v.clone().unwrap_or_default();
+        let (context, warnings) = Context::parse(
+            &text(&self.date),
+            &text(&self.latitude),
+            &text(&self.longitude),
+        );
+        match warnings.first() {
+            Some(why) => Err(Error::invalid(
+                "date or place",
+                format!(
+                    "{} {} {}",
+                    text(&self.date),
+                    text(&self.latitude),
+                    text(&self.longitude)
+                )
+                .trim()
+                .to_string(),
+                why.clone(),
+            )),
+            None => Ok(context),
+        }
+    }
 }
 
 /// A species and its probability.
@@ -54,6 +104,9 @@ pub struct Prediction {
     pub photo: PathBuf,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ranking: Vec<Ranked>,
+    /// The photo alone's ranking, when the date or place changed it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_ranking: Vec<Ranked>,
     /// Whether the photo shows one of the model's species at all (absent for a model without
     /// an unknown-ness score).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -71,11 +124,20 @@ const CHUNK: usize = 256;
 /// Photos go through in chunks, decoded and then classified; decoding the next chunk while the
 /// network works on this one was measured slower on 2 cores (both stages use every core).
 pub fn predict(config: &PredictConfig) -> Result<Vec<Prediction>> {
+    let context = config.context()?;
     let model = ModelDir::new(&config.model).load(config.weights, &config.device.device()?)?;
     let photos = expand(&config.photos)?;
     if let Err(why) = &model.novelty {
         eprintln!("warning: {why}");
     }
+    let prior = model.card.prior.as_ref();
+    if !context.is_empty() && prior.is_none() {
+        eprintln!(
+            "warning: {} has no date and place prior (train it with --observations); the date and place are ignored",
+            config.model.display()
+        );
+    }
+    let names = model.card.species.names();
     let (size, filter) = (model.card.image_size, model.card.preprocessing.resize);
     let bar = progress::bar(photos.len(), "predicting");
     let mut predictions = Vec::with_capacity(photos.len());
@@ -89,9 +151,21 @@ pub fn predict(config: &PredictConfig) -> Result<Vec<Prediction>> {
         predictions.extend(paths.iter().zip(&decoded).map(|(photo, d)| match d {
             Ok(_) => {
                 let a = assessments.next().expect("one row per readable photo");
+                let adjusted = prior
+                    .map(|p| p.adjust(&a.calibrated, &context))
+                    .filter(|a| a.used_date || a.used_place);
                 Prediction {
                     photo: photo.clone(),
-                    ranking: rank(&a.calibrated, model.card.species.names()),
+                    ranking: rank(
+                        adjusted
+                            .as_ref()
+                            .map_or(&a.calibrated, |a| &a.probabilities),
+                        names,
+                    ),
+                    image_ranking: match adjusted {
+                        Some(_) => rank(&a.calibrated, names),
+                        None => Vec::new(),
+                    },
                     novelty: a.novelty,
                     error: None,
                 }
@@ -99,6 +173,7 @@ pub fn predict(config: &PredictConfig) -> Result<Vec<Prediction>> {
             Err(e) => Prediction {
                 photo: photo.clone(),
                 ranking: Vec::new(),
+                image_ranking: Vec::new(),
                 novelty: None,
                 error: Some(e.to_string()),
             },
@@ -150,8 +225,9 @@ pub fn render(predictions: &[Prediction], format: OutputFormat, top: Option<usiz
             serde_json::to_string_pretty(predictions).expect("predictions serialise") + "\n"
         }
         OutputFormat::Csv => {
-            let mut s =
-                String::from("photo,rank,species,probability,unknown,unknown_score,error\n");
+            let mut s = String::from(
+                "photo,rank,species,probability,image_probability,unknown,unknown_score,error\n",
+            );
             for p in predictions {
                 let photo = files::csv_field(&p.photo.to_string_lossy());
                 let (unknown, score) = p.novelty.map_or((String::new(), String::new()), |n| {
@@ -159,14 +235,19 @@ pub fn render(predictions: &[Prediction], format: OutputFormat, top: Option<usiz
                 });
                 match &p.error {
                     Some(e) => {
-                        let _ = writeln!(s, "{photo},,,,,,{}", files::csv_field(e));
+                        let _ = writeln!(s, "{photo},,,,,,,{}", files::csv_field(e));
                     }
                     None => {
                         for (i, r) in p.ranking.iter().enumerate() {
                             let species = files::csv_field(&r.species);
+                            let alone = p
+                                .image_ranking
+                                .iter()
+                                .find(|a| a.species == r.species)
+                                .map_or(String::new(), |a| format!("{:.6}", a.probability));
                             let _ = writeln!(
                                 s,
-                                "{photo},{},{species},{:.6},{unknown},{score},",
+                                "{photo},{},{species},{:.6},{alone},{unknown},{score},",
                                 i + 1,
                                 r.probability
                             );
@@ -197,6 +278,13 @@ pub fn render(predictions: &[Prediction], format: OutputFormat, top: Option<usiz
                             .map(|r| format!("{} ({:.3})", r.species, r.probability))
                             .collect::<Vec<_>>()
                             .join("  ");
+                        let ranking = match p.image_ranking.first() {
+                            Some(a) => format!(
+                                "{ranking}  [photo alone: {} ({:.3})]",
+                                a.species, a.probability
+                            ),
+                            None => ranking,
+                        };
                         match p.novelty.filter(|n| n.unknown) {
                             Some(n) => format!(
                                 "unknown: not one of the species this model knows (score {:.2} > {:.2}); ranking {ranking}",

@@ -658,6 +658,9 @@ fn predict(model: &Path, photos: &[PathBuf]) -> Vec<vlinder::predict::Prediction
         photos: photos.to_vec(),
         format: vlinder::predict::OutputFormat::Json,
         top: None,
+        date: None,
+        latitude: None,
+        longitude: None,
         weights: vlinder::model::WeightsChoice::Last,
         device: vlinder::device::Backend::Flex,
     })
@@ -1002,4 +1005,68 @@ fn weights_best_is_used_by_predict_check_and_serve_and_predict_reads_folders_at_
             .sum::<usize>()
     };
     assert!(rows.iter().all(|r| species_shown(r) == 1), "{table}");
+}
+
+#[test]
+fn a_date_and_place_in_the_form_adjust_the_answer_and_flag_an_unseasonal_claim() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = common::subset(tmp.path(), &PAIR, 30);
+    let model = tmp.path().join("model");
+    {
+        let mut config = common::quick_config(&data, 2);
+        config.observations = Some(common::sample().join("manifest.jsonl"));
+        let _serial = common::training_lock();
+        train::train(&config, &model).unwrap();
+    }
+    let server = Server::start(&model, 1 << 20, 30);
+    let photo = common::real_jpeg();
+    // Holly blues and brimstones both fly in August; in the sample no holly blue flies in
+    // February.
+    let ask = |path: &str, fields: &[(&str, &[u8])]| {
+        let mut all: Vec<(&str, &[u8])> = vec![("photo", &photo)];
+        all.extend_from_slice(fields);
+        let (content_type, body) = multipart(&all);
+        post(&server.url(path), &content_type, &body)
+    };
+    let (status, plain) = ask("/v1/check", &[("species", PAIR[0].as_bytes())]);
+    assert_eq!(status, 200, "{plain}");
+    assert!(plain.get("image_ranking").is_none() && plain.get("flags").is_none());
+    let (status, dated) = ask(
+        "/v1/check",
+        &[
+            ("species", PAIR[0].as_bytes()),
+            ("date", b"2021-02-10"),
+            ("latitude", b"51.5"),
+            ("longitude", b"-1.2"),
+        ],
+    );
+    assert_eq!(status, 200, "{dated}");
+    assert_eq!(dated["date"], "2021-02-10");
+    assert_eq!(dated["image_ranking"], plain["ranking"]);
+    assert_eq!(
+        dated["image_claimed_probability"],
+        plain["claimed_probability"]
+    );
+    assert_eq!(
+        dated["flags"][0]["flag"], "outside_flight_period",
+        "{dated}"
+    );
+    // A bad date is reported and the photo alone answers.
+    let (status, bad) = ask(
+        "/v1/classify",
+        &[
+            ("date", b"31-04-2021"),
+            ("latitude", b"95"),
+            ("longitude", b"2"),
+        ],
+    );
+    assert_eq!(status, 200, "{bad}");
+    assert_eq!(
+        bad["context_warnings"].as_array().unwrap().len(),
+        2,
+        "{bad}"
+    );
+    assert!(bad.get("image_ranking").is_none());
+    assert_eq!(bad["ranking"], plain["ranking"]);
+    server.shutdown().unwrap();
 }

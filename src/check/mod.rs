@@ -15,6 +15,8 @@ use std::path::PathBuf;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::context::{Flag, Prior};
+use crate::dataset::Species;
 use crate::device::Backend;
 use crate::model::{ModelDir, WeightsChoice};
 use crate::novelty::Novelty;
@@ -74,8 +76,17 @@ pub struct CheckedRecord {
     pub record: Record,
     #[serde(flatten)]
     pub verdict: Option<Verdict>,
-    /// The calibrated probability of the claimed species.
+    /// The calibrated probability of the claimed species, with the date and place where the
+    /// model has a prior and the record gives them.
     pub claimed_probability: Option<f64>,
+    /// The same from the photo alone.
+    pub image_claimed_probability: Option<f64>,
+    /// The photo alone's ranking, when the date or place changed the probabilities.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_ranking: Vec<Ranked>,
+    /// Why the claimed species is suspect for the record's date or place.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<Flag>,
     /// The probability that the claimed species is wrong; records are ranked by it.
     pub doubt: f64,
     pub ranking: Vec<Ranked>,
@@ -120,6 +131,13 @@ pub fn check(config: &CheckConfig) -> Result<CheckResults> {
     if let Err(why) = &model.novelty {
         eprintln!("warning: {why}");
     }
+    let prior = model.card.prior.as_ref();
+    if config.columns.has_context() && prior.is_none() {
+        eprintln!(
+            "warning: {} has no date and place prior (train it with --observations); dates and places are ignored",
+            config.model.display()
+        );
+    }
     let rows = records::read(&config.records, &config.columns)?;
     let base = match config.records.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
@@ -156,32 +174,24 @@ pub fn check(config: &CheckConfig) -> Result<CheckResults> {
             checked.push(match result {
                 Ok((record, photo)) => {
                     let a = assessments.next().expect("one row per loaded photo");
-                    let (p, novelty) = (&a.calibrated, a.novelty);
-                    let species = &model.card.species;
-                    let (verdict, doubt) = judge(
-                        p,
-                        species,
-                        &record.claimed,
-                        &config.thresholds,
-                        novelty.as_ref(),
-                    );
-                    CheckedRecord {
-                        claimed_probability: species
-                            .index_of(record.claimed.trim())
-                            .map(|i| p[i] as f64),
+                    let mut checked = judge_record(
                         record,
-                        verdict: Some(verdict),
-                        doubt,
-                        ranking: rank(p, species.names()),
-                        novelty,
-                        error: None,
-                        thumbnail: Some(photo.thumbnail),
-                    }
+                        &a.calibrated,
+                        a.novelty,
+                        &model.card.species,
+                        prior,
+                        &config.thresholds,
+                    );
+                    checked.thumbnail = Some(photo.thumbnail);
+                    checked
                 }
                 Err(e) => CheckedRecord {
                     record: e.record,
                     verdict: None,
                     claimed_probability: None,
+                    image_claimed_probability: None,
+                    image_ranking: Vec::new(),
+                    flags: Vec::new(),
                     doubt: 0.0,
                     ranking: Vec::new(),
                     novelty: None,
@@ -214,6 +224,47 @@ pub fn check(config: &CheckConfig) -> Result<CheckResults> {
     };
     report::write(&results, &config.out_dir())?;
     Ok(results)
+}
+
+/// A record judged by its photo's calibrated probabilities and, where the model has a prior
+/// and the record a date or place, by those too: the verdict and doubt come from the
+/// combination, the photo's own figures are kept beside it, and a claim rare for its month or
+/// latitude is flagged whatever the photo shows.
+pub fn judge_record(
+    record: Record,
+    calibrated: &[f32],
+    novelty: Option<Novelty>,
+    species: &Species,
+    prior: Option<&Prior>,
+    thresholds: &Thresholds,
+) -> CheckedRecord {
+    let adjusted = prior
+        .map(|p| p.adjust(calibrated, &record.context))
+        .filter(|a| a.used_date || a.used_place);
+    let p = adjusted.as_ref().map_or(calibrated, |a| &a.probabilities);
+    let claimed = species.index_of(record.claimed.trim());
+    let (verdict, doubt) = judge(p, species, &record.claimed, thresholds, novelty.as_ref());
+    let flags = match (prior, claimed) {
+        (Some(prior), Some(i)) => prior.flags(i, &record.context, thresholds.rare_below),
+        _ => Vec::new(),
+    };
+    CheckedRecord {
+        claimed_probability: claimed.map(|i| p[i] as f64),
+        image_claimed_probability: claimed.map(|i| calibrated[i] as f64),
+        image_ranking: if adjusted.is_some() {
+            rank(calibrated, species.names())
+        } else {
+            Vec::new()
+        },
+        flags,
+        record,
+        verdict: Some(verdict),
+        doubt,
+        ranking: rank(p, species.names()),
+        novelty,
+        error: None,
+        thumbnail: None,
+    }
 }
 
 fn totals(records: &[CheckedRecord]) -> Totals {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
+use crate::context::Context;
 use crate::dataset::{ResizeFilter, decode};
 use crate::sources::http::{Reach, Service};
 use crate::{Error, Result};
@@ -23,6 +24,26 @@ pub struct Columns {
     /// The column with the species the volunteer named.
     #[arg(long, default_value = "species")]
     pub species_column: String,
+    /// The column with the observation date (2021-04-25 or 25-04-2021, a time may follow),
+    /// for a model with a date and place prior.
+    #[arg(long, value_name = "NAME")]
+    #[serde(default)]
+    pub date_column: Option<String>,
+    /// The column with the latitude in decimal degrees.
+    #[arg(long, value_name = "NAME", requires = "longitude_column")]
+    #[serde(default)]
+    pub latitude_column: Option<String>,
+    /// The column with the longitude in decimal degrees.
+    #[arg(long, value_name = "NAME", requires = "latitude_column")]
+    #[serde(default)]
+    pub longitude_column: Option<String>,
+}
+
+impl Columns {
+    /// Whether any column of date or place is named.
+    pub fn has_context(&self) -> bool {
+        self.date_column.is_some() || self.latitude_column.is_some()
+    }
 }
 
 /// One submitted record.
@@ -33,6 +54,12 @@ pub struct Record {
     pub id: String,
     pub photo: String,
     pub claimed: String,
+    /// The date and place read from the record's columns.
+    #[serde(flatten)]
+    pub context: Context,
+    /// What of the date or place could not be used, and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub context_warnings: Vec<String>,
 }
 
 /// Why a record could not be checked.
@@ -70,16 +97,28 @@ pub fn read(path: &Path, columns: &Columns) -> Result<Vec<Result<Record, RecordE
     let id = find(&columns.id_column, "--id-column")?;
     let photo = find(&columns.photo_column, "--photo-column")?;
     let species = find(&columns.species_column, "--species-column")?;
+    let optional =
+        |name: &Option<String>, option: &str| name.as_deref().map(|n| find(n, option)).transpose();
+    let date = optional(&columns.date_column, "--date-column")?;
+    let latitude = optional(&columns.latitude_column, "--latitude-column")?;
+    let longitude = optional(&columns.longitude_column, "--longitude-column")?;
     let mut rows = Vec::new();
     for (i, row) in reader.records().enumerate() {
         let line = i as u64 + 2;
         rows.push(match row {
-            Ok(fields) => Ok(Record {
-                row: fields.position().map_or(line, |p| p.line()),
-                id: fields.get(id).unwrap_or_default().to_string(),
-                photo: fields.get(photo).unwrap_or_default().to_string(),
-                claimed: fields.get(species).unwrap_or_default().to_string(),
-            }),
+            Ok(fields) => {
+                let field = |c: Option<usize>| c.and_then(|c| fields.get(c)).unwrap_or_default();
+                let (context, context_warnings) =
+                    Context::parse(field(date), field(latitude), field(longitude));
+                Ok(Record {
+                    row: fields.position().map_or(line, |p| p.line()),
+                    id: field(Some(id)).to_string(),
+                    photo: field(Some(photo)).to_string(),
+                    claimed: field(Some(species)).to_string(),
+                    context,
+                    context_warnings,
+                })
+            }
             Err(e) => {
                 let row = e.position().map_or(line, |p| p.line());
                 Err(RecordError {
@@ -88,6 +127,8 @@ pub fn read(path: &Path, columns: &Columns) -> Result<Vec<Result<Record, RecordE
                         id: String::new(),
                         photo: String::new(),
                         claimed: String::new(),
+                        context: Context::default(),
+                        context_warnings: Vec::new(),
                     },
                     message: format!("line {row} of {}: malformed CSV row ({e})", path.display()),
                 })

@@ -19,7 +19,7 @@ pub fn write(results: &CheckResults, dir: &Path) -> Result<()> {
 /// One line per record, in the report's order.
 pub fn csv(records: &[CheckedRecord]) -> String {
     let mut s = String::from(
-        "rank,id,photo,claimed,verdict,predicted,claimed_probability,doubt,top_species,top_probability,unknown_score,error\n",
+        "rank,id,photo,claimed,verdict,predicted,claimed_probability,image_claimed_probability,doubt,top_species,top_probability,unknown_score,date,latitude,longitude,flags,context_warnings,error\n",
     );
     for (i, r) in records.iter().enumerate() {
         let predicted = match &r.verdict {
@@ -32,9 +32,12 @@ pub fn csv(records: &[CheckedRecord]) -> String {
             .map_or((String::new(), String::new()), |t| {
                 (t.species.clone(), format!("{:.4}", t.probability))
             });
+        let number = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
+        let context = &r.record.context;
+        let flags: Vec<&str> = r.flags.iter().map(|f| f.label()).collect();
         let _ = writeln!(
             s,
-            "{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             i + 1,
             csv_field(&r.record.id),
             csv_field(&r.record.photo),
@@ -42,6 +45,8 @@ pub fn csv(records: &[CheckedRecord]) -> String {
             r.verdict.as_ref().map_or("error", |v| v.label()),
             csv_field(predicted),
             r.claimed_probability
+                .map_or(String::new(), |p| format!("{p:.4}")),
+            r.image_claimed_probability
                 .map_or(String::new(), |p| format!("{p:.4}")),
             if r.error.is_some() {
                 String::new()
@@ -52,6 +57,11 @@ pub fn csv(records: &[CheckedRecord]) -> String {
             top_p,
             r.novelty
                 .map_or(String::new(), |n| format!("{:.4}", n.score)),
+            context.date.map_or(String::new(), |d| d.to_string()),
+            number(context.latitude),
+            number(context.longitude),
+            csv_field(&flags.join("; ")),
+            csv_field(&r.record.context_warnings.join("; ")),
             csv_field(r.error.as_deref().unwrap_or(""))
         );
     }
@@ -78,7 +88,8 @@ const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;color:#222
 td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:middle}th{background:#f3f3f3}\
 .agrees{background:#d9f2d9}.disagrees{background:#f8d0d0}.uncertain{background:#fff1c2}.unknown{background:#e2e2f5}.stranger{background:#f3d9f5}.error{background:#eee}\
 .bar{display:inline-block;height:10px;background:#4a7bd0;margin-right:6px}.p{font-size:90%;white-space:nowrap}img{display:block}\
-small{display:block;max-width:14em;word-break:break-all;color:#555}";
+small{display:block;max-width:14em;word-break:break-all;color:#555}.alone{color:#666}\
+.flag{font-weight:bold;color:#a04000}";
 
 fn class(r: &CheckedRecord) -> &'static str {
     match &r.verdict {
@@ -172,18 +183,38 @@ pub fn html(results: &CheckResults) -> String {
                 escape(&r.record.id)
             )
         });
-        let probs: String = r
+        let mut probs: String = r
             .ranking
             .iter()
             .map(|p| {
+                let photo_alone = r
+                    .image_ranking
+                    .iter()
+                    .find(|i| i.species == p.species)
+                    .map_or(String::new(), |i| {
+                        format!(" <span class=alone>(photo alone {:.3})</span>", i.probability)
+                    });
                 format!(
-                    "<div class=p><span class=bar style=\"width:{:.0}px\"></span>{} {:.3}</div>",
+                    "<div class=p><span class=bar style=\"width:{:.0}px\"></span>{} {:.3}{photo_alone}</div>",
                     p.probability * 120.0,
                     escape(&p.species),
                     p.probability
                 )
             })
             .collect();
+        let c = &r.record.context;
+        if let Some(date) = c.date {
+            let _ = write!(probs, "<small>seen {date}</small>");
+        }
+        if let (Some(lat), Some(lon)) = (c.latitude, c.longitude) {
+            let _ = write!(probs, "<small>at {lat:.3}, {lon:.3}</small>");
+        }
+        for flag in &r.flags {
+            let _ = write!(probs, "<div class=flag>{}</div>", escape(&flag.explain()));
+        }
+        for warning in &r.record.context_warnings {
+            let _ = write!(probs, "<small>{}</small>", escape(warning));
+        }
         let _ = write!(
             s,
             "<tr class={}><td>{}</td><td>{thumb}<small>{}</small></td><td>{}</td><td>{}</td><td>{verdict}</td><td>{}</td><td>{probs}</td></tr>",

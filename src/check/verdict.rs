@@ -11,11 +11,17 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, clap::Args)]
 pub struct Thresholds {
     /// At or above this probability of the claimed species, the photo agrees.
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = Thresholds::default().agree)]
     pub agree: f64,
     /// At or below this probability of the claimed species, the photo disagrees.
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = Thresholds::default().disagree)]
     pub disagree: f64,
+    /// With a model that has a date and place prior: a claimed species with less than this
+    /// share of its records in the record's month (or latitude band) is flagged "outside its
+    /// flight period" ("outside its known range"), whatever the photo shows.
+    #[arg(long, default_value_t = Thresholds::default().rare_below)]
+    #[serde(default = "default_rare_below")]
+    pub rare_below: f64,
 }
 
 impl Default for Thresholds {
@@ -23,8 +29,13 @@ impl Default for Thresholds {
         Thresholds {
             agree: 0.9,
             disagree: 0.2,
+            rare_below: 0.01,
         }
     }
+}
+
+fn default_rare_below() -> f64 {
+    Thresholds::default().rare_below
 }
 
 impl Thresholds {
@@ -34,6 +45,13 @@ impl Thresholds {
                 "thresholds",
                 format!("agree {} / disagree {}", self.agree, self.disagree),
                 "0 <= --disagree < --agree <= 1, e.g. --agree 0.9 --disagree 0.2",
+            ));
+        }
+        if !(0.0..1.0).contains(&self.rare_below) {
+            return Err(Error::invalid(
+                "rare-below",
+                self.rare_below,
+                "a share between 0 and 1, e.g. 0.01 (1% of the species' records)",
             ));
         }
         Ok(())
@@ -192,7 +210,8 @@ mod tests {
         assert!(
             Thresholds {
                 agree: 0.5,
-                disagree: 0.6
+                disagree: 0.6,
+                ..t
             }
             .validate()
             .is_err()

@@ -8,6 +8,7 @@ use super::Architecture;
 use super::config::MAX_IMAGE_SIZE;
 use super::input::Normalisation;
 use crate::calibrate::Calibration;
+use crate::context::Prior;
 use crate::dataset::{ResizeFilter, SkippedPhoto, Species};
 use crate::novelty::NoveltyCard;
 use crate::train::{EpochRecord, TrainConfig};
@@ -52,6 +53,10 @@ pub struct ModelCard {
     /// (absent in models trained before it existed: they never say `unknown`).
     #[serde(default)]
     pub novelty: Option<NoveltyCard>,
+    /// The flight-season and latitude prior, with what it was learned from and its weights
+    /// fitted on the validation photos (absent unless trained with --observations or --prior).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prior: Option<Prior>,
     pub versions: Versions,
 }
 
@@ -175,6 +180,16 @@ impl ModelCard {
                 "calibration.temperature {} is not a positive number",
                 c.temperature
             ));
+        }
+        if let Some(prior) = &self.prior {
+            prior.validate().map_err(|e| format!("prior: {e}"))?;
+            if prior.species != self.species.names() {
+                return Err(format!(
+                    "prior.species ({}) differ from species ({})",
+                    prior.species.join(", "),
+                    self.species.names().join(", ")
+                ));
+            }
         }
         self.training
             .validate()

@@ -14,6 +14,7 @@
 
 mod upload;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -30,7 +31,9 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
-use crate::check::{Thresholds, Verdict, judge};
+use crate::check::records::Record;
+use crate::check::{Thresholds, Verdict, judge_record};
+use crate::context::{Context, Flag};
 use crate::dataset::decode;
 use crate::device::Backend;
 use crate::model::{Assessment, ModelCard, ModelDir, TrainedModel, WeightsChoice};
@@ -143,10 +146,19 @@ impl IntoResponse for ApiError {
 /// The answer of `/v1/classify`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Classification {
+    /// With the date and place where the model has a prior and the request gives them.
     pub ranking: Vec<Ranked>,
+    /// The photo alone's ranking, when the date or place changed it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_ranking: Vec<Ranked>,
     /// Whether the photo shows one of the model's species at all (absent for a model without
     /// an unknown-ness score).
     pub novelty: Option<Novelty>,
+    #[serde(flatten)]
+    pub context: Context,
+    /// What of the date or place could not be used, and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub context_warnings: Vec<String>,
 }
 
 /// The answer of `/v1/check`.
@@ -156,9 +168,34 @@ pub struct CheckAnswer {
     #[serde(flatten)]
     pub verdict: Verdict,
     pub claimed_probability: Option<f64>,
+    /// The photo alone's probability of the claimed species.
+    pub image_claimed_probability: Option<f64>,
     pub doubt: f64,
     pub ranking: Vec<Ranked>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_ranking: Vec<Ranked>,
     pub novelty: Option<Novelty>,
+    /// Why the claimed species is suspect for the date or place given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<Flag>,
+    #[serde(flatten)]
+    pub context: Context,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub context_warnings: Vec<String>,
+}
+
+/// The date and place of a request, from its form fields or else its query.
+fn context_of(upload: &upload::Upload, query: &HashMap<String, String>) -> (Context, Vec<String>) {
+    let field = |form: &Option<String>, name: &str| {
+        form.clone()
+            .or_else(|| query.get(name).cloned())
+            .unwrap_or_default()
+    };
+    Context::parse(
+        &field(&upload.date, "date"),
+        &field(&upload.latitude, "latitude"),
+        &field(&upload.longitude, "longitude"),
+    )
 }
 
 /// The checks of the service's settings, before the model is loaded.
@@ -555,42 +592,81 @@ async fn model_card(State(state): State<Arc<AppState>>) -> Json<serde_json::Valu
 
 async fn classify(
     State(state): State<Arc<AppState>>,
+    query: Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Classification>, ApiError> {
     let upload = upload::read(&headers, body, state.max_upload).await?;
+    let (context, context_warnings) = context_of(&upload, &query);
     let a = state.assess(upload.photo).await?;
+    let names = state.card.species.names();
+    let adjusted = state
+        .card
+        .prior
+        .as_ref()
+        .map(|p| p.adjust(&a.calibrated, &context))
+        .filter(|a| a.used_date || a.used_place);
     Ok(Json(Classification {
-        ranking: rank(&a.calibrated, state.card.species.names()),
+        ranking: rank(
+            adjusted
+                .as_ref()
+                .map_or(&a.calibrated, |a| &a.probabilities),
+            names,
+        ),
+        image_ranking: match adjusted {
+            Some(_) => rank(&a.calibrated, names),
+            None => Vec::new(),
+        },
         novelty: a.novelty,
+        context,
+        context_warnings,
     }))
 }
 
 async fn check(
     State(state): State<Arc<AppState>>,
-    query: axum::extract::Query<std::collections::HashMap<String, String>>,
+    query: Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<CheckAnswer>, ApiError> {
     let upload = upload::read(&headers, body, state.max_upload).await?;
-    let claimed = upload.species.or_else(|| query.get("species").cloned()).ok_or_else(|| {
+    let claimed = upload.species.clone().or_else(|| query.get("species").cloned()).ok_or_else(|| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "missing_species",
             "name the claimed species: a multipart field `species`, or ?species= with a raw photo body",
         )
     })?;
+    let (context, context_warnings) = context_of(&upload, &query);
     let a = state.assess(upload.photo).await?;
-    let (p, novelty) = (&a.calibrated, a.novelty);
-    let species = &state.card.species;
-    let (verdict, doubt) = judge(p, species, &claimed, &state.thresholds, novelty.as_ref());
+    let record = Record {
+        row: 0,
+        id: String::new(),
+        photo: String::new(),
+        claimed: claimed.clone(),
+        context,
+        context_warnings,
+    };
+    let checked = judge_record(
+        record,
+        &a.calibrated,
+        a.novelty,
+        &state.card.species,
+        state.card.prior.as_ref(),
+        &state.thresholds,
+    );
     Ok(Json(CheckAnswer {
-        claimed_probability: species.index_of(claimed.trim()).map(|i| p[i] as f64),
         claimed,
-        verdict,
-        doubt,
-        ranking: rank(p, species.names()),
-        novelty,
+        verdict: checked.verdict.expect("a judged record has a verdict"),
+        claimed_probability: checked.claimed_probability,
+        image_claimed_probability: checked.image_claimed_probability,
+        doubt: checked.doubt,
+        ranking: checked.ranking,
+        image_ranking: checked.image_ranking,
+        novelty: checked.novelty,
+        flags: checked.flags,
+        context: checked.record.context,
+        context_warnings: checked.record.context_warnings,
     }))
 }
 

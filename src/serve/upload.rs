@@ -1,5 +1,5 @@
-//! Reading an uploaded photo: the raw body, or a multipart form with a `photo` file and an
-//! optional `species` field; limited in size.
+//! Reading an uploaded photo: the raw body, or a multipart form with a `photo` file and the
+//! optional fields `species`, `date`, `latitude` and `longitude`; limited in size.
 
 use std::error::Error as _;
 
@@ -8,10 +8,14 @@ use axum::http::{HeaderMap, StatusCode, header};
 
 use super::ApiError;
 
-/// A photo and, from a form, the claimed species.
+/// A photo and, from a form, the claimed species and the observation's date and place.
+#[derive(Default)]
 pub struct Upload {
     pub photo: Bytes,
     pub species: Option<String>,
+    pub date: Option<String>,
+    pub latitude: Option<String>,
+    pub longitude: Option<String>,
 }
 
 fn too_large(limit: usize) -> ApiError {
@@ -58,7 +62,7 @@ pub async fn read(headers: &HeaderMap, body: Body, limit: usize) -> Result<Uploa
         }
         return Ok(Upload {
             photo: bytes,
-            species: None,
+            ..Upload::default()
         });
     }
     let malformed = |e: multer::Error| {
@@ -72,13 +76,21 @@ pub async fn read(headers: &HeaderMap, body: Body, limit: usize) -> Result<Uploa
     let stream =
         futures_util::stream::once(async move { Ok::<Bytes, std::convert::Infallible>(bytes) });
     let mut form = multer::Multipart::new(stream, boundary);
-    let (mut photo, mut species) = (None, None);
+    let mut upload = Upload::default();
+    let mut photo = None;
     while let Some(field) = form.next_field().await.map_err(malformed)? {
-        match field.name() {
-            Some("photo") => photo = Some(field.bytes().await.map_err(malformed)?),
-            Some("species") => species = Some(field.text().await.map_err(malformed)?),
-            _ => {}
-        }
+        let slot = match field.name() {
+            Some("photo") => {
+                photo = Some(field.bytes().await.map_err(malformed)?);
+                continue;
+            }
+            Some("species") => &mut upload.species,
+            Some("date") => &mut upload.date,
+            Some("latitude") => &mut upload.latitude,
+            Some("longitude") => &mut upload.longitude,
+            _ => continue,
+        };
+        *slot = Some(field.text().await.map_err(malformed)?);
     }
     let photo = photo.filter(|p| !p.is_empty()).ok_or_else(|| {
         ApiError::new(
@@ -87,5 +99,6 @@ pub async fn read(headers: &HeaderMap, body: Body, limit: usize) -> Result<Uploa
             "the form has no (non-empty) field `photo`",
         )
     })?;
-    Ok(Upload { photo, species })
+    upload.photo = photo;
+    Ok(upload)
 }

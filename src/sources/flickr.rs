@@ -10,7 +10,8 @@ use serde_json::Value;
 
 use super::http::{Fault, Service};
 use super::{
-    Candidate, Collection, FetchOptions, FetchReport, SpeciesTally, answer_json, number, take, text,
+    Candidate, Collection, FetchOptions, FetchReport, SpeciesTally, answer_json, coordinates,
+    number, take, text,
 };
 use crate::{Error, Result};
 
@@ -207,7 +208,7 @@ impl Search<'_> {
             (
                 "extras",
                 format!(
-                    "license,owner_name,date_upload,date_taken,{}",
+                    "license,owner_name,date_upload,date_taken,geo,{}",
                     self.config.size.extra()
                 ),
             ),
@@ -359,6 +360,7 @@ fn candidate(
     let date = Some(text(photo, "datetaken"))
         .filter(|d| !d.is_empty())
         .unwrap_or_else(|| text(photo, "dateupload"));
+    let place = coordinates(photo, "latitude", "longitude");
     Ok(Candidate {
         source: "flickr".into(),
         page_url: format!("https://www.flickr.com/photos/{owner}/{id}/"),
@@ -369,5 +371,7 @@ fn candidate(
         licence: licence_name(licence),
         image_url,
         date,
+        latitude: place.map(|p| p.0),
+        longitude: place.map(|p| p.1),
     })
 }

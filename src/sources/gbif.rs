@@ -8,7 +8,8 @@ use serde_json::Value;
 
 use super::http::{Fault, Service};
 use super::{
-    Candidate, Collection, FetchOptions, FetchReport, SpeciesTally, answer_json, take, text,
+    Candidate, Collection, FetchOptions, FetchReport, SpeciesTally, answer_json, coordinates, take,
+    text,
 };
 use crate::{Error, Result};
 
@@ -241,6 +242,7 @@ fn candidate(
         .chain([text(record, "recordedBy")])
         .find(|a| !a.is_empty())
         .unwrap_or_else(|| "unknown".into());
+    let place = coordinates(record, "decimalLatitude", "decimalLongitude");
     Ok(Candidate {
         source: "gbif".into(),
         page_url: format!("https://www.gbif.org/occurrence/{key}"),
@@ -251,5 +253,7 @@ fn candidate(
         licence: code,
         image_url: text(media, "identifier"),
         date: text(record, "eventDate"),
+        latitude: place.map(|p| p.0),
+        longitude: place.map(|p| p.1),
     })
 }

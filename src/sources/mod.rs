@@ -139,6 +139,12 @@ pub struct Candidate {
     pub image_url: String,
     /// When the photo was taken (or, failing that, uploaded), as the source gives it.
     pub date: String,
+    /// Where, in decimal degrees, when the source knows (`vlinder train --observations` reads
+    /// them from the manifest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latitude: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub longitude: Option<f64>,
 }
 
 /// What a run did for one species.
@@ -196,6 +202,15 @@ fn text(v: &serde_json::Value, key: &str) -> String {
         Some(serde_json::Value::Number(n)) => n.to_string(),
         _ => String::new(),
     }
+}
+
+/// A latitude and longitude pair from two members, when both are numbers in range and not
+/// both 0 (what Flickr answers for a photo without a place).
+fn coordinates(v: &serde_json::Value, latitude: &str, longitude: &str) -> Option<(f64, f64)> {
+    let lat: f64 = text(v, latitude).parse().ok()?;
+    let lon: f64 = text(v, longitude).parse().ok()?;
+    let valid = (-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon);
+    (valid && (lat, lon) != (0.0, 0.0)).then_some((lat, lon))
 }
 
 /// A numeric member, whether given as a number or a string; 0 when absent.

@@ -91,6 +91,17 @@ pub struct TrainConfig {
     #[arg(long, value_name = "DIR")]
     #[serde(default)]
     pub others: Option<PathBuf>,
+    /// Each photo's observation date and place: a CSV with a row per photo (file, species,
+    /// observed_on, latitude, longitude) or a collection's manifest.jsonl. The training photos'
+    /// months and latitudes become the model's prior; the validation photos' fit its weight.
+    #[arg(long, value_name = "FILE")]
+    #[serde(default)]
+    pub observations: Option<PathBuf>,
+    /// A prior made by `vlinder prior gbif` instead of the training photos' own; with
+    /// --observations its weight is fitted on the validation photos, else it is 1.
+    #[arg(long, value_name = "PRIOR.json")]
+    #[serde(default)]
+    pub prior: Option<PathBuf>,
     /// The share of validation photos whose unknown-ness score must pass: the rest of them,
     /// and photos less like the known species, are called `unknown`.
     #[arg(long, default_value_t = defaults().keep)]
@@ -317,6 +328,8 @@ impl Default for TrainConfig {
             fine_tune_warmup: 0,
             fine_tune_patience: None,
             others: None,
+            observations: None,
+            prior: None,
             keep: 0.95,
             no_augment: false,
             augment: AugmentParams::default(),

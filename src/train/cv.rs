@@ -5,8 +5,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::data::{load_others, require_two_species};
+use super::data::{load_context, load_others, require_two_species};
 use super::{TrainConfig, TrainingData, train_on};
+use crate::context::PriorFit;
+use crate::context::prior::Score;
 use crate::dataset::{ImageFolder, PhotoSet, stratified_folds};
 use crate::{Error, Result, files};
 
@@ -31,6 +33,10 @@ pub struct FoldResult {
     pub validation_photos: usize,
     pub accuracy: f64,
     pub log_loss: f64,
+    /// With a prior fitted on the fold's validation photos: the photo alone (calibrated)
+    /// against the photo with its date and place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prior: Option<PriorFit>,
     pub model: PathBuf,
 }
 
@@ -43,7 +49,20 @@ pub struct CvReport {
     pub std_accuracy: f64,
     pub mean_log_loss: f64,
     pub std_log_loss: f64,
+    /// Means and standard deviations over the folds with a prior.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prior: Option<PriorSummary>,
     pub skipped: usize,
+}
+
+/// The folds' prior figures: (mean, standard deviation) of accuracy and log loss, for the photo
+/// alone and each way of adding the date and place (see [`PriorFit`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PriorSummary {
+    pub image: [(f64, f64); 2],
+    pub months: [(f64, f64); 2],
+    pub bayes: [(f64, f64); 2],
+    pub fitted: [(f64, f64); 2],
 }
 
 /// Mean and sample standard deviation.
@@ -77,6 +96,7 @@ pub fn cross_validate(config: &CvConfig) -> Result<CvReport> {
     let mut skipped = folder.skipped.clone();
     skipped.extend(bad);
     let others = load_others(train, &mut skipped)?;
+    let (observations, prior) = load_context(train, &folder.species)?;
     let folds = stratified_folds(&set.labels, folder.species.len(), config.folds, train.seed)?;
     files::create_dir(&config.out)?;
     let mut results = Vec::with_capacity(folds.len());
@@ -100,6 +120,8 @@ pub fn cross_validate(config: &CvConfig) -> Result<CvReport> {
             validation: set.subset(validation),
             others: others.clone(),
             skipped: skipped.clone(),
+            observations: observations.clone(),
+            prior: prior.clone(),
         };
         let model = config.out.join(format!("fold-{}", i + 1));
         let card = train_on(train, &data, &model)?;
@@ -110,6 +132,7 @@ pub fn cross_validate(config: &CvConfig) -> Result<CvReport> {
             validation_photos: validation.len(),
             accuracy: last.validation_accuracy,
             log_loss: last.validation_loss,
+            prior: card.prior.and_then(|p| p.validation),
             model,
         });
     }
@@ -117,6 +140,21 @@ pub fn cross_validate(config: &CvConfig) -> Result<CvReport> {
         mean_std(&results.iter().map(|r| r.accuracy).collect::<Vec<_>>());
     let (mean_log_loss, std_log_loss) =
         mean_std(&results.iter().map(|r| r.log_loss).collect::<Vec<_>>());
+    let fits: Vec<&PriorFit> = results.iter().filter_map(|r| r.prior.as_ref()).collect();
+    let prior = (!fits.is_empty()).then(|| {
+        let of = |f: fn(&PriorFit) -> Score| {
+            [
+                mean_std(&fits.iter().map(|p| f(p).accuracy).collect::<Vec<_>>()),
+                mean_std(&fits.iter().map(|p| f(p).log_loss).collect::<Vec<_>>()),
+            ]
+        };
+        PriorSummary {
+            image: of(|p| p.image),
+            months: of(|p| p.months),
+            bayes: of(|p| p.bayes),
+            fitted: of(|p| p.fitted),
+        }
+    });
     let report = CvReport {
         config: config.clone(),
         folds: results,
@@ -124,6 +162,7 @@ pub fn cross_validate(config: &CvConfig) -> Result<CvReport> {
         std_accuracy,
         mean_log_loss,
         std_log_loss,
+        prior,
         skipped: skipped.len(),
     };
     files::write_json(&config.out.join("cv.json"), &report)?;
@@ -150,6 +189,21 @@ pub fn render_table(report: &CvReport) -> String {
         report.std_log_loss,
         report.folds.len()
     );
+    if let Some(p) = &report.prior {
+        s.push_str("date and place prior (calibrated)      accuracy           log loss\n");
+        for (name, [a, l]) in [
+            ("the photo alone", p.image),
+            ("months, weight fitted", p.months),
+            ("months and latitude, weights 1", p.bayes),
+            ("months and latitude, weights fitted", p.fitted),
+        ] {
+            let _ = writeln!(
+                s,
+                "{name:<38} {:.4} ± {:.4}    {:.4} ± {:.4}",
+                a.0, a.1, l.0, l.1
+            );
+        }
+    }
     s
 }
 

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use super::TrainConfig;
+use crate::context::{Observations, Prior};
 use crate::dataset::{ImageFolder, Photo, PhotoSet, SkippedPhoto, Species, stratified_split};
 use crate::{Error, Result};
 
@@ -16,6 +17,10 @@ pub struct TrainingData {
     pub others: Option<PhotoSet>,
     /// Files that were found but could not be used.
     pub skipped: Vec<SkippedPhoto>,
+    /// The photos' observation dates and places (`--observations`).
+    pub observations: Option<Observations>,
+    /// A prior given ready-made (`--prior`), in the species' order.
+    pub prior: Option<Prior>,
 }
 
 impl TrainingData {
@@ -95,14 +100,55 @@ impl TrainingData {
             });
         }
         let others = load_others(config, &mut skipped)?;
+        let (observations, prior) = load_context(config, &species)?;
         Ok(TrainingData {
             species,
             train,
             validation,
             others,
             skipped,
+            observations,
+            prior,
         })
     }
+}
+
+/// Reads `--observations` and `--prior`, so that a bad file stops the run before training;
+/// observations that cannot be used are counted and the first few shown.
+pub(crate) fn load_context(
+    config: &TrainConfig,
+    species: &Species,
+) -> Result<(Option<Observations>, Option<Prior>)> {
+    let observations = match &config.observations {
+        Some(path) => {
+            let observations = Observations::read(path)?;
+            if !observations.warnings.is_empty() {
+                eprintln!(
+                    "warning: {} of {}'s rows have a date or place that cannot be used, e.g.:",
+                    observations.warnings.len(),
+                    path.display()
+                );
+                for w in observations.warnings.iter().take(3) {
+                    eprintln!("  {w}");
+                }
+            }
+            Some(observations)
+        }
+        None => None,
+    };
+    let prior = match &config.prior {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+            let bad = |reason: String| Error::Layout {
+                path: path.clone(),
+                reason: format!("not a usable prior: {reason}"),
+            };
+            let prior: Prior = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+            Some(prior.for_species(species).map_err(bad)?)
+        }
+        None => None,
+    };
+    Ok((observations, prior))
 }
 
 /// Decodes the photos of `--others`, adding the unreadable ones to `skipped`; a folder without

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 pub use config::{Schedule, TrainConfig};
 pub use data::TrainingData;
 
+use crate::context::Prior;
 use crate::dataset::{PhotoSet, Species};
 use crate::metrics;
 use crate::model::card::{DataSummary, FORMAT, FORMAT_VERSION, Preprocessing, Versions};
@@ -115,6 +116,7 @@ pub fn train_on(config: &TrainConfig, data: &TrainingData, out: &Path) -> Result
         training_seconds: 0.0,
         calibration: None,
         novelty: None,
+        prior: None,
         versions: Versions::current(),
     };
     dir.write_card(&card)?;
@@ -125,7 +127,68 @@ pub fn train_on(config: &TrainConfig, data: &TrainingData, out: &Path) -> Result
             None,
         ),
     };
-    fit_novelty(card, data, &dir, &device, embedded)
+    let card = fit_novelty(card, data, &dir, &device, embedded)?;
+    fit_prior(card, data, &dir, &device)
+}
+
+/// Gives the finished model its prior (`--prior`, or learned from the training photos'
+/// observations) and fits the prior's weights on the validation photos' calibrated
+/// probabilities when their observations are known.
+fn fit_prior(
+    mut card: ModelCard,
+    data: &TrainingData,
+    dir: &ModelDir,
+    device: &Device,
+) -> Result<ModelCard> {
+    let observations = data.observations.as_ref();
+    let mut prior = match (&data.prior, observations) {
+        (Some(prior), _) => prior.clone(),
+        (None, Some(observations)) => {
+            let contexts = observations.contexts(&data.train.paths);
+            let dated = contexts.iter().filter(|c| c.date.is_some()).count();
+            let placed = contexts.iter().filter(|c| c.latitude.is_some()).count();
+            let file = card.training.observations.clone().unwrap_or_default();
+            Prior::learn(
+                &card.species,
+                &data.train.labels,
+                &contexts,
+                format!(
+                    "the observations of the {} training photos in {} ({dated} with a date, {placed} with a place)",
+                    data.train.len(),
+                    file.display()
+                ),
+            )
+        }
+        (None, None) => return Ok(card),
+    };
+    if let Some(observations) = observations {
+        let model = dir.load(WeightsChoice::Last, device)?;
+        let pixels = data.validation.all_pixels();
+        let probabilities: Vec<Vec<f32>> = model
+            .assess(&pixels)
+            .into_iter()
+            .map(|a| a.calibrated)
+            .collect();
+        let contexts = observations.contexts(&data.validation.paths);
+        let fit = prior.fit(&probabilities, &contexts, &data.validation.labels);
+        eprintln!(
+            "prior: weights month {:.2}, place {:.2}; on {} validation photos ({} dated, {} placed) accuracy {:.4} -> {:.4}, log loss {:.4} -> {:.4} (weights 1: {:.4}, {:.4})",
+            prior.weights.month,
+            prior.weights.place,
+            fit.photos,
+            fit.with_date,
+            fit.with_place,
+            fit.image.accuracy,
+            fit.fitted.accuracy,
+            fit.image.log_loss,
+            fit.fitted.log_loss,
+            fit.bayes.accuracy,
+            fit.bayes.log_loss
+        );
+    }
+    card.prior = Some(prior);
+    dir.write_card(&card)?;
+    Ok(card)
 }
 
 /// Features of the finished network's training (with any augmented copies) and validation
@@ -250,7 +313,8 @@ pub fn resume(out: &Path) -> Result<ModelCard> {
         )?;
     }
     let card = run(card, network, optim, &data, &dir, &device)?;
-    fit_novelty(card, &data, &dir, &device, None)
+    let card = fit_novelty(card, &data, &dir, &device, None)?;
+    fit_prior(card, &data, &dir, &device)
 }
 
 /// The network's seeded initial weights, on the autodiff variant of `device`.

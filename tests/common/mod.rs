@@ -138,6 +138,8 @@ pub fn quick_config(data: &Path, epochs: usize) -> TrainConfig {
         fine_tune_warmup: 0,
         fine_tune_patience: None,
         others: None,
+        observations: None,
+        prior: None,
         keep: 0.95,
         no_augment: true,
         augment: AugmentParams::default(),
@@ -220,6 +222,9 @@ pub fn check_config(model: &Path, records: &Path) -> vlinder::check::CheckConfig
             id_column: "id".into(),
             photo_column: "photo".into(),
             species_column: "species".into(),
+            date_column: None,
+            latitude_column: None,
+            longitude_column: None,
         },
         // The fixtures are links into the sample or ../shared and files in temporary folders.
         photos_root: Some("/".into()),
