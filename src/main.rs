@@ -17,7 +17,7 @@ use vlinder::model::backbone;
 use vlinder::predict::{self, PredictConfig};
 use vlinder::serve::{self, ServeConfig};
 use vlinder::sources::flickr::{self, FlickrConfig};
-use vlinder::sources::gbif::{self, GbifConfig};
+use vlinder::sources::gbif::{self, GbifConfig, GbifPriorConfig};
 use vlinder::sources::{self as photo_sources, FetchReport};
 use vlinder::train::cv::{self, CvConfig};
 use vlinder::train::{self, TrainConfig};
@@ -67,6 +67,15 @@ enum Command {
     /// Manage pretrained backbones.
     #[command(subcommand)]
     Backbone(BackboneCommand),
+    /// Make a flight-season and latitude prior for `vlinder train --prior`.
+    #[command(subcommand)]
+    Prior(PriorCommand),
+}
+
+#[derive(Subcommand)]
+enum PriorCommand {
+    /// From GBIF's occurrence counts for a country, per month and per degree of latitude.
+    Gbif(GbifPriorConfig),
 }
 
 #[derive(Subcommand)]
@@ -296,6 +305,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Serve(config) => {
             serve::run(&config).context("the server stopped")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Prior(PriorCommand::Gbif(config)) => {
+            let prior = gbif::prior(&config).context("cannot make the prior from GBIF")?;
+            println!(
+                "prior for {} written to {}; train with --prior {}",
+                prior.species.join(", "),
+                config.out.display(),
+                config.out.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Backbone(BackboneCommand::Install {

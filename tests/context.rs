@@ -233,3 +233,155 @@ fn a_prior_file_for_other_species_or_a_broken_one_stops_training_before_it_start
         "{stderr}"
     );
 }
+
+/// `%2C` and friends back to text.
+fn decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                out.push(u8::from_str_radix(&text[i + 1..i + 3], 16).unwrap());
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// A local server answering as GBIF's species match and faceted occurrence search do, from
+/// (species, month, latitude) records; `facets` false leaves the month facet out.
+fn fake_gbif(records: Vec<(&'static str, u32, f64)>, facets: bool) -> String {
+    common::web_server(move |path| {
+        let (route, query) = path.split_once('?').unwrap_or((path, ""));
+        let q: Vec<(String, String)> = query
+            .split('&')
+            .filter_map(|p| p.split_once('='))
+            .map(|(k, v)| (k.to_string(), decode(v)))
+            .collect();
+        let get = |k: &str| q.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+        let body = if route.ends_with("/species/match") {
+            match get("name").as_deref() {
+                Some("Anthocharis cardamines") => r#"{"usageKey":1,"matchType":"EXACT"}"#.into(),
+                Some("Celastrina argiolus") => r#"{"usageKey":2,"matchType":"EXACT"}"#.into(),
+                _ => r#"{"matchType":"NONE"}"#.to_string(),
+            }
+        } else {
+            let species = SPECIES[get("taxonKey").unwrap().parse::<usize>().unwrap() - 1];
+            let mut found: Vec<&(&str, u32, f64)> =
+                records.iter().filter(|r| r.0 == species).collect();
+            if let Some(range) = get("decimalLatitude") {
+                let (s, n) = range.split_once(',').unwrap();
+                let (s, n): (f64, f64) = (s.parse().unwrap(), n.parse().unwrap());
+                found.retain(|r| s <= r.2 && r.2 <= n);
+            }
+            let mut months = String::new();
+            // GBIF lists only the months with records, most first.
+            for m in (1..=12).rev() {
+                let c = found.iter().filter(|r| r.1 == m).count();
+                if c > 0 {
+                    let sep = if months.is_empty() { "" } else { "," };
+                    months += &format!(r#"{sep}{{"name":"{m}","count":{c}}}"#);
+                }
+            }
+            let facet = if facets && get("facet").is_some() {
+                format!(r#","facets":[{{"field":"MONTH","counts":[{months}]}}]"#)
+            } else {
+                String::new()
+            };
+            format!(r#"{{"count":{},"results":[]{facet}}}"#, found.len())
+        };
+        ("application/json", body.into_bytes())
+    })
+}
+
+#[test]
+fn a_prior_from_gbif_counts_per_month_and_latitude_band_and_trains_with_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut records = vec![("anthocharis_cardamines", 4, 51.5); 30];
+    records.extend(vec![("anthocharis_cardamines", 5, 52.2); 20]);
+    records.extend(vec![("celastrina_argiolus", 8, 51.7); 25]);
+    records.extend(vec![("celastrina_argiolus", 4, -33.9); 5]);
+    let base = fake_gbif(records.clone(), true);
+    let out = tmp.path().join("prior.json");
+    let args = |base: &str, extra: &str| {
+        let mut a = vec![
+            "prior".to_string(),
+            "gbif".into(),
+            "--country".into(),
+            "GB".into(),
+            "--base-url".into(),
+            base.to_string(),
+            "--retries".into(),
+            "0".into(),
+            "--calls-per-hour".into(),
+            "10000000".into(),
+            "--out".into(),
+            out.display().to_string(),
+            "Anthocharis cardamines".into(),
+        ];
+        a.push(extra.to_string());
+        a
+    };
+    let run = |a: Vec<String>| common::vlinder(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let (ok, stdout, stderr) = run(args(&base, "Celastrina argiolus"));
+    assert!(ok, "{stdout}{stderr}");
+    let prior: vlinder::context::Prior =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(prior.species, SPECIES[..2]);
+    assert_eq!(prior.months[0][3..5], [30.0, 20.0]);
+    assert_eq!(prior.months[1][7], 25.0);
+    assert_eq!(prior.months[1].iter().sum::<f64>(), 30.0);
+    let bands: Vec<(f64, Vec<f64>)> = prior
+        .bands
+        .iter()
+        .map(|b| (b.south, b.counts.clone()))
+        .collect();
+    assert_eq!(
+        bands,
+        vec![
+            (-34.0, vec![0.0, 5.0]),
+            (51.0, vec![30.0, 25.0]),
+            (52.0, vec![20.0, 0.0])
+        ]
+    );
+    assert!(prior.learned_from.contains("GBIF occurrences in GB"));
+
+    // The model takes it, in its own species order, with weights fitted on its validation photos.
+    let data = common::subset(tmp.path(), &SPECIES[..2], 20);
+    let model = tmp.path().join("model");
+    let mut config = common::quick_config(&data, 2);
+    config.prior = Some(out.clone());
+    config.observations = Some(common::sample().join("manifest.jsonl"));
+    {
+        let _serial = common::training_lock();
+        train::train(&config, &model).unwrap();
+    }
+    let card = vlinder::model::ModelDir::new(&model).read_card().unwrap();
+    let kept = card.prior.unwrap();
+    assert_eq!(kept.months, prior.months);
+    assert!(kept.validation.is_some());
+
+    // An unknown species, an answer without the month facet, a bad country: errors, no file.
+    std::fs::remove_file(&out).unwrap();
+    let (ok, _, stderr) = run(args(&base, "Vanessa atalanta"));
+    assert!(!ok && stderr.contains("Vanessa atalanta"), "{stderr}");
+    let without = fake_gbif(records, false);
+    let (ok, _, stderr) = run(args(&without, "Celastrina argiolus"));
+    assert!(!ok && stderr.contains("no month facet"), "{stderr}");
+    let mut bad = args(&base, "Celastrina argiolus");
+    bad[3] = "Britain".into();
+    assert_eq!(bad[2], "--country");
+    let (ok, _, stderr) = run(bad);
+    assert!(!ok && stderr.contains("two-letter"), "{stderr}");
+    assert!(!out.exists());
+}

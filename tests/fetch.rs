@@ -13,7 +13,7 @@ use serde_json::json;
 use vlinder::sources::collection::read_manifest;
 use vlinder::sources::flickr::{self, FlickrConfig, FlickrSize};
 use vlinder::sources::gbif::{self, GbifConfig};
-use vlinder::sources::{FetchOptions, FetchReport};
+use vlinder::sources::{ApiOptions, FetchOptions, FetchReport};
 
 const KEY: &str = "secret-test-key-0123456789";
 
@@ -92,12 +92,14 @@ fn options(out: &Path, max: i64) -> FetchOptions {
         out: out.to_path_buf(),
         max,
         jobs: 8,
-        calls_per_hour: 10_000_000,
-        retries: 2,
-        backoff: 0.05,
-        timeout: 10,
-        // The fake services serve their photos on 127.0.0.1.
-        allow_private_urls: true,
+        api: ApiOptions {
+            calls_per_hour: 10_000_000,
+            retries: 2,
+            backoff: 0.05,
+            timeout: 10,
+            // The fake services serve their photos on 127.0.0.1.
+            allow_private_urls: true,
+        },
     }
 }
 
@@ -480,9 +482,10 @@ fn photo_urls_on_private_addresses_are_refused_unless_allowed() {
     let (base, _) = fake_flickr(photos(3));
     let out = tmp.path().join("photos");
     let config = FlickrConfig {
-        options: FetchOptions {
-            allow_private_urls: false,
-            ..options(&out, -1)
+        options: {
+            let mut options = options(&out, -1);
+            options.api.allow_private_urls = false;
+            options
         },
         ..flickr_config(&base, tmp.path(), &out, -1)
     };
@@ -506,10 +509,11 @@ fn api_calls_are_paced_under_the_hourly_limit() {
     let (base, searches) = fake_flickr(photos(50));
     let config = FlickrConfig {
         per_page: 10,
-        options: FetchOptions {
+        options: {
+            let mut options = options(&tmp.path().join("photos"), -1);
             // One call every 0.25 s.
-            calls_per_hour: 14_400,
-            ..options(&tmp.path().join("photos"), -1)
+            options.api.calls_per_hour = 14_400;
+            options
         },
         ..flickr_config(&base, tmp.path(), &tmp.path().join("photos"), -1)
     };

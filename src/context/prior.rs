@@ -178,9 +178,19 @@ impl Prior {
             }
         }
         bands.sort_by(|a, b| a.south.total_cmp(&b.south));
+        Prior::from_counts(learned_from, species.names().to_vec(), months, bands)
+    }
+
+    /// A prior from counts made elsewhere (GBIF's), weights 1 until fitted.
+    pub fn from_counts(
+        learned_from: String,
+        species: Vec<String>,
+        months: Vec<Vec<f64>>,
+        bands: Vec<Band>,
+    ) -> Prior {
         Prior {
             learned_from,
-            species: species.names().to_vec(),
+            species,
             months,
             band_degrees: BAND_DEGREES,
             bands,

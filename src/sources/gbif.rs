@@ -8,9 +8,11 @@ use serde_json::Value;
 
 use super::http::{Fault, Service};
 use super::{
-    Candidate, Collection, FetchOptions, FetchReport, SpeciesTally, answer_json, coordinates, take,
-    text,
+    ApiOptions, Candidate, Collection, FetchOptions, FetchReport, SpeciesTally, answer_json,
+    coordinates, take, text,
 };
+use crate::context::Prior;
+use crate::context::prior::{BAND_DEGREES, Band};
 use crate::{Error, Result};
 
 pub const DEFAULT_URL: &str = "https://api.gbif.org/v1";
@@ -91,8 +93,8 @@ fn json(body: &[u8]) -> std::result::Result<Value, Fault> {
 }
 
 /// The taxon key of a scientific name, or a clear error if GBIF does not know it.
-fn taxon_key(config: &GbifConfig, service: &Service, name: &str) -> Result<u64> {
-    let url = format!("{}/species/match", config.base_url.trim_end_matches('/'));
+fn taxon_key(base_url: &str, service: &Service, name: &str) -> Result<u64> {
+    let url = format!("{}/species/match", base_url.trim_end_matches('/'));
     let answer = service
         .retrying(|| {
             json(&service.get(&url, &[("name", name.to_string())], MAX_ANSWER_BYTES, true)?)
@@ -130,7 +132,7 @@ pub fn fetch(config: &GbifConfig) -> Result<FetchReport> {
     // All names first: a misspelt one stops the run before anything is downloaded.
     let keys: Vec<u64> = species
         .iter()
-        .map(|(_, name)| taxon_key(config, &service, name))
+        .map(|(_, name)| taxon_key(&config.base_url, &service, name))
         .collect::<Result<_>>()?;
     let collection = Collection::open(&config.options.out)?;
     crate::files::write_json(&config.options.out.join("fetch-gbif.json"), config)?;
@@ -256,4 +258,208 @@ fn candidate(
         latitude: place.map(|p| p.0),
         longitude: place.map(|p| p.1),
     })
+}
+
+/// The configuration of `vlinder prior gbif`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+pub struct GbifPriorConfig {
+    /// Species by scientific name, e.g. "Maniola jurtina" (for the model's maniola_jurtina), or
+    /// FOLDER="Scientific name".
+    #[arg(value_name = "SPECIES", required = true)]
+    pub species: Vec<String>,
+    /// The country whose occurrences are counted (ISO 3166 code, e.g. NL).
+    #[arg(long)]
+    pub country: String,
+    /// Only this dataset's occurrences.
+    #[arg(long)]
+    pub dataset: Option<String>,
+    /// The API's base URL.
+    #[arg(long, default_value = DEFAULT_URL)]
+    pub base_url: String,
+    /// Where the prior goes (JSON, for `vlinder train --prior`).
+    #[arg(long, value_name = "FILE")]
+    pub out: std::path::PathBuf,
+    #[command(flatten)]
+    pub api: ApiOptions,
+}
+
+/// The occurrence count of a search, and its facets.
+fn occurrence_search(
+    config: &GbifPriorConfig,
+    service: &Service,
+    key: u64,
+    extra: &[(&str, String)],
+) -> std::result::Result<Value, String> {
+    let url = format!(
+        "{}/occurrence/search",
+        config.base_url.trim_end_matches('/')
+    );
+    let mut query = vec![
+        ("taxonKey", key.to_string()),
+        ("country", config.country.clone()),
+        ("occurrenceStatus", "PRESENT".to_string()),
+        ("limit", "0".to_string()),
+    ];
+    if let Some(d) = &config.dataset {
+        query.push(("datasetKey", d.clone()));
+    }
+    query.extend(extra.iter().cloned());
+    service.retrying(|| json(&service.get(&url, &query, MAX_ANSWER_BYTES, true)?))
+}
+
+/// Occurrences per month from the `month` facet. A month GBIF leaves out has none; an answer
+/// without the facet at all is an error.
+fn month_counts(answer: &Value) -> std::result::Result<Vec<f64>, String> {
+    let facet = answer
+        .get("facets")
+        .and_then(Value::as_array)
+        .and_then(|f| {
+            f.iter()
+                .find(|f| text(f, "field").eq_ignore_ascii_case("month"))
+        })
+        .ok_or("the answer has no month facet")?;
+    let mut months = vec![0.0; 12];
+    for c in facet
+        .get("counts")
+        .and_then(Value::as_array)
+        .ok_or("the month facet has no counts")?
+    {
+        let month: usize = text(c, "name")
+            .parse()
+            .ok()
+            .filter(|m| (1..=12).contains(m))
+            .ok_or_else(|| format!("the month facet names month {:?}", text(c, "name")))?;
+        let count = c
+            .get("count")
+            .and_then(Value::as_f64)
+            .filter(|n| *n >= 0.0)
+            .ok_or_else(|| format!("month {month} has no count"))?;
+        months[month - 1] = count;
+    }
+    Ok(months)
+}
+
+/// Occurrences per latitude band of `degrees`: the globe is halved, and each half with records
+/// halved again, down to single bands, so that a country takes a few dozen calls, not 180.
+fn band_counts(
+    config: &GbifPriorConfig,
+    service: &Service,
+    key: u64,
+    degrees: f64,
+) -> std::result::Result<Vec<(f64, f64)>, String> {
+    let bands = (180.0 / degrees).round() as i64;
+    let count = |from: i64, to: i64| -> std::result::Result<f64, String> {
+        // GBIF's ranges include both ends; stopping short of the next band counts each record once.
+        let (south, north) = (
+            -90.0 + from as f64 * degrees,
+            -90.0 + to as f64 * degrees - 1e-7,
+        );
+        let answer = occurrence_search(
+            config,
+            service,
+            key,
+            &[("decimalLatitude", format!("{south},{north}"))],
+        )?;
+        answer
+            .get("count")
+            .and_then(Value::as_f64)
+            .ok_or_else(|| "the answer has no count".to_string())
+    };
+    let mut found = Vec::new();
+    let mut pending = vec![(0, bands)];
+    while let Some((from, to)) = pending.pop() {
+        let n = count(from, to)?;
+        if n == 0.0 {
+            continue;
+        }
+        if to - from == 1 {
+            found.push((-90.0 + from as f64 * degrees, n));
+        } else {
+            let middle = (from + to) / 2;
+            pending.extend([(middle, to), (from, middle)]);
+        }
+    }
+    found.sort_by(|a, b| a.0.total_cmp(&b.0));
+    Ok(found)
+}
+
+/// Counts every species' occurrences in the country per month and per latitude band and
+/// writes them as a prior for `vlinder train --prior`.
+pub fn prior(config: &GbifPriorConfig) -> Result<Prior> {
+    config.api.validate()?;
+    let country = config.country.trim();
+    if country.len() != 2 || !country.chars().all(|c| c.is_ascii_alphabetic()) {
+        return Err(Error::invalid(
+            "country",
+            format!("{country:?}"),
+            "a two-letter ISO 3166 code, e.g. NL or GB",
+        ));
+    }
+    let species: Vec<(String, String)> = config
+        .species
+        .iter()
+        .map(|s| parse_species(s))
+        .collect::<Result<_>>()?;
+    let service = config.api.service();
+    let keys: Vec<u64> = species
+        .iter()
+        .map(|(_, name)| taxon_key(&config.base_url, &service, name))
+        .collect::<Result<_>>()?;
+    let failed = |name: &str, reason: String| Error::Source {
+        service: "gbif",
+        reason: format!("occurrence counts of {name:?}: {reason}"),
+    };
+    let mut months = Vec::new();
+    let mut bands: Vec<Band> = Vec::new();
+    let n = species.len();
+    for (i, ((_, name), &key)) in species.iter().zip(&keys).enumerate() {
+        let answer = occurrence_search(
+            config,
+            &service,
+            key,
+            &[("facet", "month".into()), ("facetLimit", "12".into())],
+        )
+        .map_err(|r| failed(name, r))?;
+        let counts = month_counts(&answer).map_err(|r| failed(name, r))?;
+        if counts.iter().sum::<f64>() == 0.0 {
+            eprintln!("warning: GBIF has no dated occurrence of {name} in {country}");
+        }
+        months.push(counts);
+        for (south, count) in
+            band_counts(config, &service, key, BAND_DEGREES).map_err(|r| failed(name, r))?
+        {
+            let band = match bands.iter().position(|b| b.south == south) {
+                Some(b) => b,
+                None => {
+                    bands.push(Band {
+                        south,
+                        counts: vec![0.0; n],
+                    });
+                    bands.len() - 1
+                }
+            };
+            bands[band].counts[i] = count;
+        }
+        eprintln!(
+            "{name}: {:.0} dated occurrences in {country}",
+            months[i].iter().sum::<f64>()
+        );
+    }
+    bands.sort_by(|a, b| a.south.total_cmp(&b.south));
+    let prior = Prior::from_counts(
+        format!(
+            "GBIF occurrences in {country}{} ({}), counted with {} calls",
+            config
+                .dataset
+                .as_ref()
+                .map_or(String::new(), |d| format!(", dataset {d}")),
+            config.base_url,
+            service.api_calls()
+        ),
+        species.into_iter().map(|(folder, _)| folder).collect(),
+        months,
+        bands,
+    );
+    crate::files::write_json(&config.out, &prior)?;
+    Ok(prior)
 }

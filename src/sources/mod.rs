@@ -41,6 +41,14 @@ pub struct FetchOptions {
     /// Photos downloaded at once.
     #[arg(long, default_value_t = 4)]
     pub jobs: usize,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub api: ApiOptions,
+}
+
+/// How a web service is called: its rate, retries and time limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+pub struct ApiOptions {
     /// API calls per hour at most (Flickr allows 3,600 per key).
     #[arg(long, default_value_t = 3500)]
     pub calls_per_hour: u32,
@@ -76,6 +84,24 @@ impl FetchOptions {
         if self.jobs == 0 || self.jobs > 64 {
             return Err(Error::invalid("jobs", self.jobs, "between 1 and 64"));
         }
+        self.api.validate()
+    }
+
+    fn service(&self) -> Service {
+        self.api.service()
+    }
+
+    /// Photos still wanted for a species that has `have`.
+    fn wanted(&self, have: usize) -> usize {
+        match self.max {
+            -1 => usize::MAX,
+            max => (max as usize).saturating_sub(have),
+        }
+    }
+}
+
+impl ApiOptions {
+    pub fn validate(&self) -> Result<()> {
         if self.calls_per_hour == 0 {
             return Err(Error::invalid("calls-per-hour", 0, "at least 1"));
         }
@@ -105,7 +131,7 @@ impl FetchOptions {
         Ok(())
     }
 
-    fn service(&self) -> Service {
+    pub fn service(&self) -> Service {
         Service::new(
             self.calls_per_hour,
             Duration::from_secs(self.timeout),
@@ -113,14 +139,6 @@ impl FetchOptions {
             Duration::from_secs_f64(self.backoff),
             http::Reach::from_allow_private(self.allow_private_urls),
         )
-    }
-
-    /// Photos still wanted for a species that has `have`.
-    fn wanted(&self, have: usize) -> usize {
-        match self.max {
-            -1 => usize::MAX,
-            max => (max as usize).saturating_sub(have),
-        }
     }
 }
 
