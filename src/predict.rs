@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::context::Context;
+use crate::context::{Context, Prior};
 use crate::dataset::{decode_photo, photos_below};
 use crate::device::Backend;
 use crate::model::{ModelDir, WeightsChoice};
@@ -151,21 +151,12 @@ pub fn predict(config: &PredictConfig) -> Result<Vec<Prediction>> {
         predictions.extend(paths.iter().zip(&decoded).map(|(photo, d)| match d {
             Ok(_) => {
                 let a = assessments.next().expect("one row per readable photo");
-                let adjusted = prior
-                    .map(|p| p.adjust(&a.calibrated, &context))
-                    .filter(|a| a.used_date || a.used_place);
+                let (ranking, image_ranking) =
+                    rank_in_context(&a.calibrated, prior, &context, names);
                 Prediction {
                     photo: photo.clone(),
-                    ranking: rank(
-                        adjusted
-                            .as_ref()
-                            .map_or(&a.calibrated, |a| &a.probabilities),
-                        names,
-                    ),
-                    image_ranking: match adjusted {
-                        Some(_) => rank(&a.calibrated, names),
-                        None => Vec::new(),
-                    },
+                    ranking,
+                    image_ranking,
                     novelty: a.novelty,
                     error: None,
                 }
@@ -182,6 +173,26 @@ pub fn predict(config: &PredictConfig) -> Result<Vec<Prediction>> {
     }
     bar.finish_and_clear();
     Ok(predictions)
+}
+
+/// The ranking with the date and place taken into account where `prior` has something to say
+/// about `context`, and the photo alone's ranking when that changed it (else empty).
+pub fn rank_in_context(
+    calibrated: &[f32],
+    prior: Option<&Prior>,
+    context: &Context,
+    species: &[String],
+) -> (Vec<Ranked>, Vec<Ranked>) {
+    match prior
+        .map(|p| p.adjust(calibrated, context))
+        .filter(|a| a.used_date || a.used_place)
+    {
+        Some(adjusted) => (
+            rank(&adjusted.probabilities, species),
+            rank(calibrated, species),
+        ),
+        None => (rank(calibrated, species), Vec::new()),
+    }
 }
 
 /// Species sorted by falling probability.

@@ -161,7 +161,10 @@ pub fn check(config: &CheckConfig) -> Result<CheckResults> {
                 let record = row.clone()?;
                 match records::load_photo(&record.photo, &sources, size, filter) {
                     Ok(photo) => Ok((record, photo)),
-                    Err(message) => Err(RecordError { record, message }),
+                    Err(message) => Err(RecordError {
+                        record: Box::new(record),
+                        message,
+                    }),
                 }
             })
             .collect();
@@ -186,7 +189,7 @@ pub fn check(config: &CheckConfig) -> Result<CheckResults> {
                     checked
                 }
                 Err(e) => CheckedRecord {
-                    record: e.record,
+                    record: *e.record,
                     verdict: None,
                     claimed_probability: None,
                     image_claimed_probability: None,

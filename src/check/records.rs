@@ -65,7 +65,8 @@ pub struct Record {
 /// Why a record could not be checked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordError {
-    pub record: Record,
+    /// Boxed: a record is large beside the photo that most results carry.
+    pub record: Box<Record>,
     pub message: String,
 }
 
@@ -122,14 +123,14 @@ pub fn read(path: &Path, columns: &Columns) -> Result<Vec<Result<Record, RecordE
             Err(e) => {
                 let row = e.position().map_or(line, |p| p.line());
                 Err(RecordError {
-                    record: Record {
+                    record: Box::new(Record {
                         row,
                         id: String::new(),
                         photo: String::new(),
                         claimed: String::new(),
                         context: Context::default(),
                         context_warnings: Vec::new(),
-                    },
+                    }),
                     message: format!("line {row} of {}: malformed CSV row ({e})", path.display()),
                 })
             }

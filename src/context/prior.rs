@@ -43,6 +43,24 @@ pub struct Band {
     pub counts: Vec<f64>,
 }
 
+impl Band {
+    /// The band starting at `south` in `bands`, added with zero counts for `species` species
+    /// if it is not there yet.
+    pub fn at(bands: &mut Vec<Band>, south: f64, species: usize) -> &mut Band {
+        let i = match bands.iter().position(|b| b.south == south) {
+            Some(i) => i,
+            None => {
+                bands.push(Band {
+                    south,
+                    counts: vec![0.0; species],
+                });
+                bands.len() - 1
+            }
+        };
+        &mut bands[i]
+    }
+}
+
 /// The exponents of the two likelihoods.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Weights {
@@ -164,17 +182,7 @@ impl Prior {
             }
             if let Some(lat) = context.latitude {
                 let south = (lat / BAND_DEGREES).floor() * BAND_DEGREES;
-                let band = match bands.iter().position(|b| b.south == south) {
-                    Some(i) => i,
-                    None => {
-                        bands.push(Band {
-                            south,
-                            counts: vec![0.0; n],
-                        });
-                        bands.len() - 1
-                    }
-                };
-                bands[band].counts[label] += 1.0;
+                Band::at(&mut bands, south, n).counts[label] += 1.0;
             }
         }
         bands.sort_by(|a, b| a.south.total_cmp(&b.south));

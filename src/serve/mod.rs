@@ -38,7 +38,7 @@ use crate::dataset::decode;
 use crate::device::Backend;
 use crate::model::{Assessment, ModelCard, ModelDir, TrainedModel, WeightsChoice};
 use crate::novelty::Novelty;
-use crate::predict::{Ranked, rank};
+use crate::predict::{Ranked, rank_in_context};
 use crate::{Error, Result};
 
 /// The configuration of `vlinder serve`.
@@ -599,24 +599,15 @@ async fn classify(
     let upload = upload::read(&headers, body, state.max_upload).await?;
     let (context, context_warnings) = context_of(&upload, &query);
     let a = state.assess(upload.photo).await?;
-    let names = state.card.species.names();
-    let adjusted = state
-        .card
-        .prior
-        .as_ref()
-        .map(|p| p.adjust(&a.calibrated, &context))
-        .filter(|a| a.used_date || a.used_place);
+    let (ranking, image_ranking) = rank_in_context(
+        &a.calibrated,
+        state.card.prior.as_ref(),
+        &context,
+        state.card.species.names(),
+    );
     Ok(Json(Classification {
-        ranking: rank(
-            adjusted
-                .as_ref()
-                .map_or(&a.calibrated, |a| &a.probabilities),
-            names,
-        ),
-        image_ranking: match adjusted {
-            Some(_) => rank(&a.calibrated, names),
-            None => Vec::new(),
-        },
+        ranking,
+        image_ranking,
         novelty: a.novelty,
         context,
         context_warnings,

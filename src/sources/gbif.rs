@@ -428,17 +428,7 @@ pub fn prior(config: &GbifPriorConfig) -> Result<Prior> {
         for (south, count) in
             band_counts(config, &service, key, BAND_DEGREES).map_err(|r| failed(name, r))?
         {
-            let band = match bands.iter().position(|b| b.south == south) {
-                Some(b) => b,
-                None => {
-                    bands.push(Band {
-                        south,
-                        counts: vec![0.0; n],
-                    });
-                    bands.len() - 1
-                }
-            };
-            bands[band].counts[i] = count;
+            Band::at(&mut bands, south, n).counts[i] = count;
         }
         eprintln!(
             "{name}: {:.0} dated occurrences in {country}",
