@@ -66,6 +66,9 @@ fn search_answer(request: &ApiRequest, photos: &[FlickrPhoto], base: &str) -> Ap
                 "title": format!("Meadow brown {}", p.id), "ispublic": 1, "isfriend": 0, "isfamily": 0,
                 "license": p.licence.to_string(), "ownername": "A. Recorder",
                 "datetaken": "2019-07-01 10:00:00", "dateupload": p.uploaded.to_string(),
+                // Flickr's `geo` extra: strings, and 0/0 for a photo without a place.
+                "latitude": if p.id.ends_with(['0', '2', '4', '6', '8']) { "52.37" } else { "0" },
+                "longitude": if p.id.ends_with(['0', '2', '4', '6', '8']) { "4.89" } else { "0" },
                 "url_m": format!("{base}/img/{}.jpg", p.id), "height_m": 24, "width_m": 24
             })
         })
@@ -200,6 +203,12 @@ fn flickr_goes_past_the_4000_cap_with_upload_date_windows() {
     assert_eq!(first.photo.image_url, format!("{base}/img/5000000.jpg"));
     assert_eq!((first.width, first.height), (24, 24));
     assert_eq!(first.photo.date, "2019-07-01 10:00:00");
+    assert_eq!(
+        (first.photo.latitude, first.photo.longitude),
+        (Some(52.37), Some(4.89)),
+        "photo {} is geotagged",
+        first.photo.id
+    );
     let bytes = std::fs::read(out.join(&first.file)).unwrap();
     assert_eq!(bytes.len() as u64, first.bytes);
     assert_eq!(bytes, common::small_real_jpeg(5_000_000));
@@ -557,7 +566,8 @@ fn fake_gbif(n: usize) -> (String, Arc<Mutex<Vec<ApiRequest>>>) {
                         json!({"key": 4_000_000_000u64 + i as u64, "datasetKey": "50c9509d-22c7-4a22-a47d-8c48425ef4a7",
                             "taxonKey": 1234, "scientificName": "Maniola jurtina (Linnaeus, 1758)",
                             "license": "http://creativecommons.org/licenses/by-nc/4.0/legalcode",
-                            "eventDate": "2023-07-14T10:00:00", "recordedBy": "B. Observer", "media": media})
+                            "eventDate": "2023-07-14T10:00:00", "recordedBy": "B. Observer", "media": media,
+                            "decimalLatitude": 52.1, "decimalLongitude": 5.2})
                     })
                     .collect();
                 ApiReply::ok(json!({"offset": offset, "limit": limit, "endOfRecords": offset + limit >= n,
@@ -643,6 +653,10 @@ fn gbif_resolves_the_name_pages_by_300_and_keeps_only_asked_licences() {
         "https://www.gbif.org/occurrence/4000000000"
     );
     assert_eq!(first.photo.date, "2023-07-14T10:00:00");
+    assert_eq!(
+        (first.photo.latitude, first.photo.longitude),
+        (Some(52.1), Some(5.2))
+    );
     assert!(
         std::fs::read_to_string(out.join("ATTRIBUTION.md"))
             .unwrap()
