@@ -1,5 +1,5 @@
 // The reviewer page of `vlinder serve` in a real headless Chromium: a reviewer picks the claimed
-// species, uploads photos and sees each verdict with its probabilities.
+// species (and a date), uploads photos and sees each verdict with its probabilities and flags.
 // Needs target/release/vlinder (cargo build --release) and Chromium (CHROMIUM, default
 // /usr/bin/chromium); run with `npm test` in this folder.
 import { test } from "node:test";
@@ -25,8 +25,9 @@ function trainTinyModel(dir) {
     }
   }
   const model = join(dir, "model");
-  execFileSync(vlinder, ["train", "--data", photos, "--epochs", "1", "--image-size", "24", "--no-augment", "--out", model],
-    { stdio: "ignore" });
+  const observations = join(shared, "data/inat_uk_3species_csellwood.observations.csv");
+  execFileSync(vlinder, ["train", "--data", photos, "--epochs", "1", "--image-size", "24", "--no-augment",
+    "--observations", observations, "--out", model], { stdio: "ignore" });
   return { model, photo: join(photos, species[1], readdirSync(join(photos, species[1]))[0]) };
 }
 
@@ -83,5 +84,13 @@ test("a reviewer uploads photos and sees verdicts with probabilities", async (t)
   const error = page.locator(".result .verdict.error").first();
   await error.waitFor({ timeout: 30000 });
   assert.match(await error.textContent(), /not a usable photo/);
+  // An orange-tip dated in August is flagged, with the photo alone's probabilities beside.
+  await page.selectOption("#species", species[0]);
+  await page.fill("#date", "2021-08-15");
+  await page.setInputFiles("#files", photo);
+  const flag = page.locator(".result .flag").first();
+  await flag.waitFor({ timeout: 30000 });
+  assert.match(await flag.textContent(), /^outside flight period: .*% of its records are from month 8/);
+  assert.match(await page.locator(".result").first().textContent(), /photo alone/);
   await page.screenshot({ path: join(repo, "target", "reviewer-page.png"), fullPage: true });
 });
