@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::context::{Context, Prior};
+use crate::context::{Context, Observations, Prior};
 use crate::dataset::{decode_photo, photos_below};
 use crate::device::Backend;
 use crate::model::{ModelDir, WeightsChoice};
@@ -58,6 +58,11 @@ pub struct PredictConfig {
     )]
     #[serde(default)]
     pub longitude: Option<String>,
+    /// Each photo's date and place instead: a CSV with a row per photo (photo or file, date
+    /// or observed_on, latitude, longitude; matched by folder and file name) or a manifest.jsonl.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["date", "latitude", "longitude"])]
+    #[serde(default)]
+    pub observations: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = WeightsChoice::Last)]
     pub weights: WeightsChoice,
     #[arg(long, value_enum, default_value_t = Backend::Flex)]
@@ -125,13 +130,23 @@ const CHUNK: usize = 256;
 /// network works on this one was measured slower on 2 cores (both stages use every core).
 pub fn predict(config: &PredictConfig) -> Result<Vec<Prediction>> {
     let context = config.context()?;
+    let observations = config
+        .observations
+        .as_deref()
+        .map(Observations::read)
+        .transpose()?;
+    if let Some(o) = &observations {
+        for w in &o.warnings {
+            eprintln!("warning: {w}; that photo is judged without it");
+        }
+    }
     let model = ModelDir::new(&config.model).load(config.weights, &config.device.device()?)?;
     let photos = expand(&config.photos)?;
     if let Err(why) = &model.novelty {
         eprintln!("warning: {why}");
     }
     let prior = model.card.prior.as_ref();
-    if !context.is_empty() && prior.is_none() {
+    if (!context.is_empty() || observations.is_some()) && prior.is_none() {
         eprintln!(
             "warning: {} has no date and place prior (train it with --observations); the date and place are ignored",
             config.model.display()
@@ -151,6 +166,9 @@ pub fn predict(config: &PredictConfig) -> Result<Vec<Prediction>> {
         predictions.extend(paths.iter().zip(&decoded).map(|(photo, d)| match d {
             Ok(_) => {
                 let a = assessments.next().expect("one row per readable photo");
+                let context = observations
+                    .as_ref()
+                    .map_or(context, |o| o.of(photo).copied().unwrap_or_default());
                 let (ranking, image_ranking) =
                     rank_in_context(&a.calibrated, prior, &context, names);
                 Prediction {

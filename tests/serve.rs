@@ -661,6 +661,7 @@ fn predict(model: &Path, photos: &[PathBuf]) -> Vec<vlinder::predict::Prediction
         date: None,
         latitude: None,
         longitude: None,
+        observations: None,
         weights: vlinder::model::WeightsChoice::Last,
         device: vlinder::device::Backend::Flex,
     })
