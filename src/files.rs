@@ -92,6 +92,23 @@ pub fn create_dir(dir: &Path) -> Result<()> {
 /// A CSV field: quoted when it holds a comma, quote or line break, and, when it starts with a
 /// character that makes a spreadsheet read it as a formula (`= + - @`, tab, carriage return),
 /// preceded by an apostrophe so that it stays text.
+/// Opens a CSV with a header row: a row with another number of fields is an error of its own
+/// when read. Returns the reader and the header, or an error naming the file.
+pub fn csv_with_header(path: &Path) -> Result<(csv::Reader<std::fs::File>, csv::StringRecord)> {
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(false)
+        .from_path(path)
+        .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))?;
+    let headers = reader
+        .headers()
+        .map_err(|e| Error::Layout {
+            path: path.to_path_buf(),
+            reason: format!("cannot read the header row: {e}"),
+        })?
+        .clone();
+    Ok((reader, headers))
+}
+
 pub fn csv_field(value: &str) -> String {
     let value = if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         format!("'{value}")

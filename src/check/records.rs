@@ -72,17 +72,7 @@ pub struct RecordError {
 
 /// Reads the records; a malformed row becomes an error of its own, the rest are read.
 pub fn read(path: &Path, columns: &Columns) -> Result<Vec<Result<Record, RecordError>>> {
-    let mut reader = csv::ReaderBuilder::new()
-        .flexible(false)
-        .from_path(path)
-        .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))?;
-    let headers = reader
-        .headers()
-        .map_err(|e| Error::Layout {
-            path: path.to_path_buf(),
-            reason: format!("cannot read the header row: {e}"),
-        })?
-        .clone();
+    let (mut reader, headers) = crate::files::csv_with_header(path)?;
     let find = |name: &str, option: &str| {
         headers
             .iter()

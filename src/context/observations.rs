@@ -91,14 +91,7 @@ impl Observations {
             path: path.to_path_buf(),
             reason,
         };
-        let mut reader = csv::ReaderBuilder::new()
-            .flexible(false)
-            .from_path(path)
-            .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))?;
-        let headers = reader
-            .headers()
-            .map_err(|e| layout(format!("cannot read the header row: {e}")))?
-            .clone();
+        let (mut reader, headers) = crate::files::csv_with_header(path)?;
         let find = |names: &[&str]| {
             names
                 .iter()
