@@ -153,6 +153,10 @@ fn the_prior_flags_august_orange_tips_and_leaves_undated_records_as_the_photo_sa
     assert_eq!(cells[column("date")], "2021-08-15");
     let html = std::fs::read_to_string(tmp.path().join("with/report.html")).unwrap();
     assert!(html.contains("outside its flight period") && html.contains("photo alone"));
+    assert!(
+        html.contains("a prior learned from the observations of the"),
+        "the report says where the prior comes from"
+    );
 
     // predict: the same photo with and without a date; a bad date is an error.
     let photo = photos(SPECIES[0])[0].display().to_string();

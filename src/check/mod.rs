@@ -116,6 +116,9 @@ pub struct CheckResults {
     pub temperature: Option<f64>,
     /// The unknown-ness threshold, or why the model has no score.
     pub novelty: std::result::Result<f64, String>,
+    /// What the model's date and place prior was learned from, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prior: Option<String>,
     pub totals: Totals,
     /// Most doubtful first; records that could not be checked last.
     pub records: Vec<CheckedRecord>,
@@ -222,6 +225,7 @@ pub fn check(config: &CheckConfig) -> Result<CheckResults> {
             Ok((_, card)) => Ok(card.threshold),
             Err(why) => Err(why.clone()),
         },
+        prior: prior.map(|p| p.learned_from.clone()),
         totals: totals(&checked),
         records: checked,
     };

@@ -134,6 +134,16 @@ pub fn html(results: &CheckResults) -> String {
             Err(why) => format!("This model cannot say <b>unknown</b>: {}", escape(why)),
         }
     );
+    if let Some(source) = &results.prior {
+        let _ = write!(
+            s,
+            "<p>Records with a date or place are judged by the photo together with a prior learned from {}; \
+             the photo alone's probabilities are shown beside. A claimed species with under {:.1}% of its records \
+             in the record's month or latitude band is flagged, whatever the photo shows.</p>",
+            escape(source),
+            100.0 * results.config.thresholds.rare_below
+        );
+    }
     let verdicts = [
         "disagrees",
         "unknown",
