@@ -453,3 +453,37 @@ pub fn prior(config: &GbifPriorConfig) -> Result<Prior> {
     crate::files::write_json(&config.out, &prior)?;
     Ok(prior)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::month_counts;
+    use serde_json::json;
+
+    #[test]
+    fn months_missing_from_the_facet_have_none_and_a_bad_facet_is_refused() {
+        let answer = json!({"count": 12, "facets": [{"field": "MONTH", "counts": [
+            {"name": "7", "count": 9}, {"name": "8", "count": 3}]}]});
+        let months = month_counts(&answer).unwrap();
+        assert_eq!(months[6..8], [9.0, 3.0]);
+        assert_eq!(months.iter().sum::<f64>(), 12.0);
+        for (bad, why) in [
+            (json!({"count": 3}), "no month facet"),
+            (
+                json!({"facets": [{"field": "YEAR", "counts": []}]}),
+                "no month facet",
+            ),
+            (json!({"facets": [{"field": "MONTH"}]}), "no counts"),
+            (
+                json!({"facets": [{"field": "MONTH", "counts": [{"name": "13", "count": 1}]}]}),
+                "month \"13\"",
+            ),
+            (
+                json!({"facets": [{"field": "MONTH", "counts": [{"name": "4", "count": -1}]}]}),
+                "month 4 has no count",
+            ),
+        ] {
+            let e = month_counts(&bad).unwrap_err();
+            assert!(e.contains(why), "{e}");
+        }
+    }
+}
