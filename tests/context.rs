@@ -389,3 +389,47 @@ fn a_prior_from_gbif_counts_per_month_and_latitude_band_and_trains_with_it() {
     assert!(!ok && stderr.contains("two-letter"), "{stderr}");
     assert!(!out.exists());
 }
+
+#[test]
+fn cross_validation_reports_the_photo_alone_against_the_prior_per_fold() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = common::subset(tmp.path(), &SPECIES, 12);
+    let mut train = common::quick_config(&data, 1);
+    train.observations = Some(common::sample().join("manifest.jsonl"));
+    let config = vlinder::train::cv::CvConfig {
+        train,
+        folds: 2,
+        out: tmp.path().join("cv"),
+    };
+    let report = {
+        let _serial = common::training_lock();
+        vlinder::train::cv::cross_validate(&config).unwrap()
+    };
+    let fits: Vec<_> = report
+        .folds
+        .iter()
+        .map(|f| f.prior.clone().unwrap())
+        .collect();
+    assert_eq!(
+        fits.iter().map(|f| f.photos).sum::<usize>(),
+        36,
+        "every photo validated once"
+    );
+    let summary = report.prior.as_ref().unwrap();
+    let mean = fits.iter().map(|f| f.image.accuracy).sum::<f64>() / 2.0;
+    assert!((summary.image[0].0 - mean).abs() < 1e-12);
+    let table = vlinder::train::cv::render_table(&report);
+    for row in [
+        "the photo alone",
+        "months, weight fitted",
+        "weights 1",
+        "weights fitted",
+    ] {
+        assert!(table.contains(row), "{table}");
+    }
+    let saved = std::fs::read_to_string(tmp.path().join("cv/cv.json")).unwrap();
+    assert!(
+        saved.contains("\"bayes\""),
+        "cv.json keeps the prior's figures"
+    );
+}
