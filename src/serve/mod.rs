@@ -314,7 +314,15 @@ async fn deadline(
 fn public_card(card: &ModelCard, expose: bool) -> serde_json::Value {
     let mut value = serde_json::to_value(card).expect("the model card serialises");
     if !expose {
-        for field in ["data", "train", "validation", "backbone", "others"] {
+        for field in [
+            "data",
+            "train",
+            "validation",
+            "backbone",
+            "others",
+            "observations",
+            "prior",
+        ] {
             value["training"][field] = serde_json::Value::Null;
         }
         if let Some(skipped) = value["data"]["skipped"].as_array_mut() {

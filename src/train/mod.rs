@@ -147,7 +147,15 @@ fn fit_prior(
             let contexts = observations.contexts(&data.train.paths);
             let dated = contexts.iter().filter(|c| c.date.is_some()).count();
             let placed = contexts.iter().filter(|c| c.latitude.is_some()).count();
-            let file = card.training.observations.clone().unwrap_or_default();
+            // The file's name only: the card is served, and its folders are this machine's.
+            let file = card
+                .training
+                .observations
+                .as_deref()
+                .and_then(Path::file_name)
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
             Prior::learn(
                 &card.species,
                 &data.train.labels,
@@ -155,7 +163,7 @@ fn fit_prior(
                 format!(
                     "the observations of the {} training photos in {} ({dated} with a date, {placed} with a place)",
                     data.train.len(),
-                    file.display()
+                    file
                 ),
             )
         }
