@@ -126,6 +126,12 @@ fn the_prior_flags_august_orange_tips_and_leaves_undated_records_as_the_photo_sa
             "the same photo"
         );
     }
+    assert_eq!(
+        with.totals.by_flag.get("outside its flight period"),
+        Some(&5),
+        "{:?}",
+        with.totals
+    );
     for i in 0..3 {
         let summer = find(&with, &format!("summer{i}"));
         assert!(

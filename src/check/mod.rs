@@ -106,6 +106,9 @@ pub struct Totals {
     pub errors: usize,
     pub by_verdict: BTreeMap<String, usize>,
     pub by_claimed_species: BTreeMap<String, BTreeMap<String, usize>>,
+    /// Records per flag ("outside its flight period", ...), whatever their verdict.
+    #[serde(default)]
+    pub by_flag: BTreeMap<String, usize>,
 }
 
 /// Everything a check produced.
@@ -280,6 +283,9 @@ fn totals(records: &[CheckedRecord]) -> Totals {
         ..Totals::default()
     };
     for r in records {
+        for flag in &r.flags {
+            *t.by_flag.entry(flag.label().to_string()).or_default() += 1;
+        }
         let label = match &r.verdict {
             Some(v) => v.label().to_string(),
             None => {

@@ -143,6 +143,20 @@ pub fn html(results: &CheckResults) -> String {
             escape(source),
             100.0 * results.config.thresholds.rare_below
         );
+        let flagged: Vec<String> = t
+            .by_flag
+            .iter()
+            .map(|(flag, n)| format!("{n} {}", escape(flag)))
+            .collect();
+        let _ = write!(
+            s,
+            "<p>Flagged: {}.</p>",
+            if flagged.is_empty() {
+                "none".to_string()
+            } else {
+                flagged.join(", ")
+            }
+        );
     }
     let verdicts = [
         "disagrees",
