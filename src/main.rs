@@ -284,6 +284,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for (verdict, count) in &results.totals.by_verdict {
                 println!("{verdict:>16}: {count}");
             }
+            for (flag, count) in &results.totals.by_flag {
+                println!("flagged {flag}: {count}");
+            }
+            let warned = results
+                .records
+                .iter()
+                .filter(|r| !r.record.context_warnings.is_empty())
+                .count();
+            if warned > 0 {
+                eprintln!(
+                    "warning: {warned} records have a date or place that cannot be used (context_warnings in results.csv); they were judged without it"
+                );
+            }
             for r in results.records.iter().filter(|r| r.error.is_some()) {
                 eprintln!(
                     "record {} (line {}): {}",
