@@ -120,20 +120,32 @@ fn taxon_key(base_url: &str, service: &Service, name: &str) -> Result<u64> {
     }
 }
 
+/// A species as given, with GBIF's key for it.
+#[derive(Debug, Clone)]
+struct Taxon {
+    folder: String,
+    name: String,
+    key: u64,
+}
+
+/// Each species given with its taxon key. All names are resolved first: a misspelt one stops
+/// the run before anything else is asked.
+fn resolve(given: &[String], base_url: &str, service: &Service) -> Result<Vec<Taxon>> {
+    given
+        .iter()
+        .map(|s| {
+            let (folder, name) = parse_species(s)?;
+            let key = taxon_key(base_url, service, &name)?;
+            Ok(Taxon { folder, name, key })
+        })
+        .collect()
+}
+
 /// Fetches every configured species into the collection.
 pub fn fetch(config: &GbifConfig) -> Result<FetchReport> {
     config.options.validate()?;
-    let species: Vec<(String, String)> = config
-        .species
-        .iter()
-        .map(|s| parse_species(s))
-        .collect::<Result<_>>()?;
     let service = config.options.service();
-    // All names first: a misspelt one stops the run before anything is downloaded.
-    let keys: Vec<u64> = species
-        .iter()
-        .map(|(_, name)| taxon_key(&config.base_url, &service, name))
-        .collect::<Result<_>>()?;
+    let taxa = resolve(&config.species, &config.base_url, &service)?;
     let collection = Collection::open(&config.options.out)?;
     crate::files::write_json(&config.options.out.join("fetch-gbif.json"), config)?;
     let allowed: Vec<String> = config.licenses.iter().map(|l| licence_code(l)).collect();
@@ -142,7 +154,7 @@ pub fn fetch(config: &GbifConfig) -> Result<FetchReport> {
         config.base_url.trim_end_matches('/')
     );
     let mut report = FetchReport::default();
-    'species: for ((folder, name), key) in species.iter().zip(keys) {
+    'species: for Taxon { folder, name, key } in &taxa {
         let mut tally = SpeciesTally::default();
         let mut offset = 0;
         let mut stopped = None;
@@ -395,24 +407,16 @@ pub fn prior(config: &GbifPriorConfig) -> Result<Prior> {
             "a two-letter ISO 3166 code, e.g. NL or GB",
         ));
     }
-    let species: Vec<(String, String)> = config
-        .species
-        .iter()
-        .map(|s| parse_species(s))
-        .collect::<Result<_>>()?;
     let service = config.api.service();
-    let keys: Vec<u64> = species
-        .iter()
-        .map(|(_, name)| taxon_key(&config.base_url, &service, name))
-        .collect::<Result<_>>()?;
+    let taxa = resolve(&config.species, &config.base_url, &service)?;
     let failed = |name: &str, reason: String| Error::Source {
         service: "gbif",
         reason: format!("occurrence counts of {name:?}: {reason}"),
     };
     let mut months = Vec::new();
     let mut bands: Vec<Band> = Vec::new();
-    let n = species.len();
-    for (i, ((_, name), &key)) in species.iter().zip(&keys).enumerate() {
+    let n = taxa.len();
+    for (i, &Taxon { ref name, key, .. }) in taxa.iter().enumerate() {
         let answer = occurrence_search(
             config,
             &service,
@@ -446,7 +450,7 @@ pub fn prior(config: &GbifPriorConfig) -> Result<Prior> {
             config.base_url,
             service.api_calls()
         ),
-        species.into_iter().map(|(folder, _)| folder).collect(),
+        taxa.into_iter().map(|t| t.folder).collect(),
         months,
         bands,
     );
