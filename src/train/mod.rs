@@ -28,7 +28,7 @@ use crate::context::Prior;
 use crate::dataset::{PhotoSet, Species};
 use crate::metrics;
 use crate::model::card::{DataSummary, FORMAT, FORMAT_VERSION, Preprocessing, Versions};
-use crate::model::{self, ModelCard, ModelDir, Network, WeightsChoice, input};
+use crate::model::{self, ModelCard, ModelDir, Network, TrainedModel, WeightsChoice, input};
 use crate::novelty::{self, Detector, NoveltyCard};
 use crate::{Error, Result, calibrate, files, plot, progress};
 
@@ -127,8 +127,21 @@ pub fn train_on(config: &TrainConfig, data: &TrainingData, out: &Path) -> Result
             None,
         ),
     };
-    let card = fit_novelty(card, data, &dir, &device, embedded)?;
-    fit_prior(card, data, &dir, &device)
+    fit_after_training(card, data, &dir, &device, embedded)
+}
+
+/// What is fitted on the finished network, which is loaded once for both: the unknown-ness
+/// score, then the date and place prior.
+fn fit_after_training(
+    card: ModelCard,
+    data: &TrainingData,
+    dir: &ModelDir,
+    device: &Device,
+    embedded: Option<Embedded>,
+) -> Result<ModelCard> {
+    let model = dir.load(WeightsChoice::Last, device)?;
+    let card = fit_novelty(card, data, dir, &model, embedded)?;
+    fit_prior(card, data, dir, &model)
 }
 
 /// Gives the finished model its prior (`--prior`, or learned from the training photos'
@@ -138,7 +151,7 @@ fn fit_prior(
     mut card: ModelCard,
     data: &TrainingData,
     dir: &ModelDir,
-    device: &Device,
+    model: &TrainedModel,
 ) -> Result<ModelCard> {
     let observations = data.observations.as_ref();
     let mut prior = match (&data.prior, observations) {
@@ -170,7 +183,6 @@ fn fit_prior(
         (None, None) => return Ok(card),
     };
     if let Some(observations) = observations {
-        let model = dir.load(WeightsChoice::Last, device)?;
         let pixels = data.validation.all_pixels();
         let probabilities: Vec<Vec<f32>> = model
             .assess(&pixels)
@@ -213,10 +225,9 @@ fn fit_novelty(
     mut card: ModelCard,
     data: &TrainingData,
     dir: &ModelDir,
-    device: &Device,
+    model: &TrainedModel,
     embedded: Option<Embedded>,
 ) -> Result<ModelCard> {
-    let model = dir.load(WeightsChoice::Last, device)?;
     let features = |set: &PhotoSet| {
         let norm = card.preprocessing.normalisation;
         model::embed(
@@ -224,7 +235,7 @@ fn fit_novelty(
             card.image_size,
             norm,
             &set.all_pixels(),
-            device,
+            &model.device,
         )
         .1
     };
@@ -321,8 +332,7 @@ pub fn resume(out: &Path) -> Result<ModelCard> {
         )?;
     }
     let card = run(card, network, optim, &data, &dir, &device)?;
-    let card = fit_novelty(card, &data, &dir, &device, None)?;
-    fit_prior(card, &data, &dir, &device)
+    fit_after_training(card, &data, &dir, &device, None)
 }
 
 /// The network's seeded initial weights, on the autodiff variant of `device`.
