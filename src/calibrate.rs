@@ -40,8 +40,19 @@ pub struct ReliabilityBin {
 pub fn apply_temperature(probabilities: &[f32], temperature: f64) -> Vec<f32> {
     let logs: Vec<f64> = probabilities
         .iter()
-        .map(|&p| (p as f64).max(FLOOR).ln() / temperature)
+        .map(|&p| log(p) / temperature)
         .collect();
+    from_logs(&logs)
+}
+
+/// The natural logarithm of a probability, floored so that 0 stays finite.
+pub fn log(probability: f32) -> f64 {
+    (probability as f64).max(FLOOR).ln()
+}
+
+/// Probabilities proportional to `exp(logs)`, summing to 1 (the largest log is subtracted
+/// first, so that none overflows).
+pub fn from_logs(logs: &[f64]) -> Vec<f32> {
     let top = logs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let exps: Vec<f64> = logs.iter().map(|l| (l - top).exp()).collect();
     let sum: f64 = exps.iter().sum();

@@ -10,6 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Context;
+use crate::calibrate;
 use crate::dataset::Species;
 use crate::metrics::{accuracy, log_loss};
 
@@ -346,7 +347,7 @@ impl Prior {
             .iter()
             .enumerate()
             .map(|(s, &p)| {
-                let mut l = (p as f64).max(1e-12).ln();
+                let mut l = calibrate::log(p);
                 if let Some(m) = month.filter(|_| used_date) {
                     l += w.month * self.month_share(s, m).ln();
                 }
@@ -356,11 +357,8 @@ impl Prior {
                 l
             })
             .collect();
-        let top = logs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let exps: Vec<f64> = logs.iter().map(|l| (l - top).exp()).collect();
-        let sum: f64 = exps.iter().sum();
         Adjusted {
-            probabilities: exps.iter().map(|e| (e / sum) as f32).collect(),
+            probabilities: calibrate::from_logs(&logs),
             used_date,
             used_place,
         }
