@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::context::{Context, Observations, Prior};
+use crate::context::{Context, Observations, Prior, in_context};
 use crate::dataset::{decode_photo, photos_below};
 use crate::device::Backend;
 use crate::model::{ModelDir, WeightsChoice};
@@ -201,14 +201,8 @@ pub fn rank_in_context(
     context: &Context,
     species: &[String],
 ) -> (Vec<Ranked>, Vec<Ranked>) {
-    match prior
-        .map(|p| p.adjust(calibrated, context))
-        .filter(|a| a.used_date || a.used_place)
-    {
-        Some(adjusted) => (
-            rank(&adjusted.probabilities, species),
-            rank(calibrated, species),
-        ),
+    match in_context(prior, calibrated, context) {
+        Some(adjusted) => (rank(&adjusted, species), rank(calibrated, species)),
         None => (rank(calibrated, species), Vec::new()),
     }
 }

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::context::{Flag, Prior};
+use crate::context::{Flag, Prior, in_context};
 use crate::dataset::Species;
 use crate::device::Backend;
 use crate::model::{ModelDir, WeightsChoice};
@@ -248,10 +248,8 @@ pub fn judge_record(
     prior: Option<&Prior>,
     thresholds: &Thresholds,
 ) -> CheckedRecord {
-    let adjusted = prior
-        .map(|p| p.adjust(calibrated, &record.context))
-        .filter(|a| a.used_date || a.used_place);
-    let p = adjusted.as_ref().map_or(calibrated, |a| &a.probabilities);
+    let adjusted = in_context(prior, calibrated, &record.context);
+    let p = adjusted.as_deref().unwrap_or(calibrated);
     let claimed = species.index_of(record.claimed.trim());
     let (verdict, doubt) = judge(p, species, &record.claimed, thresholds, novelty.as_ref());
     let flags = match (prior, claimed) {

@@ -160,6 +160,19 @@ pub struct Adjusted {
     pub used_place: bool,
 }
 
+/// The probabilities `prior` gives `calibrated` (in species order) in `context`, or None where
+/// there is no prior or it has nothing to say about the context: then the photo alone stands.
+pub fn in_context(
+    prior: Option<&Prior>,
+    calibrated: &[f32],
+    context: &Context,
+) -> Option<Vec<f32>> {
+    prior
+        .map(|p| p.adjust(calibrated, context))
+        .filter(|a| a.used_date || a.used_place)
+        .map(|a| a.probabilities)
+}
+
 /// Species names compared as folder names: `Maniola jurtina` is `maniola_jurtina`.
 pub fn folder_name(name: &str) -> String {
     name.trim().to_lowercase().replace([' ', '-'], "_")
