@@ -63,6 +63,9 @@ pub enum Error {
         reason: String,
     },
 
+    #[error("database {database}: {reason}")]
+    Database { database: String, reason: String },
+
     #[error("cannot write {path}: {reason}")]
     Output { path: PathBuf, reason: String },
 

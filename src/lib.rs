@@ -13,6 +13,7 @@
 //! - [`novelty`]: whether a photo shows one of the model's species at all;
 //! - [`predict`]: ranked species for new photos;
 //! - [`check`]: verdicts on volunteers' records, most doubtful first;
+//! - [`queue`]: the review queue: records, verdicts and validators' decisions in a database;
 //! - [`serve`]: the HTTP service and the reviewers' page;
 //! - [`plot`]: the PNG charts that training and evaluation write.
 //!
@@ -33,6 +34,7 @@ pub mod novelty;
 pub mod plot;
 pub mod predict;
 pub mod progress;
+pub mod queue;
 pub mod serve;
 pub mod sources;
 pub mod train;

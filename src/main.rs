@@ -15,6 +15,9 @@ use vlinder::evaluate::{self, EvaluateConfig};
 use vlinder::files::terminal_text;
 use vlinder::model::backbone;
 use vlinder::predict::{self, PredictConfig};
+use vlinder::queue::export::{self as queue_export, ExportConfig};
+use vlinder::queue::import::{self as queue_import, ImportConfig};
+use vlinder::queue::{self, Role};
 use vlinder::serve::{self, ServeConfig};
 use vlinder::sources::flickr::{self, FlickrConfig};
 use vlinder::sources::gbif::{self, GbifConfig, GbifPriorConfig};
@@ -70,6 +73,38 @@ enum Command {
     /// Make a flight-season and latitude prior for `vlinder train --prior`.
     #[command(subcommand)]
     Prior(PriorCommand),
+    /// The review queue: records and their verdicts in a database, for validators to decide.
+    #[command(subcommand)]
+    Queue(QueueCommand),
+    /// The validators who sign in to the queue's page.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Subcommand)]
+enum QueueCommand {
+    /// Check the records of a CSV as `vlinder check` does and store them in the queue; records
+    /// stored before are skipped, so the same command resumes an interrupted import.
+    Import(ImportConfig),
+    /// Write every record with its verdict and latest decision as CSV.
+    Export(ExportConfig),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user; the password is read from the first line of standard input.
+    Add {
+        /// The name the user signs in with.
+        name: String,
+        #[arg(long, value_enum, default_value_t = Role::Validator)]
+        role: Role,
+        /// Set a new password (and role) for a user who exists; their sessions end.
+        #[arg(long)]
+        replace: bool,
+        /// The queue's database: a SQLite file or a postgres:// URL.
+        #[arg(long, default_value = queue::DEFAULT_DATABASE, value_name = "URL")]
+        database: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -318,6 +353,66 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Serve(config) => {
             serve::run(&config).context("the server stopped")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Queue(QueueCommand::Import(config)) => {
+            let report = queue_import::import(&config).context("the import stopped")?;
+            for (id, line, first) in report.repeated.iter().take(10) {
+                eprintln!(
+                    "warning: id {} on line {line} was first on line {first}; the first is kept",
+                    terminal_text(id)
+                );
+            }
+            if report.repeated.len() > 10 {
+                eprintln!("warning: {} more repeated ids", report.repeated.len() - 10);
+            }
+            if !report.without_id.is_empty() {
+                eprintln!(
+                    "warning: {} records without an id were not stored (lines {:?}); give every record an id",
+                    report.without_id.len(),
+                    &report.without_id[..report.without_id.len().min(10)]
+                );
+            }
+            println!(
+                "{} rows read; {} records checked and stored ({} unreadable, stored as errors), {} stored before by this model, {} re-checked",
+                report.rows, report.stored, report.errors, report.already, report.rechecked
+            );
+            if report.other_model > 0 {
+                println!(
+                    "{} records were checked by another model and kept; give --recheck to check them with {}",
+                    report.other_model, report.model
+                );
+            }
+            println!(
+                "{:.1} s, {:.1} s of it in the database ({})",
+                report.seconds, report.database_seconds, config.database
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Queue(QueueCommand::Export(config)) => {
+            let rows = queue_export::export(&config).context("the export failed")?;
+            println!("{rows} records written to {}", config.out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::User(UserCommand::Add {
+            name,
+            role,
+            replace,
+            database,
+        }) => {
+            let mut password = String::new();
+            std::io::stdin()
+                .read_line(&mut password)
+                .context("cannot read the password from standard input")?;
+            let password = password.trim_end_matches(['\n', '\r']);
+            let runtime = queue::runtime()?;
+            runtime
+                .block_on(async {
+                    let db = queue::Database::open(&database).await?;
+                    db.add_user(&name, role, password, replace).await
+                })
+                .with_context(|| format!("cannot add user {}", terminal_text(&name)))?;
+            println!("{} can sign in as {}", terminal_text(&name), role.as_str());
             Ok(ExitCode::SUCCESS)
         }
         Command::Prior(PriorCommand::Gbif(config)) => {

@@ -236,10 +236,8 @@ fn photo_paths_stay_inside_the_photos_folder_and_only_regular_files_are_read() {
     }
     let records = folder.join("records.csv");
     std::fs::write(&records, csv).unwrap();
-    let config = vlinder::check::CheckConfig {
-        photos_root: None,
-        ..common::check_config(&model, &records)
-    };
+    let mut config = common::check_config(&model, &records);
+    config.input.photos_root = None;
     let results = check::check(&config).unwrap();
     let error = |id: &str| {
         let r = results.records.iter().find(|r| r.record.id == id).unwrap();
@@ -273,11 +271,8 @@ fn photo_paths_stay_inside_the_photos_folder_and_only_regular_files_are_read() {
     assert_eq!(html.matches("data:image/jpeg;base64,").count(), 1);
 
     // --photos-root allows another folder, still only regular files within it.
-    let wider = check::check(&vlinder::check::CheckConfig {
-        photos_root: Some(tmp.path().to_path_buf()),
-        ..config
-    })
-    .unwrap();
+    config.input.photos_root = Some(tmp.path().to_path_buf());
+    let wider = check::check(&config).unwrap();
     let checked: Vec<&str> = wider
         .records
         .iter()
@@ -328,11 +323,9 @@ fn photo_urls_to_private_addresses_are_refused_and_redirects_are_bounded() {
     };
 
     // By default a URL on this machine is refused before anything is sent.
-    let refused = check::check(&vlinder::check::CheckConfig {
-        allow_private_urls: false,
-        ..common::check_config(&model, &records)
-    })
-    .unwrap();
+    let mut config = common::check_config(&model, &records);
+    config.input.allow_private_urls = false;
+    let refused = check::check(&config).unwrap();
     for id in ["h0", "h5", "h6"] {
         let error = error_of(&refused, id).unwrap();
         assert!(

@@ -32,9 +32,9 @@ fn check_with(model: &Path, records: &Path, out: &str, dated: bool) -> CheckResu
     let mut config = common::check_config(model, records);
     config.out = Some(records.with_file_name(out));
     if dated {
-        config.columns.date_column = Some("date".into());
-        config.columns.latitude_column = Some("lat".into());
-        config.columns.longitude_column = Some("lon".into());
+        config.input.columns.date_column = Some("date".into());
+        config.input.columns.latitude_column = Some("lat".into());
+        config.input.columns.longitude_column = Some("lon".into());
     }
     check::check(&config).unwrap()
 }

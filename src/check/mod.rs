@@ -18,16 +18,17 @@ use serde::{Deserialize, Serialize};
 use crate::context::{Flag, Prior, in_context};
 use crate::dataset::Species;
 use crate::device::Backend;
-use crate::model::{ModelDir, WeightsChoice};
+use crate::model::{ModelDir, TrainedModel, WeightsChoice};
 use crate::novelty::Novelty;
 use crate::predict::{Ranked, rank};
 use crate::{Result, progress};
-use records::{Columns, LoadedPhoto, Record, RecordError};
+use records::{Columns, LoadedPhoto, PhotoSources, Record, RecordError};
 pub use verdict::{Thresholds, Verdict, judge};
 
-/// The configuration of `vlinder check`, saved with its results.
+/// What `vlinder check` and `vlinder queue import` read: a model, a records CSV and where its
+/// photos may come from.
 #[derive(Debug, Clone, Serialize, Deserialize, clap::Args)]
-pub struct CheckConfig {
+pub struct CheckInput {
     /// The model directory.
     #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
@@ -46,25 +47,64 @@ pub struct CheckConfig {
     pub allow_private_urls: bool,
     #[command(flatten)]
     pub thresholds: Thresholds,
-    /// Where results.csv, report.html and check.json go (default: RECORDS-check beside the CSV).
-    #[arg(long, value_name = "DIR")]
-    pub out: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = WeightsChoice::Last)]
     pub weights: WeightsChoice,
     #[arg(long, value_enum, default_value_t = Backend::Flex)]
     pub device: Backend,
 }
 
+impl CheckInput {
+    /// Loads the model after checking the thresholds, with warnings for what it lacks.
+    pub fn load_model(&self) -> Result<TrainedModel> {
+        self.thresholds.validate()?;
+        let model = ModelDir::new(&self.model).load(self.weights, &self.device.device()?)?;
+        if let Err(why) = &model.novelty {
+            eprintln!("warning: {why}");
+        }
+        if self.columns.has_context() && model.card.prior.is_none() {
+            eprintln!(
+                "warning: {} has no date and place prior (train it with --observations); dates and places are ignored",
+                self.model.display()
+            );
+        }
+        Ok(model)
+    }
+
+    /// Where the records' photos are read from: paths relative to the CSV's folder, inside
+    /// `--photos-root`.
+    pub fn photo_sources(&self) -> Result<PhotoSources> {
+        let base = match self.records.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let root = self.photos_root.as_ref().unwrap_or(&base);
+        let root = root.canonicalize().map_err(|e| crate::Error::io(root, e))?;
+        Ok(PhotoSources {
+            base,
+            root,
+            web: records::web(self.allow_private_urls),
+        })
+    }
+}
+
+/// The configuration of `vlinder check`, saved with its results.
+#[derive(Debug, Clone, Serialize, Deserialize, clap::Args)]
+pub struct CheckConfig {
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub input: CheckInput,
+    /// Where results.csv, report.html and check.json go (default: RECORDS-check beside the CSV).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
 impl CheckConfig {
     /// The output folder.
     pub fn out_dir(&self) -> PathBuf {
+        let records = &self.input.records;
         self.out.clone().unwrap_or_else(|| {
-            let stem = self
-                .records
-                .file_stem()
-                .unwrap_or_default()
-                .to_string_lossy();
-            self.records.with_file_name(format!("{stem}-check"))
+            let stem = records.file_stem().unwrap_or_default().to_string_lossy();
+            records.with_file_name(format!("{stem}-check"))
         })
     }
 }
@@ -94,9 +134,9 @@ pub struct CheckedRecord {
     /// an unknown-ness score).
     pub novelty: Option<Novelty>,
     pub error: Option<String>,
-    /// A small JPEG of the photo as a data URI, for the HTML report.
+    /// A small JPEG of the photo, for the HTML report and the review queue.
     #[serde(skip)]
-    pub thumbnail: Option<String>,
+    pub thumbnail: Option<Vec<u8>>,
 }
 
 /// Counts per verdict, overall and per claimed species.
@@ -128,88 +168,31 @@ pub struct CheckResults {
 }
 
 /// Records are classified this many at a time, to bound memory on large batches.
-const CHUNK: usize = 256;
+pub const CHUNK: usize = 256;
 
-/// Checks every record of `config.records` and writes the results.
+/// The longer side of the report's thumbnails.
+const REPORT_THUMBNAIL: u32 = 96;
+
+/// Checks every record of `config.input.records` and writes the results.
 pub fn check(config: &CheckConfig) -> Result<CheckResults> {
-    config.thresholds.validate()?;
-    let model = ModelDir::new(&config.model).load(config.weights, &config.device.device()?)?;
-    if let Err(why) = &model.novelty {
-        eprintln!("warning: {why}");
-    }
-    let prior = model.card.prior.as_ref();
-    if config.columns.has_context() && prior.is_none() {
-        eprintln!(
-            "warning: {} has no date and place prior (train it with --observations); dates and places are ignored",
-            config.model.display()
-        );
-    }
-    let rows = records::read(&config.records, &config.columns)?;
-    let base = match config.records.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let root = config.photos_root.as_ref().unwrap_or(&base);
-    let root = root.canonicalize().map_err(|e| crate::Error::io(root, e))?;
-    let size = model.card.image_size;
-    let filter = model.card.preprocessing.resize;
-    let sources = records::PhotoSources {
-        base: &base,
-        root: &root,
-        web: records::web(config.allow_private_urls),
-    };
+    let input = &config.input;
+    let model = input.load_model()?;
+    let sources = input.photo_sources()?;
+    let rows = records::read(&input.records, &input.columns)?;
     let bar = progress::bar(rows.len(), "checking");
     let mut checked = Vec::with_capacity(rows.len());
-    for chunk in rows.chunks(CHUNK) {
-        let loaded: Vec<Result<(Record, LoadedPhoto), RecordError>> = chunk
-            .par_iter()
-            .map(|row| {
-                let record = row.clone()?;
-                match records::load_photo(&record.photo, &sources, size, filter) {
-                    Ok(photo) => Ok((record, photo)),
-                    Err(message) => Err(RecordError {
-                        record: Box::new(record),
-                        message,
-                    }),
-                }
-            })
-            .collect();
-        let pixels: Vec<&[u8]> = loaded
-            .iter()
-            .filter_map(|l| l.as_ref().ok().map(|(_, photo)| photo.pixels.as_slice()))
-            .collect();
-        let mut assessments = model.assess(&pixels).into_iter();
-        for result in loaded {
-            checked.push(match result {
-                Ok((record, photo)) => {
-                    let a = assessments.next().expect("one row per loaded photo");
-                    let mut checked = judge_record(
-                        record,
-                        &a.calibrated,
-                        a.novelty,
-                        &model.card.species,
-                        prior,
-                        &config.thresholds,
-                    );
-                    checked.thumbnail = Some(photo.thumbnail);
-                    checked
-                }
-                Err(e) => CheckedRecord {
-                    record: *e.record,
-                    verdict: None,
-                    claimed_probability: None,
-                    image_claimed_probability: None,
-                    image_ranking: Vec::new(),
-                    flags: Vec::new(),
-                    doubt: 0.0,
-                    ranking: Vec::new(),
-                    novelty: None,
-                    error: Some(e.message),
-                    thumbnail: None,
-                },
-            });
-            bar.inc(1);
-        }
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<_> = rows.by_ref().take(CHUNK).collect();
+        let n = chunk.len() as u64;
+        checked.extend(check_records(
+            &model,
+            chunk,
+            &sources,
+            &input.thresholds,
+            REPORT_THUMBNAIL,
+        ));
+        bar.inc(n);
     }
     bar.finish_and_clear();
     // Most doubtful first; unreadable records after all checked ones, in file order.
@@ -220,6 +203,7 @@ pub fn check(config: &CheckConfig) -> Result<CheckResults> {
             .then(b.doubt.total_cmp(&a.doubt))
             .then(a.record.row.cmp(&b.record.row))
     });
+    let prior = model.card.prior.as_ref();
     let results = CheckResults {
         config: config.clone(),
         species: model.card.species.names().to_vec(),
@@ -234,6 +218,69 @@ pub fn check(config: &CheckConfig) -> Result<CheckResults> {
     };
     report::write(&results, &config.out_dir())?;
     Ok(results)
+}
+
+/// Loads the photos of a batch of records (on all cores), classifies them in one pass and judges
+/// each; a record whose row or photo is unreadable comes back with its error. Thumbnails are
+/// at most `thumbnail` pixels on their longer side.
+pub fn check_records(
+    model: &TrainedModel,
+    rows: Vec<Result<Record, RecordError>>,
+    sources: &PhotoSources,
+    thresholds: &Thresholds,
+    thumbnail: u32,
+) -> Vec<CheckedRecord> {
+    let size = model.card.image_size;
+    let filter = model.card.preprocessing.resize;
+    let loaded: Vec<Result<(Record, LoadedPhoto), RecordError>> = rows
+        .into_par_iter()
+        .map(|row| {
+            let record = row?;
+            match records::load_photo(&record.photo, sources, size, filter, thumbnail) {
+                Ok(photo) => Ok((record, photo)),
+                Err(message) => Err(RecordError {
+                    record: Box::new(record),
+                    message,
+                }),
+            }
+        })
+        .collect();
+    let pixels: Vec<&[u8]> = loaded
+        .iter()
+        .filter_map(|l| l.as_ref().ok().map(|(_, photo)| photo.pixels.as_slice()))
+        .collect();
+    let mut assessments = model.assess(&pixels).into_iter();
+    loaded
+        .into_iter()
+        .map(|result| match result {
+            Ok((record, photo)) => {
+                let a = assessments.next().expect("one row per loaded photo");
+                let mut checked = judge_record(
+                    record,
+                    &a.calibrated,
+                    a.novelty,
+                    &model.card.species,
+                    model.card.prior.as_ref(),
+                    thresholds,
+                );
+                checked.thumbnail = Some(photo.thumbnail);
+                checked
+            }
+            Err(e) => CheckedRecord {
+                record: *e.record,
+                verdict: None,
+                claimed_probability: None,
+                image_claimed_probability: None,
+                image_ranking: Vec::new(),
+                flags: Vec::new(),
+                doubt: 0.0,
+                ranking: Vec::new(),
+                novelty: None,
+                error: Some(e.message),
+                thumbnail: None,
+            },
+        })
+        .collect()
 }
 
 /// A record judged by its photo's calibrated probabilities and, where the model has a prior

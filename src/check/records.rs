@@ -4,7 +4,6 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use crate::context::Context;
@@ -72,40 +71,78 @@ pub struct RecordError {
 
 /// Reads the records; a malformed row becomes an error of its own, the rest are read.
 pub fn read(path: &Path, columns: &Columns) -> Result<Vec<Result<Record, RecordError>>> {
-    let (mut reader, headers) = crate::files::csv_with_header(path)?;
-    let find = |name: &str, option: &str| {
-        headers
-            .iter()
-            .position(|h| h.trim() == name)
-            .ok_or_else(|| Error::Layout {
-                path: path.to_path_buf(),
-                reason: format!(
-                    "no column named {name:?} (columns: {}); name the right one with {option}",
-                    headers.iter().collect::<Vec<_>>().join(", ")
-                ),
-            })
-    };
-    let id = find(&columns.id_column, "--id-column")?;
-    let photo = find(&columns.photo_column, "--photo-column")?;
-    let species = find(&columns.species_column, "--species-column")?;
-    let optional =
-        |name: &Option<String>, option: &str| name.as_deref().map(|n| find(n, option)).transpose();
-    let date = optional(&columns.date_column, "--date-column")?;
-    let latitude = optional(&columns.latitude_column, "--latitude-column")?;
-    let longitude = optional(&columns.longitude_column, "--longitude-column")?;
-    let mut rows = Vec::new();
-    for (i, row) in reader.records().enumerate() {
-        let line = i as u64 + 2;
-        rows.push(match row {
+    Ok(Reader::open(path, columns)?.collect())
+}
+
+/// The records of a CSV one row at a time, so that an export of any size is read in constant
+/// memory; a malformed row is an error of its own.
+pub struct Reader {
+    path: PathBuf,
+    rows: csv::StringRecordsIntoIter<std::fs::File>,
+    /// The positions of the id, photo, species, date, latitude and longitude columns.
+    id: usize,
+    photo: usize,
+    species: usize,
+    date: Option<usize>,
+    latitude: Option<usize>,
+    longitude: Option<usize>,
+    /// Data rows read so far.
+    read: u64,
+}
+
+impl Reader {
+    /// Opens the CSV and finds the named columns, or says which is missing.
+    pub fn open(path: &Path, columns: &Columns) -> Result<Self> {
+        let (reader, headers) = crate::files::csv_with_header(path)?;
+        let find = |name: &str, option: &str| {
+            headers
+                .iter()
+                .position(|h| h.trim() == name)
+                .ok_or_else(|| Error::Layout {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "no column named {name:?} (columns: {}); name the right one with {option}",
+                        headers.iter().collect::<Vec<_>>().join(", ")
+                    ),
+                })
+        };
+        let optional = |name: &Option<String>, option: &str| {
+            name.as_deref().map(|n| find(n, option)).transpose()
+        };
+        Ok(Reader {
+            id: find(&columns.id_column, "--id-column")?,
+            photo: find(&columns.photo_column, "--photo-column")?,
+            species: find(&columns.species_column, "--species-column")?,
+            date: optional(&columns.date_column, "--date-column")?,
+            latitude: optional(&columns.latitude_column, "--latitude-column")?,
+            longitude: optional(&columns.longitude_column, "--longitude-column")?,
+            path: path.to_path_buf(),
+            rows: reader.into_records(),
+            read: 0,
+        })
+    }
+}
+
+impl Iterator for Reader {
+    type Item = Result<Record, RecordError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let row = self.rows.next()?;
+        self.read += 1;
+        let line = self.read + 1;
+        Some(match row {
             Ok(fields) => {
                 let field = |c: Option<usize>| c.and_then(|c| fields.get(c)).unwrap_or_default();
-                let (context, context_warnings) =
-                    Context::parse(field(date), field(latitude), field(longitude));
+                let (context, context_warnings) = Context::parse(
+                    field(self.date),
+                    field(self.latitude),
+                    field(self.longitude),
+                );
                 Ok(Record {
                     row: fields.position().map_or(line, |p| p.line()),
-                    id: field(Some(id)).to_string(),
-                    photo: field(Some(photo)).to_string(),
-                    claimed: field(Some(species)).to_string(),
+                    id: field(Some(self.id)).to_string(),
+                    photo: field(Some(self.photo)).to_string(),
+                    claimed: field(Some(self.species)).to_string(),
                     context,
                     context_warnings,
                 })
@@ -121,30 +158,32 @@ pub fn read(path: &Path, columns: &Columns) -> Result<Vec<Result<Record, RecordE
                         context: Context::default(),
                         context_warnings: Vec::new(),
                     }),
-                    message: format!("line {row} of {}: malformed CSV row ({e})", path.display()),
+                    message: format!(
+                        "line {row} of {}: malformed CSV row ({e})",
+                        self.path.display()
+                    ),
                 })
             }
-        });
+        })
     }
-    Ok(rows)
 }
 
-/// A record's photo, ready for the model, with a thumbnail for the report.
+/// A record's photo, ready for the model, with a thumbnail for the report or the queue.
 pub struct LoadedPhoto {
     pub pixels: Vec<u8>,
-    pub thumbnail: String,
+    /// A JPEG at most `thumbnail` pixels on its longer side.
+    pub thumbnail: Vec<u8>,
 }
 
 /// Largest photo accepted, from a file or a URL.
 const MAX_DOWNLOAD: u64 = 50 * 1024 * 1024;
-const THUMBNAIL: u32 = 96;
 
 /// Where the records' photos come from.
-pub struct PhotoSources<'a> {
+pub struct PhotoSources {
     /// The folder relative paths start from (the CSV's).
-    pub base: &'a Path,
+    pub base: PathBuf,
     /// The folder every local photo must lie inside (canonical).
-    pub root: &'a Path,
+    pub root: PathBuf,
     /// Downloads of photo URLs.
     pub web: Service,
 }
@@ -168,6 +207,7 @@ pub fn load_photo(
     sources: &PhotoSources,
     size: u32,
     filter: ResizeFilter,
+    thumbnail: u32,
 ) -> Result<LoadedPhoto, String> {
     let photo = photo.trim();
     if photo.is_empty() {
@@ -181,12 +221,12 @@ pub fn load_photo(
         (bytes, PathBuf::from(photo))
     } else {
         let path = sources.base.join(photo);
-        (read_local(&path, sources.root)?, path)
+        (read_local(&path, &sources.root)?, path)
     };
     let image = decode::image_from_bytes(&bytes, &origin).map_err(|e| e.to_string())?;
     let mut jpeg = Vec::new();
     image
-        .thumbnail(THUMBNAIL, THUMBNAIL)
+        .thumbnail(thumbnail, thumbnail)
         .to_rgb8()
         .write_to(
             &mut std::io::Cursor::new(&mut jpeg),
@@ -195,10 +235,7 @@ pub fn load_photo(
         .map_err(|e| format!("cannot make a thumbnail: {e}"))?;
     Ok(LoadedPhoto {
         pixels: decode::resize_square(&image, size, filter),
-        thumbnail: format!(
-            "data:image/jpeg;base64,{}",
-            base64::engine::general_purpose::STANDARD.encode(jpeg)
-        ),
+        thumbnail: jpeg,
     })
 }
 

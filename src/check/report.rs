@@ -4,6 +4,8 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use base64::Engine;
+
 use super::{CheckResults, CheckedRecord, Verdict};
 use crate::Result;
 use crate::files::{self, csv_field};
@@ -109,17 +111,17 @@ pub fn html(results: &CheckResults) -> String {
     let _ = write!(
         s,
         "<!doctype html><html lang=en><head><meta charset=utf-8><title>vlinder check: {}</title><style>{STYLE}</style></head><body>",
-        escape(&results.config.records.to_string_lossy())
+        escape(&results.config.input.records.to_string_lossy())
     );
     let _ = write!(
         s,
         "<h1>Records to review</h1><p>{} records from <code>{}</code>, checked with the model in <code>{}</code>; \
          agrees at a probability of the claimed species of at least {}, disagrees at {} or less{}. Most doubtful first.</p>",
         t.records,
-        escape(&results.config.records.to_string_lossy()),
-        escape(&results.config.model.to_string_lossy()),
-        results.config.thresholds.agree,
-        results.config.thresholds.disagree,
+        escape(&results.config.input.records.to_string_lossy()),
+        escape(&results.config.input.model.to_string_lossy()),
+        results.config.input.thresholds.agree,
+        results.config.input.thresholds.disagree,
         results.temperature.map_or(String::new(), |t| format!(
             "; probabilities calibrated (temperature {t:.2})"
         ))
@@ -141,7 +143,7 @@ pub fn html(results: &CheckResults) -> String {
              the photo alone's probabilities are shown beside. A claimed species with under {:.1}% of its records \
              in the record's month or latitude band is flagged, whatever the photo shows.</p>",
             escape(source),
-            100.0 * results.config.thresholds.rare_below
+            100.0 * results.config.input.thresholds.rare_below
         );
         let flagged: Vec<String> = t
             .by_flag
@@ -201,9 +203,10 @@ pub fn html(results: &CheckResults) -> String {
             (None, Some(e)) => format!("error: {}", escape(e)),
             (None, None) => "error".to_string(),
         };
-        let thumb = r.thumbnail.as_ref().map_or(String::new(), |t| {
+        let thumb = r.thumbnail.as_ref().map_or(String::new(), |jpeg| {
             format!(
-                "<img src=\"{t}\" alt=\"photo of record {}\">",
+                "<img src=\"data:image/jpeg;base64,{}\" alt=\"photo of record {}\">",
+                base64::engine::general_purpose::STANDARD.encode(jpeg),
                 escape(&r.record.id)
             )
         });

@@ -143,6 +143,25 @@ impl ModelDir {
         Ok(())
     }
 
+    /// A short name for exactly this model: the directory's name and the first 12 hex digits of
+    /// the sha256 of its card and the chosen weights, so that records checked by it can be told
+    /// from those a retrained model checked.
+    pub fn identity(&self, choice: WeightsChoice) -> Result<String> {
+        use sha2::{Digest, Sha256};
+        let mut digest = Sha256::new();
+        for path in [self.card_path(), self.weights_path(choice)] {
+            digest.update(std::fs::read(&path).map_err(|e| Error::io(&path, e))?);
+        }
+        let name = self
+            .path
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "model".into());
+        let hash = format!("{:x}", digest.finalize());
+        Ok(format!("{name}@{}", &hash[..12]))
+    }
+
     /// Loads the model for inference on `device`.
     pub fn load(&self, choice: WeightsChoice, device: &Device) -> Result<TrainedModel> {
         let card = self.read_card()?;

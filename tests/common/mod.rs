@@ -216,6 +216,15 @@ pub fn web_server(answer: impl Fn(&str) -> (&'static str, Vec<u8>) + Send + 'sta
 /// `vlinder check` of `records` with `model` and the default columns and thresholds.
 pub fn check_config(model: &Path, records: &Path) -> vlinder::check::CheckConfig {
     vlinder::check::CheckConfig {
+        input: check_input(model, records),
+        out: None,
+    }
+}
+
+/// What `check` and `queue import` read: `records` with `model`, the default columns and
+/// thresholds, photos from anywhere.
+pub fn check_input(model: &Path, records: &Path) -> vlinder::check::CheckInput {
+    vlinder::check::CheckInput {
         model: model.to_path_buf(),
         records: records.to_path_buf(),
         columns: vlinder::check::records::Columns {
@@ -231,7 +240,6 @@ pub fn check_config(model: &Path, records: &Path) -> vlinder::check::CheckConfig
         // Photo URLs in the tests are served on 127.0.0.1.
         allow_private_urls: true,
         thresholds: vlinder::check::Thresholds::default(),
-        out: None,
         weights: vlinder::model::WeightsChoice::Last,
         device: Backend::Flex,
     }
