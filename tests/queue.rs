@@ -615,3 +615,258 @@ fn user_add_reads_the_password_from_standard_input() {
     .unwrap();
     assert_eq!(signed.user.role, Role::Admin);
 }
+
+/// An answer: status, headers we look at, body.
+struct Answer {
+    status: u16,
+    cookie: Option<String>,
+    retry_after: Option<String>,
+    body: String,
+}
+
+impl Answer {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+/// A request with an optional session cookie, CSRF token and JSON body.
+fn call(
+    method: &str,
+    url: &str,
+    cookie: Option<&str>,
+    csrf: Option<&str>,
+    body: Option<serde_json::Value>,
+    language: Option<&str>,
+) -> Answer {
+    let agent = common::agent();
+    let mut request = ureq::http::Request::builder().method(method).uri(url);
+    if let Some(cookie) = cookie {
+        request = request.header("Cookie", cookie);
+    }
+    if let Some(csrf) = csrf {
+        request = request.header("X-CSRF-Token", csrf);
+    }
+    if let Some(language) = language {
+        request = request.header("Accept-Language", language);
+    }
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    if !body.is_empty() {
+        request = request.header("Content-Type", "application/json");
+    }
+    let mut response = agent.run(request.body(body).unwrap()).unwrap();
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    let (cookie, retry_after) = (header("set-cookie"), header("retry-after"));
+    Answer {
+        status: response.status().as_u16(),
+        cookie,
+        retry_after,
+        body: String::from_utf8_lossy(&response.body_mut().read_to_vec().unwrap()).into_owned(),
+    }
+}
+
+#[test]
+fn validators_sign_in_decide_over_http_and_the_second_is_told() {
+    let tmp = tempfile::tempdir().unwrap();
+    let records = records(tmp.path(), 9);
+    for url in databases(tmp.path(), "http") {
+        import(&import_config(&records, &url)).unwrap();
+        with_db(&url, async |db| {
+            db.add_user("anna", Role::Validator, "correct horse battery", false)
+                .await
+                .unwrap();
+            db.add_user("bram", Role::Admin, "another long password", false)
+                .await
+                .unwrap();
+        });
+        let mut config = common::serve_args(&model().1, &["--database", &url]);
+        config.addr = "127.0.0.1:0".parse().unwrap();
+        let server = common::Server::with(config);
+        let at = |path: &str| server.url(path);
+
+        // The page speaks the browser's language; the API wants a session.
+        let page = call(
+            "GET",
+            &at("/queue"),
+            None,
+            None,
+            None,
+            Some("nl-NL,nl;q=0.9"),
+        );
+        assert_eq!(page.status, 200);
+        assert!(page.body.contains("<html lang=\"nl\">"));
+        assert_eq!(
+            call("GET", &at("/v1/queue"), None, None, None, None).status,
+            401
+        );
+        let forged = call(
+            "GET",
+            &at("/v1/queue"),
+            Some("vlinder_session=00ff"),
+            None,
+            None,
+            None,
+        );
+        assert_eq!(forged.status, 401);
+
+        let sign_in = |name: &str, password: &str| {
+            call(
+                "POST",
+                &at("/v1/session"),
+                None,
+                None,
+                Some(serde_json::json!({"name": name, "password": password})),
+                None,
+            )
+        };
+        for _ in 0..5 {
+            assert_eq!(sign_in("anna", "not her password").status, 401);
+        }
+        let locked = sign_in("anna", "correct horse battery");
+        assert_eq!(locked.status, 429, "{}", locked.body);
+        assert!(locked.retry_after.is_some());
+        // Another name is not locked out by anna's failures.
+        let bram = sign_in("bram", "another long password");
+        assert_eq!(bram.status, 200, "{}", bram.body);
+        let set = bram.cookie.clone().unwrap();
+        assert!(
+            set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+            "{set}"
+        );
+        let cookie = set.split(';').next().unwrap().to_string();
+        let csrf = bram.json()["csrf"].as_str().unwrap().to_string();
+        assert_eq!(bram.json()["role"], "admin");
+        assert_eq!(bram.json()["species"].as_array().unwrap().len(), 3);
+        assert_eq!(bram.json()["species"][0]["nl"], "Oranjetipje");
+
+        let get = |path: &str| call("GET", &at(path), Some(&cookie), None, None, None);
+        let queue = get("/v1/queue?limit=4");
+        assert_eq!(queue.status, 200);
+        let first = queue.json();
+        assert_eq!(first["records"].as_array().unwrap().len(), 4);
+        let next = &first["next"];
+        let rest = get(&format!(
+            "/v1/queue?limit=100&after_doubt={}&after_id={}",
+            next[0],
+            next[1].as_str().unwrap()
+        ))
+        .json();
+        assert_eq!(rest["records"].as_array().unwrap().len(), 6);
+        assert!(rest["next"].is_null());
+        assert_eq!(get("/v1/queue?from=2021-13-01").status, 400);
+        let id = first["records"][0]["id"].as_str().unwrap().to_string();
+        let view = get(&format!("/v1/records/{id}"));
+        assert_eq!(view.status, 200);
+        assert_eq!(view.json()["decisions"], 0);
+        let photo = get(&format!("/v1/records/{id}/photo"));
+        assert_eq!(photo.status, 200);
+        assert_eq!(get("/v1/records/nope").status, 404);
+
+        let decide = |cookie: &str, csrf: Option<&str>, record: &str, body: serde_json::Value| {
+            call(
+                "POST",
+                &at(&format!("/v1/records/{record}/decisions")),
+                Some(cookie),
+                csrf,
+                Some(body),
+                None,
+            )
+        };
+        let confirm = serde_json::json!({"decision": "confirm", "replaces": 0});
+        assert_eq!(
+            decide(&cookie, None, &id, confirm.clone()).status,
+            403,
+            "no CSRF token"
+        );
+        assert_eq!(
+            decide(&cookie, Some("forged"), &id, confirm.clone()).status,
+            403
+        );
+        let unknown = decide(
+            &cookie,
+            Some(&csrf),
+            &id,
+            serde_json::json!({"decision": "correct", "species": "pieris_rapae", "replaces": 0}),
+        );
+        assert_eq!(unknown.status, 422, "{}", unknown.body);
+        assert_eq!(
+            decide(&cookie, Some(&csrf), "nope", confirm.clone()).status,
+            404
+        );
+        let stored = decide(&cookie, Some(&csrf), &id, confirm.clone());
+        assert_eq!(stored.status, 201, "{}", stored.body);
+
+        // anna, once her lockout is over (a new server forgets it), decides the same record
+        // from the page she loaded before: 409 with bram's decision.
+        let _ = server.shutdown();
+        let mut config = common::serve_args(&model().1, &["--database", &url]);
+        config.addr = "127.0.0.1:0".parse().unwrap();
+        let server = common::Server::with(config);
+        let at = |path: &str| server.url(path);
+        let anna = call(
+            "POST",
+            &at("/v1/session"),
+            None,
+            None,
+            Some(serde_json::json!({"name": "anna", "password": "correct horse battery"})),
+            None,
+        );
+        assert_eq!(anna.status, 200);
+        let anna_cookie = anna
+            .cookie
+            .clone()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        let anna_csrf = anna.json()["csrf"].as_str().unwrap().to_string();
+        let late = call(
+            "POST",
+            &at(&format!("/v1/records/{id}/decisions")),
+            Some(&anna_cookie),
+            Some(&anna_csrf),
+            Some(
+                serde_json::json!({"decision": "correct", "species": "celastrina_argiolus", "replaces": 0}),
+            ),
+            None,
+        );
+        assert_eq!(late.status, 409, "{}", late.body);
+        assert_eq!(late.json()["decision"]["validator"], "bram");
+        assert_eq!(late.json()["decision"]["decision"], "confirm");
+        // The old session still works on the new server (sessions live in the database);
+        // bram's CSRF token is not anna's.
+        let export = call(
+            "GET",
+            &at("/v1/export"),
+            Some(&anna_cookie),
+            None,
+            None,
+            None,
+        );
+        assert_eq!(export.status, 403, "validators do not export");
+        let export = call("GET", &at("/v1/export"), Some(&cookie), None, None, None);
+        assert_eq!(export.status, 200);
+        assert_eq!(export.body.lines().count(), 11);
+        assert!(export.body.contains(&format!("{id},")) && export.body.contains(",confirm,,bram,"));
+        let out = call(
+            "DELETE",
+            &at("/v1/session"),
+            Some(&cookie),
+            Some(&csrf),
+            None,
+            None,
+        );
+        assert_eq!(out.status, 204);
+        assert_eq!(
+            call("GET", &at("/v1/queue"), Some(&cookie), None, None, None).status,
+            401
+        );
+        server.shutdown().unwrap();
+    }
+}

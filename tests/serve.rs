@@ -31,18 +31,11 @@ fn tiny_model(dir: &Path) -> PathBuf {
     out
 }
 
-/// The command line `vlinder serve --model MODEL ...` as a config, so that every option the test
-/// does not name has the command's own default.
-fn serve_args(model: &Path, extra: &[&str]) -> ServeConfig {
-    use clap::Parser;
-    #[derive(clap::Parser)]
-    struct Command {
-        #[command(flatten)]
-        serve: ServeConfig,
-    }
-    let mut args = vec!["serve", "--model", model.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    Command::try_parse_from(args).unwrap().serve
+/// Builds the application as `vlinder serve` would, on a runtime of its own.
+fn app(config: &ServeConfig) -> vlinder::Result<axum::Router> {
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(serve::app(config))
 }
 
 fn serve_config(model: &Path, max_upload_bytes: usize, timeout_seconds: u64) -> ServeConfig {
@@ -55,58 +48,12 @@ fn serve_config(model: &Path, max_upload_bytes: usize, timeout_seconds: u64) -> 
     }
 }
 
-struct Server {
-    addr: SocketAddr,
-    stop: tokio::sync::mpsc::UnboundedSender<()>,
-    thread: Option<std::thread::JoinHandle<vlinder::Result<()>>>,
-}
+use common::{Server, agent, serve_args};
 
 impl Server {
     fn start(model: &Path, max_upload_bytes: usize, timeout_seconds: u64) -> Server {
         Server::with(serve_config(model, max_upload_bytes, timeout_seconds))
     }
-
-    fn with(config: ServeConfig) -> Server {
-        let (stop, stopped) = tokio::sync::mpsc::unbounded_channel();
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Runtime::new().unwrap();
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::bind(config.addr).await.unwrap();
-                addr_tx.send(listener.local_addr().unwrap()).unwrap();
-                serve::serve(&config, listener, stopped).await
-            })
-        });
-        let addr = addr_rx.recv_timeout(Duration::from_secs(30)).unwrap();
-        Server {
-            addr,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// Asks the server to stop (a first Ctrl-C), without waiting.
-    fn begin_shutdown(&self) {
-        self.stop.send(()).unwrap();
-    }
-
-    /// Stops the server gracefully and returns what `serve` returned.
-    fn shutdown(mut self) -> vlinder::Result<()> {
-        self.stop.send(()).unwrap();
-        self.thread.take().unwrap().join().unwrap()
-    }
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .new_agent()
 }
 
 /// Status and parsed JSON body of a POST.
@@ -166,7 +113,7 @@ fn every_endpoint_answers_and_bad_inputs_get_json_errors() {
 
     // A deadline past the clock's range is a range error, not a panic.
     for timeout in [0, u64::MAX] {
-        let err = serve::app(&serve_config(&model, 300_000, timeout))
+        let err = app(&serve_config(&model, 300_000, timeout))
             .unwrap_err()
             .to_string();
         assert!(
@@ -189,7 +136,7 @@ fn every_endpoint_answers_and_bad_inputs_get_json_errors() {
         ("--max-connections", "0", "between 1 and 65536"),
         ("--decoders", "0", "between 1 and 1024"),
     ] {
-        let err = serve::app(&serve_args(&model, &[option, value]))
+        let err = app(&serve_args(&model, &[option, value]))
             .unwrap_err()
             .to_string();
         assert!(

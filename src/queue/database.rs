@@ -178,59 +178,36 @@ impl Database {
         }
     }
 
-    /// The schema version stored in the database (0 for a new one).
-    pub async fn version(&self) -> Result<i64> {
-        sqlx::query("CREATE TABLE IF NOT EXISTS vlinder_schema (version BIGINT NOT NULL)")
-            .execute(&self.pool)
-            .await
-            .map_err(|e| self.error("cannot create the schema table", e))?;
-        let row = sqlx::query("SELECT MAX(version) AS version FROM vlinder_schema")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| self.error("cannot read the schema version", e))?;
-        Ok(row
-            .try_get::<Option<i64>, _>("version")
-            .ok()
-            .flatten()
-            .unwrap_or(0))
-    }
-
-    /// Applies the migrations the database lacks, each in a transaction; several processes may
-    /// start at once (shards), so on PostgreSQL they take turns through an advisory lock and
-    /// on SQLite through the write lock.
+    /// Applies the migrations the database lacks, in one transaction. Several processes may
+    /// start at once (shards): on PostgreSQL they take turns through an advisory lock taken
+    /// before anything else (even `CREATE TABLE IF NOT EXISTS` races there), on SQLite through
+    /// the write lock that the transaction's first write takes.
     async fn migrate(&self) -> Result<()> {
-        let latest = MIGRATIONS.len() as i64;
-        let found = self.version().await?;
-        if found > latest {
-            return Err(self.error(
-                "made by a newer vlinder",
-                format!(
-                    "schema version {found}, this vlinder knows up to {latest}; use a newer vlinder or another database"
-                ),
-            ));
-        }
-        if found == latest {
-            return Ok(());
+        const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS vlinder_schema (version BIGINT NOT NULL)";
+        if self.engine == Engine::Sqlite {
+            sqlx::query(SCHEMA)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| self.error("cannot create the schema table", e))?;
         }
         let mut tx = self
             .pool
             .begin()
             .await
             .map_err(|e| self.error("cannot start the migration", e))?;
-        match self.engine {
-            Engine::Postgres => {
-                sqlx::query("SELECT pg_advisory_xact_lock(7001)")
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| self.error("cannot lock for the migration", e))?;
-            }
-            Engine::Sqlite => {
-                // Any write takes SQLite's lock for the rest of the transaction.
-                sqlx::query("DELETE FROM vlinder_schema WHERE version < 0")
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| self.error("cannot lock for the migration", e))?;
-            }
+        let lock = match self.engine {
+            Engine::Postgres => "SELECT pg_advisory_xact_lock(7001)",
+            Engine::Sqlite => "DELETE FROM vlinder_schema WHERE version < 0",
+        };
+        sqlx::query(lock)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.error("cannot lock for the migration", e))?;
+        if self.engine == Engine::Postgres {
+            sqlx::query(SCHEMA)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.error("cannot create the schema table", e))?;
         }
         let row = sqlx::query("SELECT MAX(version) AS version FROM vlinder_schema")
             .fetch_one(&mut *tx)
@@ -241,6 +218,15 @@ impl Database {
             .ok()
             .flatten()
             .unwrap_or(0);
+        let latest = MIGRATIONS.len() as i64;
+        if found > latest {
+            return Err(self.error(
+                "made by a newer vlinder",
+                format!(
+                    "schema version {found}, this vlinder knows up to {latest}; use a newer vlinder or another database"
+                ),
+            ));
+        }
         for (i, statements) in MIGRATIONS.iter().enumerate().skip(found as usize) {
             for statement in *statements {
                 let statement = match self.engine {

@@ -12,6 +12,7 @@
 //! idle connections), at most `--max-connections` are open (a further one gets 503), and a
 //! shutdown waits at most `--shutdown-seconds` for the requests in flight.
 
+mod review;
 mod upload;
 
 use std::collections::HashMap;
@@ -88,6 +89,20 @@ pub struct ServeConfig {
     pub weights: WeightsChoice,
     #[arg(long, value_enum, default_value_t = Backend::Flex)]
     pub device: Backend,
+    /// The review queue's database (a SQLite file or a postgres:// URL, as `vlinder queue
+    /// import` filled it): validators sign in at /queue and decide its records.
+    #[arg(long, value_name = "URL")]
+    pub database: Option<String>,
+    /// Species' common names for the queue's page: a CSV with the columns scientific, nl, en
+    /// (default: the Dutch butterflies built into vlinder).
+    #[arg(long, value_name = "FILE")]
+    pub names: Option<PathBuf>,
+    /// How long a validator stays signed in.
+    #[arg(long, default_value_t = 12)]
+    pub session_hours: u64,
+    /// Mark the session cookie Secure (for a server behind HTTPS).
+    #[arg(long)]
+    pub secure_cookies: bool,
 }
 
 /// A request for the model thread.
@@ -107,6 +122,8 @@ struct AppState {
     decoders: Arc<Semaphore>,
     jobs: mpsc::Sender<Job>,
     model: Arc<ModelHealth>,
+    /// The review queue, when the server has a database.
+    review: Option<Arc<review::Review>>,
 }
 
 /// What the model thread has done, for `/healthz`.
@@ -228,6 +245,13 @@ fn validate(config: &ServeConfig) -> Result<()> {
             "between 1 and 1024",
         ));
     }
+    if !(1..=24 * 365).contains(&config.session_hours) {
+        return Err(Error::invalid(
+            "session-hours",
+            config.session_hours,
+            "between 1 and 8760",
+        ));
+    }
     if !(1..=65_536).contains(&config.max_connections) {
         return Err(Error::invalid(
             "max-connections",
@@ -238,9 +262,25 @@ fn validate(config: &ServeConfig) -> Result<()> {
     Ok(())
 }
 
-/// Loads the model and builds the HTTP application; the model thread ends with the app.
-pub fn app(config: &ServeConfig) -> Result<Router> {
+/// Loads the model (and opens the queue's database) and builds the HTTP application; the model
+/// thread ends with the app.
+pub async fn app(config: &ServeConfig) -> Result<Router> {
     validate(config)?;
+    let review = match &config.database {
+        Some(url) => {
+            let names = match &config.names {
+                Some(path) => crate::queue::names::Names::read(path)?,
+                None => crate::queue::names::Names::built_in(),
+            };
+            Some(Arc::new(review::Review::new(
+                crate::queue::Database::open(url).await?,
+                names,
+                config.session_hours as i64 * 3600,
+                config.secure_cookies,
+            )))
+        }
+        None => None,
+    };
     let model = ModelDir::new(&config.model).load(config.weights, &config.device.device()?)?;
     if let Err(why) = &model.novelty {
         eprintln!("warning: {why}");
@@ -259,6 +299,7 @@ pub fn app(config: &ServeConfig) -> Result<Router> {
         decoders: Arc::new(Semaphore::new(decoders)),
         jobs,
         model: health,
+        review,
     });
     Ok(Router::new()
         .route("/", get(page))
@@ -266,11 +307,23 @@ pub fn app(config: &ServeConfig) -> Result<Router> {
         .route("/v1/model", get(model_card))
         .route("/v1/classify", post(classify))
         .route("/v1/check", post(check))
+        .route("/queue", get(review::page))
+        .route(
+            "/v1/session",
+            get(review::whoami)
+                .post(review::sign_in)
+                .delete(review::sign_out),
+        )
+        .route("/v1/queue", get(review::queue))
+        .route("/v1/records/{id}", get(review::record))
+        .route("/v1/records/{id}/photo", get(review::photo))
+        .route("/v1/records/{id}/decisions", post(review::decide))
+        .route("/v1/export", get(review::export_csv))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
-                "no such endpoint; see GET /v1/model, POST /v1/classify, POST /v1/check",
+                "no such endpoint; see GET /v1/model, POST /v1/classify, POST /v1/check, and with --database GET /queue",
             )
         })
         .method_not_allowed_fallback(|method: axum::http::Method| async move {
@@ -344,7 +397,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     mut stop: mpsc::UnboundedReceiver<()>,
 ) -> Result<()> {
-    let app = app(config)?;
+    let app = app(config).await?;
     let header_timeout = Duration::from_secs(config.header_timeout_seconds);
     let slots = Arc::new(Semaphore::new(config.max_connections));
     let (closing, closing_seen) = watch::channel(false);

@@ -423,3 +423,72 @@ pub fn small_real_jpeg(n: usize) -> Vec<u8> {
     .unwrap();
     bytes
 }
+
+/// `vlinder serve` with `config` on a thread of its own, listening on the port `config.addr`
+/// names (0: any free one).
+pub struct Server {
+    pub addr: std::net::SocketAddr,
+    stop: tokio::sync::mpsc::UnboundedSender<()>,
+    pub thread: Option<std::thread::JoinHandle<vlinder::Result<()>>>,
+}
+
+impl Server {
+    pub fn with(config: vlinder::serve::ServeConfig) -> Server {
+        let (stop, stopped) = tokio::sync::mpsc::unbounded_channel();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(config.addr).await.unwrap();
+                addr_tx.send(listener.local_addr().unwrap()).unwrap();
+                vlinder::serve::serve(&config, listener, stopped).await
+            })
+        });
+        let addr = addr_rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .unwrap();
+        Server {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Asks the server to stop (a first Ctrl-C), without waiting.
+    pub fn begin_shutdown(&self) {
+        self.stop.send(()).unwrap();
+    }
+
+    /// Stops the server gracefully and returns what `serve` returned.
+    pub fn shutdown(mut self) -> vlinder::Result<()> {
+        self.stop.send(()).unwrap();
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+/// An HTTP client that returns 4xx and 5xx answers instead of failing on them.
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(30)))
+        .build()
+        .new_agent()
+}
+
+/// The command line `vlinder serve --model MODEL ...` as a config, so that every option the test
+/// does not name has the command's own default.
+pub fn serve_args(model: &Path, extra: &[&str]) -> vlinder::serve::ServeConfig {
+    use clap::Parser;
+    #[derive(clap::Parser)]
+    struct Command {
+        #[command(flatten)]
+        serve: vlinder::serve::ServeConfig,
+    }
+    let mut args = vec!["serve", "--model", model.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    Command::try_parse_from(args).unwrap().serve
+}
