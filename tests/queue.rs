@@ -870,3 +870,63 @@ fn validators_sign_in_decide_over_http_and_the_second_is_told() {
         server.shutdown().unwrap();
     }
 }
+
+#[test]
+fn training_adds_the_photos_validators_confirmed_or_corrected() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Six photos the model never saw (the quick model took each species' first 20).
+    let mut csv = String::from("id,photo,species,date\n");
+    for (s, species) in SPECIES.iter().enumerate() {
+        let mut names: Vec<_> = std::fs::read_dir(common::sample().join(species))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        names.sort();
+        for (i, photo) in names[40..42].iter().enumerate() {
+            writeln!(csv, "n{s}{i},{},{species},", photo.display()).unwrap();
+        }
+    }
+    let records = tmp.path().join("new.csv");
+    std::fs::write(&records, csv).unwrap();
+    let data = common::subset(tmp.path(), &SPECIES, 20);
+    for url in databases(tmp.path(), "reviewed") {
+        import(&import_config(&records, &url)).unwrap();
+        with_db(&url, async |db| {
+            let decide = async |id: &str, decision, species: Option<&str>| {
+                let new = NewDecision {
+                    decision,
+                    species: species.map(String::from),
+                    comment: None,
+                    replaces: 0,
+                };
+                db.decide(id, "anna", &new).await.unwrap().unwrap();
+            };
+            decide("n00", DecisionKind::Confirm, None).await;
+            decide("n01", DecisionKind::Correct, Some("celastrina_argiolus")).await;
+            decide("n10", DecisionKind::CannotTell, None).await;
+            decide("n20", DecisionKind::Correct, Some("pieris_rapae")).await;
+        });
+        let mut config = common::quick_config(&data, 1);
+        config.reviewed = Some(url.clone());
+        let out = tmp.path().join(format!("model-{}", url.len()));
+        let _serial = common::training_lock();
+        vlinder::train::train(&config, &out).unwrap();
+        let card = vlinder::model::ModelDir::new(&out).read_card().unwrap();
+        let without = vlinder::dataset::ImageFolder::scan(&data)
+            .unwrap()
+            .photos
+            .len();
+        let split: usize =
+            card.data.train.values().sum::<usize>() + card.data.validation.values().sum::<usize>();
+        // n00 as an orange-tip, n01 corrected to a holly blue; the undecided, the cannot-tell
+        // and the correction to a species the model does not know are not added.
+        assert_eq!(split, without + 2, "{url}: {:?}", card.data);
+        assert!(
+            card.data
+                .skipped
+                .iter()
+                .any(|s| s.reason.contains("pieris_rapae"))
+        );
+        assert_eq!(card.training.reviewed.as_deref(), Some(url.as_str()));
+    }
+}

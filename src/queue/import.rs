@@ -168,7 +168,17 @@ pub fn import(config: &ImportConfig) -> Result<ImportReport> {
         }
         let n = ids.len() as u64;
         if !todo.is_empty() {
-            let checked = check_records(&model, todo, &sources, &input.thresholds, THUMBNAIL);
+            let mut checked = check_records(&model, todo, &sources, &input.thresholds, THUMBNAIL);
+            // Paths relative to the CSV mean nothing once in the database: keep where the
+            // photo is, for the page and for `train --reviewed`.
+            for r in &mut checked {
+                let photo = r.record.photo.trim();
+                if !photo.starts_with("http://") && !photo.starts_with("https://") {
+                    if let Ok(path) = sources.base.join(photo).canonicalize() {
+                        r.record.photo = path.display().to_string();
+                    }
+                }
+            }
             report.errors += checked.iter().filter(|r| r.error.is_some()).count() as u64;
             report.stored += checked.len() as u64;
             clock.wait(database.store(&checked, &model_id))?;

@@ -494,6 +494,29 @@ impl Database {
         }
     }
 
+    /// The photo and species of every record whose latest decision confirms its claim or
+    /// corrects it.
+    pub async fn reviewed(&self) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query(
+            "SELECT photo, claimed, decision, decided_species FROM records \
+             WHERE decision IN ('confirm', 'correct') ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.error("cannot read the reviewed records", e))?;
+        Ok(rows
+            .iter()
+            .filter_map(|row| {
+                let photo: String = row.try_get("photo").ok()?;
+                let species = match row.try_get::<String, _>("decision").ok()?.as_str() {
+                    "correct" => row.try_get::<Option<String>, _>("decided_species").ok()??,
+                    _ => row.try_get("claimed").ok()?,
+                };
+                Some((photo, species))
+            })
+            .collect())
+    }
+
     /// How many records the queue holds.
     pub async fn count(&self) -> Result<i64> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM records")

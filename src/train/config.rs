@@ -102,6 +102,12 @@ pub struct TrainConfig {
     #[arg(long, value_name = "PRIOR.json")]
     #[serde(default)]
     pub prior: Option<PathBuf>,
+    /// A review queue's database (a SQLite file or a postgres:// URL; give a password in
+    /// PGPASSWORD rather than the URL): the photos of records validators confirmed or corrected
+    /// are added to the training photos, labelled with the validators' species.
+    #[arg(long, value_name = "URL")]
+    #[serde(default)]
+    pub reviewed: Option<String>,
     /// The share of validation photos whose unknown-ness score must pass: the rest of them,
     /// and photos less like the known species, are called `unknown`.
     #[arg(long, default_value_t = defaults().keep)]
@@ -330,6 +336,7 @@ impl Default for TrainConfig {
             others: None,
             observations: None,
             prior: None,
+            reviewed: None,
             keep: 0.95,
             no_augment: false,
             augment: AugmentParams::default(),

@@ -61,6 +61,11 @@ impl TrainingData {
                     ));
                 }
             };
+        let mut train = train;
+        if let Some(url) = &config.reviewed {
+            let reviewed = load_reviewed(url, &species, &train, &validation, &mut skipped)?;
+            train.extend(reviewed);
+        }
         let (train, bad_train) = PhotoSet::decode(
             &train,
             config.model.image_size,
@@ -111,6 +116,52 @@ impl TrainingData {
             prior,
         })
     }
+}
+
+/// The photos of records validators confirmed or corrected in the queue at `url`, labelled with
+/// their species: those of other species, photos given by URL and photos already among the
+/// training or validation photos are skipped with the reason.
+fn load_reviewed(
+    url: &str,
+    species: &Species,
+    train: &[Photo],
+    validation: &[Photo],
+    skipped: &mut Vec<SkippedPhoto>,
+) -> Result<Vec<Photo>> {
+    let runtime = crate::queue::runtime()?;
+    let reviewed =
+        runtime.block_on(async { crate::queue::Database::open(url).await?.reviewed().await })?;
+    let known: std::collections::HashSet<std::path::PathBuf> = train
+        .iter()
+        .chain(validation)
+        .filter_map(|p| p.path.canonicalize().ok())
+        .collect();
+    let mut photos = Vec::new();
+    for (photo, name) in reviewed {
+        let path = std::path::PathBuf::from(&photo);
+        let skip = |reason: String| SkippedPhoto {
+            path: path.clone(),
+            reason,
+        };
+        match species.index_of(&name) {
+            _ if photo.starts_with("http://") || photo.starts_with("https://") => skipped.push(
+                skip("a reviewed record's photo given by URL; only local photos are added".into()),
+            ),
+            None => skipped.push(skip(format!(
+                "reviewed as {name}, which is not one of the training species"
+            ))),
+            Some(_) if path.canonicalize().is_ok_and(|p| known.contains(&p)) => skipped.push(skip(
+                "a reviewed record's photo that is already a training or validation photo".into(),
+            )),
+            Some(label) => photos.push(Photo { path, label }),
+        }
+    }
+    eprintln!(
+        "{} photos of reviewed records added to the training photos from {}",
+        photos.len(),
+        crate::queue::database::without_password(url)
+    );
+    Ok(photos)
 }
 
 /// Reads `--observations` and `--prior`, so that a bad file stops the run before training;

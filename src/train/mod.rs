@@ -102,7 +102,14 @@ pub fn train_on(config: &TrainConfig, data: &TrainingData, out: &Path) -> Result
         }
         .into(),
         parameters: network.num_params(),
-        training: config.clone(),
+        training: TrainConfig {
+            // The card is shared; a password in the URL must not be.
+            reviewed: config
+                .reviewed
+                .as_deref()
+                .map(crate::queue::database::without_password),
+            ..config.clone()
+        },
         data: DataSummary {
             train: per_species(&data.train, &data.species),
             validation: per_species(&data.validation, &data.species),

@@ -139,6 +139,7 @@ pub fn quick_config(data: &Path, epochs: usize) -> TrainConfig {
         fine_tune_patience: None,
         others: None,
         observations: None,
+        reviewed: None,
         prior: None,
         keep: 0.95,
         no_augment: true,
