@@ -109,7 +109,12 @@ pub fn import(config: &ImportConfig) -> Result<ImportReport> {
         ..ImportReport::default()
     };
     let mut first_line: HashMap<String, u64> = HashMap::new();
-    let bar = progress::bar(0, "importing");
+    // A first quick pass counts the rows, for the progress bar's length and ETA.
+    let rows = records::Reader::open(&input.records, &input.columns)?.count() as u64;
+    let share = config.shard.map_or(rows, |s| {
+        rows / s.count + u64::from(rows % s.count > s.index)
+    });
+    let bar = progress::bar(share as usize, "importing");
     loop {
         let mut batch: Vec<std::result::Result<records::Record, RecordError>> = Vec::new();
         for (index, row) in reader.by_ref() {
