@@ -81,6 +81,8 @@ enum Command {
     User(UserCommand),
 }
 
+// Parsed once at start: the size of the larger variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum QueueCommand {
     /// Check the records of a CSV as `vlinder check` does and store them in the queue; records
@@ -365,6 +367,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             if report.repeated.len() > 10 {
                 eprintln!("warning: {} more repeated ids", report.repeated.len() - 10);
+            }
+            for (line, why) in report.malformed.iter().take(10) {
+                eprintln!("warning: line {line} not stored: {}", terminal_text(why));
             }
             if !report.without_id.is_empty() {
                 eprintln!(

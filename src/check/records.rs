@@ -225,9 +225,13 @@ pub fn load_photo(
     };
     let image = decode::image_from_bytes(&bytes, &origin).map_err(|e| e.to_string())?;
     let mut jpeg = Vec::new();
-    image
-        .thumbnail(thumbnail, thumbnail)
-        .to_rgb8()
+    // Never larger than the photo itself.
+    let small = if image.width().max(image.height()) > thumbnail {
+        image.thumbnail(thumbnail, thumbnail).to_rgb8()
+    } else {
+        image.to_rgb8()
+    };
+    small
         .write_to(
             &mut std::io::Cursor::new(&mut jpeg),
             image::ImageFormat::Jpeg,

@@ -80,6 +80,9 @@ pub struct Database {
     pub engine: Engine,
     /// The URL without its password, for messages.
     pub shown: String,
+    /// SQLite takes one writer at a time and makes the others sleep and retry (up to 100 ms a
+    /// sleep); writers of this process queue here instead.
+    writes: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Database {
@@ -165,9 +168,18 @@ impl Database {
             pool,
             engine,
             shown: shown.clone(),
+            writes: Default::default(),
         };
         database.migrate().await?;
         Ok(database)
+    }
+
+    /// This process's turn to write, on SQLite (PostgreSQL locks rows, not the database).
+    pub(crate) async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self.engine {
+            Engine::Sqlite => Some(self.writes.lock().await),
+            Engine::Postgres => None,
+        }
     }
 
     /// An [`Error::Database`] naming this database.

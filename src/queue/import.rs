@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::database::Database;
 use super::store::Stored;
-use crate::check::records::{self, RecordError};
+use crate::check::records;
 use crate::check::{CheckInput, check_records};
 use crate::model::ModelDir;
 use crate::{Error, Result, progress};
@@ -85,6 +85,8 @@ pub struct ImportReport {
     pub repeated: Vec<(String, u64, u64)>,
     /// Records with an empty id: not stored (an id is what a decision refers to).
     pub without_id: Vec<u64>,
+    /// Rows the CSV reader could not read (their line and why): not stored.
+    pub malformed: Vec<(u64, String)>,
     pub model: String,
     pub seconds: f64,
     /// Seconds spent waiting for the database.
@@ -116,7 +118,7 @@ pub fn import(config: &ImportConfig) -> Result<ImportReport> {
     });
     let bar = progress::bar(share as usize, "importing");
     loop {
-        let mut batch: Vec<std::result::Result<records::Record, RecordError>> = Vec::new();
+        let mut batch: Vec<records::Record> = Vec::new();
         for (index, row) in reader.by_ref() {
             report.rows += 1;
             if config
@@ -125,20 +127,24 @@ pub fn import(config: &ImportConfig) -> Result<ImportReport> {
             {
                 continue;
             }
-            let (id, line) = match &row {
-                Ok(r) => (r.id.trim().to_string(), r.row),
-                Err(e) => (e.record.id.trim().to_string(), e.record.row),
+            let mut record = match row {
+                Ok(record) => record,
+                Err(e) => {
+                    report.malformed.push((e.record.row, e.message));
+                    continue;
+                }
             };
-            if id.is_empty() {
-                report.without_id.push(line);
+            record.id = record.id.trim().to_string();
+            if record.id.is_empty() {
+                report.without_id.push(record.row);
                 continue;
             }
-            if let Some(first) = first_line.get(&id) {
-                report.repeated.push((id, line, *first));
+            if let Some(first) = first_line.get(&record.id) {
+                report.repeated.push((record.id, record.row, *first));
                 continue;
             }
-            first_line.insert(id, line);
-            batch.push(row);
+            first_line.insert(record.id.clone(), record.row);
+            batch.push(record);
             if batch.len() == config.batch {
                 break;
             }
@@ -146,42 +152,33 @@ pub fn import(config: &ImportConfig) -> Result<ImportReport> {
         if batch.is_empty() {
             break;
         }
-        let ids: Vec<String> = batch
-            .iter()
-            .map(|r| match r {
-                Ok(r) => r.id.trim().to_string(),
-                Err(e) => e.record.id.trim().to_string(),
-            })
-            .collect();
-        let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-        let stored = clock.wait(database.stored(&id_refs, &model_id))?;
+        let ids: Vec<&str> = batch.iter().map(|r| r.id.as_str()).collect();
+        let stored = clock.wait(database.stored(&ids, &model_id))?;
+        let n = batch.len() as u64;
         let mut todo = Vec::new();
-        for (row, id) in batch.into_iter().zip(&ids) {
-            match stored.get(id) {
+        for record in batch {
+            match stored.get(&record.id) {
                 Some(Stored::ByThisModel) => report.already += 1,
                 Some(Stored::ByAnotherModel) if !config.recheck => report.other_model += 1,
                 found => {
                     if found == Some(&Stored::ByAnotherModel) {
                         report.rechecked += 1;
                     }
-                    todo.push(row.map(|mut r| {
-                        r.id = r.id.trim().to_string();
-                        r
-                    }));
+                    todo.push(Ok(record));
                 }
             }
         }
-        let n = ids.len() as u64;
         if !todo.is_empty() {
             let mut checked = check_records(&model, todo, &sources, &input.thresholds, THUMBNAIL);
             // Paths relative to the CSV mean nothing once in the database: keep where the
             // photo is, for the page and for `train --reviewed`.
             for r in &mut checked {
                 let photo = r.record.photo.trim();
-                if !photo.starts_with("http://") && !photo.starts_with("https://") {
-                    if let Ok(path) = sources.base.join(photo).canonicalize() {
-                        r.record.photo = path.display().to_string();
-                    }
+                if !photo.starts_with("http://")
+                    && !photo.starts_with("https://")
+                    && let Ok(path) = sources.base.join(photo).canonicalize()
+                {
+                    r.record.photo = path.display().to_string();
                 }
             }
             report.errors += checked.iter().filter(|r| r.error.is_some()).count() as u64;

@@ -216,6 +216,7 @@ impl Database {
     /// replaced only when they failed or another model checked them (the caller decides which
     /// to pass). Decisions are kept.
     pub async fn store(&self, records: &[CheckedRecord], model: &str) -> Result<()> {
+        let _turn = self.write_turn().await;
         let mut tx = self
             .pool
             .begin()
@@ -403,6 +404,7 @@ impl Database {
         validator: &str,
         new: &NewDecision,
     ) -> Result<std::result::Result<Decision, DecisionRefused>> {
+        let turn = self.write_turn().await;
         let mut tx = self
             .pool
             .begin()
@@ -426,6 +428,7 @@ impl Database {
         .map_err(|e| self.error("cannot store a decision", e))?;
         if updated.rows_affected() == 0 {
             drop(tx);
+            drop(turn);
             return self.refusal(id, new.replaces).await.map(Err);
         }
         let row = sqlx::query(

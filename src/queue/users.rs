@@ -198,6 +198,7 @@ impl Database {
             },
             expires_at: now() + lifetime_seconds,
         };
+        let _turn = self.write_turn().await;
         sqlx::query("DELETE FROM sessions WHERE expires_at < $1")
             .bind(now())
             .execute(&self.pool)
@@ -239,6 +240,7 @@ impl Database {
 
     /// Ends a session.
     pub async fn sign_out(&self, token: &str) -> Result<()> {
+        let _turn = self.write_turn().await;
         sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
             .bind(hashed(token))
             .execute(&self.pool)

@@ -7,6 +7,9 @@
 //! that moment as one batch, so batches grow with the load. Errors are JSON of one shape:
 //! `{"error": {"code": "...", "message": "..."}}`.
 //!
+//! With `--database`, the review queue is served too ([`review`]): validators sign in, list the
+//! queue (`GET /v1/queue`), read a record and decide it, on the page at `/queue`.
+//!
 //! The connections are served by our own loop over hyper: a request head must arrive within
 //! `--header-timeout-seconds` of a connection opening or of its last answer (which also closes
 //! idle connections), at most `--max-connections` are open (a further one gets 503), and a

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::body::Body;
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -265,9 +266,10 @@ fn session_answer(
 /// `POST /v1/session`: signs in.
 pub async fn sign_in(
     State(state): State<Arc<AppState>>,
-    Json(request): Json<SignIn>,
+    request: Result<Json<SignIn>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let review = review(&state)?;
+    let request = json_body(request)?;
     if let Some(wait) = review.locked_out(&request.name) {
         let mut response = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -351,6 +353,19 @@ pub struct QueuePage {
     records: Vec<QueueEntry>,
     /// Where the next page starts (`after_doubt`, `after_id`), if this one was full.
     next: Option<(f64, String)>,
+}
+
+/// A JSON body, or a 400 in the API's error shape saying what is wrong with it.
+fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    body.map(|Json(value)| value).map_err(|why| {
+        bad_request(
+            "bad_json",
+            format!(
+                "{}; send a JSON object with Content-Type: application/json",
+                why.body_text()
+            ),
+        )
+    })
 }
 
 fn bad_request(code: &'static str, message: String) -> ApiError {
@@ -461,9 +476,10 @@ pub async fn decide(
     State(state): State<Arc<AppState>>,
     who: Validator,
     Path(id): Path<String>,
-    Json(mut new): Json<NewDecision>,
+    new: Result<Json<NewDecision>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let review = review(&state)?;
+    let mut new = json_body(new)?;
     let species = state.card.species.names();
     match (new.decision, new.species.as_deref()) {
         (DecisionKind::Correct, None) => {
