@@ -279,6 +279,16 @@ fn a_killed_import_resumes_and_stores_every_record_exactly_once() {
     }
 }
 
+/// A validator and an admin.
+async fn add_anna_and_bram(db: Database) {
+    db.add_user("anna", Role::Validator, "correct horse battery", false)
+        .await
+        .unwrap();
+    db.add_user("bram", Role::Admin, "another long password", false)
+        .await
+        .unwrap();
+}
+
 fn count(url: &str) -> i64 {
     vlinder::queue::runtime()
         .unwrap()
@@ -293,12 +303,7 @@ fn decisions_are_logged_never_overwritten_and_exported() {
     for url in databases(tmp.path(), "decisions") {
         import(&import_config(&records, &url)).unwrap();
         with_db(&url, async |db| {
-            db.add_user("anna", Role::Validator, "correct horse battery", false)
-                .await
-                .unwrap();
-            db.add_user("bram", Role::Admin, "another long password", false)
-                .await
-                .unwrap();
+            add_anna_and_bram(db.clone()).await;
             let again = db.add_user("anna", Role::Admin, "0123456789", false).await;
             assert!(again.unwrap_err().to_string().contains("--replace"));
             let short = db.add_user("cees", Role::Validator, "short", false).await;
@@ -676,14 +681,7 @@ fn validators_sign_in_decide_over_http_and_the_second_is_told() {
     let records = records(tmp.path(), 9);
     for url in databases(tmp.path(), "http") {
         import(&import_config(&records, &url)).unwrap();
-        with_db(&url, async |db| {
-            db.add_user("anna", Role::Validator, "correct horse battery", false)
-                .await
-                .unwrap();
-            db.add_user("bram", Role::Admin, "another long password", false)
-                .await
-                .unwrap();
-        });
+        with_db(&url, add_anna_and_bram);
         let mut config = common::serve_args(&model().1, &["--database", &url]);
         config.addr = "127.0.0.1:0".parse().unwrap();
         let server = common::Server::with(config);

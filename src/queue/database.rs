@@ -66,6 +66,9 @@ const MIGRATIONS: &[&[&str]] = &[&[
     )",
 ]];
 
+/// A writer's turn on SQLite (see [`Database::write_turn`]).
+pub(crate) type WriteTurn<'a> = Option<tokio::sync::MutexGuard<'a, ()>>;
+
 /// Which server is on the other end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
@@ -175,11 +178,24 @@ impl Database {
     }
 
     /// This process's turn to write, on SQLite (PostgreSQL locks rows, not the database).
-    pub(crate) async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+    pub(crate) async fn write_turn(&self) -> WriteTurn<'_> {
         match self.engine {
             Engine::Sqlite => Some(self.writes.lock().await),
             Engine::Postgres => None,
         }
+    }
+
+    /// A transaction that writes, begun in this process's turn (held until the guard drops).
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> Result<(WriteTurn<'_>, sqlx::Transaction<'_, sqlx::Any>)> {
+        let turn = self.write_turn().await;
+        let tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| self.error("cannot start a transaction", e))?;
+        Ok((turn, tx))
     }
 
     /// An [`Error::Database`] naming this database.

@@ -216,12 +216,7 @@ impl Database {
     /// replaced only when they failed or another model checked them (the caller decides which
     /// to pass). Decisions are kept.
     pub async fn store(&self, records: &[CheckedRecord], model: &str) -> Result<()> {
-        let _turn = self.write_turn().await;
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(|e| self.error("cannot start a transaction", e))?;
+        let (_turn, mut tx) = self.begin_write().await?;
         let checked_at = now();
         // Many rows a statement: one round trip to PostgreSQL for each 50 records instead of
         // each record (16 parameters a row, 800 a statement, inside both servers' limits).
@@ -404,12 +399,7 @@ impl Database {
         validator: &str,
         new: &NewDecision,
     ) -> Result<std::result::Result<Decision, DecisionRefused>> {
-        let turn = self.write_turn().await;
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(|e| self.error("cannot start a transaction", e))?;
+        let (turn, mut tx) = self.begin_write().await?;
         let decided_at = now();
         let seq = new.replaces + 1;
         let updated = sqlx::query(

@@ -4,14 +4,12 @@
 // /usr/bin/chromium); run with `npm test` in this folder.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, execFileSync } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { mkdtempSync, mkdirSync, symlinkSync, readdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
-import { chromium } from "playwright-core";
+import { join } from "node:path";
+import { repo, vlinder, startServer, launchChromium } from "./server.mjs";
 
-const repo = resolve(import.meta.dirname, "../..");
-const vlinder = join(repo, "target/release/vlinder");
 const shared = process.env.VLINDER_SHARED ?? join(repo, "../shared");
 const species = ["anthocharis_cardamines", "gonepteryx_rhamni"];
 
@@ -31,31 +29,13 @@ function trainTinyModel(dir) {
   return { model, photo: join(photos, species[1], readdirSync(join(photos, species[1]))[0]) };
 }
 
-function startServer(model) {
-  const server = spawn(vlinder, ["serve", "--model", model, "--addr", "127.0.0.1:0"]);
-  const url = new Promise((ok, fail) => {
-    let log = "";
-    server.stderr.on("data", (chunk) => {
-      log += chunk.toString();
-      const found = /on (http:\/\/\S+)/.exec(log);
-      if (found) ok(found[1]);
-    });
-    server.on("exit", (code) => fail(new Error(`vlinder serve exited with ${code}: ${log}`)));
-  });
-  return { server, url };
-}
-
 test("a reviewer uploads photos and sees verdicts with probabilities", async (t) => {
   const dir = mkdtempSync(join(tmpdir(), "vlinder-page-"));
   const { model, photo } = trainTinyModel(dir);
-  const { server, url } = startServer(model);
+  const { server, address } = startServer(["--model", model]);
   t.after(() => server.kill("SIGTERM"));
-  const base = await url;
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  const base = await address;
+  const browser = await launchChromium();
   t.after(() => browser.close());
   const page = await browser.newPage();
   await page.goto(`${base}/`);

@@ -4,14 +4,12 @@
 // exports the decisions. Needs target/release/vlinder and Chromium, as page.test.mjs.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, execFileSync } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { mkdtempSync, mkdirSync, symlinkSync, readdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
-import { chromium } from "playwright-core";
+import { join } from "node:path";
+import { repo, vlinder, startServer, launchChromium } from "./server.mjs";
 
-const repo = resolve(import.meta.dirname, "../..");
-const vlinder = join(repo, "target/release/vlinder");
 const sample = join(repo, "assets/sample");
 const species = ["anthocharis_cardamines", "celastrina_argiolus", "gonepteryx_rhamni"];
 
@@ -40,20 +38,6 @@ function prepare(dir, url) {
   return model;
 }
 
-function startServer(model, url) {
-  const server = spawn(vlinder, ["serve", "--model", model, "--database", url, "--addr", "127.0.0.1:0"]);
-  const address = new Promise((ok, fail) => {
-    let log = "";
-    server.stderr.on("data", (chunk) => {
-      log += chunk.toString();
-      const found = /on (http:\/\/\S+)/.exec(log);
-      if (found) ok(found[1]);
-    });
-    server.on("exit", (code) => fail(new Error(`vlinder serve exited with ${code}: ${log}`)));
-  });
-  return { server, address };
-}
-
 // Signs in outside the browser, as another validator's browser would.
 async function signIn(base, name) {
   const answer = await fetch(`${base}/v1/session`, {
@@ -78,16 +62,12 @@ function databases(dir) {
 
 test("validators work through the queue by keyboard and are told of each other's decisions", async (t) => {
   const dir = mkdtempSync(join(tmpdir(), "vlinder-queue-"));
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  const browser = await launchChromium();
   t.after(() => browser.close());
   for (const { name, url } of databases(dir)) {
     await t.test(name, async () => {
       const model = prepare(join(dir, name), url);
-      const { server, address } = startServer(model, url);
+      const { server, address } = startServer(["--model", model, "--database", url]);
       try {
         const base = await address;
         const context = await browser.newContext({ locale: "en-GB" });
