@@ -94,7 +94,8 @@ enum QueueCommand {
 
 #[derive(Subcommand)]
 enum UserCommand {
-    /// Add a user; the password is read from the first line of standard input.
+    /// Add a user; the password is asked for (without echo) on a terminal, else read from the
+    /// first line of standard input.
     Add {
         /// The name the user signs in with.
         name: String,
@@ -150,6 +151,48 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The first line of standard input; on a terminal, asked for with the echo off, so that the
+/// password is neither shown nor on the command line.
+fn read_password(name: &str) -> anyhow::Result<String> {
+    use std::io::IsTerminal;
+    let stdin = std::io::stdin();
+    let mut password = String::new();
+    if !stdin.is_terminal() {
+        stdin
+            .read_line(&mut password)
+            .context("cannot read the password from standard input")?;
+        return Ok(password);
+    }
+    eprint!("password for {}: ", terminal_text(name));
+    let read = without_echo(|| stdin.read_line(&mut password));
+    eprintln!();
+    read.context("cannot read the password")?;
+    Ok(password)
+}
+
+/// Runs `read` with the terminal's echo off (standard input's settings restored after).
+#[cfg(unix)]
+fn without_echo<T>(read: impl FnOnce() -> T) -> T {
+    // SAFETY: tcgetattr/tcsetattr on standard input with a termios they fill in; the settings
+    // are put back before returning, whatever the read gave.
+    let mut saved: libc::termios = unsafe { std::mem::zeroed() };
+    let echo_off = unsafe { libc::tcgetattr(libc::STDIN_FILENO, &mut saved) } == 0 && {
+        let mut quiet = saved;
+        quiet.c_lflag &= !libc::ECHO;
+        unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &quiet) == 0 }
+    };
+    let out = read();
+    if echo_off {
+        unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &saved) };
+    }
+    out
+}
+
+#[cfg(not(unix))]
+fn without_echo<T>(read: impl FnOnce() -> T) -> T {
+    read()
 }
 
 /// Lists the photos a run could not read, with the reason, on stderr.
@@ -405,10 +448,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             replace,
             database,
         }) => {
-            let mut password = String::new();
-            std::io::stdin()
-                .read_line(&mut password)
-                .context("cannot read the password from standard input")?;
+            let password = read_password(&name)?;
             let password = password.trim_end_matches(['\n', '\r']);
             let runtime = queue::runtime()?;
             runtime

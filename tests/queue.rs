@@ -938,3 +938,35 @@ fn training_adds_the_photos_validators_confirmed_or_corrected() {
         assert_eq!(card.training.reviewed.as_deref(), Some(url.as_str()));
     }
 }
+
+#[test]
+fn postgresql_over_tls_verifies_the_server_certificate() {
+    let (Ok(server), Ok(ca)) = (
+        std::env::var("VLINDER_POSTGRES"),
+        std::env::var("VLINDER_POSTGRES_CA"),
+    ) else {
+        eprintln!("VLINDER_POSTGRES or VLINDER_POSTGRES_CA is not set: TLS was not tested");
+        return;
+    };
+    let verified = format!("{server}?sslmode=verify-full&sslrootcert={ca}");
+    let encrypted = with_db(&verified, async |db| {
+        db.count().await.unwrap();
+        sqlx::any::install_default_drivers();
+        let mut connection = <sqlx::AnyConnection as sqlx::Connection>::connect(&verified)
+            .await
+            .unwrap();
+        let row = sqlx::query("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(&mut connection)
+            .await
+            .unwrap();
+        sqlx::Row::try_get::<bool, _>(&row, "ssl").unwrap()
+    });
+    assert!(encrypted, "the connection is encrypted");
+    // Without the CA the certificate is refused, and the message says so.
+    let refused = vlinder::queue::runtime()
+        .unwrap()
+        .block_on(Database::open(&format!("{server}?sslmode=verify-full")))
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("certificate"), "{refused}");
+}
