@@ -325,14 +325,7 @@ impl Database {
                 Param::Real(real) => query.bind(real),
             };
         }
-        let rows = query
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| self.error("cannot read the queue", e))?;
-        rows.iter()
-            .map(entry)
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|e| self.error("cannot read the queue", e))
+        self.read_rows(query, entry, "cannot read the queue").await
     }
 
     /// One record with its result and decisions.
@@ -378,15 +371,29 @@ impl Database {
     /// Every decision on a record, oldest first.
     pub async fn history(&self, id: &str) -> Result<Vec<Decision>> {
         let sql = format!("SELECT {DECISION} FROM decisions WHERE record_id = $1 ORDER BY seq");
-        let rows = sqlx::query(&sql)
-            .bind(id)
+        self.read_rows(
+            sqlx::query(&sql).bind(id),
+            decision,
+            "cannot read decisions",
+        )
+        .await
+    }
+
+    /// The rows `query` returns, each read by `read`; `what` says what failed.
+    async fn read_rows<'q, T>(
+        &self,
+        query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+        read: fn(&AnyRow) -> std::result::Result<T, sqlx::Error>,
+        what: &str,
+    ) -> Result<Vec<T>> {
+        let rows = query
             .fetch_all(&self.pool)
             .await
-            .map_err(|e| self.error("cannot read decisions", e))?;
+            .map_err(|e| self.error(what, e))?;
         rows.iter()
-            .map(decision)
+            .map(read)
             .collect::<std::result::Result<_, _>>()
-            .map_err(|e| self.error("cannot read decisions", e))
+            .map_err(|e| self.error(what, e))
     }
 
     /// Stores a validator's decision, unless the record has had another since the validator
