@@ -510,17 +510,30 @@ impl Database {
         &self,
         mut each: impl FnMut(&QueueEntry) -> Result<()>,
     ) -> Result<()> {
-        let mut filter = QueueFilter::default();
-        loop {
-            let page = self.queue(&filter, 500).await?;
-            let Some(last) = page.last() else {
-                return Ok(());
-            };
-            filter.after = Some((last.doubt, last.id.clone()));
-            for entry in &page {
+        let mut pages = std::pin::pin!(self.clone().pages());
+        while let Some(page) = futures_util::StreamExt::next(&mut pages).await {
+            for entry in &page? {
                 each(entry)?;
             }
         }
+        Ok(())
+    }
+
+    /// Every record in queue order as a stream of pages of 500; it ends after the last page,
+    /// or after the first error.
+    pub fn pages(self) -> impl futures_util::Stream<Item = Result<Vec<QueueEntry>>> + Send {
+        let start = (self, Some(QueueFilter::default()));
+        futures_util::stream::unfold(start, |(database, filter)| async move {
+            let mut filter = filter?;
+            match database.queue(&filter, 500).await {
+                Ok(page) => {
+                    let last = page.last()?;
+                    filter.after = Some((last.doubt, last.id.clone()));
+                    Some((Ok(page), (database, Some(filter))))
+                }
+                Err(e) => Some((Err(e), (database, None))),
+            }
+        })
     }
 
     /// The photo and species of every record whose latest decision confirms its claim or

@@ -562,39 +562,18 @@ pub async fn export_csv(
             "only admins export the decisions",
         ));
     }
-    struct Export {
-        database: Database,
-        filter: QueueFilter,
-        header: Option<String>,
-        failed: bool,
-    }
-    let start = Export {
-        database: review.database.clone(),
-        filter: QueueFilter::default(),
-        header: Some(format!("{}\n", export::HEADER.join(","))),
-        failed: false,
-    };
-    let pages = futures_util::stream::unfold(start, |mut export| async move {
-        if let Some(header) = export.header.take() {
-            return Some((Ok(header), export));
-        }
-        if export.failed {
-            return None;
-        }
-        match export.database.queue(&export.filter, 500).await {
-            Ok(page) => {
-                let last = page.last()?;
-                export.filter.after = Some((last.doubt, last.id.clone()));
-                let text: String = page.iter().map(|r| export::csv_line(r) + "\n").collect();
-                Some((Ok(text), export))
-            }
-            // The client sees a cut-off download rather than a file that looks complete.
-            Err(e) => {
-                export.failed = true;
-                Some((Err(std::io::Error::other(e.to_string())), export))
-            }
-        }
+    use futures_util::StreamExt;
+    let header = format!("{}\n", export::HEADER.join(","));
+    let lines = review.database.clone().pages().map(|page| {
+        page.map(|page| {
+            page.iter()
+                .map(|r| export::csv_line(r) + "\n")
+                .collect::<String>()
+        })
+        // The client sees a cut-off download rather than a file that looks complete.
+        .map_err(|e| std::io::Error::other(e.to_string()))
     });
+    let pages = futures_util::stream::once(async { Ok(header) }).chain(lines);
     Ok((
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
