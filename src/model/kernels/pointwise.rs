@@ -297,102 +297,113 @@ impl PackedPointwise {
         epilogue: Epilogue,
         panels: Range<usize>,
     ) {
-        let k = self.inputs;
+        let (k, n) = (self.inputs, self.outputs);
+        // The columns of panel `p` that exist; the padding's are not stored.
+        let mask = |p: usize| match n.saturating_sub(p * PANEL) {
+            left if left >= PANEL => u16::MAX,
+            left => (1u16 << left) - 1,
+        };
         for pair in (panels.start..panels.end).step_by(2) {
             let weights = &self.panels[pair * k * PANEL..][..2 * k * PANEL];
+            let bias = &self.bias[pair * PANEL..][..2 * PANEL];
             let mut row = rows.start;
             while row < rows.end {
                 let left = rows.end - row;
-                let x = &input[row * k..][..left.min(TILE_ROWS) * k];
+                let count = left.min(TILE_ROWS);
+                let x = &input[row * k..][..count * k];
+                let sink = Sink {
+                    out,
+                    outputs: n,
+                    row,
+                    column: pair * PANEL,
+                    masks: [mask(pair), mask(pair + 1)],
+                    epilogue,
+                };
                 // SAFETY: AVX-512F is present; each tile reads the `x` rows and `weights`
-                // taken above; rows past the last repeat it and are not stored.
-                let (sums, count) = unsafe {
-                    match (pair + 1 == panels.end, left) {
+                // taken above and stores `count` rows of the caller's promised columns.
+                unsafe {
+                    match (pair + 1 == panels.end, count) {
                         // The last panel alone: half the work of a pair.
-                        (true, 9..) => (single_12(x, k, weights), left.min(12)),
-                        (true, 5..=8) => (widen(single_8(x, k, weights)), left),
-                        (true, _) => (widen(single_4(x, k, weights)), left),
-                        (false, 9..) => (tile_12(x, k, weights), left.min(12)),
-                        (false, 5..=8) => (widen(tile_8(x, k, weights)), left),
-                        (false, _) => (widen(tile_4(x, k, weights)), left),
+                        (true, 9..) => single_12(x, k, weights, bias, &sink),
+                        (true, 5..=8) => single_8(x, k, weights, bias, &sink),
+                        (true, _) => single_4(x, k, weights, bias, &sink),
+                        (false, 9..) => tile_12(x, k, weights, bias, &sink),
+                        (false, 5..=8) => tile_8(x, k, weights, bias, &sink),
+                        (false, _) => tile_4(x, k, weights, bias, &sink),
                     }
                 };
-                let panels = pair..(pair + 2).min(panels.end);
-                // SAFETY: as the caller promises for these rows and panels.
-                unsafe { self.store(&sums[..count], out, row, panels, epilogue) };
                 row += count;
-            }
-        }
-    }
-
-    /// Adds the bias to `sums` (a row each, two panels from `panels.start`), applies the
-    /// epilogue and stores the columns of `panels` of rows `row..`; the columns past the
-    /// outputs are masked.
-    ///
-    /// # Safety
-    /// The CPU has AVX-512F; `out` is as [`run_raw`](Self::run_raw) promises for these rows
-    /// and panels.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn store(
-        &self,
-        sums: &[[std::arch::x86_64::__m512; 2]],
-        out: *mut f32,
-        row: usize,
-        panels: Range<usize>,
-        epilogue: Epilogue,
-    ) {
-        use std::arch::x86_64::*;
-        let n = self.outputs;
-        let (zero, six) = (_mm512_setzero_ps(), _mm512_set1_ps(6.0));
-        for (q, panel) in panels.enumerate() {
-            let first = panel * PANEL;
-            let mask: __mmask16 = match n - first {
-                left if left >= PANEL => u16::MAX,
-                left => (1u16 << left) - 1,
-            };
-            // SAFETY: the bias is padded to whole panels; the stores stay in the promised
-            // rows and (masked) columns.
-            unsafe {
-                let bias = _mm512_loadu_ps(self.bias.as_ptr().add(first));
-                for (r, sums) in sums.iter().enumerate() {
-                    let at = out.add((row + r) * n + first);
-                    let v = _mm512_add_ps(sums[q], bias);
-                    let v = match epilogue {
-                        Epilogue::Relu6 => _mm512_min_ps(_mm512_max_ps(v, zero), six),
-                        Epilogue::Linear => v,
-                        Epilogue::Residual(residual) => {
-                            let from = residual.as_ptr().add((row + r) * n + first);
-                            _mm512_add_ps(_mm512_maskz_loadu_ps(mask, from), v)
-                        }
-                    };
-                    _mm512_mask_storeu_ps(at, mask, v);
-                }
             }
         }
     }
 }
 
-/// Defines `$name(x, k, weights)`: the sums of `$rows` rows of `x` (`k` inputs each; rows past
-/// those `x` holds repeat its last) times two panels of `weights` (`[2][k][PANEL]`), each sum
-/// a named register for the whole loop (arrays indexed in a loop were kept on the stack).
+/// Where a tile's sums go: the epilogue is applied to them (their bias already in) in the
+/// registers, and they are stored into `out` from row `row` and column `column`, the columns
+/// past the outputs masked. Storing from the tile's own registers matters for the early layers'
+/// few inputs: handing 24 sums back through memory cost as much as computing them.
+#[cfg(target_arch = "x86_64")]
+struct Sink<'a> {
+    out: *mut f32,
+    outputs: usize,
+    row: usize,
+    column: usize,
+    /// The columns of each of the two panels that exist.
+    masks: [u16; 2],
+    epilogue: Epilogue<'a>,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Sink<'_> {
+    /// Stores the sums of row `r` of the tile, panel `q` (0 or 1).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; the row and the panel's masked columns are the caller's to write.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn put(&self, r: usize, q: usize, sum: std::arch::x86_64::__m512) {
+        use std::arch::x86_64::*;
+        let at = (self.row + r) * self.outputs + self.column + q * PANEL;
+        let mask = self.masks[q];
+        // SAFETY: as the caller promises; a residual is laid out as `out`.
+        unsafe {
+            let v = match self.epilogue {
+                Epilogue::Relu6 => {
+                    _mm512_min_ps(_mm512_max_ps(sum, _mm512_setzero_ps()), _mm512_set1_ps(6.0))
+                }
+                Epilogue::Linear => sum,
+                Epilogue::Residual(residual) => {
+                    _mm512_add_ps(_mm512_maskz_loadu_ps(mask, residual.as_ptr().add(at)), sum)
+                }
+            };
+            _mm512_mask_storeu_ps(self.out.add(at), mask, v);
+        }
+    }
+}
+
+/// Defines `$name(x, k, weights, bias, sink)`: the sums of the first `$rows` rows of `x` (`k`
+/// inputs each; rows past those `x` holds repeat its last and are not stored) times two panels
+/// of `weights` (`[2][k][PANEL]`) plus `bias` (`[2][PANEL]`), put into `sink`. Each sum is a
+/// named register for the whole loop (arrays indexed in a loop were kept on the stack).
 #[cfg(target_arch = "x86_64")]
 macro_rules! tile {
     ($name:ident, $rows:literal, $($r:literal $a:ident $b:ident),*) => {
         /// # Safety
-        /// The CPU has AVX-512F; `x` holds at least one row of `k` values, `weights` two panels.
+        /// The CPU has AVX-512F; `x` holds at least one row of `k` values, `weights` two
+        /// panels; `sink` as [`Sink::put`] requires for each of `x`'s rows.
         #[target_feature(enable = "avx512f")]
-        unsafe fn $name(
-            x: &[f32],
-            k: usize,
-            weights: &[f32],
-        ) -> [[std::arch::x86_64::__m512; 2]; $rows] {
+        unsafe fn $name(x: &[f32], k: usize, weights: &[f32], bias: &[f32], sink: &Sink) {
             use std::arch::x86_64::*;
             assert!(x.len() >= k && x.len().is_multiple_of(k) && weights.len() >= 2 * k * PANEL);
-            let last = x.len() / k - 1;
+            assert!(bias.len() >= 2 * PANEL);
+            let count = x.len() / k;
             let w = weights.as_ptr();
-            let rows = [$(x[$r.min(last) * k..].as_ptr()),*];
-            $(let mut $a = _mm512_setzero_ps(); let mut $b = _mm512_setzero_ps();)*
+            let rows = [$(x[$r.min(count - 1) * k..].as_ptr()),*];
+            // SAFETY: `bias` holds two panels.
+            let (bias0, bias1) = unsafe {
+                (_mm512_loadu_ps(bias.as_ptr()), _mm512_loadu_ps(bias.as_ptr().add(PANEL)))
+            };
+            $(let mut $a = bias0; let mut $b = bias1;)*
             for i in 0..k {
                 // SAFETY: `i < k` stays inside each row and each panel.
                 unsafe {
@@ -405,29 +416,37 @@ macro_rules! tile {
                     )*
                 }
             }
-            [$([$a, $b]),*]
+            $(
+                if $r < count {
+                    // SAFETY: row `$r` is one of `x`'s, as the caller promises for them.
+                    unsafe {
+                        sink.put($r, 0, $a);
+                        sink.put($r, 1, $b);
+                    }
+                }
+            )*
         }
     };
 }
 
-/// As [`tile!`] for one panel (the second sum of each row left zero).
+/// As [`tile!`] for one panel.
 #[cfg(target_arch = "x86_64")]
 macro_rules! single {
     ($name:ident, $rows:literal, $($r:literal $a:ident),*) => {
         /// # Safety
-        /// The CPU has AVX-512F; `x` holds at least one row of `k` values, `weights` a panel.
+        /// The CPU has AVX-512F; `x` holds at least one row of `k` values, `weights` a panel;
+        /// `sink` as [`Sink::put`] requires for each of `x`'s rows.
         #[target_feature(enable = "avx512f")]
-        unsafe fn $name(
-            x: &[f32],
-            k: usize,
-            weights: &[f32],
-        ) -> [[std::arch::x86_64::__m512; 2]; $rows] {
+        unsafe fn $name(x: &[f32], k: usize, weights: &[f32], bias: &[f32], sink: &Sink) {
             use std::arch::x86_64::*;
             assert!(x.len() >= k && x.len().is_multiple_of(k) && weights.len() >= k * PANEL);
-            let last = x.len() / k - 1;
+            assert!(bias.len() >= PANEL);
+            let count = x.len() / k;
             let w = weights.as_ptr();
-            let rows = [$(x[$r.min(last) * k..].as_ptr()),*];
-            $(let mut $a = _mm512_setzero_ps();)*
+            let rows = [$(x[$r.min(count - 1) * k..].as_ptr()),*];
+            // SAFETY: `bias` holds a panel.
+            let bias0 = unsafe { _mm512_loadu_ps(bias.as_ptr()) };
+            $(let mut $a = bias0;)*
             for i in 0..k {
                 // SAFETY: `i < k` stays inside each row and the panel.
                 unsafe {
@@ -435,7 +454,12 @@ macro_rules! single {
                     $($a = _mm512_fmadd_ps(_mm512_set1_ps(*rows[$r].add(i)), w0, $a);)*
                 }
             }
-            [$([$a, _mm512_setzero_ps()]),*]
+            $(
+                if $r < count {
+                    // SAFETY: row `$r` is one of `x`'s, as the caller promises for them.
+                    unsafe { sink.put($r, 0, $a) };
+                }
+            )*
         }
     };
 }
@@ -454,14 +478,6 @@ tile!(tile_12, 12, 0 a0 b0, 1 a1 b1, 2 a2 b2, 3 a3 b3, 4 a4 b4, 5 a5 b5, 6 a6 b6
 tile!(tile_8, 8, 0 a0 b0, 1 a1 b1, 2 a2 b2, 3 a3 b3, 4 a4 b4, 5 a5 b5, 6 a6 b6, 7 a7 b7);
 #[cfg(target_arch = "x86_64")]
 tile!(tile_4, 4, 0 a0 b0, 1 a1 b1, 2 a2 b2, 3 a3 b3);
-
-/// A smaller tile's sums where a 12-row tile's go (the rows past it unused).
-#[cfg(target_arch = "x86_64")]
-fn widen<const R: usize>(
-    sums: [[std::arch::x86_64::__m512; 2]; R],
-) -> [[std::arch::x86_64::__m512; 2]; TILE_ROWS] {
-    std::array::from_fn(|r| sums[r.min(R - 1)])
-}
 
 #[cfg(test)]
 mod tests {
