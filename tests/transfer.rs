@@ -7,7 +7,7 @@ use std::path::Path;
 
 use vlinder::evaluate::EvaluationReport;
 use vlinder::model::{Architecture, ModelCard, ModelDir, WeightsChoice};
-use vlinder::train::{self, Schedule, TrainConfig};
+use vlinder::train::{self, FineTuneInput, Schedule, TrainConfig};
 
 const PAIR: [&str; 2] = ["anthocharis_cardamines", "gonepteryx_rhamni"];
 
@@ -160,22 +160,53 @@ fn fine_tuning_trains_only_the_last_blocks_and_keeps_the_imagenet_statistics() {
         fine_tune_epochs: 2,
         ..frozen_run.clone()
     };
+    // The same from the photos, run through the frozen blocks each epoch: without
+    // augmentation, the very inputs of the cached activations.
+    let photos_run = TrainConfig {
+        fine_tune_from: FineTuneInput::Photos,
+        ..tuned_run.clone()
+    };
+    // Augmented afresh each epoch (and no augmented copies for the head, which then trains as
+    // in the others).
+    let fresh_run = TrainConfig {
+        no_augment: false,
+        feature_copies: 0,
+        ..photos_run.clone()
+    };
     // Held to the end: loading a model draws initial weights from the same seeded generator
     // that another test's training draws its dropout from.
     let _serial = common::training_lock();
     let frozen = train::train(&frozen_run, &tmp.path().join("frozen")).unwrap();
     let tuned = train::train(&tuned_run, &tmp.path().join("tuned")).unwrap();
-    assert_eq!(tuned.history.len(), 5);
-    assert_eq!(tuned.epochs_completed, 5);
-    assert!(tuned.calibration.is_some());
-    assert_eq!(
-        frozen.history[2].train_loss, tuned.history[2].train_loss,
-        "the head trains as without fine-tuning first"
-    );
+    let photos = train::train(&photos_run, &tmp.path().join("from-photos")).unwrap();
+    let fresh = train::train(&fresh_run, &tmp.path().join("fresh")).unwrap();
+    for card in [&tuned, &photos, &fresh] {
+        assert_eq!(card.history.len(), 5);
+        assert_eq!(card.epochs_completed, 5);
+        assert!(card.calibration.is_some());
+        assert_eq!(
+            frozen.history[2].train_loss, card.history[2].train_loss,
+            "the head trains as without fine-tuning first"
+        );
+    }
+    for epoch in 3..5 {
+        let cached = &tuned.history[epoch];
+        let (photos, fresh) = (&photos.history[epoch], &fresh.history[epoch]);
+        assert!(
+            (cached.train_loss - photos.train_loss).abs() < 1e-6
+                && (cached.validation_loss - photos.validation_loss).abs() < 1e-6,
+            "epoch {}: the same inputs from the photos as from the cached activations",
+            epoch + 1
+        );
+        assert_ne!(
+            fresh.train_loss,
+            photos.train_loss,
+            "epoch {}: trained on fresh augmentations",
+            epoch + 1
+        );
+    }
 
     let before = saved_tensors(&tmp.path().join("frozen"));
-    let after = saved_tensors(&tmp.path().join("tuned"));
-    assert_eq!(before.len(), after.len());
     // Trained: the last two blocks, the 1x1 head convolution and its batch norm (`backbone.bn1`,
     // matched exactly: every block has a `bn1` of its own), and the classifier.
     let trainable = |name: &str| {
@@ -189,39 +220,47 @@ fn fine_tuning_trains_only_the_last_blocks_and_keeps_the_imagenet_statistics() {
         .iter()
         .any(|prefix| name.starts_with(prefix))
     };
-    let mut frozen_checked = 0;
-    for (name, bytes) in &before {
-        if name.contains("running_") || !trainable(name) {
-            assert_eq!(bytes, &after[name], "{name} must not change");
-            frozen_checked += 1;
-        }
-    }
-    // The frozen blocks' batch-norm scale and shift are among them.
-    for name in ["backbone.blocks.3.bn1.gamma", "backbone.blocks.13.bn2.beta"] {
-        assert_eq!(before[name], after[name], "{name} must not change");
-    }
-    assert!(
-        frozen_checked > 200,
-        "{frozen_checked} frozen tensors compared"
-    );
-    for name in [
-        "backbone.blocks.15.project_conv.conv.weight",
-        "backbone.blocks.14.depthwise_conv.conv.weight",
-        "backbone.blocks.15.bn2.gamma",
-        "backbone.conv_head.conv.weight",
-        "backbone.bn1.gamma",
+    for (run, card) in [
+        ("tuned", &tuned),
+        ("from-photos", &photos),
+        ("fresh", &fresh),
     ] {
-        assert_ne!(before[name], after[name], "{name} is fine-tuned");
-    }
+        let after = saved_tensors(&tmp.path().join(run));
+        assert_eq!(before.len(), after.len());
+        let mut frozen_checked = 0;
+        for (name, bytes) in &before {
+            if name.contains("running_") || !trainable(name) {
+                assert_eq!(bytes, &after[name], "{run}: {name} must not change");
+                frozen_checked += 1;
+            }
+        }
+        // The frozen blocks' batch-norm scale and shift are among them.
+        for name in ["backbone.blocks.3.bn1.gamma", "backbone.blocks.13.bn2.beta"] {
+            assert_eq!(before[name], after[name], "{run}: {name} must not change");
+        }
+        assert!(
+            frozen_checked > 200,
+            "{frozen_checked} frozen tensors compared"
+        );
+        for name in [
+            "backbone.blocks.15.project_conv.conv.weight",
+            "backbone.blocks.14.depthwise_conv.conv.weight",
+            "backbone.blocks.15.bn2.gamma",
+            "backbone.conv_head.conv.weight",
+            "backbone.bn1.gamma",
+        ] {
+            assert_ne!(before[name], after[name], "{run}: {name} is fine-tuned");
+        }
 
-    // The saved network, run from the photos, scores the validation photos as fine-tuning did
-    // from the kept activations.
-    assert_scores_as_trained(
-        &tmp.path().join("tuned"),
-        &data,
-        &tmp.path().join("eval"),
-        &tuned,
-    );
+        // The saved network, run from the photos, scores the validation photos as fine-tuning
+        // did from the kept activations.
+        assert_scores_as_trained(
+            &tmp.path().join(run),
+            &data,
+            &tmp.path().join(format!("eval-{run}")),
+            card,
+        );
+    }
 }
 
 #[test]

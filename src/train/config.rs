@@ -86,6 +86,13 @@ pub struct TrainConfig {
     #[arg(long, value_name = "N")]
     #[serde(default)]
     pub fine_tune_patience: Option<usize>,
+    /// What fine-tuning trains on: `activations`, those before the fine-tuned blocks,
+    /// computed once for the photos and their --feature-copies augmented copies; or `photos`,
+    /// every training photo augmented afresh each epoch and run through the frozen blocks
+    /// again: slower per epoch, never the same copy twice, and no activations held in memory.
+    #[arg(long, value_enum, default_value_t = defaults().fine_tune_from)]
+    #[serde(default)]
+    pub fine_tune_from: FineTuneInput,
     /// Photos of other species or of no butterfly (any layout, no labels): they teach the
     /// unknown-ness score what the model's species are not.
     #[arg(long, value_name = "DIR")]
@@ -250,6 +257,10 @@ impl TrainConfig {
                 ),
                 ("fine-tune-warmup", self.fine_tune_warmup > 0),
                 ("fine-tune-patience", self.fine_tune_patience.is_some()),
+                (
+                    "fine-tune-from",
+                    self.fine_tune_from != FineTuneInput::Activations,
+                ),
             ];
             if let Some((name, _)) = given.iter().find(|(_, given)| *given) {
                 return Err(Error::invalid(
@@ -278,6 +289,17 @@ impl TrainConfig {
         }
         self.model.validate()
     }
+}
+
+/// What fine-tuning takes its inputs from (`--fine-tune-from`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum FineTuneInput {
+    /// The activations before the fine-tuned blocks, computed once.
+    #[default]
+    Activations,
+    /// The photos, augmented afresh each epoch.
+    Photos,
 }
 
 /// How the learning rate moves over the steps of a training stage.
@@ -333,6 +355,7 @@ impl Default for TrainConfig {
             fine_tune_schedule: Schedule::Constant,
             fine_tune_warmup: 0,
             fine_tune_patience: None,
+            fine_tune_from: FineTuneInput::Activations,
             others: None,
             observations: None,
             prior: None,
@@ -499,6 +522,7 @@ mod tests {
             "fine-tune-schedule",
             off,
         );
+        refused(&["--fine-tune-from", "photos"], "fine-tune-from", off);
         let tuned = ["--fine-tune", "3", "--fine-tune-epochs", "4"];
         refused(
             &[&tuned[..], &["--fine-tune-warmup", "4"]].concat(),
@@ -514,7 +538,7 @@ mod tests {
             &[
                 &tuned[..],
                 &["--fine-tune-warmup", "1", "--fine-tune-schedule", "cosine"],
-                &["--fine-tune-patience", "2"],
+                &["--fine-tune-patience", "2", "--fine-tune-from", "photos"],
             ]
             .concat(),
         );
@@ -523,9 +547,10 @@ mod tests {
             (
                 all.fine_tune_schedule,
                 all.fine_tune_warmup,
-                all.fine_tune_patience
+                all.fine_tune_patience,
+                all.fine_tune_from
             ),
-            (Schedule::Cosine, 1, Some(2))
+            (Schedule::Cosine, 1, Some(2), FineTuneInput::Photos)
         );
     }
 

@@ -5,14 +5,14 @@ pub mod batches;
 pub mod config;
 pub mod cv;
 pub mod data;
+mod fit;
 pub mod transfer;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
-use burn::optim::{GradientsParams, ModuleOptimizer, RmsPropConfig};
+use burn::optim::{ModuleOptimizer, RmsPropConfig};
 use burn::prelude::*;
 use burn::store::{BurnpackStore, ModuleSnapshot};
 use burn::tensor::Bytes;
@@ -21,16 +21,15 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-pub use config::{Schedule, TrainConfig};
+pub use config::{FineTuneInput, Schedule, TrainConfig};
 pub use data::TrainingData;
 
 use crate::context::Prior;
 use crate::dataset::{PhotoSet, Species};
-use crate::metrics;
 use crate::model::card::{DataSummary, FORMAT, FORMAT_VERSION, Preprocessing, Versions};
-use crate::model::{self, ModelCard, ModelDir, Network, TrainedModel, WeightsChoice, input};
+use crate::model::{self, ModelCard, ModelDir, Network, TrainedModel, WeightsChoice};
 use crate::novelty::{self, Detector, NoveltyCard};
-use crate::{Error, Result, calibrate, files, plot, progress};
+use crate::{Error, Result, calibrate, files, plot};
 
 /// The metrics of one epoch, as in `history.csv`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -357,61 +356,46 @@ fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
         .init()
 }
 
+/// Trains the recipe's network on the photos, augmented afresh each epoch, from the epoch
+/// after `card`'s last, with a checkpoint after each to resume from.
 fn run(
     mut card: ModelCard,
-    mut network: Network,
-    mut optim: ModuleOptimizer,
+    network: Network,
+    optim: ModuleOptimizer,
     data: &TrainingData,
     dir: &ModelDir,
     device: &Device,
 ) -> Result<ModelCard> {
     let config = card.training.clone();
     let autodiff = device.clone().autodiff();
-    let n = data.train.len();
-    for epoch in card.epochs_completed + 1..=config.epochs {
-        let start = Instant::now();
-        // Seeding per epoch makes dropout and order the same whether or not the run resumed.
-        autodiff.seed(config.seed.wrapping_add(epoch as u64));
-        let stats;
-        (network, stats) = train_epoch(network, &mut optim, &data.train, &config, epoch, &autodiff);
-        let train_seconds = start.elapsed().as_secs_f64();
-        let valid = network.valid();
-        let val_probs = model::predict_probabilities(
-            &valid,
-            config.model.image_size,
-            config.model.normalisation(),
-            &data.validation.all_pixels(),
-            device,
-        );
-        let record = EpochRecord {
-            epoch,
-            train_loss: stats.loss_sum / n as f64,
-            train_accuracy: stats.correct as f64 / n as f64,
-            validation_loss: metrics::log_loss(&val_probs, &data.validation.labels),
-            validation_accuracy: metrics::accuracy(&val_probs, &data.validation.labels),
-            seconds: start.elapsed().as_secs_f64(),
-            train_images_per_second: n as f64 / train_seconds,
-            data_wait_seconds: stats.waiting.as_secs_f64(),
-        };
-        let labels = &data.validation.labels;
-        finish_epoch(
-            &mut card,
-            record,
-            &val_probs,
-            labels,
-            train_seconds,
-            dir,
-            |is_best| {
-                dir.save_weights(&valid, WeightsChoice::Last)?;
-                if is_best {
-                    dir.save_weights(&valid, WeightsChoice::Best)?;
-                }
-                save_checkpoint(dir, epoch, &network, &optim)
-            },
-        )?;
-        // model.json now names this epoch: the one before is no longer needed.
-        prune_checkpoints(dir, epoch)?;
-    }
+    let pixels = data.validation.all_pixels();
+    let norm = config.model.normalisation();
+    let checkpoint = |network: &Network, optim: &ModuleOptimizer, epoch| {
+        save_checkpoint(dir, epoch, network, optim)
+    };
+    let stage = fit::Stage {
+        forward: |network: &Network, x| network.forward(x),
+        validate: |network: &Network| {
+            model::predict_probabilities(network, config.model.image_size, norm, &pixels, device)
+        },
+        network: |network| network,
+        validation_labels: &data.validation.labels,
+        checkpoint: Some(&checkpoint),
+        dir,
+        device,
+    };
+    let photos = fit::Photos {
+        set: &data.train,
+        augment: (!config.no_augment).then_some(&config.augment),
+        norm,
+        seed: config.seed,
+        image_size: config.model.image_size,
+        device: &autodiff,
+        prepare: None,
+    };
+    let epochs = card.epochs_completed + 1..=config.epochs;
+    let plan = fit::Plan::constant(config.learning_rate);
+    stage.fit(&mut card, (network, optim), &photos, epochs, plan)?;
     Ok(card)
 }
 
@@ -475,77 +459,6 @@ fn finish_epoch(
     files::write_atomic(&dir.history_path(), history_csv(&card.history).as_bytes())?;
     plot::learning_curve(&card.history, &dir.learning_curve_path())?;
     dir.write_card(card)
-}
-
-/// What one pass over the training photos measured.
-struct EpochStats {
-    loss_sum: f64,
-    correct: usize,
-    /// Time the step waited for the worker thread's next batch.
-    waiting: Duration,
-}
-
-/// One pass over `train` in the epoch's order, batches built (and augmented) ahead on a worker
-/// thread, an RMSprop step per batch.
-fn train_epoch(
-    network: Network,
-    optim: &mut ModuleOptimizer,
-    train: &PhotoSet,
-    config: &TrainConfig,
-    epoch: usize,
-    autodiff: &Device,
-) -> (Network, EpochStats) {
-    let n = train.len();
-    let augment = (!config.no_augment).then_some(&config.augment);
-    let order = epoch_order(n, config.seed, epoch);
-    let bar = progress::bar(n, format!("epoch {epoch}/{}", config.epochs));
-    let mut stats = EpochStats {
-        loss_sum: 0.0,
-        correct: 0,
-        waiting: Duration::ZERO,
-    };
-    let mut seen = 0usize;
-    let network = std::thread::scope(|scope| {
-        let mut network = network;
-        let plan = batches::BatchPlan {
-            order,
-            batch_size: config.batch_size,
-            augment,
-            norm: config.model.normalisation(),
-            seed: config.seed,
-            epoch,
-        };
-        let batches = batches::spawn(scope, train, plan);
-        loop {
-            let wait = Instant::now();
-            let Ok(batch) = batches.recv() else { break };
-            stats.waiting += wait.elapsed();
-            let x = input::planar_tensor(batch.images, config.model.image_size, autodiff);
-            let logits = network.forward(x);
-            let probs = model::probability_rows(logits.clone().detach());
-            let loss = model::loss(logits, &batch.labels);
-            let loss_value = loss.clone().into_scalar::<f32>() as f64;
-            let grads = GradientsParams::from_grads(loss.backward(), &network);
-            network = optim.step(config.learning_rate, network, grads);
-            let size = batch.labels.len();
-            stats.loss_sum += loss_value * size as f64;
-            stats.correct += probs
-                .iter()
-                .zip(&batch.labels)
-                .filter(|(p, l)| metrics::argmax(p) == **l)
-                .count();
-            seen += size;
-            bar.inc(size as u64);
-            bar.set_message(format!(
-                "loss {:.4} acc {:.4}",
-                stats.loss_sum / seen as f64,
-                stats.correct as f64 / seen as f64
-            ));
-        }
-        network
-    });
-    bar.finish_and_clear();
-    (network, stats)
 }
 
 /// The folder of the checkpoint after `epoch`: `network.bpk` and `optimizer.bin`, all that is

@@ -137,6 +137,7 @@ pub fn quick_config(data: &Path, epochs: usize) -> TrainConfig {
         fine_tune_schedule: Schedule::Constant,
         fine_tune_warmup: 0,
         fine_tune_patience: None,
+        fine_tune_from: Default::default(),
         others: None,
         observations: None,
         reviewed: None,
