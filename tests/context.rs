@@ -424,12 +424,23 @@ fn cross_validation_reports_the_photo_alone_against_the_prior_per_fold() {
     let summary = report.prior.as_ref().unwrap();
     let mean = fits.iter().map(|f| f.image.accuracy).sum::<f64>() / 2.0;
     assert!((summary.image[0].0 - mean).abs() < 1e-12);
+    // Each fold's weights fitted on the other folds' photos: with two folds, exactly those the
+    // other fold's own training fitted on its validation photos.
+    for (fold, other) in [(0, 2), (1, 1)] {
+        let card = vlinder::model::ModelDir::new(tmp.path().join(format!("cv/fold-{other}")))
+            .read_card()
+            .unwrap();
+        let crossed = report.folds[fold].cross_fitted.as_ref().unwrap();
+        assert_eq!(crossed.weights, card.prior.unwrap().weights);
+    }
+    assert!(summary.cross_fitted.is_some());
     let table = vlinder::train::cv::render_table(&report);
     for row in [
         "the photo alone",
         "months, weight fitted",
         "weights 1",
         "weights fitted",
+        "fitted on the other folds",
     ] {
         assert!(table.contains(row), "{table}");
     }

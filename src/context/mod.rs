@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 pub use date::Date;
 pub use observations::Observations;
-pub use prior::{Adjusted, Flag, Prior, PriorFit, in_context};
+pub use prior::{Adjusted, Flag, Labelled, Prior, PriorFit, in_context};
 
 /// The date and place of one observation; either may be missing.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]

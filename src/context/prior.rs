@@ -405,79 +405,129 @@ impl Prior {
         flags
     }
 
+    /// Accuracy and log loss of the photos' probabilities adjusted with weights `w`.
+    pub fn score(&self, photos: &Labelled, w: Weights) -> Score {
+        let adjusted: Vec<Vec<f32>> = photos
+            .probabilities
+            .iter()
+            .zip(photos.contexts)
+            .map(|(p, c)| self.adjust_with(p, c, w).probabilities)
+            .collect();
+        Score {
+            accuracy: accuracy(&adjusted, photos.labels),
+            log_loss: log_loss(&adjusted, photos.labels),
+        }
+    }
+
     /// Fits the weights on labelled photos by log loss (a grid over 0..2 in both), records the
     /// result against the photo alone, and returns it. A dimension no photo has keeps weight 1.
-    pub fn fit(
-        &mut self,
-        probabilities: &[Vec<f32>],
-        contexts: &[Context],
-        labels: &[usize],
-    ) -> PriorFit {
-        let score = |w: Weights| {
-            let adjusted: Vec<Vec<f32>> = probabilities
-                .iter()
-                .zip(contexts)
-                .map(|(p, c)| self.adjust_with(p, c, w).probabilities)
-                .collect();
-            Score {
-                accuracy: accuracy(&adjusted, labels),
-                log_loss: log_loss(&adjusted, labels),
-            }
-        };
-        let with_date = contexts
+    pub fn fit(&mut self, photos: &Labelled) -> PriorFit {
+        let with_date = photos
+            .contexts
             .iter()
             .filter(|c| self.usable(c).0.is_some())
             .count();
-        let with_place = contexts
+        let with_place = photos
+            .contexts
             .iter()
             .filter(|c| self.usable(c).1.is_some())
             .count();
-        let grid = |used: usize| -> Vec<f64> {
-            if used == 0 {
-                vec![1.0]
-            } else {
-                (0..=WEIGHT_STEPS)
-                    .map(|i| WEIGHT_MAX * i as f64 / WEIGHT_STEPS as f64)
-                    .collect()
-            }
-        };
-        // Best by log loss over the grid, and along its row without the place.
-        let (mut best, mut months) = ((f64::INFINITY, self.weights), (f64::INFINITY, 0.0));
-        for &month in &grid(with_date) {
-            for &place in &grid(with_place) {
-                let w = Weights { month, place };
-                let loss = score(w).log_loss;
-                if loss < best.0 {
-                    best = (loss, w);
-                }
-            }
-            let loss = score(Weights { month, place: 0.0 }).log_loss;
-            if loss < months.0 {
-                months = (loss, month);
-            }
-        }
+        let best = best_weights(&[(self, photos)]);
+        // Along the grid's row without the place: what the months alone give.
+        let months = weight_grid(with_date)
+            .into_iter()
+            .map(|month| Weights { month, place: 0.0 })
+            .min_by(|a, b| {
+                let loss = |w| self.score(photos, w).log_loss;
+                loss(*a).total_cmp(&loss(*b))
+            })
+            .expect("a grid of at least one weight");
         let fit = PriorFit {
-            photos: labels.len(),
+            photos: photos.labels.len(),
             with_date,
             with_place,
-            image: score(Weights {
-                month: 0.0,
-                place: 0.0,
-            }),
-            months: score(Weights {
-                month: months.1,
-                place: 0.0,
-            }),
-            bayes: score(Weights {
-                month: 1.0,
-                place: 1.0,
-            }),
-            fitted: score(best.1),
+            image: self.score(
+                photos,
+                Weights {
+                    month: 0.0,
+                    place: 0.0,
+                },
+            ),
+            months: self.score(photos, months),
+            bayes: self.score(
+                photos,
+                Weights {
+                    month: 1.0,
+                    place: 1.0,
+                },
+            ),
+            fitted: self.score(photos, best),
         };
-        self.weights = best.1;
+        self.weights = best;
         self.validation = Some(fit.clone());
         fit
     }
+}
+
+/// Labelled photos with what the model said of each and where and when each was seen.
+pub struct Labelled<'a> {
+    /// Calibrated probabilities, one row per photo.
+    pub probabilities: &'a [Vec<f32>],
+    pub contexts: &'a [Context],
+    pub labels: &'a [usize],
+}
+
+/// The grid of weights tried for a dimension that `used` photos have: 0 to [`WEIGHT_MAX`], or
+/// only 1 when no photo has it.
+fn weight_grid(used: usize) -> Vec<f64> {
+    if used == 0 {
+        vec![1.0]
+    } else {
+        (0..=WEIGHT_STEPS)
+            .map(|i| WEIGHT_MAX * i as f64 / WEIGHT_STEPS as f64)
+            .collect()
+    }
+}
+
+/// The weights with the lowest log loss over all the photos of `sets`, each set adjusted by
+/// its own prior (cross-validation fits one fold's weights on the other folds' photos, each
+/// judged by a model and prior of their own).
+pub fn best_weights(sets: &[(&Prior, &Labelled)]) -> Weights {
+    let used = |dimension: usize| {
+        sets.iter()
+            .map(|(prior, photos)| {
+                let usable = |c: &&Context| {
+                    let (month, band) = prior.usable(c);
+                    [month.is_some(), band.is_some()][dimension]
+                };
+                photos.contexts.iter().filter(usable).count()
+            })
+            .sum::<usize>()
+    };
+    let photos: usize = sets.iter().map(|(_, p)| p.labels.len()).sum();
+    let loss = |w: Weights| {
+        sets.iter()
+            .map(|(prior, p)| prior.score(p, w).log_loss * p.labels.len() as f64)
+            .sum::<f64>()
+            / photos.max(1) as f64
+    };
+    let mut best = (
+        f64::INFINITY,
+        Weights {
+            month: 1.0,
+            place: 1.0,
+        },
+    );
+    for &month in &weight_grid(used(0)) {
+        for &place in &weight_grid(used(1)) {
+            let w = Weights { month, place };
+            let l = loss(w);
+            if l < best.0 {
+                best = (l, w);
+            }
+        }
+    }
+    best.1
 }
 
 #[cfg(test)]
@@ -576,7 +626,11 @@ mod tests {
         let probs = vec![vec![0.5f32, 0.5]; 4];
         let contexts = vec![on(5, None), on(8, None), on(4, None), Context::default()];
         let labels = vec![0, 1, 0, 1];
-        let fit = p.fit(&probs, &contexts, &labels);
+        let fit = p.fit(&Labelled {
+            probabilities: &probs,
+            contexts: &contexts,
+            labels: &labels,
+        });
         assert_eq!((fit.with_date, fit.with_place), (3, 0));
         assert!(fit.fitted.log_loss < fit.image.log_loss, "{fit:?}");
         assert!(fit.fitted.accuracy >= fit.image.accuracy);

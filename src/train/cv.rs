@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::data::{load_context, load_others, require_two_species};
-use super::{TrainConfig, TrainingData, train_on};
-use crate::context::PriorFit;
-use crate::context::prior::Score;
+use super::{TrainConfig, TrainingData, train_on, validation_evidence};
+use crate::context::prior::{Score, Weights, best_weights};
+use crate::context::{Context, Labelled, Prior, PriorFit};
 use crate::dataset::{ImageFolder, PhotoSet, stratified_folds};
+use crate::model::{ModelDir, WeightsChoice};
 use crate::{Error, Result, files};
 
 /// The configuration of `vlinder cv`, saved in `cv.json`.
@@ -37,7 +38,18 @@ pub struct FoldResult {
     /// against the photo with its date and place.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prior: Option<PriorFit>,
+    /// The fold's photos with their date and place, the prior's weights fitted on the other
+    /// folds' validation photos instead of its own: nothing chosen on the photos scored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cross_fitted: Option<CrossFitted>,
     pub model: PathBuf,
+}
+
+/// A fold's score with weights fitted on the other folds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CrossFitted {
+    pub weights: Weights,
+    pub score: Score,
 }
 
 /// What `cv.json` holds.
@@ -63,6 +75,9 @@ pub struct PriorSummary {
     pub months: [(f64, f64); 2],
     pub bayes: [(f64, f64); 2],
     pub fitted: [(f64, f64); 2],
+    /// Weights fitted on the other folds (absent from reports written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cross_fitted: Option<[(f64, f64); 2]>,
 }
 
 /// Mean and sample standard deviation.
@@ -100,6 +115,8 @@ pub fn cross_validate(config: &CvConfig) -> Result<CvReport> {
     let folds = stratified_folds(&set.labels, folder.species.len(), config.folds, train.seed)?;
     files::create_dir(&config.out)?;
     let mut results = Vec::with_capacity(folds.len());
+    // Each fold's prior and the evidence it was fitted on, for the cross-fitted weights.
+    let mut evidence: Vec<Option<Evidence>> = Vec::with_capacity(folds.len());
     for (i, validation) in folds.iter().enumerate() {
         let training: Vec<usize> = folds
             .iter()
@@ -125,6 +142,19 @@ pub fn cross_validate(config: &CvConfig) -> Result<CvReport> {
         };
         let model = config.out.join(format!("fold-{}", i + 1));
         let card = train_on(train, &data, &model)?;
+        evidence.push(match &card.prior {
+            Some(prior) if prior.validation.is_some() => {
+                let device = train.device.device()?;
+                let trained = ModelDir::new(&model).load(WeightsChoice::Last, &device)?;
+                validation_evidence(&trained, &data).map(|(probabilities, contexts)| Evidence {
+                    prior: prior.clone(),
+                    probabilities,
+                    contexts,
+                    labels: data.validation.labels.clone(),
+                })
+            }
+            _ => None,
+        });
         let last = card.final_metrics.expect("a finished run has a last epoch");
         results.push(FoldResult {
             fold: i + 1,
@@ -133,9 +163,11 @@ pub fn cross_validate(config: &CvConfig) -> Result<CvReport> {
             accuracy: last.validation_accuracy,
             log_loss: last.validation_loss,
             prior: card.prior.and_then(|p| p.validation),
+            cross_fitted: None,
             model,
         });
     }
+    cross_fit(&mut results, &evidence);
     let (mean_accuracy, std_accuracy) =
         mean_std(&results.iter().map(|r| r.accuracy).collect::<Vec<_>>());
     let (mean_log_loss, std_log_loss) =
@@ -148,11 +180,21 @@ pub fn cross_validate(config: &CvConfig) -> Result<CvReport> {
                 mean_std(&fits.iter().map(|p| f(p).log_loss).collect::<Vec<_>>()),
             ]
         };
+        let crossed: Vec<Score> = results
+            .iter()
+            .filter_map(|r| r.cross_fitted.as_ref().map(|c| c.score))
+            .collect();
         PriorSummary {
             image: of(|p| p.image),
             months: of(|p| p.months),
             bayes: of(|p| p.bayes),
             fitted: of(|p| p.fitted),
+            cross_fitted: (crossed.len() == fits.len()).then(|| {
+                [
+                    mean_std(&crossed.iter().map(|s| s.accuracy).collect::<Vec<_>>()),
+                    mean_std(&crossed.iter().map(|s| s.log_loss).collect::<Vec<_>>()),
+                ]
+            }),
         }
     });
     let report = CvReport {
@@ -167,6 +209,54 @@ pub fn cross_validate(config: &CvConfig) -> Result<CvReport> {
     };
     files::write_json(&config.out.join("cv.json"), &report)?;
     Ok(report)
+}
+
+/// A fold's prior and the validation photos it was fitted on.
+struct Evidence {
+    prior: Prior,
+    probabilities: Vec<Vec<f32>>,
+    contexts: Vec<Context>,
+    labels: Vec<usize>,
+}
+
+impl Evidence {
+    fn labelled(&self) -> Labelled<'_> {
+        Labelled {
+            probabilities: &self.probabilities,
+            contexts: &self.contexts,
+            labels: &self.labels,
+        }
+    }
+}
+
+/// Scores each fold with the prior's weights fitted on the other folds' validation photos
+/// (each adjusted by its own fold's prior), when every fold has a prior and at least two do.
+fn cross_fit(results: &mut [FoldResult], evidence: &[Option<Evidence>]) {
+    let Some(evidence) = evidence
+        .iter()
+        .map(Option::as_ref)
+        .collect::<Option<Vec<_>>>()
+    else {
+        return;
+    };
+    if evidence.len() < 2 {
+        return;
+    }
+    let labelled: Vec<Labelled> = evidence.iter().map(|e| e.labelled()).collect();
+    for (k, result) in results.iter_mut().enumerate() {
+        let others: Vec<(&Prior, &Labelled)> = evidence
+            .iter()
+            .zip(&labelled)
+            .enumerate()
+            .filter(|(j, _)| *j != k)
+            .map(|(_, (e, l))| (&e.prior, l))
+            .collect();
+        let weights = best_weights(&others);
+        result.cross_fitted = Some(CrossFitted {
+            weights,
+            score: evidence[k].prior.score(&labelled[k], weights),
+        });
+    }
 }
 
 /// The report as a table: one row per fold, then mean ± standard deviation.
@@ -196,7 +286,12 @@ pub fn render_table(report: &CvReport) -> String {
             ("months, weight fitted", p.months),
             ("months and latitude, weights 1", p.bayes),
             ("months and latitude, weights fitted", p.fitted),
-        ] {
+        ]
+        .into_iter()
+        .chain(
+            p.cross_fitted
+                .map(|c| ("the same, fitted on the other folds", c)),
+        ) {
             let _ = writeln!(
                 s,
                 "{name:<38} {:.4} ± {:.4}    {:.4} ± {:.4}",

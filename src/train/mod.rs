@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 pub use config::{FineTuneInput, Schedule, TrainConfig};
 pub use data::TrainingData;
 
-use crate::context::Prior;
+use crate::context::{Context, Labelled, Prior};
 use crate::dataset::{PhotoSet, Species};
 use crate::model::card::{DataSummary, FORMAT, FORMAT_VERSION, Preprocessing, Versions};
 use crate::model::{self, ModelCard, ModelDir, Network, TrainedModel, WeightsChoice};
@@ -188,15 +188,12 @@ fn fit_prior(
         }
         (None, None) => return Ok(card),
     };
-    if let Some(observations) = observations {
-        let pixels = data.validation.all_pixels();
-        let probabilities: Vec<Vec<f32>> = model
-            .assess(&pixels)
-            .into_iter()
-            .map(|a| a.calibrated)
-            .collect();
-        let contexts = observations.contexts(&data.validation.paths);
-        let fit = prior.fit(&probabilities, &contexts, &data.validation.labels);
+    if let Some((probabilities, contexts)) = validation_evidence(model, data) {
+        let fit = prior.fit(&Labelled {
+            probabilities: &probabilities,
+            contexts: &contexts,
+            labels: &data.validation.labels,
+        });
         eprintln!(
             "prior: weights month {:.2}, place {:.2}; on {} validation photos ({} dated, {} placed) accuracy {:.4} -> {:.4}, log loss {:.4} -> {:.4} (weights 1: {:.4}, {:.4})",
             prior.weights.month,
@@ -215,6 +212,21 @@ fn fit_prior(
     card.prior = Some(prior);
     dir.write_card(&card)?;
     Ok(card)
+}
+
+/// The validation photos' calibrated probabilities from `model` and their dates and places,
+/// when the run has their observations: what a prior's weights are fitted and judged on.
+pub(crate) fn validation_evidence(
+    model: &TrainedModel,
+    data: &TrainingData,
+) -> Option<(Vec<Vec<f32>>, Vec<Context>)> {
+    let observations = data.observations.as_ref()?;
+    let probabilities = model
+        .assess(&data.validation.all_pixels())
+        .into_iter()
+        .map(|a| a.calibrated)
+        .collect();
+    Some((probabilities, observations.contexts(&data.validation.paths)))
 }
 
 /// Features of the finished network's training (with any augmented copies) and validation
