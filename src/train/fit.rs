@@ -190,6 +190,8 @@ where
         let steps_per_epoch = n.div_ceil(config.batch_size);
         let steps = steps_per_epoch * epochs.clone().count();
         let warmup = steps_per_epoch * plan.warmup_epochs;
+        // Counted from the stage's first epoch here: the recipe, the one stage that resumes,
+        // trains at a constant rate, which a resumed count cannot move.
         let mut step = 0;
         let mut module = Some(module);
         let mut best: Option<Best<M>> = None;
