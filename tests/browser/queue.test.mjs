@@ -13,8 +13,9 @@ import { repo, vlinder, startServer, launchChromium } from "./server.mjs";
 const sample = join(repo, "assets/sample");
 const species = ["anthocharis_cardamines", "celastrina_argiolus", "gonepteryx_rhamni"];
 
-// A tiny model on the repository's sample, and a records CSV of 12 of its photos (every third
-// claim wrong), imported into the database at `url`, with a validator and an admin.
+// A tiny model on the repository's sample, with the prior of its photos' dates and places, and a
+// records CSV of 12 of its photos (every third claim wrong; one of them, a holly blue, in December),
+// imported into the database at `url`, with a validator and an admin.
 function prepare(dir, url) {
   const photos = join(dir, "photos");
   const lines = ["id,photo,species,date"];
@@ -24,11 +25,13 @@ function prepare(dir, url) {
     for (const file of files) symlinkSync(join(sample, name, file), join(photos, name, file));
     for (const [i, file] of files.slice(0, 4).entries()) {
       const claimed = i % 3 === 0 ? species[(s + 1) % 3] : name;
-      lines.push(`${name.slice(0, 3)}-${i},${join(photos, name, file)},${claimed},2021-05-${String(10 + i).padStart(2, "0")}`);
+      const month = s === 0 && i === 3 ? "12" : "05";
+      lines.push(`${name.slice(0, 3)}-${i},${join(photos, name, file)},${claimed},2021-${month}-${String(10 + i).padStart(2, "0")}`);
     }
   }
   const model = join(dir, "model");
-  execFileSync(vlinder, ["train", "--data", photos, "--epochs", "1", "--image-size", "24", "--no-augment", "--out", model], { stdio: "ignore" });
+  const observations = join(sample, "manifest.jsonl");
+  execFileSync(vlinder, ["train", "--data", photos, "--epochs", "1", "--image-size", "24", "--no-augment", "--observations", observations, "--out", model], { stdio: "ignore" });
   const records = join(dir, "records.csv");
   writeFileSync(records, lines.join("\n") + "\n");
   execFileSync(vlinder, ["queue", "import", "--model", model, "--database", url, "--date-column", "date", "--photos-root", "/", records], { stdio: "ignore" });
@@ -131,9 +134,15 @@ test("validators work through the queue by keyboard and are told of each other's
         const history = await (await fetch(`${base}/v1/records/${third}`, { headers: { Cookie: bram.cookie } })).json();
         assert.deepEqual(history.history.map((d) => [d.validator, d.decision]), [["bram", "confirm"], ["anna", "cannot_tell"]]);
 
+        // The holly blue claimed in December is flagged, whatever its photo shows.
+        await page.click('#rows tr[data-id="ant-3"]');
+        await page.locator("#flags").waitFor();
+        assert.equal(await page.textContent("#flags"), "Flags: outside its flight period");
+
         // The switch turns the page into Dutch.
         await page.click("#lang");
         assert.equal(await page.textContent("#signout"), "Uitloggen");
+        assert.equal(await page.textContent("#flags"), "Signalen: buiten de vliegtijd");
         await page.screenshot({ path: join(repo, "target", `queue-page-${name}.png`), fullPage: true });
 
         // The admin exports every record with the latest decisions.
