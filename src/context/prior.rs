@@ -437,11 +437,10 @@ impl Prior {
         let months = weight_grid(with_date)
             .into_iter()
             .map(|month| Weights { month, place: 0.0 })
-            .min_by(|a, b| {
-                let loss = |w| self.score(photos, w).log_loss;
-                loss(*a).total_cmp(&loss(*b))
-            })
-            .expect("a grid of at least one weight");
+            .map(|w| (self.score(photos, w).log_loss, w))
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+            .expect("a grid of at least one weight")
+            .1;
         let fit = PriorFit {
             photos: photos.labels.len(),
             with_date,
