@@ -220,9 +220,9 @@ impl DepthwiseShape {
 
 /// Channels handled together in the depthwise loop: one AVX-512 register.
 const LANES: usize = 16;
-/// Channels the AVX-512 depthwise path takes through a whole image before the next ones.
+/// Channels the SIMD depthwise path takes through a whole image before the next ones.
 #[cfg(target_arch = "x86_64")]
-const CHUNK: usize = 4 * LANES;
+const CHUNK: usize = 64;
 /// Output pixels of a row computed together away from the edges: each weight vector loaded
 /// serves all of them, and their sums stay in registers.
 const PIXELS: usize = 4;
@@ -247,66 +247,41 @@ pub fn depthwise_relu6(
     first_row: usize,
     out: &mut [f32],
 ) {
-    let DepthwiseShape {
-        width: w,
-        channels: c,
-        kernel: k,
-        stride: s,
-        ..
-    } = shape;
     let (_, columns) = shape.output();
-    let (top, left) = shape.padding();
-    // The columns whose taps all land inside the image: `ox * s >= left` and
-    // `ox * s - left + k <= w`.
-    let inner_start = left.div_ceil(s).min(columns);
-    let inner_end = if w + left >= k {
-        ((w + left - k) / s + 1).min(columns)
-    } else {
-        0
+    let c = shape.channels;
+    assert!(out.len().is_multiple_of(columns * c), "whole output rows");
+    assert!(weights.len() >= shape.kernel * shape.kernel * c && bias.len() >= c);
+    let rows = out.len() / (columns * c);
+    if rows > 0 {
+        let (last, ky) = shape.taps(first_row + rows - 1, shape.padding().0, shape.height);
+        assert!(
+            input.len() >= (last + ky.len() - input_row) * shape.width * c,
+            "the input rows the output rows read"
+        );
     }
-    .max(inner_start);
     #[cfg(target_arch = "x86_64")]
-    if c.is_multiple_of(LANES) && std::arch::is_x86_feature_detected!("avx512f") {
-        // A chunk of channels at a time over all the rows: its weights stay in the L1 cache.
-        for from in (0..c).step_by(CHUNK) {
-            let chunk = from..(from + CHUNK).min(c);
-            for (r, out_row) in out.chunks_exact_mut(columns * c).enumerate() {
-                let (y, ky) = shape.taps(first_row + r, top, shape.height);
-                let y = y - input_row;
-                let rows = RowTaps {
-                    input,
-                    weights,
-                    bias,
-                    width: w,
-                    channels: c,
-                    y,
-                    ky,
-                };
-                let x = inner_start * s - left;
-                let span = inner_end - inner_start;
-                let at = inner_start * c;
-                let chunk = chunk.clone();
-                // SAFETY: AVX-512F is present (checked above); the interior's taps lie inside
-                // the image, its outputs inside `out_row`, and the channels are whole registers.
-                let done = unsafe {
-                    let out = &mut out_row[at..];
-                    match (k, s) {
-                        (3, 1) => rows.interior_span::<3, 1>(x, span, chunk.clone(), out),
-                        (5, 1) => rows.interior_span::<5, 1>(x, span, chunk.clone(), out),
-                        (3, 2) => rows.interior_span::<3, 2>(x, span, chunk.clone(), out),
-                        (5, 2) => rows.interior_span::<5, 2>(x, span, chunk.clone(), out),
-                        _ => 0,
-                    }
-                };
-                for ox in (0..inner_start).chain(inner_start + done..columns) {
-                    let (x, kx) = shape.taps(ox, left, w);
-                    // SAFETY: as above; `taps` keeps the pixel's taps inside the image.
-                    unsafe { rows.pixel(x, kx, k, chunk.clone(), &mut out_row[ox * c..][..c]) };
-                }
-            }
+    {
+        use std::arch::x86_64::{__m256, __m512};
+        // SAFETY (both): the CPU has the features just checked, the channels are whole
+        // registers, and the lengths are as asserted above.
+        if c.is_multiple_of(<__m512 as Vector>::LANES)
+            && std::arch::is_x86_feature_detected!("avx512f")
+        {
+            let args = (shape, input, input_row, weights, bias, first_row);
+            unsafe { depthwise_avx512(args, out) };
+            return;
         }
-        return;
+        if c.is_multiple_of(<__m256 as Vector>::LANES)
+            && std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+        {
+            let args = (shape, input, input_row, weights, bias, first_row);
+            unsafe { depthwise_avx2(args, out) };
+            return;
+        }
     }
+    let (inner_start, inner_end) = shape.interior();
+    let (top, _) = shape.padding();
     for (r, out_row) in out.chunks_exact_mut(columns * c).enumerate() {
         let (y, ky) = shape.taps(first_row + r, top, shape.height);
         let y = y - input_row;
@@ -322,7 +297,202 @@ pub fn depthwise_relu6(
     }
 }
 
-/// What the AVX-512 interior of one output row reads.
+impl DepthwiseShape {
+    /// The output columns whose taps all land inside the image (`ox * s >= left` and
+    /// `ox * s - left + k <= w`), as a range `start..end`.
+    fn interior(&self) -> (usize, usize) {
+        let (_, columns) = self.output();
+        let (_, left) = self.padding();
+        let (w, k, s) = (self.width, self.kernel, self.stride);
+        let start = left.div_ceil(s).min(columns);
+        let end = if w + left >= k {
+            ((w + left - k) / s + 1).min(columns)
+        } else {
+            0
+        };
+        (start, end.max(start))
+    }
+}
+
+/// What [`depthwise_relu6`] is given besides its output.
+#[cfg(target_arch = "x86_64")]
+type DepthwiseArgs<'a> = (
+    DepthwiseShape,
+    &'a [f32],
+    usize,
+    &'a [f32],
+    &'a [f32],
+    usize,
+);
+
+/// [`depthwise_simd`] in AVX-512 registers.
+///
+/// # Safety
+/// The CPU has AVX-512F; as [`depthwise_simd`] requires for 16 lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn depthwise_avx512(args: DepthwiseArgs, out: &mut [f32]) {
+    // SAFETY: as the caller promises.
+    unsafe { depthwise_simd::<std::arch::x86_64::__m512>(args, out) }
+}
+
+/// [`depthwise_simd`] in AVX2 registers, for CPUs without AVX-512: the plain loops below ran
+/// at half its speed there.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; as [`depthwise_simd`] requires for 8 lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn depthwise_avx2(args: DepthwiseArgs, out: &mut [f32]) {
+    // SAFETY: as the caller promises.
+    unsafe { depthwise_simd::<std::arch::x86_64::__m256>(args, out) }
+}
+
+/// [`depthwise_relu6`] with the sums in registers of `V`: a chunk of channels at a time over
+/// all the rows, so that its weights stay in the L1 cache; the interior of each row in groups
+/// of pixels, the edges one pixel at a time.
+///
+/// # Safety
+/// The CPU has `V`'s instructions; the channels are a multiple of `V::LANES`; the lengths are
+/// as [`depthwise_relu6`] asserts.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn depthwise_simd<V: Vector>(
+    (shape, input, input_row, weights, bias, first_row): DepthwiseArgs,
+    out: &mut [f32],
+) {
+    let DepthwiseShape {
+        width: w,
+        channels: c,
+        kernel: k,
+        stride: s,
+        ..
+    } = shape;
+    let (_, columns) = shape.output();
+    let (top, left) = shape.padding();
+    let (inner_start, inner_end) = shape.interior();
+    for from in (0..c).step_by(CHUNK) {
+        let chunk = from..(from + CHUNK).min(c);
+        for (r, out_row) in out.chunks_exact_mut(columns * c).enumerate() {
+            let (y, ky) = shape.taps(first_row + r, top, shape.height);
+            let rows = RowTaps {
+                input,
+                weights,
+                bias,
+                width: w,
+                channels: c,
+                y: y - input_row,
+                ky,
+            };
+            let x = inner_start * s - left;
+            let span = inner_end - inner_start;
+            let out = &mut out_row[inner_start * c..];
+            // SAFETY: the interior's taps lie inside the image, its outputs inside `out_row`,
+            // and the channels are whole registers, as the caller promises.
+            let done = unsafe {
+                match (k, s) {
+                    (3, 1) => rows.interior_span::<V, 3, 1>(x, span, chunk.clone(), out),
+                    (5, 1) => rows.interior_span::<V, 5, 1>(x, span, chunk.clone(), out),
+                    (3, 2) => rows.interior_span::<V, 3, 2>(x, span, chunk.clone(), out),
+                    (5, 2) => rows.interior_span::<V, 5, 2>(x, span, chunk.clone(), out),
+                    _ => 0,
+                }
+            };
+            for ox in (0..inner_start).chain(inner_start + done..columns) {
+                let (x, kx) = shape.taps(ox, left, w);
+                // SAFETY: as above; `taps` keeps the pixel's taps inside the image.
+                unsafe { rows.pixel::<V>(x, kx, k, chunk.clone(), &mut out_row[ox * c..][..c]) };
+            }
+        }
+    }
+}
+
+/// A SIMD register of `f32` lanes, for kernels written once for AVX-512 and AVX2. Its
+/// functions are inlined into callers compiled with the register's instructions.
+#[cfg(target_arch = "x86_64")]
+trait Vector: Copy {
+    const LANES: usize;
+    /// # Safety
+    /// The CPU has the instructions; `LANES` values from `from` are readable.
+    unsafe fn load(from: *const f32) -> Self;
+    /// # Safety
+    /// The CPU has the instructions; `LANES` values from `to` are writable.
+    unsafe fn store(self, to: *mut f32);
+    /// `self * b + c`, fused.
+    ///
+    /// # Safety
+    /// The CPU has the instructions.
+    unsafe fn mul_add(self, b: Self, c: Self) -> Self;
+    /// `min(max(self, 0), 6)`.
+    ///
+    /// # Safety
+    /// The CPU has the instructions.
+    unsafe fn relu6(self) -> Self;
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Vector for std::arch::x86_64::__m512 {
+    const LANES: usize = 16;
+    #[inline(always)]
+    unsafe fn load(from: *const f32) -> Self {
+        // SAFETY: as the caller promises.
+        unsafe { std::arch::x86_64::_mm512_loadu_ps(from) }
+    }
+    #[inline(always)]
+    unsafe fn store(self, to: *mut f32) {
+        // SAFETY: as the caller promises.
+        unsafe { std::arch::x86_64::_mm512_storeu_ps(to, self) }
+    }
+    #[inline(always)]
+    unsafe fn mul_add(self, b: Self, c: Self) -> Self {
+        // SAFETY: as the caller promises.
+        unsafe { std::arch::x86_64::_mm512_fmadd_ps(self, b, c) }
+    }
+    #[inline(always)]
+    unsafe fn relu6(self) -> Self {
+        use std::arch::x86_64::*;
+        // SAFETY: as the caller promises.
+        unsafe {
+            _mm512_min_ps(
+                _mm512_max_ps(self, _mm512_setzero_ps()),
+                _mm512_set1_ps(6.0),
+            )
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Vector for std::arch::x86_64::__m256 {
+    const LANES: usize = 8;
+    #[inline(always)]
+    unsafe fn load(from: *const f32) -> Self {
+        // SAFETY: as the caller promises.
+        unsafe { std::arch::x86_64::_mm256_loadu_ps(from) }
+    }
+    #[inline(always)]
+    unsafe fn store(self, to: *mut f32) {
+        // SAFETY: as the caller promises.
+        unsafe { std::arch::x86_64::_mm256_storeu_ps(to, self) }
+    }
+    #[inline(always)]
+    unsafe fn mul_add(self, b: Self, c: Self) -> Self {
+        // SAFETY: as the caller promises.
+        unsafe { std::arch::x86_64::_mm256_fmadd_ps(self, b, c) }
+    }
+    #[inline(always)]
+    unsafe fn relu6(self) -> Self {
+        use std::arch::x86_64::*;
+        // SAFETY: as the caller promises.
+        unsafe {
+            _mm256_min_ps(
+                _mm256_max_ps(self, _mm256_setzero_ps()),
+                _mm256_set1_ps(6.0),
+            )
+        }
+    }
+}
+
+/// What the SIMD interior of one output row reads.
 #[cfg(target_arch = "x86_64")]
 struct RowTaps<'a> {
     input: &'a [f32],
@@ -339,35 +509,33 @@ struct RowTaps<'a> {
 impl RowTaps<'_> {
     /// Output pixels in groups of `P` from input column `x` on, a `K`x`K` kernel of stride
     /// `S`, as many whole groups as fit in `span` pixels; returns the pixels done. Each group's
-    /// sums stay in `P` registers per 16 channels, each weight register serves the group, and
-    /// the products are fused multiply-adds.
+    /// sums stay in `P` registers per `V::LANES` channels, each weight register serves the
+    /// group, and the products are fused multiply-adds.
     ///
     /// # Safety
-    /// The CPU has AVX-512F; the taps of the `span` pixels lie inside the image (rows `y..`
-    /// for `ky`, columns `x..x + (span - 1) * S + K`); `channels` is a multiple of 16; `out`
-    /// holds at least `span * channels` values.
-    #[target_feature(enable = "avx512f")]
-    unsafe fn interior<const K: usize, const S: usize, const P: usize>(
+    /// The CPU has `V`'s instructions; the taps of the `span` pixels lie inside the image (rows
+    /// `y..` for `ky`, columns `x..x + (span - 1) * S + K`); `channels` is a multiple of
+    /// `V::LANES`; `out` holds at least `span * channels` values.
+    #[inline(always)]
+    unsafe fn interior<V: Vector, const K: usize, const S: usize, const P: usize>(
         &self,
         x: usize,
         span: usize,
         chunk: std::ops::Range<usize>,
         out: &mut [f32],
     ) -> usize {
-        use std::arch::x86_64::*;
         let c = self.channels;
         let groups = span / P;
-        assert!(out.len() >= groups * P * c && c.is_multiple_of(LANES) && chunk.end <= c);
+        assert!(out.len() >= groups * P * c && c.is_multiple_of(V::LANES) && chunk.end <= c);
         assert!(self.input.len() >= ((self.y + self.ky.len()) * self.width) * c);
         assert!(groups == 0 || x + (groups * P - 1) * S + K <= self.width);
         assert!(self.weights.len() >= K * K * c && self.bias.len() >= c);
         let (input, weights, out_ptr) =
             (self.input.as_ptr(), self.weights.as_ptr(), out.as_mut_ptr());
-        let (zero, six) = (_mm512_setzero_ps(), _mm512_set1_ps(6.0));
-        for at in chunk.step_by(LANES) {
+        for at in chunk.step_by(V::LANES) {
             // SAFETY (all loads and stores below): the asserts bound every offset: rows
             // `y + dy < y + ky.len()`, columns `< x + groups * P * S + K`, channels `< c`.
-            let bias = unsafe { _mm512_loadu_ps(self.bias.as_ptr().add(at)) };
+            let bias = unsafe { V::load(self.bias.as_ptr().add(at)) };
             for g in 0..groups {
                 let mut sums = [bias; P];
                 let column = x + g * P * S;
@@ -375,16 +543,15 @@ impl RowTaps<'_> {
                     let row = unsafe { input.add(((self.y + dy) * self.width + column) * c + at) };
                     let taps = unsafe { weights.add(ty * K * c + at) };
                     for tx in 0..K {
-                        let t = unsafe { _mm512_loadu_ps(taps.add(tx * c)) };
+                        let t = unsafe { V::load(taps.add(tx * c)) };
                         for (p, sum) in sums.iter_mut().enumerate() {
-                            let v = unsafe { _mm512_loadu_ps(row.add((p * S + tx) * c)) };
-                            *sum = _mm512_fmadd_ps(v, t, *sum);
+                            let v = unsafe { V::load(row.add((p * S + tx) * c)) };
+                            *sum = unsafe { v.mul_add(t, *sum) };
                         }
                     }
                 }
                 for (p, sum) in sums.into_iter().enumerate() {
-                    let clamped = _mm512_min_ps(_mm512_max_ps(sum, zero), six);
-                    unsafe { _mm512_storeu_ps(out_ptr.add((g * P + p) * c + at), clamped) };
+                    unsafe { sum.relu6().store(out_ptr.add((g * P + p) * c + at)) };
                 }
             }
         }
@@ -396,8 +563,8 @@ impl RowTaps<'_> {
     ///
     /// # Safety
     /// As [`interior`](Self::interior)'s.
-    #[target_feature(enable = "avx512f")]
-    unsafe fn interior_span<const K: usize, const S: usize>(
+    #[inline(always)]
+    unsafe fn interior_span<V: Vector, const K: usize, const S: usize>(
         &self,
         x: usize,
         span: usize,
@@ -411,7 +578,7 @@ impl RowTaps<'_> {
             ($p:literal) => {
                 // SAFETY: the pixels from `done` on are the rest of the same interior.
                 done += unsafe {
-                    self.interior::<K, S, $p>(
+                    self.interior::<V, K, S, $p>(
                         x + done * S,
                         span - done,
                         chunk.clone(),
@@ -431,13 +598,15 @@ impl RowTaps<'_> {
     }
 
     /// One output pixel whose taps are the kernel columns `kx` starting at input column `x`
-    /// (fewer than the kernel's at the edges), sums in registers, 16 channels at a time.
+    /// (fewer than the kernel's at the edges), sums in registers, `V::LANES` channels at a
+    /// time.
     ///
     /// # Safety
-    /// The CPU has AVX-512F; rows `y..` for `ky` and columns `x..x + kx.len()` lie inside the
-    /// image; `kx` lies inside a kernel of side `k`; `channels` is a multiple of 16.
-    #[target_feature(enable = "avx512f")]
-    unsafe fn pixel(
+    /// The CPU has `V`'s instructions; rows `y..` for `ky` and columns `x..x + kx.len()` lie
+    /// inside the image; `kx` lies inside a kernel of side `k`; `channels` is a multiple of
+    /// `V::LANES`.
+    #[inline(always)]
+    unsafe fn pixel<V: Vector>(
         &self,
         x: usize,
         kx: std::ops::Range<usize>,
@@ -446,31 +615,31 @@ impl RowTaps<'_> {
         out: &mut [f32],
     ) {
         let c = self.channels;
-        assert!(out.len() >= c && c.is_multiple_of(LANES) && kx.end <= k);
+        assert!(out.len() >= c && c.is_multiple_of(V::LANES) && kx.end <= k);
         assert!(self.input.len() >= ((self.y + self.ky.len()) * self.width) * c);
         assert!(x + kx.len() <= self.width && self.ky.end <= k);
         assert!(self.weights.len() >= k * k * c && self.bias.len() >= c);
         assert!(chunk.end <= c);
         let mut at = chunk.start;
-        while at + 4 * LANES <= chunk.end {
+        while at + 4 * V::LANES <= chunk.end {
             // SAFETY: as this function's; four blocks of channels from `at` lie below `c`.
-            unsafe { self.pixel_blocks::<4>(x, kx.clone(), k, at, out) };
-            at += 4 * LANES;
+            unsafe { self.pixel_blocks::<V, 4>(x, kx.clone(), k, at, out) };
+            at += 4 * V::LANES;
         }
         while at < chunk.end {
             // SAFETY: as above, one block.
-            unsafe { self.pixel_blocks::<1>(x, kx.clone(), k, at, out) };
-            at += LANES;
+            unsafe { self.pixel_blocks::<V, 1>(x, kx.clone(), k, at, out) };
+            at += V::LANES;
         }
     }
 
-    /// [`pixel`](Self::pixel) for `B` blocks of 16 channels from `at`: `B` independent sums,
-    /// so the multiply-adds overlap instead of waiting for each other.
+    /// [`pixel`](Self::pixel) for `B` blocks of `V::LANES` channels from `at`: `B` independent
+    /// sums, so the multiply-adds overlap instead of waiting for each other.
     ///
     /// # Safety
-    /// As [`pixel`](Self::pixel)'s, with `at + 16 * B <= channels`.
-    #[target_feature(enable = "avx512f")]
-    unsafe fn pixel_blocks<const B: usize>(
+    /// As [`pixel`](Self::pixel)'s, with `at + V::LANES * B <= channels`.
+    #[inline(always)]
+    unsafe fn pixel_blocks<V: Vector, const B: usize>(
         &self,
         x: usize,
         kx: std::ops::Range<usize>,
@@ -478,29 +647,25 @@ impl RowTaps<'_> {
         at: usize,
         out: &mut [f32],
     ) {
-        use std::arch::x86_64::*;
         let c = self.channels;
         let (input, weights) = (self.input.as_ptr(), self.weights.as_ptr());
-        let (zero, six) = (_mm512_setzero_ps(), _mm512_set1_ps(6.0));
         // SAFETY (all loads and stores below): bounded as `pixel` asserts, channels below
-        // `at + 16 * B <= c`.
-        let mut sums: [__m512; B] = std::array::from_fn(|b| unsafe {
-            _mm512_loadu_ps(self.bias.as_ptr().add(at + b * LANES))
-        });
+        // `at + V::LANES * B <= c`.
+        let mut sums: [V; B] =
+            std::array::from_fn(|b| unsafe { V::load(self.bias.as_ptr().add(at + b * V::LANES)) });
         for (dy, ty) in self.ky.clone().enumerate() {
             let row = unsafe { input.add(((self.y + dy) * self.width + x) * c + at) };
             let taps = unsafe { weights.add(ty * k * c + at) };
             for (dx, tx) in kx.clone().enumerate() {
                 for (b, sum) in sums.iter_mut().enumerate() {
-                    let v = unsafe { _mm512_loadu_ps(row.add(dx * c + b * LANES)) };
-                    let t = unsafe { _mm512_loadu_ps(taps.add(tx * c + b * LANES)) };
-                    *sum = _mm512_fmadd_ps(v, t, *sum);
+                    let v = unsafe { V::load(row.add(dx * c + b * V::LANES)) };
+                    let t = unsafe { V::load(taps.add(tx * c + b * V::LANES)) };
+                    *sum = unsafe { v.mul_add(t, *sum) };
                 }
             }
         }
         for (b, sum) in sums.into_iter().enumerate() {
-            let clamped = _mm512_min_ps(_mm512_max_ps(sum, zero), six);
-            unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(at + b * LANES), clamped) };
+            unsafe { sum.relu6().store(out.as_mut_ptr().add(at + b * V::LANES)) };
         }
     }
 }
@@ -693,8 +858,10 @@ mod tests {
 
     #[test]
     fn depthwise_matches_its_definition_for_every_kernel_stride_and_channel_count() {
-        // 16 and 48 channels take the AVX-512 kernels where the CPU has them, 24 the portable
-        // loops everywhere; the sizes give interiors of every width and edges on all sides.
+        // 16, 32 and 48 channels take the AVX-512 kernels where the CPU has them, 24 the AVX2
+        // ones where it has AVX2 but not AVX-512 (and below, wherever it has AVX2), 20 the
+        // portable loops everywhere; the sizes give interiors of every width and edges on all
+        // sides.
         let mut next = uniform(1);
         for (channels, kernel, stride, height, width) in [
             (16, 3, 1, 7, 7),
@@ -704,6 +871,8 @@ mod tests {
             (48, 5, 2, 15, 10),
             (24, 3, 2, 8, 9),
             (32, 5, 1, 3, 4),
+            (20, 3, 1, 7, 9),
+            (20, 5, 2, 9, 8),
         ] {
             let shape = DepthwiseShape {
                 height,
@@ -745,6 +914,24 @@ mod tests {
                 &got[first * ow * channels..],
                 "{what}: the strip"
             );
+            // The AVX2 kernels also on CPUs that would take the AVX-512 ones.
+            #[cfg(target_arch = "x86_64")]
+            if channels % 8 == 0
+                && std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                let mut avx2 = vec![f32::NAN; oh * ow * channels];
+                let args = (shape, &input[..], 0, &weights[..], &bias[..], 0);
+                // SAFETY: the CPU has AVX2 and FMA, the channels are whole 8-lane registers,
+                // and the buffers are the whole image's.
+                unsafe { super::depthwise_avx2(args, &mut avx2) };
+                for (i, (a, b)) in avx2.iter().zip(&want).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 1e-5,
+                        "{what}: AVX2 value {i} is {a}, not {b}"
+                    );
+                }
+            }
         }
     }
 

@@ -4,9 +4,10 @@
 //! A general matrix product packs its right-hand side on every call; for EfficientNet's late
 //! layers, whose weights outweigh the few pixels they see, that packing was most of the work,
 //! and the bias, the clamp and the residual took passes of their own. Here the weights are
-//! packed when the network is frozen, in panels of 16 output channels (one AVX-512 register);
-//! a tile of up to [`TILE_ROWS`] pixels x 2 panels keeps its sums in registers for all the
-//! inputs, and the epilogue runs on them before they are stored.
+//! packed when the network is frozen, in panels of 16 output channels (one AVX-512 register,
+//! two AVX2 ones); a tile of up to [`TILE_ROWS`] pixels x 2 panels (AVX-512) or
+//! [`TILE_ROWS_AVX2`] pixels x 1 panel (AVX2) keeps its sums in registers for all the inputs,
+//! and the epilogue runs on them before they are stored.
 
 use std::ops::Range;
 
@@ -15,6 +16,9 @@ pub(crate) const PANEL: usize = 16;
 /// Pixels per register tile: 2 panels x 12 rows of sums, the two panels' weights and a
 /// broadcast input fill 27 of the 32 AVX-512 registers.
 const TILE_ROWS: usize = 12;
+/// Pixels per AVX2 register tile: 6 rows x 2 registers of sums, the panel's two weight
+/// registers and a broadcast input fill 15 of the 16 AVX2 registers.
+const TILE_ROWS_AVX2: usize = 6;
 /// Pixels per cache block: their inputs stay in the L2 cache while every panel passes over them.
 const BLOCK_ROWS: usize = 8 * TILE_ROWS;
 
@@ -185,68 +189,59 @@ impl PackedPointwise {
                 }
             }
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: as this function's caller promises.
-            Isa::Avx2 => unsafe { self.rows_avx2(input, out, pixels, epilogue, panels) },
+            Isa::Avx2 => {
+                for first in (0..pixels).step_by(BLOCK_ROWS) {
+                    let rows = first..(first + BLOCK_ROWS).min(pixels);
+                    // SAFETY: as this function's caller promises, for these rows.
+                    unsafe { self.block_avx2(input, out, rows, epilogue, panels.clone()) };
+                }
+            }
             // SAFETY: as this function's caller promises.
             Isa::Portable => unsafe { self.portable(input, out, pixels, epilogue, panels) },
         }
     }
 
-    /// Six pixels x one panel of sums at a time in AVX2 registers (12 of the 16, with the
-    /// panel's two weight registers and a broadcast input), for CPUs with AVX2 and FMA but not
-    /// AVX-512: the plain loops below made feature extraction about 15 times slower there than
-    /// the AVX-512 tiles.
+    /// The rows `rows` for `panels`, one panel (two AVX2 registers) and up to
+    /// [`TILE_ROWS_AVX2`] rows at a time, for CPUs with AVX2 and FMA but not AVX-512.
     ///
     /// # Safety
-    /// The CPU has AVX2 and FMA; otherwise as [`run_raw`](Self::run_raw).
+    /// The CPU has AVX2 and FMA; otherwise as [`run_raw`](Self::run_raw), for `rows`.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn rows_avx2(
+    unsafe fn block_avx2(
         &self,
         input: &[f32],
         out: *mut f32,
-        pixels: usize,
+        rows: Range<usize>,
         epilogue: Epilogue,
         panels: Range<usize>,
     ) {
-        use std::arch::x86_64::*;
-        const ROWS: usize = 6;
         let (k, n) = (self.inputs, self.outputs);
         for p in panels {
-            let w = self.panels[p * k * PANEL..][..k * PANEL].as_ptr();
-            let columns = p * PANEL..((p + 1) * PANEL).min(n);
-            for first in (0..pixels).step_by(ROWS) {
-                let count = (pixels - first).min(ROWS);
-                // Rows past the last repeat it and are not stored.
-                let rows: [*const f32; ROWS] =
-                    std::array::from_fn(|r| input[(first + r.min(count - 1)) * k..][..k].as_ptr());
-                let mut sums = [[_mm256_setzero_ps(); 2]; ROWS];
-                for i in 0..k {
-                    // SAFETY: `i < k` stays inside each row of `k` inputs and inside the
-                    // panel's `k * PANEL` weights.
-                    unsafe {
-                        let w0 = _mm256_loadu_ps(w.add(i * PANEL));
-                        let w1 = _mm256_loadu_ps(w.add(i * PANEL + 8));
-                        for (sum, row) in sums.iter_mut().zip(rows) {
-                            let v = _mm256_set1_ps(*row.add(i));
-                            sum[0] = _mm256_fmadd_ps(v, w0, sum[0]);
-                            sum[1] = _mm256_fmadd_ps(v, w1, sum[1]);
-                        }
+            let weights = &self.panels[p * k * PANEL..][..k * PANEL];
+            let bias = &self.bias[p * PANEL..][..PANEL];
+            let mut row = rows.start;
+            while row < rows.end {
+                let count = (rows.end - row).min(TILE_ROWS_AVX2);
+                let x = &input[row * k..][..count * k];
+                let sink = Sink {
+                    out,
+                    outputs: n,
+                    row,
+                    column: p * PANEL,
+                    masks: [panel_mask(n, p), 0],
+                    epilogue,
+                };
+                // SAFETY: AVX2 and FMA are present; each tile reads the `x` rows and the
+                // panel taken above and stores `count` rows of the caller's promised columns.
+                unsafe {
+                    match count {
+                        5.. => half_6(x, k, weights, bias, &sink),
+                        3..=4 => half_4(x, k, weights, bias, &sink),
+                        _ => half_2(x, k, weights, bias, &sink),
                     }
-                }
-                for (r, sum) in sums.iter().enumerate().take(count) {
-                    let mut row = [0.0f32; PANEL];
-                    // SAFETY: `row` holds the two registers' 16 values.
-                    unsafe {
-                        _mm256_storeu_ps(row.as_mut_ptr(), sum[0]);
-                        _mm256_storeu_ps(row.as_mut_ptr().add(8), sum[1]);
-                    }
-                    let at = (first + r) * n;
-                    for (j, &s) in columns.clone().zip(&row) {
-                        // SAFETY: row `first + r` < `pixels`, column `j` < `outputs`.
-                        unsafe { *out.add(at + j) = epilogue.on(s + self.bias[j], at + j) };
-                    }
-                }
+                };
+                row += count;
             }
         }
     }
@@ -298,11 +293,6 @@ impl PackedPointwise {
         panels: Range<usize>,
     ) {
         let (k, n) = (self.inputs, self.outputs);
-        // The columns of panel `p` that exist; the padding's are not stored.
-        let mask = |p: usize| match n.saturating_sub(p * PANEL) {
-            left if left >= PANEL => u16::MAX,
-            left => (1u16 << left) - 1,
-        };
         for pair in (panels.start..panels.end).step_by(2) {
             let weights = &self.panels[pair * k * PANEL..][..2 * k * PANEL];
             let bias = &self.bias[pair * PANEL..][..2 * PANEL];
@@ -316,7 +306,7 @@ impl PackedPointwise {
                     outputs: n,
                     row,
                     column: pair * PANEL,
-                    masks: [mask(pair), mask(pair + 1)],
+                    masks: [panel_mask(n, pair), panel_mask(n, pair + 1)],
                     epilogue,
                 };
                 // SAFETY: AVX-512F is present; each tile reads the `x` rows and `weights`
@@ -335,6 +325,15 @@ impl PackedPointwise {
                 row += count;
             }
         }
+    }
+}
+
+/// The columns of panel `p` of `outputs` that exist, one bit each; the padding's are not
+/// stored.
+fn panel_mask(outputs: usize, p: usize) -> u16 {
+    match outputs.saturating_sub(p * PANEL) {
+        left if left >= PANEL => u16::MAX,
+        left => (1u16 << left) - 1,
     }
 }
 
@@ -377,6 +376,44 @@ impl Sink<'_> {
                 }
             };
             _mm512_mask_storeu_ps(self.out.add(at), mask, v);
+        }
+    }
+
+    /// Stores the sums of row `r` of an AVX2 tile, half `h` (0 or 1) of the first panel.
+    ///
+    /// # Safety
+    /// The CPU has AVX2; the row and the panel's masked columns are the caller's to write.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn put_half(&self, r: usize, h: usize, sum: std::arch::x86_64::__m256) {
+        use std::arch::x86_64::*;
+        const HALF: usize = PANEL / 2;
+        let at = (self.row + r) * self.outputs + self.column + h * HALF;
+        // Masks are prefixes: the lanes of this half that exist.
+        let lanes = ((self.masks[0] >> (h * HALF)) & 0xff).count_ones() as i32;
+        if lanes == 0 {
+            return;
+        }
+        let mask = _mm256_cmpgt_epi32(
+            _mm256_set1_epi32(lanes),
+            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+        );
+        // SAFETY: as the caller promises; a residual is laid out as `out`.
+        unsafe {
+            let v = match self.epilogue {
+                Epilogue::Relu6 => {
+                    _mm256_min_ps(_mm256_max_ps(sum, _mm256_setzero_ps()), _mm256_set1_ps(6.0))
+                }
+                Epilogue::Linear => sum,
+                Epilogue::Residual(residual) => {
+                    _mm256_add_ps(_mm256_maskload_ps(residual.as_ptr().add(at), mask), sum)
+                }
+            };
+            if lanes == HALF as i32 {
+                _mm256_storeu_ps(self.out.add(at), v);
+            } else {
+                _mm256_maskstore_ps(self.out.add(at), mask, v);
+            }
         }
     }
 }
@@ -463,6 +500,59 @@ macro_rules! single {
         }
     };
 }
+
+/// As [`single!`] with AVX2: the panel in two 8-lane halves `$a`, `$b`, stored by
+/// [`Sink::put_half`].
+#[cfg(target_arch = "x86_64")]
+macro_rules! half {
+    ($name:ident, $rows:literal, $($r:literal $a:ident $b:ident),*) => {
+        /// # Safety
+        /// The CPU has AVX2 and FMA; `x` holds at least one row of `k` values, `weights` a
+        /// panel; `sink` as [`Sink::put_half`] requires for each of `x`'s rows.
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn $name(x: &[f32], k: usize, weights: &[f32], bias: &[f32], sink: &Sink) {
+            use std::arch::x86_64::*;
+            assert!(x.len() >= k && x.len().is_multiple_of(k) && weights.len() >= k * PANEL);
+            assert!(bias.len() >= PANEL);
+            let count = x.len() / k;
+            let w = weights.as_ptr();
+            let rows = [$(x[$r.min(count - 1) * k..].as_ptr()),*];
+            // SAFETY: `bias` holds a panel.
+            let (bias0, bias1) = unsafe {
+                (_mm256_loadu_ps(bias.as_ptr()), _mm256_loadu_ps(bias.as_ptr().add(PANEL / 2)))
+            };
+            $(let mut $a = bias0; let mut $b = bias1;)*
+            for i in 0..k {
+                // SAFETY: `i < k` stays inside each row and the panel.
+                unsafe {
+                    let w0 = _mm256_loadu_ps(w.add(i * PANEL));
+                    let w1 = _mm256_loadu_ps(w.add(i * PANEL + PANEL / 2));
+                    $(
+                        let v = _mm256_broadcast_ss(&*rows[$r].add(i));
+                        $a = _mm256_fmadd_ps(v, w0, $a);
+                        $b = _mm256_fmadd_ps(v, w1, $b);
+                    )*
+                }
+            }
+            $(
+                if $r < count {
+                    // SAFETY: row `$r` is one of `x`'s, as the caller promises for them.
+                    unsafe {
+                        sink.put_half($r, 0, $a);
+                        sink.put_half($r, 1, $b);
+                    }
+                }
+            )*
+        }
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+half!(half_6, 6, 0 a0 b0, 1 a1 b1, 2 a2 b2, 3 a3 b3, 4 a4 b4, 5 a5 b5);
+#[cfg(target_arch = "x86_64")]
+half!(half_4, 4, 0 a0 b0, 1 a1 b1, 2 a2 b2, 3 a3 b3);
+#[cfg(target_arch = "x86_64")]
+half!(half_2, 2, 0 a0 b0, 1 a1 b1);
 
 #[cfg(target_arch = "x86_64")]
 single!(single_12, 12, 0 a0, 1 a1, 2 a2, 3 a3, 4 a4, 5 a5, 6 a6, 7 a7, 8 a8, 9 a9, 10 a10, 11 a11);
