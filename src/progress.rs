@@ -7,26 +7,38 @@ use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle, TermLike};
 
 /// How often a bar writes a line where stderr is not a terminal.
 pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// A bar over `len` items labelled `prefix`.
 pub fn bar(len: usize, prefix: impl Into<String>) -> ProgressBar {
-    let style = ProgressStyle::with_template(
-        "{prefix:>12} [{bar:30}] {pos}/{len} {per_sec:>12} ETA {eta:>4} {msg}",
-    )
-    .expect("the template is valid")
-    .progress_chars("=> ");
     let bar = ProgressBar::new(len as u64)
-        .with_style(style)
+        .with_style(style())
         .with_prefix(prefix.into());
     if !std::io::stderr().is_terminal() {
         let lines = LogLines::new(Box::new(std::io::stderr()), LOG_INTERVAL);
         bar.set_draw_target(ProgressDrawTarget::term_like_with_hz(Box::new(lines), 1));
     }
     bar
+}
+
+/// Prefix, bar, count, rate (one decimal: indicatif's own `per_sec` prints a dozen digits) and
+/// time left.
+fn style() -> ProgressStyle {
+    ProgressStyle::with_template(
+        "{prefix:>12} [{bar:30}] {pos}/{len} {rate:>10} ETA {eta:>4} {msg}",
+    )
+    .expect("the template is valid")
+    .with_key(
+        "rate",
+        |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+            // A failed write only loses this draw's rate.
+            let _ = write!(w, "{:.1}/s", state.per_sec());
+        },
+    )
+    .progress_chars("=> ")
 }
 
 /// A bar's drawing as lines of a log: what a draw writes is collected, and written out as one
@@ -141,7 +153,7 @@ mod tests {
         }
     }
 
-    fn drawn(interval: Duration, steps: u64) -> String {
+    fn drawn(interval: Duration, steps: u64, style: ProgressStyle) -> String {
         let out = Shared::default();
         let lines = LogLines::new(Box::new(out.clone()), interval);
         let bar = ProgressBar::with_draw_target(
@@ -149,7 +161,7 @@ mod tests {
             ProgressDrawTarget::term_like_with_hz(Box::new(lines), 20),
         )
         .with_prefix("decoding");
-        bar.set_style(ProgressStyle::with_template("{prefix} {pos}/{len}").unwrap());
+        bar.set_style(style);
         for _ in 0..steps {
             bar.inc(1);
             std::thread::sleep(Duration::from_millis(60));
@@ -161,10 +173,11 @@ mod tests {
     #[test]
     fn a_bar_off_the_terminal_writes_plain_lines_only_once_its_interval_has_passed() {
         // Short work writes nothing.
-        assert_eq!(drawn(Duration::from_secs(3600), 5), "");
+        let plain = || ProgressStyle::with_template("{prefix} {pos}/{len}").unwrap();
+        assert_eq!(drawn(Duration::from_secs(3600), 5, plain()), "");
         // Long work writes whole lines, without escape codes or carriage returns, that end
         // with the count reached.
-        let log = drawn(Duration::from_millis(100), 8);
+        let log = drawn(Duration::from_millis(100), 8, plain());
         let lines: Vec<&str> = log.lines().collect();
         assert!(lines.len() >= 2 && lines.len() <= 9, "{log:?}");
         assert!(
@@ -174,5 +187,21 @@ mod tests {
             "{log:?}"
         );
         assert!(!log.contains('\r') && !log.contains('\u{1b}'), "{log:?}");
+    }
+
+    #[test]
+    fn the_rate_has_one_decimal() {
+        let log = drawn(Duration::from_millis(100), 8, style());
+        let rates: Vec<&str> = log
+            .split_whitespace()
+            .filter(|w| w.ends_with("/s"))
+            .collect();
+        assert!(!rates.is_empty(), "{log:?}");
+        for rate in rates {
+            let number = rate.trim_end_matches("/s");
+            let (_, decimals) = number.split_once('.').expect("a decimal point");
+            assert_eq!(decimals.len(), 1, "{rate} in {log:?}");
+            assert!(number.parse::<f64>().is_ok_and(|r| r > 0.0), "{rate}");
+        }
     }
 }
