@@ -419,37 +419,44 @@ impl Sink<'_> {
 }
 
 /// Defines `$name(x, k, weights, bias, sink)`: the sums of the first `$rows` rows of `x` (`k`
-/// inputs each; rows past those `x` holds repeat its last and are not stored) times two panels
-/// of `weights` (`[2][k][PANEL]`) plus `bias` (`[2][PANEL]`), put into `sink`. Each sum is a
-/// named register for the whole loop (arrays indexed in a loop were kept on the stack).
+/// inputs each; rows past those `x` holds repeat its last and are not stored) times `weights`
+/// plus `bias`, two registers of `$lanes` a row, put into `sink` by `Sink::$put`. With AVX-512
+/// the two registers are two panels (`weights` `[2][k][PANEL]`, the second from `k * PANEL`);
+/// with AVX2 the two halves of one panel (the second from `PANEL / 2`). Each sum is a named
+/// register for the whole loop (arrays indexed in a loop were kept on the stack).
 #[cfg(target_arch = "x86_64")]
 macro_rules! tile {
-    ($name:ident, $rows:literal, $($r:literal $a:ident $b:ident),*) => {
-        /// # Safety
-        /// The CPU has AVX-512F; `x` holds at least one row of `k` values, `weights` two
-        /// panels; `sink` as [`Sink::put`] requires for each of `x`'s rows.
-        #[target_feature(enable = "avx512f")]
-        unsafe fn $name(x: &[f32], k: usize, weights: &[f32], bias: &[f32], sink: &Sink) {
+    (
+        $name:ident, $rows:literal, $feature:literal, $isa:literal,
+        $load:ident, $set1:ident, $fmadd:ident, $put:ident,
+        second weights $k:ident => $second:expr, lanes $lanes:expr,
+        $($r:literal $a:ident $b:ident),*
+    ) => {
+        #[doc = concat!("# Safety\nThe CPU has ", $isa, "; `x` holds at least one row of `k` \
+            values, `weights` and `bias` both registers' values; `sink` as the `put` it is \
+            stored by requires for each of `x`'s rows.")]
+        #[target_feature(enable = $feature)]
+        unsafe fn $name(x: &[f32], $k: usize, weights: &[f32], bias: &[f32], sink: &Sink) {
             use std::arch::x86_64::*;
-            assert!(x.len() >= k && x.len().is_multiple_of(k) && weights.len() >= 2 * k * PANEL);
-            assert!(bias.len() >= 2 * PANEL);
-            let count = x.len() / k;
+            assert!(x.len() >= $k && x.len().is_multiple_of($k));
+            assert!(weights.len() >= $second + ($k - 1) * PANEL + $lanes && bias.len() >= 2 * $lanes);
+            let count = x.len() / $k;
             let w = weights.as_ptr();
-            let rows = [$(x[$r.min(count - 1) * k..].as_ptr()),*];
-            // SAFETY: `bias` holds two panels.
+            let rows = [$(x[$r.min(count - 1) * $k..].as_ptr()),*];
+            // SAFETY: `bias` holds both registers' values, as asserted.
             let (bias0, bias1) = unsafe {
-                (_mm512_loadu_ps(bias.as_ptr()), _mm512_loadu_ps(bias.as_ptr().add(PANEL)))
+                ($load(bias.as_ptr()), $load(bias.as_ptr().add($lanes)))
             };
             $(let mut $a = bias0; let mut $b = bias1;)*
-            for i in 0..k {
-                // SAFETY: `i < k` stays inside each row and each panel.
+            for i in 0..$k {
+                // SAFETY: `i < k` stays inside each row and both registers' weights.
                 unsafe {
-                    let w0 = _mm512_loadu_ps(w.add(i * PANEL));
-                    let w1 = _mm512_loadu_ps(w.add((k + i) * PANEL));
+                    let w0 = $load(w.add(i * PANEL));
+                    let w1 = $load(w.add($second + i * PANEL));
                     $(
-                        let v = _mm512_set1_ps(*rows[$r].add(i));
-                        $a = _mm512_fmadd_ps(v, w0, $a);
-                        $b = _mm512_fmadd_ps(v, w1, $b);
+                        let v = $set1(*rows[$r].add(i));
+                        $a = $fmadd(v, w0, $a);
+                        $b = $fmadd(v, w1, $b);
                     )*
                 }
             }
@@ -457,8 +464,8 @@ macro_rules! tile {
                 if $r < count {
                     // SAFETY: row `$r` is one of `x`'s, as the caller promises for them.
                     unsafe {
-                        sink.put($r, 0, $a);
-                        sink.put($r, 1, $b);
+                        sink.$put($r, 0, $a);
+                        sink.$put($r, 1, $b);
                     }
                 }
             )*
@@ -466,7 +473,7 @@ macro_rules! tile {
     };
 }
 
-/// As [`tile!`] for one panel.
+/// As [`tile!`] with AVX-512 for one panel, one register a row.
 #[cfg(target_arch = "x86_64")]
 macro_rules! single {
     ($name:ident, $rows:literal, $($r:literal $a:ident),*) => {
@@ -501,49 +508,23 @@ macro_rules! single {
     };
 }
 
-/// As [`single!`] with AVX2: the panel in two 8-lane halves `$a`, `$b`, stored by
-/// [`Sink::put_half`].
+/// [`tile!`] with AVX2: one panel in two 8-lane halves.
 #[cfg(target_arch = "x86_64")]
 macro_rules! half {
-    ($name:ident, $rows:literal, $($r:literal $a:ident $b:ident),*) => {
-        /// # Safety
-        /// The CPU has AVX2 and FMA; `x` holds at least one row of `k` values, `weights` a
-        /// panel; `sink` as [`Sink::put_half`] requires for each of `x`'s rows.
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn $name(x: &[f32], k: usize, weights: &[f32], bias: &[f32], sink: &Sink) {
-            use std::arch::x86_64::*;
-            assert!(x.len() >= k && x.len().is_multiple_of(k) && weights.len() >= k * PANEL);
-            assert!(bias.len() >= PANEL);
-            let count = x.len() / k;
-            let w = weights.as_ptr();
-            let rows = [$(x[$r.min(count - 1) * k..].as_ptr()),*];
-            // SAFETY: `bias` holds a panel.
-            let (bias0, bias1) = unsafe {
-                (_mm256_loadu_ps(bias.as_ptr()), _mm256_loadu_ps(bias.as_ptr().add(PANEL / 2)))
-            };
-            $(let mut $a = bias0; let mut $b = bias1;)*
-            for i in 0..k {
-                // SAFETY: `i < k` stays inside each row and the panel.
-                unsafe {
-                    let w0 = _mm256_loadu_ps(w.add(i * PANEL));
-                    let w1 = _mm256_loadu_ps(w.add(i * PANEL + PANEL / 2));
-                    $(
-                        let v = _mm256_broadcast_ss(&*rows[$r].add(i));
-                        $a = _mm256_fmadd_ps(v, w0, $a);
-                        $b = _mm256_fmadd_ps(v, w1, $b);
-                    )*
-                }
-            }
-            $(
-                if $r < count {
-                    // SAFETY: row `$r` is one of `x`'s, as the caller promises for them.
-                    unsafe {
-                        sink.put_half($r, 0, $a);
-                        sink.put_half($r, 1, $b);
-                    }
-                }
-            )*
-        }
+    ($name:ident, $rows:literal, $($rest:tt)*) => {
+        tile!($name, $rows, "avx2,fma", "AVX2 and FMA", _mm256_loadu_ps, _mm256_set1_ps,
+            _mm256_fmadd_ps, put_half, second weights k => PANEL / 2, lanes PANEL / 2,
+            $($rest)*);
+    };
+}
+
+/// [`tile!`] with AVX-512: two panels.
+#[cfg(target_arch = "x86_64")]
+macro_rules! pair {
+    ($name:ident, $rows:literal, $($rest:tt)*) => {
+        tile!($name, $rows, "avx512f", "AVX-512F", _mm512_loadu_ps, _mm512_set1_ps,
+            _mm512_fmadd_ps, put, second weights k => k * PANEL, lanes PANEL,
+            $($rest)*);
     };
 }
 
@@ -562,12 +543,12 @@ single!(single_8, 8, 0 a0, 1 a1, 2 a2, 3 a3, 4 a4, 5 a5, 6 a6, 7 a7);
 single!(single_4, 4, 0 a0, 1 a1, 2 a2, 3 a3);
 
 #[cfg(target_arch = "x86_64")]
-tile!(tile_12, 12, 0 a0 b0, 1 a1 b1, 2 a2 b2, 3 a3 b3, 4 a4 b4, 5 a5 b5, 6 a6 b6, 7 a7 b7,
+pair!(tile_12, 12, 0 a0 b0, 1 a1 b1, 2 a2 b2, 3 a3 b3, 4 a4 b4, 5 a5 b5, 6 a6 b6, 7 a7 b7,
     8 a8 b8, 9 a9 b9, 10 a10 b10, 11 a11 b11);
 #[cfg(target_arch = "x86_64")]
-tile!(tile_8, 8, 0 a0 b0, 1 a1 b1, 2 a2 b2, 3 a3 b3, 4 a4 b4, 5 a5 b5, 6 a6 b6, 7 a7 b7);
+pair!(tile_8, 8, 0 a0 b0, 1 a1 b1, 2 a2 b2, 3 a3 b3, 4 a4 b4, 5 a5 b5, 6 a6 b6, 7 a7 b7);
 #[cfg(target_arch = "x86_64")]
-tile!(tile_4, 4, 0 a0 b0, 1 a1 b1, 2 a2 b2, 3 a3 b3);
+pair!(tile_4, 4, 0 a0 b0, 1 a1 b1, 2 a2 b2, 3 a3 b3);
 
 #[cfg(test)]
 mod tests {
