@@ -145,6 +145,28 @@ test("validators work through the queue by keyboard and are told of each other's
         assert.equal(await page.textContent("#flags"), "Signalen: buiten de vliegtijd");
         await page.screenshot({ path: join(repo, "target", `queue-page-${name}.png`), fullPage: true });
 
+        // A key pressed while the next record's detail is on its way decides nothing, rather
+        // than the record shown before; the late detail is shown and then decided.
+        const ids = await page.locator("#rows tr[data-id]").evaluateAll((rows) => rows.map((r) => r.dataset.id));
+        const [before, after] = ids.slice(-2);
+        await page.click(`#rows tr[data-id="${before}"]`);
+        await page.waitForFunction((id) => document.querySelector("#detail h2").textContent === id, before);
+        const held = `**/v1/records/${after}`;
+        await page.route(held, async (route) => {
+          await new Promise((done) => setTimeout(done, 1000));
+          await route.continue();
+        });
+        await page.keyboard.press("j");
+        await page.keyboard.press("x");
+        await page.waitForFunction((id) => document.querySelector("#detail h2").textContent === id, after);
+        await page.unroute(held);
+        const decidedText = (id) => page.textContent(`#rows tr[data-id="${id}"] .decided`);
+        assert.equal(await decidedText(before), "", "the record shown before is not decided");
+        assert.equal(await decidedText(after), "");
+        await page.keyboard.press("x");
+        await page.waitForFunction((id) => document.querySelector(`#rows tr[data-id="${id}"] .decided`).textContent !== "", after);
+        assert.equal(await decidedText(before), "");
+
         // The admin exports every record with the latest decisions.
         const admin = await browser.newContext({ locale: "nl-NL" });
         const adminPage = await admin.newPage();
