@@ -224,21 +224,20 @@ pub fn load_photo(
         (read_local(&path, &sources.root)?, path)
     };
     let image = decode::image_from_bytes(&bytes, &origin).map_err(|e| e.to_string())?;
+    let rgb = image.to_rgb8();
+    drop(image);
     let mut jpeg = Vec::new();
     // Never larger than the photo itself.
-    let small = if image.width().max(image.height()) > thumbnail {
-        image.thumbnail(thumbnail, thumbnail).to_rgb8()
-    } else {
-        image.to_rgb8()
-    };
-    small
+    decode::shrink_within(&rgb, thumbnail)
+        .as_ref()
+        .unwrap_or(&rgb)
         .write_to(
             &mut std::io::Cursor::new(&mut jpeg),
             image::ImageFormat::Jpeg,
         )
         .map_err(|e| format!("cannot make a thumbnail: {e}"))?;
     Ok(LoadedPhoto {
-        pixels: decode::resize_square(&image, size, filter),
+        pixels: decode::square_from_rgb(rgb, size, filter),
         thumbnail: jpeg,
     })
 }
