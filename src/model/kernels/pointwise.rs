@@ -353,6 +353,9 @@ struct Sink<'a> {
 }
 
 #[cfg(target_arch = "x86_64")]
+use super::Vector;
+
+#[cfg(target_arch = "x86_64")]
 impl Sink<'_> {
     /// Stores the sums of row `r` of the tile, panel `q` (0 or 1).
     ///
@@ -367,9 +370,7 @@ impl Sink<'_> {
         // SAFETY: as the caller promises; a residual is laid out as `out`.
         unsafe {
             let v = match self.epilogue {
-                Epilogue::Relu6 => {
-                    _mm512_min_ps(_mm512_max_ps(sum, _mm512_setzero_ps()), _mm512_set1_ps(6.0))
-                }
+                Epilogue::Relu6 => sum.relu6(),
                 Epilogue::Linear => sum,
                 Epilogue::Residual(residual) => {
                     _mm512_add_ps(_mm512_maskz_loadu_ps(mask, residual.as_ptr().add(at)), sum)
@@ -401,9 +402,7 @@ impl Sink<'_> {
         // SAFETY: as the caller promises; a residual is laid out as `out`.
         unsafe {
             let v = match self.epilogue {
-                Epilogue::Relu6 => {
-                    _mm256_min_ps(_mm256_max_ps(sum, _mm256_setzero_ps()), _mm256_set1_ps(6.0))
-                }
+                Epilogue::Relu6 => sum.relu6(),
                 Epilogue::Linear => sum,
                 Epilogue::Residual(residual) => {
                     _mm256_add_ps(_mm256_maskload_ps(residual.as_ptr().add(at), mask), sum)
