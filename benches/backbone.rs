@@ -217,6 +217,7 @@ fn main() {
         viewing: Viewing {
             pooling: Pooling::Gem,
             focus: Some(320),
+            mirror: false,
         },
     };
     let x = Tensor::<4>::random(
@@ -271,7 +272,7 @@ fn step_seconds(backbone: EfficientNetLite, reps: usize) -> f64 {
     let mut times = Vec::new();
     for _ in 0..=reps {
         let start = Instant::now();
-        let loss = vlinder::model::loss(net.forward(x.clone()), &labels);
+        let loss = vlinder::model::loss(net.forward(x.clone()), &labels, 0.0);
         let grads = GradientsParams::from_grads(loss.backward(), &net);
         net = optim.step(1e-5, net, grads);
         times.push(start.elapsed().as_secs_f64());

@@ -28,6 +28,7 @@ fn main() {
         viewing: Viewing {
             pooling: Pooling::Gem,
             focus: None,
+            mirror: false,
         },
     });
     // The score's cost depends on the shapes, not on the values it was fitted on.

@@ -49,6 +49,7 @@ fn vlinder_round(device: &Device) -> Measures {
         resize: ResizeFilter::Nearest,
         pooling: Pooling::Average,
         focus: None,
+        mirror: false,
     };
     let mut network = recipe.init(2, &autodiff);
     let mut optim: ModuleOptimizer = RmsPropConfig::new()
@@ -59,7 +60,7 @@ fn vlinder_round(device: &Device) -> Measures {
     let x = Tensor::<4>::random([32, 3, 75, 75], Distribution::Uniform(0.0, 1.0), &autodiff);
     let labels: Vec<usize> = (0..32).map(|i| i % 2).collect();
     let mut step = |network: model::Network| {
-        let loss = model::loss(network.forward(x.clone()), &labels);
+        let loss = model::loss(network.forward(x.clone()), &labels, 0.0);
         let grads = GradientsParams::from_grads(loss.backward(), &network);
         optim.step(1e-3, network, grads)
     };

@@ -3,7 +3,8 @@
 mod common;
 
 use burn::prelude::*;
-use vlinder::model::efficientnet::{EfficientNetLite, FEATURES};
+use vlinder::model::efficientnet::{EfficientNetLite, FEATURES, LITE0};
+use vlinder::model::{Head, Pooling, TransferNet, Viewing};
 
 /// The five ImageNet classes a golden case ranks first.
 fn top5(case: &serde_json::Value) -> Vec<usize> {
@@ -134,6 +135,53 @@ fn any_image_size_of_at_least_32_runs_and_trains() {
     let card = vlinder::train::train(&config, &tmp.path().join("m")).unwrap();
     assert_eq!((card.image_size, card.epochs_completed), (32, 2));
     assert!(card.final_metrics.unwrap().validation_loss.is_finite());
+}
+
+#[test]
+#[ignore = "needs ../shared: the Lite0 weights (a backbone with random weights answers the same for any photo)"]
+fn looking_at_mirrors_averages_both_views_and_answers_a_photo_as_its_mirror() {
+    let device = Device::flex();
+    device.seed(7);
+    let mirrored = TransferNet {
+        backbone: EfficientNetLite::from_pytorch(LITE0, &common::lite0_weights(), false, &device)
+            .unwrap(),
+        head: Head::new(3, &device),
+        viewing: Viewing {
+            pooling: Pooling::Gem,
+            focus: None,
+            mirror: true,
+        },
+    };
+    let once = TransferNet {
+        viewing: Viewing {
+            mirror: false,
+            ..mirrored.viewing
+        },
+        ..mirrored.clone()
+    };
+    let photos = Tensor::<4>::random(
+        [2, 3, 96, 96],
+        burn::tensor::Distribution::Uniform(-1.0, 1.0),
+        &device,
+    );
+    let flipped = photos.clone().flip([3]);
+    let values = |t: Tensor<2>| t.into_data().try_to_vec::<f32>().unwrap();
+    let answer = values(mirrored.forward(photos.clone()));
+    // The mean of two views does not depend on which came first: exactly the same answer.
+    assert_eq!(answer, values(mirrored.forward(flipped.clone())));
+    let views = values((once.forward(photos.clone()) + once.forward(flipped.clone())) / 2.0);
+    let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5);
+    assert!(close(&answer, &views), "{answer:?} vs {views:?}");
+    let single = values(once.forward(photos.clone()));
+    assert!(!close(&answer, &single), "{answer:?} vs {single:?}");
+    // Fine-tuning's route, from the activations of both views, gives the same answer.
+    let blocks = 10;
+    let from = values(mirrored.forward_from(
+        mirrored.backbone.activations(photos, blocks),
+        Some(mirrored.backbone.activations(flipped, blocks)),
+        blocks,
+    ));
+    assert!(close(&answer, &from), "{answer:?} vs {from:?}");
 }
 
 /// The input both sides of the golden files compute (`tests/fixtures/lite_golden/make.py`).

@@ -75,15 +75,59 @@ fn losses_are_binary_and_categorical_cross_entropy() {
     let device = Device::flex();
     // Binary: -ln(sigmoid(2)) for label 1, -ln(1 - sigmoid(-1)) for label 0.
     let logits = Tensor::<2>::from_data([[2.0f32], [-1.0]], &device);
-    let got = loss(logits, &[1, 0]).into_scalar::<f32>();
+    let got = loss(logits, &[1, 0], 0.0).into_scalar::<f32>();
     let sig = |z: f32| 1.0 / (1.0 + (-z).exp());
     let want = (-(sig(2.0).ln()) - (1.0 - sig(-1.0)).ln()) / 2.0;
     assert!((got - want).abs() < 1e-5, "{got} vs {want}");
     // Categorical: -ln(softmax(z)[label]).
     let logits = Tensor::<2>::from_data([[1.0f32, 2.0, 3.0]], &device);
-    let got = loss(logits, &[0]).into_scalar::<f32>();
+    let got = loss(logits, &[0], 0.0).into_scalar::<f32>();
     let want = -(1f32.exp() / (1f32.exp() + 2f32.exp() + 3f32.exp())).ln();
     assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+}
+
+#[test]
+fn label_smoothing_moves_each_target_towards_uniform() {
+    let device = Device::flex();
+    let value = |logits: Tensor<2>, labels: &[usize], smoothing| {
+        loss(logits, labels, smoothing).into_scalar::<f32>()
+    };
+    // Three species: the cross-entropy against (1 - α) one-hot + α / 3.
+    let rows = [[2.0f32, -1.0, 0.5], [0.0, 1.0, 3.0]];
+    let labels = [0, 1];
+    let logits = Tensor::<2>::from_floats(rows, &device);
+    let expected = |alpha: f32| {
+        let mut total = 0.0;
+        for (row, &label) in rows.iter().zip(&labels) {
+            let norm = row.iter().map(|v| v.exp()).sum::<f32>().ln();
+            for (k, v) in row.iter().enumerate() {
+                let target = alpha / 3.0 + if k == label { 1.0 - alpha } else { 0.0 };
+                total -= target * (v - norm);
+            }
+        }
+        total / rows.len() as f32
+    };
+    for alpha in [0.0, 0.1, 0.3] {
+        let got = value(logits.clone(), &labels, alpha);
+        assert!((got - expected(alpha)).abs() < 1e-5, "α {alpha}: {got}");
+    }
+    // Two species, one sigmoid output: the target of the label moves to 1 - α/2.
+    let logit = 1.5f32;
+    let p = 1.0 / (1.0 + (-logit).exp());
+    let binary = Tensor::<2>::from_floats([[logit]], &device);
+    for (label, alpha) in [(1, 0.0), (1, 0.2), (0, 0.2)] {
+        let target = if label == 1 {
+            1.0 - alpha / 2.0
+        } else {
+            alpha / 2.0
+        };
+        let want = -(target * p.ln() + (1.0 - target) * (1.0 - p).ln());
+        let got = value(binary.clone(), &[label], alpha);
+        assert!(
+            (got - want).abs() < 1e-5,
+            "label {label} α {alpha}: {got} vs {want}"
+        );
+    }
 }
 
 #[test]
@@ -378,6 +422,7 @@ fn model_json_files_written_before_the_model_config_existed_still_describe_their
             resize,
             pooling: Pooling::Gem,
             focus: None,
+            mirror: false,
         };
         assert_eq!(card.training.model, expected, "{file}");
         // The description rebuilds the network that was trained: the same parameter count.

@@ -265,6 +265,55 @@ fn fine_tuning_trains_only_the_last_blocks_and_keeps_the_imagenet_statistics() {
 
 #[test]
 #[ignore = "needs ../shared: the Lite0 weights"]
+fn a_model_that_looks_at_mirrors_scores_as_trained_with_or_without_fine_tuning() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = common::shared_subset(tmp.path(), &PAIR, 12);
+    let once = TrainConfig {
+        epochs: 3,
+        ..transfer_config(&data)
+    };
+    let mirrored = common::with_model(once.clone(), |m| m.mirror = true);
+    let smoothed = TrainConfig {
+        label_smoothing: 0.2,
+        ..mirrored.clone()
+    };
+    let tuned = TrainConfig {
+        fine_tune: 2,
+        fine_tune_epochs: 2,
+        ..smoothed.clone()
+    };
+    let _serial = common::training_lock();
+    let mut cards = Vec::new();
+    for (run, config) in [
+        ("once", &once),
+        ("mirrored", &mirrored),
+        ("smoothed", &smoothed),
+        ("tuned", &tuned),
+    ] {
+        let out = tmp.path().join(run);
+        let card = train::train(config, &out).unwrap();
+        // The validation photos were scored in training as the saved network answers them:
+        // from both views, through the cached features or the fine-tuned blocks' activations.
+        assert_scores_as_trained(&out, &data, &tmp.path().join(format!("eval-{run}")), &card);
+        cards.push(card);
+    }
+    let [once, mirrored, smoothed, tuned] = &cards[..] else {
+        unreachable!()
+    };
+    assert!(mirrored.training.model.mirror && !once.training.model.mirror);
+    // The head trains on the same single views; only its validation looks twice.
+    assert_eq!(once.history[0].train_loss, mirrored.history[0].train_loss);
+    assert_ne!(
+        once.history[0].validation_loss,
+        mirrored.history[0].validation_loss
+    );
+    // Smoothed targets cannot be met exactly: a higher training loss from the first epoch.
+    assert!(smoothed.history[0].train_loss > mirrored.history[0].train_loss);
+    assert_eq!(tuned.history.len(), 5);
+}
+
+#[test]
+#[ignore = "needs ../shared: the Lite0 weights"]
 fn fine_tuning_stops_early_with_its_best_weights_and_follows_its_schedule() {
     let tmp = tempfile::tempdir().unwrap();
     let data = common::shared_subset(tmp.path(), &PAIR, 12);

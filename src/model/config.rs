@@ -42,6 +42,13 @@ pub struct ModelConfig {
     #[arg(long, value_name = "VIEW")]
     #[serde(default)]
     pub focus: Option<u32>,
+    /// For the transfer models: look at each photo also mirrored left to right and give the
+    /// head the mean of both (test-time flips, for validation and every answer; training flips
+    /// at random instead). Costs a second pass through the backbone.
+    #[arg(long)]
+    // Models trained before this option looked once.
+    #[serde(default)]
+    pub mirror: bool,
 }
 
 impl Default for ModelConfig {
@@ -53,6 +60,7 @@ impl Default for ModelConfig {
             resize: ResizeFilter::Nearest,
             pooling: Pooling::Gem,
             focus: None,
+            mirror: false,
         }
     }
 }
@@ -101,6 +109,7 @@ impl ModelConfig {
         Viewing {
             pooling: self.pooling,
             focus: self.focus.map(|view| view as usize),
+            mirror: self.mirror,
         }
     }
 
@@ -137,6 +146,13 @@ impl ModelConfig {
         }
         if let Some(view) = self.focus {
             self.validate_focus(view)?;
+        }
+        if self.mirror && !self.is_transfer() {
+            return Err(Error::invalid(
+                "mirror",
+                "(given)",
+                "only for the transfer models (--model efficientnet-lite0, ...); the recipe models look once",
+            ));
         }
         Ok(())
     }

@@ -531,6 +531,10 @@ pub struct Viewing {
     /// features respond most; the head sees the mean of both views' features. The input side
     /// is a multiple of `view`.
     pub focus: Option<usize>,
+    /// Whether the network also looks at the photo mirrored left to right and gives the head
+    /// the mean of both views' features (test-time flips). The head is linear, so this is the
+    /// mean of the two views' logits.
+    pub mirror: bool,
 }
 
 /// Transfer learning: EfficientNet-Lite0's pooled features into a new [`Head`].
@@ -550,6 +554,15 @@ impl TransferNet {
 
     /// The features the head sees, from normalised images.
     pub fn features(&self, images: Tensor<4>) -> Tensor<2> {
+        if !self.viewing.mirror {
+            return self.features_of_view(images);
+        }
+        // One view after the other rather than one batch of both: half the peak memory.
+        (self.features_of_view(images.clone()) + self.features_of_view(images.flip([3]))) / 2.0
+    }
+
+    /// The features of the photos as they are, looking twice with `focus`.
+    fn features_of_view(&self, images: Tensor<4>) -> Tensor<2> {
         let pooling = self.viewing.pooling;
         let Some(view) = self.viewing.focus else {
             return self.backbone.pooled(images, pooling);
@@ -571,9 +584,21 @@ impl TransferNet {
         (pooling.pool(map) + pooling.pool(detail)) / 2.0
     }
 
-    /// Logits from the backbone's activations after its first `blocks` blocks (without focus).
-    pub fn forward_from(&self, activations: Tensor<4>, blocks: usize) -> Tensor<2> {
-        self.head.forward(self.features_from(activations, blocks))
+    /// Logits from the backbone's activations after its first `blocks` blocks (without focus),
+    /// and with `mirrored` those of the same photos mirrored, for a network that looks at both
+    /// (training passes `None`: its photos are flipped at random instead).
+    pub fn forward_from(
+        &self,
+        activations: Tensor<4>,
+        mirrored: Option<Tensor<4>>,
+        blocks: usize,
+    ) -> Tensor<2> {
+        let features = self.features_from(activations, blocks);
+        let features = match mirrored {
+            Some(mirrored) => (features + self.features_from(mirrored, blocks)) / 2.0,
+            None => features,
+        };
+        self.head.forward(features)
     }
 
     /// The head's features from the backbone's activations after its first `blocks` blocks;

@@ -130,21 +130,25 @@ pub fn outputs(classes: usize) -> usize {
 }
 
 /// The loss the network is trained with: binary cross-entropy on one sigmoid output for two
-/// species, categorical cross-entropy on a softmax otherwise. `logits` are the network's raw
-/// outputs; both losses are computed from them for numerical stability.
-pub fn loss(logits: Tensor<2>, labels: &[usize]) -> Tensor<1> {
+/// species, categorical cross-entropy on a softmax otherwise, against targets smoothed by
+/// `smoothing` (0: the labels as they are; α: each target moves α of the way to uniform).
+/// `logits` are the network's raw outputs; both losses are computed from them for numerical
+/// stability.
+pub fn loss(logits: Tensor<2>, labels: &[usize], smoothing: f32) -> Tensor<1> {
     let device = logits.device();
     let [n, outputs] = logits.dims();
     let targets: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
+    let targets = Tensor::<1, Int>::from_data(TensorData::new(targets, [n]), &device);
+    let smoothing = (smoothing > 0.0).then_some(smoothing);
     if outputs == 1 {
-        let targets = Tensor::<1, Int>::from_data(TensorData::new(targets, [n]), &device);
         burn::nn::loss::BinaryCrossEntropyLossConfig::new()
             .with_logits(true)
+            .with_smoothing(smoothing)
             .init(&device)
             .forward(logits.reshape([n]), targets)
     } else {
-        let targets = Tensor::<1, Int>::from_data(TensorData::new(targets, [n]), &device);
         burn::nn::loss::CrossEntropyLossConfig::new()
+            .with_smoothing(smoothing)
             .init(&device)
             .forward(logits, targets)
     }

@@ -93,6 +93,12 @@ pub struct TrainConfig {
     #[arg(long, value_enum, default_value_t = defaults().fine_tune_from)]
     #[serde(default)]
     pub fine_tune_from: FineTuneInput,
+    /// Train towards targets moved this share of the way to uniform (label smoothing, e.g.
+    /// 0.1), so that the network is not pushed to ever larger logits on a few photos; the
+    /// validation loss is always against the labels as they are.
+    #[arg(long, value_name = "ALPHA", default_value_t = defaults().label_smoothing)]
+    #[serde(default)]
+    pub label_smoothing: f32,
     /// Photos of other species or of no butterfly (any layout, no labels): they teach the
     /// unknown-ness score what the model's species are not.
     #[arg(long, value_name = "DIR")]
@@ -270,6 +276,13 @@ impl TrainConfig {
                 ));
             }
         }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return Err(Error::invalid(
+                "label-smoothing",
+                self.label_smoothing,
+                "a share from 0 (off) up to but not including 1, e.g. 0.1",
+            ));
+        }
         if !(self.keep > 0.0 && self.keep < 1.0) {
             return Err(Error::invalid(
                 "keep",
@@ -356,6 +369,7 @@ impl Default for TrainConfig {
             fine_tune_warmup: 0,
             fine_tune_patience: None,
             fine_tune_from: FineTuneInput::Activations,
+            label_smoothing: 0.0,
             others: None,
             observations: None,
             prior: None,
@@ -552,6 +566,32 @@ mod tests {
             ),
             (Schedule::Cosine, 1, Some(2), FineTuneInput::Photos)
         );
+    }
+
+    #[test]
+    fn mirrors_and_label_smoothing_are_checked() {
+        let config = |args: &[&str]| {
+            let mut all = vec!["train", "--data", "photos"];
+            all.extend_from_slice(args);
+            Command::parse_from(all).config
+        };
+        let lite0 = ["--model", "efficientnet-lite0"];
+        let ok = config(&[&lite0[..], &["--mirror", "--label-smoothing", "0.1"]].concat());
+        ok.validate().unwrap();
+        assert!(ok.model.viewing().mirror);
+        assert_eq!(ok.label_smoothing, 0.1);
+        let err = config(&["--mirror"]).validate().unwrap_err().to_string();
+        assert!(
+            err.contains("mirror") && err.contains("transfer models"),
+            "{err}"
+        );
+        for alpha in ["1", "-0.1", "NaN"] {
+            let err = config(&[&format!("--label-smoothing={alpha}")])
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("label-smoothing"), "{alpha}: {err}");
+        }
     }
 
     #[test]

@@ -206,7 +206,7 @@ where
                 let trained = module.take().expect("the module between steps");
                 let logits = (self.forward)(&trained, x);
                 let probs = model::probability_rows(logits.clone().detach());
-                let loss = model::loss(logits, labels);
+                let loss = model::loss(logits, labels, config.label_smoothing);
                 loss_sum += loss.clone().into_scalar::<f32>() as f64 * labels.len() as f64;
                 correct += probs
                     .iter()

@@ -15,7 +15,8 @@ use crate::augment::AugmentParams;
 use crate::dataset::PhotoSet;
 use crate::model::backbone;
 use crate::model::{
-    self, EfficientNetLite, Head, ModelCard, ModelDir, Network, TransferNet, Variant, input,
+    self, EfficientNetLite, Head, ModelCard, ModelDir, Network, TransferNet, Variant, Viewing,
+    input,
 };
 use crate::{Result, progress};
 
@@ -47,31 +48,41 @@ pub fn backbone_weights(config: &TrainConfig) -> Result<Option<(Variant, PathBuf
 
 /// What one pass of the frozen backbone over a set of photos gives.
 struct Encoded {
-    /// Pooled features `[n, 1280]`.
+    /// Pooled features `[n, 1280]`, as the network looks (mirrored too, if it does).
     features: Tensor<2>,
     /// The activations before the blocks that fine-tuning trains, when it does.
     activations: Option<Tensor<4>>,
+    /// The same activations of the photos mirrored, when the network also looks at mirrors.
+    mirrored: Option<Tensor<4>>,
 }
 
 impl Encoded {
     fn cat(parts: Vec<Encoded>) -> Encoded {
-        let (features, activations): (Vec<_>, Vec<_>) = parts
-            .into_iter()
-            .map(|part| (part.features, part.activations))
-            .unzip();
-        Encoded {
-            features: Tensor::cat(features, 0),
-            activations: activations
+        let cat4 = |parts: Vec<Option<Tensor<4>>>| {
+            parts
                 .into_iter()
                 .collect::<Option<Vec<_>>>()
-                .map(|parts| Tensor::cat(parts, 0)),
+                .map(|parts| Tensor::cat(parts, 0))
+        };
+        let mut features = Vec::with_capacity(parts.len());
+        let (mut activations, mut mirrored) = (Vec::new(), Vec::new());
+        for part in parts {
+            features.push(part.features);
+            activations.push(part.activations);
+            mirrored.push(part.mirrored);
+        }
+        Encoded {
+            features: Tensor::cat(features, 0),
+            activations: cat4(activations),
+            mirrored: cat4(mirrored),
         }
     }
 }
 
 /// Runs the backbone over every photo in `set`, or with `augment` (parameters, seed, copy
 /// number) over a seeded augmented copy of each, keeping the pooled features and, when
-/// `activations`, those before the blocks that fine-tuning trains.
+/// `activations`, those before the blocks that fine-tuning trains (of the mirrored photos too
+/// when `net` looks at mirrors).
 fn encode(
     net: &TransferNet,
     set: &PhotoSet,
@@ -88,6 +99,8 @@ fn encode(
     for chunk in indices.chunks(FEATURE_BATCH) {
         let images = batches::layout(set, chunk, augment, norm);
         let images = input::planar_tensor(images, config.model.image_size, device);
+        let mirrored = (activations && net.viewing.mirror)
+            .then(|| net.backbone.activations(images.clone().flip([3]), frozen));
         parts.push(if activations {
             // The head first trains on the features it would see without fine-tuning (one
             // frozen pass is cheaper than the trained blocks on burn's layers); fine-tuning
@@ -95,11 +108,13 @@ fn encode(
             Encoded {
                 features: net.features(images.clone()),
                 activations: Some(net.backbone.activations(images, frozen)),
+                mirrored,
             }
         } else {
             Encoded {
                 features: net.features(images),
                 activations: None,
+                mirrored,
             }
         });
         bar.inc(chunk.len() as u64);
@@ -123,11 +138,16 @@ pub fn run(
     let fine_tune = config.fine_tune > 0;
     // Fine-tuning from photos computes the training photos' activations afresh every epoch.
     let from_photos = config.fine_tune_from == FineTuneInput::Photos;
-    // The backbone does not change while the features are computed.
-    let frozen = TransferNet {
+    // The backbone does not change while the features are computed. Training photos are
+    // seen once each (augmentation flips them at random); validation photos as the network
+    // will look at photos when it answers.
+    let mut frozen = TransferNet {
         backbone: net.backbone.clone().freeze(),
         head: net.head.clone(),
-        viewing: net.viewing,
+        viewing: Viewing {
+            mirror: false,
+            ..net.viewing
+        },
     };
     let keep = fine_tune && !from_photos;
     let mut parts = vec![encode(
@@ -155,6 +175,7 @@ pub fn run(
         }
     }
     let train = Encoded::cat(parts);
+    frozen.viewing = net.viewing;
     let validation = encode(
         &frozen,
         &data.validation,
@@ -224,9 +245,10 @@ pub fn run(
             viewing,
         };
         let stage = fit::Stage {
-            forward: |net: &TransferNet, x| net.forward_from(x, tuned_from),
+            forward: |net: &TransferNet, x| net.forward_from(x, None, tuned_from),
             validate: |net: &TransferNet| {
-                model::probability_rows(net.forward_from(val_x.clone(), tuned_from))
+                let mirrored = validation.mirrored.clone();
+                model::probability_rows(net.forward_from(val_x.clone(), mirrored, tuned_from))
             },
             network: Network::Transfer,
             validation_labels: &data.validation.labels,
