@@ -5,6 +5,7 @@ mod common;
 
 use std::path::Path;
 
+use vlinder::dataset::ResizeFilter;
 use vlinder::evaluate::EvaluationReport;
 use vlinder::model::{Architecture, ModelCard, ModelDir, WeightsChoice};
 use vlinder::train::{self, FineTuneInput, Schedule, TrainConfig};
@@ -484,4 +485,46 @@ fn focus_values_that_cannot_work_are_clear_errors() {
         err.contains("it is for the transfer models (--model efficientnet-lite0, ...)"),
         "{err}"
     );
+}
+
+#[test]
+#[ignore = "needs ../shared: the Lite0 weights"]
+fn model_transfer_on_the_command_line_trains_the_documented_configuration() {
+    // The README's first transfer command, with shorter stages given beside it: what the
+    // command line resolves is what model.json records and what ran.
+    let tmp = tempfile::tempdir().unwrap();
+    let data = common::shared_subset(tmp.path(), &PAIR, 6);
+    let out = tmp.path().join("model");
+    let _serial = common::training_lock();
+    let result = std::process::Command::new(env!("CARGO_BIN_EXE_vlinder"))
+        .args([
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--model",
+            "transfer",
+        ])
+        .args(["--epochs", "2", "--fine-tune-epochs", "2"])
+        .args(["--backbone", common::lite0_weights().to_str().unwrap()])
+        .args(["--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(result.status.success(), "{stderr}");
+    let card = ModelDir::new(&out).read_card().unwrap();
+    let t = &card.training;
+    assert_eq!(card.architecture, Architecture::EfficientNetLite0);
+    assert_eq!(
+        (t.model.image_size, t.model.focus, t.model.mirror),
+        (320, None, false)
+    );
+    assert_eq!(t.model.resize, ResizeFilter::Bilinear);
+    assert_eq!((t.feature_copies, t.label_smoothing), (2, 0.1));
+    assert_eq!((t.fine_tune, t.fine_tune_warmup), (6, 1));
+    assert_eq!(t.fine_tune_schedule, Schedule::Cosine);
+    assert_eq!(t.fine_tune_learning_rate, 1e-4);
+    // The stages given on the command line, not the defaults: 2 epochs of the head, 2 tuned.
+    assert_eq!((t.epochs, t.fine_tune_epochs), (2, 2));
+    assert_eq!(card.history.len(), 4);
+    assert!(stderr.contains("fine-tuning the last 6 blocks"), "{stderr}");
 }
