@@ -448,9 +448,15 @@ mod tests {
             .resolve_transfer(given)
     }
 
+    /// `train --data photos --model transfer` and `extra`, resolved.
+    fn transfer_with(extra: &[&str]) -> TrainConfig {
+        let command = ["train", "--data", "photos", "--model", "transfer"];
+        resolved(&[&command[..], extra].concat())
+    }
+
     #[test]
     fn model_transfer_is_the_winning_configuration_and_given_options_override_it() {
-        let winner = resolved(&["train", "--data", "photos", "--model", "transfer"]);
+        let winner = transfer_with(&[]);
         let spelled_out = resolved(&[
             "train",
             "--data",
@@ -479,16 +485,7 @@ mod tests {
         assert_eq!(winner, spelled_out);
         winner.validate().unwrap();
 
-        let smaller = resolved(&[
-            "train",
-            "--data",
-            "photos",
-            "--model",
-            "transfer",
-            "--image-size",
-            "224",
-            "--mirror",
-        ]);
+        let smaller = transfer_with(&["--image-size", "224", "--mirror"]);
         assert_eq!(smaller.model.architecture, Architecture::EfficientNetLite0);
         assert_eq!((smaller.model.image_size, smaller.model.focus), (224, None));
         assert_eq!(smaller.model.resize, ResizeFilter::Bilinear);
@@ -497,17 +494,7 @@ mod tests {
         smaller.validate().unwrap();
 
         // Looking twice leaves the backbone frozen, and with it every fine-tuning option.
-        let focused = resolved(&[
-            "train",
-            "--data",
-            "photos",
-            "--model",
-            "transfer",
-            "--image-size",
-            "640",
-            "--focus",
-            "320",
-        ]);
+        let focused = transfer_with(&["--image-size", "640", "--focus", "320"]);
         assert_eq!(focused.fine_tune, 0);
         assert_eq!(
             (focused.fine_tune_schedule, focused.fine_tune_warmup),
@@ -515,29 +502,11 @@ mod tests {
         );
         assert_eq!(focused.fine_tune_epochs, defaults().fine_tune_epochs);
         focused.validate().unwrap();
-        let frozen = resolved(&[
-            "train",
-            "--data",
-            "photos",
-            "--model",
-            "transfer",
-            "--fine-tune",
-            "0",
-        ]);
+        let frozen = transfer_with(&["--fine-tune", "0"]);
         assert_eq!((frozen.fine_tune, frozen.fine_tune_warmup), (0, 0));
         frozen.validate().unwrap();
 
-        let tuned_more = resolved(&[
-            "train",
-            "--data",
-            "photos",
-            "--model",
-            "transfer",
-            "--fine-tune",
-            "16",
-            "--fine-tune-warmup",
-            "2",
-        ]);
+        let tuned_more = transfer_with(&["--fine-tune", "16", "--fine-tune-warmup", "2"]);
         assert_eq!((tuned_more.fine_tune, tuned_more.fine_tune_warmup), (16, 2));
         assert_eq!(tuned_more.fine_tune_schedule, Schedule::Cosine);
         tuned_more.validate().unwrap();
