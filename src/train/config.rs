@@ -142,10 +142,11 @@ impl TrainConfig {
     /// `--model transfer` made concrete: EfficientNet-Lite0 with the configuration that won the
     /// 5-fold cross-validation on the 900 iNaturalist photos (the README's table of every
     /// configuration tried) for each option that `given` (by field name, e.g. `"image_size"`)
-    /// says the user left out: 320 pixels, bilinear, 2 feature copies, label smoothing 0.1, and the last 6 blocks fine-tuned for 8 epochs at 1e-4 along a
-    /// cosine after a warm-up epoch. Fine-tuning looks once, so `--focus` (or `--fine-tune 0`)
-    /// leaves the backbone frozen and the fine-tuning options out. Any other architecture is
-    /// left as it is.
+    /// says the user left out: 320 pixels, bilinear, 2 feature copies, label smoothing 0.1,
+    /// and the last 6 blocks fine-tuned for 8 epochs at 1e-4 along a cosine after a warm-up
+    /// epoch. Looking twice needs a frozen backbone, so `--focus` (or `--fine-tune 0`) leaves
+    /// the backbone frozen and the fine-tuning options at their own defaults. Any other
+    /// architecture is left as it is.
     pub fn resolve_transfer(mut self, given: impl Fn(&str) -> bool) -> Self {
         if self.model.architecture != Architecture::Transfer {
             return self;
