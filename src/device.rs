@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use crate::{Error, Result};
 
 /// The compute backends vlinder knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     /// Pure-Rust CPU backend (feature `flex`, the default).

@@ -14,7 +14,8 @@ use crate::train::data::relabel;
 use crate::{Error, Result, files, plot};
 
 /// Which photos of `--data` to evaluate on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum SplitChoice {
     /// Every photo in the folder.
@@ -26,31 +27,23 @@ pub enum SplitChoice {
 }
 
 /// The configuration of `vlinder evaluate`, saved in `evaluation.json`.
-#[derive(Debug, Clone, Serialize, Deserialize, clap::Args)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EvaluateConfig {
     /// The model directory.
-    #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
     /// A folder with one sub-folder of photos per species.
-    #[arg(long, value_name = "DIR")]
     pub data: PathBuf,
     /// Which of its photos to use.
-    #[arg(long, value_enum, default_value_t = SplitChoice::All)]
     pub split: SplitChoice,
     /// Which saved weights to use.
-    #[arg(long, value_enum, default_value_t = WeightsChoice::Last)]
     pub weights: WeightsChoice,
     /// Photos of species the model was not trained on, or of no butterfly (any layout): how
     /// well the unknown-ness score tells them from the evaluated photos.
-    #[arg(long, value_name = "DIR")]
     pub unknown: Option<PathBuf>,
     /// The verdict thresholds of the open-set figures, as in `vlinder check`.
-    #[command(flatten)]
     pub thresholds: Thresholds,
     /// Where `evaluation.json` and `confusion-matrix.png` go (default: the model directory).
-    #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t = Backend::Flex)]
     pub device: Backend,
 }
 

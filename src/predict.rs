@@ -14,7 +14,8 @@ use crate::novelty::Novelty;
 use crate::{Error, Result, files, progress};
 
 /// How predictions are printed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum OutputFormat {
     Table,
@@ -23,49 +24,29 @@ pub enum OutputFormat {
 }
 
 /// The configuration of `vlinder predict`.
-#[derive(Debug, Clone, Serialize, Deserialize, clap::Args)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PredictConfig {
     /// The model directory.
-    #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
     /// Photos, or folders searched (recursively) for photos.
-    #[arg(required = true, value_name = "PHOTO|FOLDER")]
     pub photos: Vec<PathBuf>,
-    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
     /// Show only the K most probable species in the table (default: all).
-    #[arg(long, value_name = "K")]
     pub top: Option<usize>,
     /// When the photos were taken (2021-04-25 or 25-04-2021), for a model with a date and
     /// place prior.
-    #[arg(long, value_name = "DATE")]
     #[serde(default)]
     pub date: Option<String>,
     /// Where, in decimal degrees (with --longitude).
-    #[arg(
-        long,
-        value_name = "DEGREES",
-        requires = "longitude",
-        allow_hyphen_values = true
-    )]
     #[serde(default)]
     pub latitude: Option<String>,
-    #[arg(
-        long,
-        value_name = "DEGREES",
-        requires = "latitude",
-        allow_hyphen_values = true
-    )]
     #[serde(default)]
     pub longitude: Option<String>,
     /// Each photo's date and place instead: a CSV with a row per photo (photo or file, date
     /// or observed_on, latitude, longitude; matched by folder and file name) or a manifest.jsonl.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["date", "latitude", "longitude"])]
     #[serde(default)]
     pub observations: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t = WeightsChoice::Last)]
     pub weights: WeightsChoice,
-    #[arg(long, value_enum, default_value_t = Backend::Flex)]
     pub device: Backend,
 }
 

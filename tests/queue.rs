@@ -682,8 +682,12 @@ fn validators_sign_in_decide_over_http_and_the_second_is_told() {
     for url in databases(tmp.path(), "http") {
         import(&import_config(&records, &url)).unwrap();
         with_db(&url, add_anna_and_bram);
-        let mut config = common::serve_args(&model().1, &["--database", &url]);
-        config.addr = "127.0.0.1:0".parse().unwrap();
+        let config = vlinder::serve::ServeConfig {
+            model: model().1.clone(),
+            addr: "127.0.0.1:0".parse().unwrap(),
+            database: Some(url.clone()),
+            ..Default::default()
+        };
         let server = common::Server::with(config);
         let at = |path: &str| server.url(path);
 
@@ -812,8 +816,12 @@ fn validators_sign_in_decide_over_http_and_the_second_is_told() {
         // anna, once her lockout is over (a new server forgets it), decides the same record
         // from the page she loaded before: 409 with bram's decision.
         let _ = server.shutdown();
-        let mut config = common::serve_args(&model().1, &["--database", &url]);
-        config.addr = "127.0.0.1:0".parse().unwrap();
+        let config = vlinder::serve::ServeConfig {
+            model: model().1.clone(),
+            addr: "127.0.0.1:0".parse().unwrap(),
+            database: Some(url.clone()),
+            ..Default::default()
+        };
         let server = common::Server::with(config);
         let at = |path: &str| server.url(path);
         let anna = call(

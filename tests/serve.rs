@@ -44,11 +44,12 @@ fn serve_config(model: &Path, max_upload_bytes: usize, timeout_seconds: u64) -> 
         max_upload_bytes,
         timeout_seconds,
         max_batch: 8,
-        ..serve_args(model, &[])
+        model: model.to_path_buf(),
+        ..ServeConfig::default()
     }
 }
 
-use common::{Server, agent, serve_args};
+use common::{Server, agent};
 
 impl Server {
     fn start(model: &Path, max_upload_bytes: usize, timeout_seconds: u64) -> Server {
@@ -129,18 +130,39 @@ fn every_endpoint_answers_and_bad_inputs_get_json_errors() {
     assert_eq!(health["model_thread"], "running");
     assert_eq!(health["failed_batches"], 0);
     // The service's own settings are checked before the model loads.
-    for (option, value, range) in [
-        ("--header-timeout-seconds", "0", "between 1 and 3600"),
-        ("--shutdown-seconds", "99999", "between 1 and 3600"),
-        ("--max-pixels", "0", "between 1 and 100000000"),
-        ("--max-connections", "0", "between 1 and 65536"),
-        ("--decoders", "0", "between 1 and 1024"),
-    ] {
-        let err = app(&serve_args(&model, &[option, value]))
-            .unwrap_err()
-            .to_string();
+    type Setting = fn(&mut ServeConfig);
+    let settings: [(&str, Setting, &str); 5] = [
+        (
+            "header-timeout-seconds",
+            |c| c.header_timeout_seconds = 0,
+            "between 1 and 3600",
+        ),
+        (
+            "shutdown-seconds",
+            |c| c.shutdown_seconds = 99999,
+            "between 1 and 3600",
+        ),
+        (
+            "max-pixels",
+            |c| c.max_pixels = 0,
+            "between 1 and 100000000",
+        ),
+        (
+            "max-connections",
+            |c| c.max_connections = 0,
+            "between 1 and 65536",
+        ),
+        ("decoders", |c| c.decoders = Some(0), "between 1 and 1024"),
+    ];
+    for (option, set, range) in settings {
+        let mut config = ServeConfig {
+            model: model.clone(),
+            ..ServeConfig::default()
+        };
+        set(&mut config);
+        let err = app(&config).unwrap_err().to_string();
         assert!(
-            err.contains(option.trim_start_matches("--")) && err.contains(range),
+            err.contains(option) && err.contains(range),
             "{option}: {err}"
         );
     }

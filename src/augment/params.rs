@@ -11,7 +11,8 @@ use super::transform::Transform;
 use crate::{Error, Result};
 
 /// How points outside the photo are filled, with SciPy's semantics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum FillMode {
     /// aaaa|abcd|dddd
@@ -186,41 +187,30 @@ impl FromStr for BrightnessRange {
 
 /// The augmentation parameters, named as in Keras' `ImageDataGenerator`. The defaults are the
 /// recipe's, written once in [`Default`], which the command line's defaults read.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AugmentParams {
     /// Rotation range in degrees: a uniform draw from (-r, r).
-    #[arg(long, default_value_t = AugmentParams::default().rotation_range)]
     pub rotation_range: f64,
     /// Horizontal shift: below 1 a fraction of the width, 1.0 or more pixels, a whole number N
     /// whole pixels below N, or a list such as 2,4,8.
-    #[arg(long, default_value_t = AugmentParams::default().width_shift_range)]
     pub width_shift_range: ShiftRange,
     /// Vertical shift, as --width-shift-range.
-    #[arg(long, default_value_t = AugmentParams::default().height_shift_range)]
     pub height_shift_range: ShiftRange,
     /// Shear angle range in degrees (Keras' unit; the recipe's 0.2 is a fifth of a degree).
-    #[arg(long, default_value_t = AugmentParams::default().shear_range)]
     pub shear_range: f64,
     /// Zoom range: z for [1-z, 1+z], or LOW,HIGH; rows and columns are drawn independently.
-    #[arg(long, default_value_t = AugmentParams::default().zoom_range)]
     pub zoom_range: ZoomRange,
     /// Flip half the photos left to right.
-    #[arg(long, default_value_t = AugmentParams::default().horizontal_flip, action = clap::ArgAction::Set, value_name = "true|false")]
     pub horizontal_flip: bool,
     /// Flip half the photos upside down.
-    #[arg(long, default_value_t = AugmentParams::default().vertical_flip, action = clap::ArgAction::Set, value_name = "true|false")]
     pub vertical_flip: bool,
     /// How points outside the photo are filled.
-    #[arg(long, value_enum, default_value_t = AugmentParams::default().fill_mode)]
     pub fill_mode: FillMode,
     /// The fill value (0..255) for --fill-mode constant.
-    #[arg(long, default_value_t = AugmentParams::default().cval)]
     pub cval: f32,
     /// Channel shift range on the 0..255 scale: one uniform draw from (-r, r) added to all channels.
-    #[arg(long, default_value_t = AugmentParams::default().channel_shift_range)]
     pub channel_shift_range: f64,
     /// Brightness factors LOW,HIGH, drawn uniformly (off by default).
-    #[arg(long, value_name = "LOW,HIGH")]
     pub brightness_range: Option<BrightnessRange>,
 }
 

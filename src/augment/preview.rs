@@ -14,7 +14,8 @@ use crate::dataset::decode;
 use crate::{Error, Result, files};
 
 /// The file format of the written versions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum PreviewFormat {
     Png,
@@ -38,30 +39,22 @@ impl PreviewFormat {
 }
 
 /// The configuration of `vlinder augment`.
-#[derive(Debug, Clone, Serialize, Deserialize, clap::Args)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PreviewConfig {
     /// The photo to transform.
     pub photo: PathBuf,
     /// How many transformed versions to write.
-    #[arg(long, default_value_t = 9)]
     pub count: usize,
     /// The folder to write them to (created if missing).
-    #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     /// File names are PREFIX_NNN.png (or .jpg).
-    #[arg(long, default_value = "aug")]
     pub prefix: String,
-    #[arg(long, value_enum, default_value_t = PreviewFormat::Png)]
     pub format: PreviewFormat,
     /// Resize the photo to SIZE x SIZE first, as training does (default: its own size).
-    #[arg(long, value_name = "SIZE")]
     pub size: Option<u32>,
-    #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Also write PREFIX_sheet.png: the original beside its versions.
-    #[arg(long)]
     pub sheet: bool,
-    #[command(flatten)]
     pub params: AugmentParams,
 }
 

@@ -27,29 +27,21 @@ pub use verdict::{Thresholds, Verdict, judge};
 
 /// What `vlinder check` and `vlinder queue import` read: a model, a records CSV and where its
 /// photos may come from.
-#[derive(Debug, Clone, Serialize, Deserialize, clap::Args)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CheckInput {
     /// The model directory.
-    #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
     /// The records: a CSV with a header row; photo paths are relative to the CSV's folder.
-    #[arg(value_name = "RECORDS.csv")]
     pub records: PathBuf,
-    #[command(flatten)]
     pub columns: Columns,
     /// Photo paths must lie inside this folder, once `..` and links are resolved (default: the
     /// CSV's folder), so that a records file cannot make vlinder read other files.
-    #[arg(long, value_name = "DIR")]
     pub photos_root: Option<PathBuf>,
     /// Fetch photo URLs that lead to loopback, private or link-local addresses too (refused by
     /// default, so that a records file cannot make vlinder probe this machine or its network).
-    #[arg(long)]
     pub allow_private_urls: bool,
-    #[command(flatten)]
     pub thresholds: Thresholds,
-    #[arg(long, value_enum, default_value_t = WeightsChoice::Last)]
     pub weights: WeightsChoice,
-    #[arg(long, value_enum, default_value_t = Backend::Flex)]
     pub device: Backend,
 }
 
@@ -88,13 +80,11 @@ impl CheckInput {
 }
 
 /// The configuration of `vlinder check`, saved with its results.
-#[derive(Debug, Clone, Serialize, Deserialize, clap::Args)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CheckConfig {
-    #[command(flatten)]
     #[serde(flatten)]
     pub input: CheckInput,
     /// Where results.csv, report.html and check.json go (default: RECORDS-check beside the CSV).
-    #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 }
 

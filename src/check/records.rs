@@ -12,28 +12,22 @@ use crate::sources::http::{Reach, Service};
 use crate::{Error, Result};
 
 /// The header names of the three columns vlinder reads.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Columns {
     /// The column with the record's id.
-    #[arg(long, default_value = "id")]
     pub id_column: String,
     /// The column with the photo's path or http(s) URL.
-    #[arg(long, default_value = "photo")]
     pub photo_column: String,
     /// The column with the species the volunteer named.
-    #[arg(long, default_value = "species")]
     pub species_column: String,
     /// The column with the observation date (2021-04-25 or 25-04-2021, a time may follow),
     /// for a model with a date and place prior.
-    #[arg(long, value_name = "NAME")]
     #[serde(default)]
     pub date_column: Option<String>,
     /// The column with the latitude in decimal degrees.
-    #[arg(long, value_name = "NAME", requires = "longitude_column")]
     #[serde(default)]
     pub latitude_column: Option<String>,
     /// The column with the longitude in decimal degrees.
-    #[arg(long, value_name = "NAME", requires = "latitude_column")]
     #[serde(default)]
     pub longitude_column: Option<String>,
 }

@@ -8,18 +8,15 @@ use crate::novelty::Novelty;
 use crate::{Error, Result};
 
 /// The two thresholds on the calibrated probability of the claimed species.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, clap::Args)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Thresholds {
     /// At or above this probability of the claimed species, the photo agrees.
-    #[arg(long, default_value_t = Thresholds::default().agree)]
     pub agree: f64,
     /// At or below this probability of the claimed species, the photo disagrees.
-    #[arg(long, default_value_t = Thresholds::default().disagree)]
     pub disagree: f64,
     /// With a model that has a date and place prior: a claimed species with less than this
     /// share of its records in the record's month (or latitude band) is flagged "outside its
     /// flight period" ("outside its known range"), whatever the photo shows.
-    #[arg(long, default_value_t = Thresholds::default().rare_below)]
     #[serde(default = "default_rare_below")]
     pub rare_below: f64,
 }

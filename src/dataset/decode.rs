@@ -80,7 +80,8 @@ impl Seek for Stoppable<'_> {
 }
 
 /// How a photo is resized to the model's input size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum ResizeFilter {
     /// Nearest neighbour, what Keras' `flow_from_directory` uses by default.

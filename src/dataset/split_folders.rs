@@ -18,35 +18,28 @@ use super::near_duplicates;
 use crate::{Error, Result, files, progress};
 
 /// Everything that decides a split; saved as `split-config.json` in the output folder.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SplitFoldersConfig {
     /// A folder with one sub-folder of photos per species.
-    #[arg(value_name = "DIR")]
     pub dir: PathBuf,
     /// The folder to create, with train/, validation/ (and test/) or fold-1/ ... fold-K/ in it.
-    #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     /// The share of each species' photos in validation/ (without --folds).
-    #[arg(long, default_value_t = 0.2)]
     pub validation: f64,
     /// The share of each species' photos held out in test/ (0: no test folder).
-    #[arg(long, default_value_t = 0.0)]
     pub test: f64,
     /// Write K folds instead of one split: fold-i/validation holds fold i, fold-i/train the rest.
-    #[arg(long, value_name = "K")]
     pub folds: Option<usize>,
-    #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// How the photos get into the new folders.
-    #[arg(long, value_enum, default_value_t = PhotoFiles::Copy)]
     pub files: PhotoFiles,
     /// Photos whose difference hashes differ in at most this many of 64 bits are near-duplicates.
-    #[arg(long, default_value_t = 5)]
     pub near_duplicate_bits: u32,
 }
 
 /// How `split` puts a photo into its part's folder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum PhotoFiles {
     /// A copy, written atomically.

@@ -17,37 +17,31 @@ use crate::{Error, Result};
 pub const MAX_IMAGE_SIZE: u32 = 1024;
 
 /// Everything that decides a network's shape and its input.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
     /// The network to train.
-    #[arg(long = "model", value_enum, default_value_t = ModelConfig::default().architecture)]
-    // The key model.json has always used.
     #[serde(rename = "model")]
+    // The key model.json has always used.
     pub architecture: Architecture,
     /// Photos are resized to this many pixels square.
-    #[arg(long, default_value_t = ModelConfig::default().image_size)]
     pub image_size: u32,
     /// How photos are resized.
-    #[arg(long, value_enum, default_value_t = ModelConfig::default().resize)]
     pub resize: ResizeFilter,
     /// For the transfer models: how the backbone's feature map becomes the head's input.
-    #[arg(long, value_enum, default_value_t = ModelConfig::default().pooling)]
-    // Models trained before this option pooled by averaging.
     #[serde(default)]
+    // Models trained before this option pooled by averaging.
     pub pooling: Pooling,
     /// For the transfer models: look twice, at the whole photo shrunk to VIEW pixels and at a
     /// VIEW-pixel window of it at full size around where the features respond most, and give
     /// the head the mean of both (--image-size a multiple of VIEW, e.g. 640 with 320). Helps
     /// with small butterflies in large scenes; costs a second pass through the backbone.
-    #[arg(long, value_name = "VIEW")]
     #[serde(default)]
     pub focus: Option<u32>,
     /// For the transfer models: look at each photo also mirrored left to right and give the
     /// head the mean of both (test-time flips, for validation and every answer; training flips
     /// at random instead). Costs a second pass through the backbone.
-    #[arg(long)]
-    // Models trained before this option looked once.
     #[serde(default)]
+    // Models trained before this option looked once.
     pub mirror: bool,
 }
 

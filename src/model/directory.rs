@@ -13,7 +13,8 @@ use crate::novelty::{Detector, Novelty, NoveltyCard};
 use crate::{Error, Result, calibrate, files};
 
 /// Which of the saved weights to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum WeightsChoice {
     /// The weights after the last completed epoch (`weights.safetensors`).

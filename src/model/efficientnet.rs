@@ -489,7 +489,8 @@ impl Head {
 }
 
 /// How a feature map `[n, c, h, w]` becomes one vector `[n, c]` per photo.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Pooling {
     /// The mean over all positions, as the backbone was trained on ImageNet.

@@ -27,7 +27,8 @@ pub use input::Normalisation;
 pub use recipe::RecipeCnn;
 
 /// The networks vlinder can train.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum Architecture {
     /// The recipe's CNN: two 2x2 convolutions, a 64-unit dense layer, dropout 0.25.
@@ -35,15 +36,15 @@ pub enum Architecture {
     /// The recipe's second model: also dropout 0.25 after each pooling layer, 0.5 before the output.
     RecipeDropout,
     /// A new classifier on EfficientNet-Lite0's ImageNet features (transfer learning).
-    #[value(name = "efficientnet-lite0")]
+    #[cfg_attr(feature = "cli", value(name = "efficientnet-lite0"))]
     #[serde(rename = "efficientnet-lite0")]
     EfficientNetLite0,
     /// The same on EfficientNet-Lite1: deeper (21 blocks), made for 240 pixels.
-    #[value(name = "efficientnet-lite1")]
+    #[cfg_attr(feature = "cli", value(name = "efficientnet-lite1"))]
     #[serde(rename = "efficientnet-lite1")]
     EfficientNetLite1,
     /// The same on EfficientNet-Lite2: wider (352 channels into the head), made for 260 pixels.
-    #[value(name = "efficientnet-lite2")]
+    #[cfg_attr(feature = "cli", value(name = "efficientnet-lite2"))]
     #[serde(rename = "efficientnet-lite2")]
     EfficientNetLite2,
     /// The transfer configuration that won cross-validation (see the README): EfficientNet-Lite0

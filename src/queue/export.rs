@@ -11,13 +11,11 @@ use crate::files::{csv_field, write_atomic_with};
 use crate::{Error, Result};
 
 /// The configuration of `vlinder queue export`.
-#[derive(Debug, Clone, Serialize, Deserialize, clap::Args)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ExportConfig {
     /// The queue's database: a SQLite file or a postgres:// URL.
-    #[arg(long, default_value = super::DEFAULT_DATABASE, value_name = "URL")]
     pub database: String,
     /// The CSV to write (replaced atomically).
-    #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
 }
 

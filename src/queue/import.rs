@@ -46,22 +46,17 @@ impl std::str::FromStr for Shard {
 }
 
 /// The configuration of `vlinder queue import`.
-#[derive(Debug, Clone, Serialize, Deserialize, clap::Args)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ImportConfig {
-    #[command(flatten)]
     pub input: CheckInput,
     /// The queue's database: a SQLite file (created if missing) or a postgres:// URL.
-    #[arg(long, default_value = super::DEFAULT_DATABASE, value_name = "URL")]
     pub database: String,
     /// Check again, with this model, records stored by another model (decisions are kept).
-    #[arg(long)]
     pub recheck: bool,
     /// Take only every N-th record, starting at the I-th (0-based), so that N processes share
     /// one import.
-    #[arg(long, value_name = "I/N")]
     pub shard: Option<Shard>,
     /// Records classified and committed together.
-    #[arg(long, default_value_t = crate::check::CHUNK)]
     pub batch: usize,
 }
 

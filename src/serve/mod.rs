@@ -46,66 +46,75 @@ use crate::predict::{Ranked, rank_in_context};
 use crate::{Error, Result};
 
 /// The configuration of `vlinder serve`.
-#[derive(Debug, Clone, Serialize, Deserialize, clap::Args)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ServeConfig {
     /// The model directory.
-    #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
     /// The address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
     /// The largest upload accepted, in bytes; larger ones get 413.
-    #[arg(long, default_value_t = 20 * 1024 * 1024)]
     pub max_upload_bytes: usize,
     /// A request that takes longer than this (a slow upload included) gets 408, and its work
     /// stops.
-    #[arg(long, default_value_t = 30)]
     pub timeout_seconds: u64,
     /// The most pixels (width x height) an uploaded photo may have; a larger one gets 422 from
     /// its header, before it is decoded. 40 megapixels holds any phone's photo.
-    #[arg(long, default_value_t = 40_000_000)]
     pub max_pixels: u64,
     /// Photos decoded at once (default: one per core); further requests wait their turn.
-    #[arg(long, value_name = "N")]
     pub decoders: Option<usize>,
     /// Connections open at once; a further one gets 503 with Retry-After.
-    #[arg(long, default_value_t = 256)]
     pub max_connections: usize,
     /// A connection must send a whole request head within this many seconds of opening or of its
     /// last answer, or it is closed: this ends both trickled headers and idle connections.
-    #[arg(long, default_value_t = 10)]
     pub header_timeout_seconds: u64,
     /// On Ctrl-C or SIGTERM the requests in flight get this long to finish; a second signal stops
     /// at once.
-    #[arg(long, default_value_t = 10)]
     pub shutdown_seconds: u64,
     /// Show the model card's local paths (training folders, backbone file, skipped files) in
     /// `GET /v1/model`; without it they are left out.
-    #[arg(long)]
     pub expose_paths: bool,
     /// The most photos the model classifies in one pass.
-    #[arg(long, default_value_t = 32)]
     pub max_batch: usize,
-    #[command(flatten)]
     pub thresholds: Thresholds,
-    #[arg(long, value_enum, default_value_t = WeightsChoice::Last)]
     pub weights: WeightsChoice,
-    #[arg(long, value_enum, default_value_t = Backend::Flex)]
     pub device: Backend,
     /// The review queue's database (a SQLite file or a postgres:// URL, as `vlinder queue
     /// import` filled it): validators sign in at /queue and decide its records.
-    #[arg(long, value_name = "URL")]
     pub database: Option<String>,
     /// Species' common names for the queue's page: a CSV with the columns scientific, nl, en
     /// (default: the Dutch butterflies built into vlinder).
-    #[arg(long, value_name = "FILE")]
     pub names: Option<PathBuf>,
     /// How long a validator stays signed in.
-    #[arg(long, default_value_t = 12)]
     pub session_hours: u64,
     /// Mark the session cookie Secure (for a server behind HTTPS).
-    #[arg(long)]
     pub secure_cookies: bool,
+}
+
+impl Default for ServeConfig {
+    /// Every option's default, written once (the command line shows and takes these); no model
+    /// yet: set `model`.
+    fn default() -> Self {
+        ServeConfig {
+            model: PathBuf::new(),
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_upload_bytes: 20 * 1024 * 1024,
+            timeout_seconds: 30,
+            max_pixels: 40_000_000,
+            decoders: None,
+            max_connections: 256,
+            header_timeout_seconds: 10,
+            shutdown_seconds: 10,
+            expose_paths: false,
+            max_batch: 32,
+            thresholds: Thresholds::default(),
+            weights: WeightsChoice::Last,
+            device: Backend::Flex,
+            database: None,
+            names: None,
+            session_hours: 12,
+            secure_cookies: false,
+        }
+    }
 }
 
 /// A request for the model thread.
@@ -799,24 +808,16 @@ mod tests {
                 .unwrap();
             }
         }
-        #[derive(clap::Parser)]
-        struct Command {
-            #[command(flatten)]
-            train: crate::train::TrainConfig,
-        }
-        let photos = dir.join("photos");
-        let config = <Command as clap::Parser>::try_parse_from([
-            "train",
-            "--data",
-            photos.to_str().unwrap(),
-            "--epochs",
-            "1",
-            "--image-size",
-            "24",
-            "--no-augment",
-        ])
-        .unwrap()
-        .train;
+        let config = crate::train::TrainConfig {
+            data: Some(dir.join("photos")),
+            epochs: 1,
+            model: crate::model::ModelConfig {
+                image_size: 24,
+                ..Default::default()
+            },
+            no_augment: true,
+            ..Default::default()
+        };
         crate::train::train(&config, &dir.join("model")).unwrap();
         ModelDir::new(dir.join("model"))
             .load(WeightsChoice::Last, &Backend::Flex.device().unwrap())

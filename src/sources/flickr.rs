@@ -26,7 +26,8 @@ const SHORTEST_WINDOW: u64 = 24 * 3600;
 const MAX_ANSWER_BYTES: u64 = 16 * 1024 * 1024;
 
 /// The photo size to download, as Flickr's `url_*` extras name them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum FlickrSize {
     /// 75x75, cropped (`url_sq`).
@@ -76,26 +77,19 @@ fn licence_name(id: u64) -> String {
 }
 
 /// The configuration of `vlinder fetch flickr`; saved beside the photos, never with the key.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FlickrConfig {
     /// Species as FOLDER=SEARCH TEXT, e.g. maniola_jurtina="meadow brown butterfly".
-    #[arg(value_name = "FOLDER=TEXT", required = true)]
     pub species: Vec<String>,
-    #[arg(long, value_enum, default_value_t = FlickrSize::Medium)]
     pub size: FlickrSize,
     /// Flickr licence ids to accept (the recipe's: 1 BY-NC-SA, 2 BY-NC, 4 BY, 5 BY-SA).
-    #[arg(long, value_delimiter = ',', default_values_t = [1u64, 2, 4, 5])]
     pub licenses: Vec<u64>,
     /// A file holding the API key (default: $FLICKR_API_KEY, else ~/.config/vlinder/flickr-api-key).
-    #[arg(long, value_name = "FILE")]
     pub api_key_file: Option<PathBuf>,
     /// The REST endpoint.
-    #[arg(long, default_value = DEFAULT_URL)]
     pub base_url: String,
     /// Results per search page (Flickr allows up to 500).
-    #[arg(long, default_value_t = 500)]
     pub per_page: u64,
-    #[command(flatten)]
     pub options: FetchOptions,
 }
 

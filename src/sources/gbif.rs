@@ -23,26 +23,20 @@ const OFFSET_LIMIT: u64 = 100_000;
 const MAX_ANSWER_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The configuration of `vlinder fetch gbif`; saved beside the photos.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GbifConfig {
     /// Species by scientific name, e.g. "Maniola jurtina" (into folder maniola_jurtina), or
     /// FOLDER="Scientific name".
-    #[arg(value_name = "SPECIES", required = true)]
     pub species: Vec<String>,
     /// Only observations from this country (ISO 3166 code, e.g. GB).
-    #[arg(long)]
     pub country: Option<String>,
     /// Only this dataset, e.g. 50c9509d-22c7-4a22-a47d-8c48425ef4a7 (iNaturalist
     /// research-grade) or 8a863029-f435-446a-821e-275f4f641165 (Observation.org).
-    #[arg(long)]
     pub dataset: Option<String>,
     /// Licences to accept, as GBIF names them.
-    #[arg(long, value_delimiter = ',', default_values_t = ["CC0_1_0".to_string(), "CC_BY_4_0".into(), "CC_BY_NC_4_0".into()])]
     pub licenses: Vec<String>,
     /// The API's base URL.
-    #[arg(long, default_value = DEFAULT_URL)]
     pub base_url: String,
-    #[command(flatten)]
     pub options: FetchOptions,
 }
 
@@ -273,25 +267,19 @@ fn candidate(
 }
 
 /// The configuration of `vlinder prior gbif`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GbifPriorConfig {
     /// Species by scientific name, e.g. "Maniola jurtina" (for the model's maniola_jurtina), or
     /// FOLDER="Scientific name".
-    #[arg(value_name = "SPECIES", required = true)]
     pub species: Vec<String>,
     /// The country whose occurrences are counted (ISO 3166 code, e.g. NL).
-    #[arg(long)]
     pub country: String,
     /// Only this dataset's occurrences.
-    #[arg(long)]
     pub dataset: Option<String>,
     /// The API's base URL.
-    #[arg(long, default_value = DEFAULT_URL)]
     pub base_url: String,
     /// Where the prior goes (JSON, for `vlinder train --prior`).
-    #[arg(long, value_name = "FILE")]
     pub out: std::path::PathBuf,
-    #[command(flatten)]
     pub api: ApiOptions,
 }
 

@@ -30,40 +30,31 @@ use crate::{Error, Result, progress};
 const MAX_PHOTO_BYTES: u64 = 50 * 1024 * 1024;
 
 /// Options that every source shares.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FetchOptions {
     /// The collection folder: one sub-folder per species, manifest.jsonl and ATTRIBUTION.md.
-    #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     /// Photos per species to have in the folder, counting those already there; -1 for all.
-    #[arg(long, default_value_t = 100, allow_negative_numbers = true)]
     pub max: i64,
     /// Photos downloaded at once.
-    #[arg(long, default_value_t = 4)]
     pub jobs: usize,
-    #[command(flatten)]
     #[serde(flatten)]
     pub api: ApiOptions,
 }
 
 /// How a web service is called: its rate, retries and time limits.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApiOptions {
     /// API calls per hour at most (Flickr allows 3,600 per key).
-    #[arg(long, default_value_t = 3500)]
     pub calls_per_hour: u32,
     /// Further attempts after a failure that may pass (time-out, HTTP 429 or 5xx).
-    #[arg(long, default_value_t = 4)]
     pub retries: u32,
     /// Seconds before the first retry; each further one waits twice as long.
-    #[arg(long, default_value_t = 2.0)]
     pub backoff: f64,
     /// Seconds a request may take.
-    #[arg(long, default_value_t = 60)]
     pub timeout: u64,
     /// Download photos whose URLs lead to loopback, private or link-local addresses too (refused
     /// by default: the URLs come from the service's answers).
-    #[arg(long)]
     pub allow_private_urls: bool,
 }
 

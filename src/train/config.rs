@@ -11,130 +11,101 @@ use crate::model::{Architecture, ModelConfig};
 use crate::{Error, Result};
 
 /// Everything that decides a training run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
     /// A folder with one sub-folder of photos per species, split into train and validation
     /// by --validation-split.
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["train", "validation"])]
     pub data: Option<PathBuf>,
     /// A folder of species sub-folders to train on (with --validation).
-    #[arg(long, value_name = "DIR", requires = "validation")]
     pub train: Option<PathBuf>,
     /// A folder of species sub-folders to validate on (with --train).
-    #[arg(long, value_name = "DIR", requires = "train")]
     pub validation: Option<PathBuf>,
     /// The share of each species' photos held out for validation with --data.
-    #[arg(long, default_value_t = defaults().validation_split)]
     pub validation_split: f64,
     /// The network: which one, its input size and resizing, how a transfer network looks.
-    #[command(flatten)]
     #[serde(flatten)]
     pub model: ModelConfig,
-    #[arg(long, default_value_t = defaults().epochs)]
     pub epochs: usize,
-    #[arg(long, default_value_t = defaults().batch_size)]
     pub batch_size: usize,
     /// RMSprop's learning rate.
-    #[arg(long, default_value_t = defaults().learning_rate)]
     pub learning_rate: f64,
     /// RMSprop's decay of the squared-gradient average (Keras' rho).
-    #[arg(long, default_value_t = defaults().rho)]
     pub rho: f32,
     /// RMSprop's epsilon (Keras' default).
-    #[arg(long, default_value_t = defaults().epsilon)]
     pub epsilon: f32,
     /// Seeds the split, the initial weights, the photo order and dropout.
-    #[arg(long, default_value_t = defaults().seed)]
     pub seed: u64,
     /// The backbone's weights (.pth) for a transfer model (default: the ones `vlinder backbone
     /// install NAME` put in the cache).
-    #[arg(long, value_name = "FILE")]
     pub backbone: Option<PathBuf>,
     /// For the transfer models: augmented copies of each training photo whose features are
     /// computed once, besides the photo itself (the recipe draws afresh every epoch instead).
-    #[arg(long, default_value_t = defaults().feature_copies)]
     #[serde(default = "default_feature_copies")]
     pub feature_copies: usize,
     /// For the transfer models: after training the head, train the last N of the backbone's
     /// MBConv blocks (Lite0 has 16), its final 1x1 convolution and the head together (0: the
     /// backbone stays frozen).
-    #[arg(long, value_name = "N", default_value_t = defaults().fine_tune)]
     #[serde(default)]
     pub fine_tune: usize,
     /// Epochs of fine-tuning, after --epochs of the head alone.
-    #[arg(long, default_value_t = defaults().fine_tune_epochs)]
     #[serde(default = "default_fine_tune_epochs")]
     pub fine_tune_epochs: usize,
     /// RMSprop's learning rate while fine-tuning: small, so that the pretrained weights move
     /// only a little (1e-4 overfit within a few epochs in our runs).
-    #[arg(long, default_value_t = defaults().fine_tune_learning_rate)]
     #[serde(default = "default_fine_tune_learning_rate")]
     pub fine_tune_learning_rate: f64,
     /// How the learning rate moves during fine-tuning, step by step: `constant`, or `cosine`
     /// (half a cosine from --fine-tune-learning-rate towards 0 at the end).
-    #[arg(long, value_enum, default_value_t = defaults().fine_tune_schedule)]
     #[serde(default)]
     pub fine_tune_schedule: Schedule,
     /// Epochs at the start of fine-tuning over which the learning rate rises linearly from
     /// near 0 to --fine-tune-learning-rate, so that the new head's first large gradients do
     /// not knock the pretrained weights about.
-    #[arg(long, value_name = "EPOCHS", default_value_t = defaults().fine_tune_warmup)]
     #[serde(default)]
     pub fine_tune_warmup: usize,
     /// Stop fine-tuning once the validation loss has not improved for N epochs, and keep the
     /// weights of the fine-tuning epoch with the lowest validation loss.
-    #[arg(long, value_name = "N")]
     #[serde(default)]
     pub fine_tune_patience: Option<usize>,
     /// What fine-tuning trains on: `activations`, those before the fine-tuned blocks,
     /// computed once for the photos and their --feature-copies augmented copies; or `photos`,
     /// every training photo augmented afresh each epoch and run through the frozen blocks
     /// again: slower per epoch, never the same copy twice, and no activations held in memory.
-    #[arg(long, value_enum, default_value_t = defaults().fine_tune_from)]
     #[serde(default)]
     pub fine_tune_from: FineTuneInput,
     /// Train towards targets moved this share of the way to uniform (label smoothing, e.g.
     /// 0.1), so that the network is not pushed to ever larger logits on a few photos; the
     /// validation loss is always against the labels as they are.
-    #[arg(long, value_name = "ALPHA", default_value_t = defaults().label_smoothing)]
     #[serde(default)]
     pub label_smoothing: f32,
     /// Photos of other species or of no butterfly (any layout, no labels): they teach the
     /// unknown-ness score what the model's species are not.
-    #[arg(long, value_name = "DIR")]
     #[serde(default)]
     pub others: Option<PathBuf>,
     /// Each photo's observation date and place: a CSV with a row per photo (file, species,
     /// observed_on, latitude, longitude) or a collection's manifest.jsonl. The training photos'
     /// months and latitudes become the model's prior; the validation photos' fit its weight.
-    #[arg(long, value_name = "FILE")]
     #[serde(default)]
     pub observations: Option<PathBuf>,
     /// A prior made by `vlinder prior gbif` instead of the training photos' own; with
     /// --observations its weight is fitted on the validation photos, else it is 1.
-    #[arg(long, value_name = "PRIOR.json")]
     #[serde(default)]
     pub prior: Option<PathBuf>,
     /// A review queue's database (a SQLite file or a postgres:// URL; give a password in
     /// PGPASSWORD rather than the URL): the photos of records validators confirmed or corrected
     /// are added to the training photos, labelled with the validators' species.
-    #[arg(long, value_name = "URL")]
     #[serde(default)]
     pub reviewed: Option<String>,
     /// The share of validation photos whose unknown-ness score must pass: the rest of them,
     /// and photos less like the known species, are called `unknown`.
-    #[arg(long, default_value_t = defaults().keep)]
     #[serde(default = "default_keep")]
     pub keep: f64,
     /// Train on the photos as they are, without augmentation.
-    #[arg(long)]
     pub no_augment: bool,
     /// The augmentation of the training photos (never the validation photos), a fresh draw for
     /// every photo in every epoch.
-    #[command(flatten)]
     pub augment: AugmentParams,
     /// Where the computation runs.
-    #[arg(long, value_enum, default_value_t = defaults().device)]
     pub device: Backend,
 }
 
@@ -324,7 +295,8 @@ impl TrainConfig {
 }
 
 /// What fine-tuning takes its inputs from (`--fine-tune-from`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum FineTuneInput {
     /// The activations before the fine-tuned blocks, computed once.
@@ -335,7 +307,8 @@ pub enum FineTuneInput {
 }
 
 /// How the learning rate moves over the steps of a training stage.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum Schedule {
     /// The same rate at every step (after any warm-up).
@@ -401,7 +374,7 @@ impl Default for TrainConfig {
     }
 }
 
-/// The defaults, for the attributes that clap and serde read them through.
+/// The defaults, for the attributes that serde reads them through.
 fn defaults() -> TrainConfig {
     TrainConfig::default()
 }
@@ -427,98 +400,7 @@ fn default_feature_copies() -> usize {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
-    use crate::model::{Pooling, Viewing};
-
-    #[derive(Parser)]
-    struct Command {
-        #[command(flatten)]
-        config: TrainConfig,
-    }
-
-    /// The configuration as the command line makes it, `--model transfer` resolved.
-    fn resolved(args: &[&str]) -> TrainConfig {
-        use clap::{CommandFactory, FromArgMatches, parser::ValueSource};
-        let matches = Command::command().get_matches_from(args);
-        let given = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
-        Command::from_arg_matches(&matches)
-            .unwrap()
-            .config
-            .resolve_transfer(given)
-    }
-
-    /// `train --data photos --model transfer` and `extra`, resolved.
-    fn transfer_with(extra: &[&str]) -> TrainConfig {
-        let command = ["train", "--data", "photos", "--model", "transfer"];
-        resolved(&[&command[..], extra].concat())
-    }
-
-    #[test]
-    fn model_transfer_is_the_winning_configuration_and_given_options_override_it() {
-        let winner = transfer_with(&[]);
-        let spelled_out = resolved(&[
-            "train",
-            "--data",
-            "photos",
-            "--model",
-            "efficientnet-lite0",
-            "--image-size",
-            "320",
-            "--resize",
-            "bilinear",
-            "--feature-copies",
-            "2",
-            "--label-smoothing",
-            "0.1",
-            "--fine-tune",
-            "6",
-            "--fine-tune-epochs",
-            "8",
-            "--fine-tune-learning-rate",
-            "1e-4",
-            "--fine-tune-schedule",
-            "cosine",
-            "--fine-tune-warmup",
-            "1",
-        ]);
-        assert_eq!(winner, spelled_out);
-        winner.validate().unwrap();
-
-        let smaller = transfer_with(&["--image-size", "224", "--mirror"]);
-        assert_eq!(smaller.model.architecture, Architecture::EfficientNetLite0);
-        assert_eq!((smaller.model.image_size, smaller.model.focus), (224, None));
-        assert_eq!(smaller.model.resize, ResizeFilter::Bilinear);
-        assert!(smaller.model.mirror);
-        assert_eq!((smaller.fine_tune, smaller.fine_tune_epochs), (6, 8));
-        smaller.validate().unwrap();
-
-        // Looking twice leaves the backbone frozen, and with it every fine-tuning option.
-        let focused = transfer_with(&["--image-size", "640", "--focus", "320"]);
-        assert_eq!(focused.fine_tune, 0);
-        assert_eq!(
-            (focused.fine_tune_schedule, focused.fine_tune_warmup),
-            (Schedule::Constant, 0)
-        );
-        assert_eq!(focused.fine_tune_epochs, defaults().fine_tune_epochs);
-        focused.validate().unwrap();
-        let frozen = transfer_with(&["--fine-tune", "0"]);
-        assert_eq!((frozen.fine_tune, frozen.fine_tune_warmup), (0, 0));
-        frozen.validate().unwrap();
-
-        let tuned_more = transfer_with(&["--fine-tune", "16", "--fine-tune-warmup", "2"]);
-        assert_eq!((tuned_more.fine_tune, tuned_more.fine_tune_warmup), (16, 2));
-        assert_eq!(tuned_more.fine_tune_schedule, Schedule::Cosine);
-        tuned_more.validate().unwrap();
-
-        // Other architectures keep what clap gave them.
-        let recipe = resolved(&["train", "--data", "photos"]);
-        assert_eq!(recipe.model.architecture, Architecture::Recipe);
-        assert_eq!((recipe.model.image_size, recipe.feature_copies), (75, 4));
-        assert!(!recipe.model.mirror);
-        assert_eq!((recipe.label_smoothing, recipe.fine_tune), (0.0, 0));
-    }
 
     #[test]
     fn the_learning_rate_warms_up_linearly_then_stays_or_falls_along_a_cosine() {
@@ -543,135 +425,5 @@ mod tests {
         assert!((cosine[6] - 5e-4).abs() < 1e-12, "{cosine:?}");
         assert!(cosine[2..].windows(2).all(|w| w[1] < w[0]), "{cosine:?}");
         assert!(cosine[9] > 0.0 && cosine[9] < 0.05e-3, "{cosine:?}");
-    }
-
-    #[test]
-    fn fine_tuning_schedule_options_without_fine_tuning_or_out_of_range_are_refused() {
-        let config = |args: &[&str]| {
-            let mut all = vec!["train", "--data", "photos", "--model", "efficientnet-lite0"];
-            all.extend_from_slice(args);
-            Command::parse_from(all).config
-        };
-        let refused = |args: &[&str], name: &str, reason: &str| {
-            let err = config(args).validate().unwrap_err().to_string();
-            assert!(
-                err.contains(name) && err.contains(reason),
-                "{args:?}: {err}"
-            );
-        };
-        let off = "only with --fine-tune N";
-        refused(&["--fine-tune-patience", "2"], "fine-tune-patience", off);
-        refused(&["--fine-tune-warmup", "1"], "fine-tune-warmup", off);
-        refused(
-            &["--fine-tune-schedule", "cosine"],
-            "fine-tune-schedule",
-            off,
-        );
-        refused(&["--fine-tune-from", "photos"], "fine-tune-from", off);
-        let tuned = ["--fine-tune", "3", "--fine-tune-epochs", "4"];
-        refused(
-            &[&tuned[..], &["--fine-tune-warmup", "4"]].concat(),
-            "fine-tune-warmup",
-            "fewer epochs than --fine-tune-epochs 4",
-        );
-        refused(
-            &[&tuned[..], &["--fine-tune-patience", "0"]].concat(),
-            "fine-tune-patience",
-            "at least 1",
-        );
-        let all = config(
-            &[
-                &tuned[..],
-                &["--fine-tune-warmup", "1", "--fine-tune-schedule", "cosine"],
-                &["--fine-tune-patience", "2", "--fine-tune-from", "photos"],
-            ]
-            .concat(),
-        );
-        all.validate().unwrap();
-        assert_eq!(
-            (
-                all.fine_tune_schedule,
-                all.fine_tune_warmup,
-                all.fine_tune_patience,
-                all.fine_tune_from
-            ),
-            (Schedule::Cosine, 1, Some(2), FineTuneInput::Photos)
-        );
-    }
-
-    #[test]
-    fn mirrors_and_label_smoothing_are_checked() {
-        let config = |args: &[&str]| {
-            let mut all = vec!["train", "--data", "photos"];
-            all.extend_from_slice(args);
-            Command::parse_from(all).config
-        };
-        let lite0 = ["--model", "efficientnet-lite0"];
-        let ok = config(&[&lite0[..], &["--mirror", "--label-smoothing", "0.1"]].concat());
-        ok.validate().unwrap();
-        assert!(ok.model.viewing().mirror);
-        assert_eq!(ok.label_smoothing, 0.1);
-        let err = config(&["--mirror"]).validate().unwrap_err().to_string();
-        assert!(
-            err.contains("mirror") && err.contains("transfer models"),
-            "{err}"
-        );
-        for alpha in ["1", "-0.1", "NaN"] {
-            let err = config(&[&format!("--label-smoothing={alpha}")])
-                .validate()
-                .unwrap_err()
-                .to_string();
-            assert!(err.contains("label-smoothing"), "{alpha}: {err}");
-        }
-    }
-
-    #[test]
-    fn a_bare_command_line_gives_the_defaults_written_once() {
-        let parsed = Command::parse_from(["train", "--data", "photos"]).config;
-        let defaults = TrainConfig {
-            data: Some("photos".into()),
-            ..TrainConfig::default()
-        };
-        assert_eq!(parsed, defaults);
-        // Spot checks against the recipe, so that the defaults cannot drift together.
-        assert_eq!(
-            (
-                defaults.epochs,
-                defaults.batch_size,
-                defaults.model.image_size
-            ),
-            (50, 32, 75)
-        );
-        assert_eq!(defaults.augment.rotation_range, 40.0);
-        assert_eq!(defaults.augment.zoom_range, "0.2".parse().unwrap());
-        // A model.json that lacks the later fields reads them as the defaults.
-        let mut json = serde_json::to_value(&defaults).unwrap();
-        let fields = json.as_object_mut().unwrap();
-        for field in [
-            "feature_copies",
-            "fine_tune_epochs",
-            "fine_tune_learning_rate",
-            "keep",
-        ] {
-            assert!(fields.remove(field).is_some(), "{field}");
-        }
-        let old: TrainConfig = serde_json::from_value(json).unwrap();
-        assert_eq!(old, defaults);
-    }
-
-    #[test]
-    fn new_runs_pool_by_gem_and_older_model_files_read_as_they_were_trained() {
-        let args = ["train", "--data", "photos", "--model", "efficientnet-lite0"];
-        let config = Command::parse_from(args).config;
-        assert_eq!(config.model.pooling, Pooling::Gem);
-        assert_eq!(config.model.focus, None);
-
-        // A model.json written before these options had neither key: its network averaged.
-        let mut json = serde_json::to_value(&config).unwrap();
-        let fields = json.as_object_mut().unwrap();
-        assert!(fields.remove("pooling").is_some() && fields.remove("focus").is_some());
-        let old: TrainConfig = serde_json::from_value(json).unwrap();
-        assert_eq!(old.model.viewing(), Viewing::default());
-        assert_eq!(old.model.viewing().pooling, Pooling::Average);
     }
 }

@@ -14,15 +14,12 @@ use crate::model::{ModelDir, WeightsChoice};
 use crate::{Error, Result, files};
 
 /// The configuration of `vlinder cv`, saved in `cv.json`.
-#[derive(Debug, Clone, Serialize, Deserialize, clap::Args)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CvConfig {
-    #[command(flatten)]
     pub train: TrainConfig,
     /// The number of folds.
-    #[arg(long, default_value_t = 5)]
     pub folds: usize,
     /// Where the fold models (fold-1, fold-2, ...) and cv.json go.
-    #[arg(long, short, value_name = "DIR")]
     pub out: PathBuf,
 }
 

@@ -482,17 +482,3 @@ pub fn agent() -> ureq::Agent {
         .build()
         .new_agent()
 }
-
-/// The command line `vlinder serve --model MODEL ...` as a config, so that every option the test
-/// does not name has the command's own default.
-pub fn serve_args(model: &Path, extra: &[&str]) -> vlinder::serve::ServeConfig {
-    use clap::Parser;
-    #[derive(clap::Parser)]
-    struct Command {
-        #[command(flatten)]
-        serve: vlinder::serve::ServeConfig,
-    }
-    let mut args = vec!["serve", "--model", model.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    Command::try_parse_from(args).unwrap().serve
-}

@@ -25,6 +25,18 @@ use vlinder::sources::{self as photo_sources, FetchReport};
 use vlinder::train::cv::{self, CvConfig};
 use vlinder::train::{self, TrainConfig};
 
+mod flags;
+
+use flags::augment::PreviewArgs;
+use flags::check::CheckArgs;
+use flags::dataset::SplitArgs;
+use flags::evaluate::EvaluateArgs;
+use flags::predict::PredictArgs;
+use flags::queue::{ExportArgs, ImportArgs};
+use flags::serve::ServeArgs;
+use flags::sources::{FlickrArgs, GbifArgs, GbifPriorArgs};
+use flags::train::{CvArgs, TrainArgs};
+
 #[derive(Parser)]
 #[command(
     name = "vlinder",
@@ -41,7 +53,7 @@ enum Command {
     /// Train a model on folders of labelled photos and write a model directory.
     Train {
         #[command(flatten)]
-        config: TrainConfig,
+        args: TrainArgs,
         /// The model directory to write.
         #[arg(long, short, value_name = "DIR", required_unless_present = "resume")]
         out: Option<PathBuf>,
@@ -54,19 +66,19 @@ enum Command {
     Fetch(FetchCommand),
     /// Split a folder of species folders into train/validation(/test) folders or K folds,
     /// keeping near-duplicate photos together.
-    Split(SplitFoldersConfig),
+    Split(SplitArgs),
     /// Cross-validate a model and configuration over K folds of one folder of photos.
-    Cv(CvConfig),
+    Cv(CvArgs),
     /// Measure a trained model on labelled photos.
-    Evaluate(EvaluateConfig),
+    Evaluate(EvaluateArgs),
     /// Rank the species of new photos.
-    Predict(PredictConfig),
+    Predict(PredictArgs),
     /// Write randomly augmented versions of a photo, to see what training sees.
-    Augment(PreviewConfig),
+    Augment(PreviewArgs),
     /// Check submitted records (photo + claimed species) and rank the doubtful ones first.
-    Check(CheckConfig),
+    Check(CheckArgs),
     /// Serve the model over HTTP, with a page for reviewers at /.
-    Serve(ServeConfig),
+    Serve(ServeArgs),
     /// Manage pretrained backbones.
     #[command(subcommand)]
     Backbone(BackboneCommand),
@@ -87,9 +99,9 @@ enum Command {
 enum QueueCommand {
     /// Check the records of a CSV as `vlinder check` does and store them in the queue; records
     /// stored before are skipped, so the same command resumes an interrupted import.
-    Import(ImportConfig),
+    Import(ImportArgs),
     /// Write every record with its verdict and latest decision as CSV.
-    Export(ExportConfig),
+    Export(ExportArgs),
 }
 
 #[derive(Subcommand)]
@@ -113,15 +125,15 @@ enum UserCommand {
 #[derive(Subcommand)]
 enum PriorCommand {
     /// From GBIF's occurrence counts for a country, per month and per degree of latitude.
-    Gbif(GbifPriorConfig),
+    Gbif(GbifPriorArgs),
 }
 
 #[derive(Subcommand)]
 enum FetchCommand {
     /// Photos found by keyword on Flickr, as the recipe collected them.
-    Flickr(FlickrConfig),
+    Flickr(FlickrArgs),
     /// Photos of expert-verified observations published through GBIF.
-    Gbif(GbifConfig),
+    Gbif(GbifArgs),
 }
 
 #[derive(Subcommand)]
@@ -144,7 +156,7 @@ enum BackboneCommand {
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    match run(cli.resolve_transfer(&matches)) {
+    match run(cli, &matches) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -220,35 +232,20 @@ fn fetch_exit(report: &FetchReport) -> ExitCode {
     }
 }
 
-impl Cli {
-    /// `--model transfer` of `train` and `cv` made concrete, keeping the options given.
-    fn resolve_transfer(mut self, matches: &ArgMatches) -> Cli {
-        let given = |sub: &str, id: &str| {
-            matches
-                .subcommand_matches(sub)
-                .and_then(|m| m.value_source(id))
-                == Some(ValueSource::CommandLine)
-        };
-        match &mut self.command {
-            Command::Train { config, .. } => {
-                *config = config.clone().resolve_transfer(|id| given("train", id));
-            }
-            Command::Cv(config) => {
-                config.train = config.train.clone().resolve_transfer(|id| given("cv", id));
-            }
-            _ => {}
-        }
-        self
-    }
+/// Whether the user gave option `id` (a field name, e.g. `"image_size"`) to subcommand `sub`.
+fn given(matches: &ArgMatches, sub: &str, id: &str) -> bool {
+    matches
+        .subcommand_matches(sub)
+        .and_then(|m| m.value_source(id))
+        == Some(ValueSource::CommandLine)
 }
 
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+/// Runs the command, turning its flags into the library's configuration; `matches` says which
+/// options were given, for `--model transfer`'s defaults.
+fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Train {
-            config,
-            out,
-            resume,
-        } => {
+        Command::Train { args, out, resume } => {
+            let config = TrainConfig::from(args).resolve_transfer(|id| given(matches, "train", id));
             let (card, dir) = match (resume, out) {
                 (Some(dir), _) => {
                     let card = train::resume(&dir)
@@ -285,14 +282,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Fetch(command) => {
             let (report, out) = match command {
-                FetchCommand::Flickr(config) => (
-                    flickr::fetch(&config).context("cannot fetch from Flickr")?,
-                    config.options.out,
-                ),
-                FetchCommand::Gbif(config) => (
-                    gbif::fetch(&config).context("cannot fetch from GBIF")?,
-                    config.options.out,
-                ),
+                FetchCommand::Flickr(args) => {
+                    let config = FlickrConfig::from(args);
+                    let report = flickr::fetch(&config).context("cannot fetch from Flickr")?;
+                    (report, config.options.out)
+                }
+                FetchCommand::Gbif(args) => {
+                    let config = GbifConfig::from(args);
+                    let report = gbif::fetch(&config).context("cannot fetch from GBIF")?;
+                    (report, config.options.out)
+                }
             };
             print!("{}", photo_sources::render_report(&report));
             println!(
@@ -301,20 +300,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(fetch_exit(&report))
         }
-        Command::Split(config) => {
+        Command::Split(args) => {
+            let config = SplitFoldersConfig::from(args);
             let report = split_folders::split_folders(&config)
                 .with_context(|| format!("cannot split {}", config.dir.display()))?;
             print!("{}", split_folders::render_report(&report));
             println!("written to {}", config.out.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Cv(config) => {
+        Command::Cv(args) => {
+            let mut config = CvConfig::from(args);
+            config.train = config.train.resolve_transfer(|id| given(matches, "cv", id));
             let report = cv::cross_validate(&config).context("cross-validation failed")?;
             print!("{}", cv::render_table(&report));
             println!("report written to {}", cv::report_path(&config).display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Evaluate(config) => {
+        Command::Evaluate(args) => {
+            let config = EvaluateConfig::from(args);
             let report = evaluate::evaluate(&config).context("evaluation failed")?;
             print_skipped(&report.skipped);
             print!("{}", evaluate::render_report(&report));
@@ -326,7 +329,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Predict(config) => {
+        Command::Predict(args) => {
+            let config = PredictConfig::from(args);
             let predictions = predict::predict(&config).context("prediction failed")?;
             let text = predict::render(&predictions, config.format, config.top);
             // A reader that stops early (`| head`) is not an error.
@@ -343,7 +347,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Augment(config) => {
+        Command::Augment(args) => {
+            let config = PreviewConfig::from(args);
             let written = preview::preview(&config)
                 .with_context(|| format!("cannot augment {}", config.photo.display()))?;
             println!(
@@ -358,7 +363,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("parameters drawn: {}", written.transforms.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check(config) => {
+        Command::Check(args) => {
+            let config = CheckConfig::from(args);
             let results = check::check(&config).context("check failed")?;
             let out = config.out_dir();
             for (verdict, count) in &results.totals.by_verdict {
@@ -396,11 +402,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Serve(config) => {
+        Command::Serve(args) => {
+            let config = ServeConfig::from(args);
             serve::run(&config).context("the server stopped")?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Queue(QueueCommand::Import(config)) => {
+        Command::Queue(QueueCommand::Import(args)) => {
+            let config = ImportConfig::from(args);
             let report = queue_import::import(&config).context("the import stopped")?;
             for (id, line, first) in report.repeated.iter().take(10) {
                 eprintln!(
@@ -437,7 +445,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Queue(QueueCommand::Export(config)) => {
+        Command::Queue(QueueCommand::Export(args)) => {
+            let config = ExportConfig::from(args);
             let rows = queue_export::export(&config).context("the export failed")?;
             println!("{rows} records written to {}", config.out.display());
             Ok(ExitCode::SUCCESS)
@@ -460,7 +469,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{} can sign in as {}", terminal_text(&name), role.as_str());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Prior(PriorCommand::Gbif(config)) => {
+        Command::Prior(PriorCommand::Gbif(args)) => {
+            let config = GbifPriorConfig::from(args);
             let prior = gbif::prior(&config).context("cannot make the prior from GBIF")?;
             println!(
                 "prior for {} written to {}; train with --prior {}",

@@ -1,0 +1,133 @@
+//! The flags of `check`: the records, their columns and the verdict thresholds.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use vlinder::check::records::Columns;
+use vlinder::check::{CheckConfig, CheckInput, Thresholds};
+use vlinder::device::Backend;
+use vlinder::model::WeightsChoice;
+
+/// The flags of [`Thresholds`].
+#[derive(Debug, Args)]
+pub struct ThresholdsArgs {
+    /// At or above this probability of the claimed species, the photo agrees.
+    #[arg(long, default_value_t = Thresholds::default().agree)]
+    pub agree: f64,
+    /// At or below this probability of the claimed species, the photo disagrees.
+    #[arg(long, default_value_t = Thresholds::default().disagree)]
+    pub disagree: f64,
+    /// With a model that has a date and place prior: a claimed species with less than this
+    /// share of its records in the record's month (or latitude band) is flagged "outside its
+    /// flight period" ("outside its known range"), whatever the photo shows.
+    #[arg(long, default_value_t = Thresholds::default().rare_below)]
+    pub rare_below: f64,
+}
+
+impl From<ThresholdsArgs> for Thresholds {
+    fn from(args: ThresholdsArgs) -> Self {
+        Thresholds {
+            agree: args.agree,
+            disagree: args.disagree,
+            rare_below: args.rare_below,
+        }
+    }
+}
+
+/// The flags of [`Columns`].
+#[derive(Debug, Args)]
+pub struct ColumnsArgs {
+    /// The column with the record's id.
+    #[arg(long, default_value = "id")]
+    pub id_column: String,
+    /// The column with the photo's path or http(s) URL.
+    #[arg(long, default_value = "photo")]
+    pub photo_column: String,
+    /// The column with the species the volunteer named.
+    #[arg(long, default_value = "species")]
+    pub species_column: String,
+    /// The column with the observation date (2021-04-25 or 25-04-2021, a time may follow),
+    /// for a model with a date and place prior.
+    #[arg(long, value_name = "NAME")]
+    pub date_column: Option<String>,
+    /// The column with the latitude in decimal degrees.
+    #[arg(long, value_name = "NAME", requires = "longitude_column")]
+    pub latitude_column: Option<String>,
+    /// The column with the longitude in decimal degrees.
+    #[arg(long, value_name = "NAME", requires = "latitude_column")]
+    pub longitude_column: Option<String>,
+}
+
+impl From<ColumnsArgs> for Columns {
+    fn from(args: ColumnsArgs) -> Self {
+        Columns {
+            id_column: args.id_column,
+            photo_column: args.photo_column,
+            species_column: args.species_column,
+            date_column: args.date_column,
+            latitude_column: args.latitude_column,
+            longitude_column: args.longitude_column,
+        }
+    }
+}
+
+/// The flags of [`CheckInput`].
+#[derive(Debug, Args)]
+pub struct CheckInputArgs {
+    /// The model directory.
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// The records: a CSV with a header row; photo paths are relative to the CSV's folder.
+    #[arg(value_name = "RECORDS.csv")]
+    pub records: PathBuf,
+    #[command(flatten)]
+    pub columns: ColumnsArgs,
+    /// Photo paths must lie inside this folder, once `..` and links are resolved (default: the
+    /// CSV's folder), so that a records file cannot make vlinder read other files.
+    #[arg(long, value_name = "DIR")]
+    pub photos_root: Option<PathBuf>,
+    /// Fetch photo URLs that lead to loopback, private or link-local addresses too (refused by
+    /// default, so that a records file cannot make vlinder probe this machine or its network).
+    #[arg(long)]
+    pub allow_private_urls: bool,
+    #[command(flatten)]
+    pub thresholds: ThresholdsArgs,
+    #[arg(long, value_enum, default_value_t = WeightsChoice::Last)]
+    pub weights: WeightsChoice,
+    #[arg(long, value_enum, default_value_t = Backend::Flex)]
+    pub device: Backend,
+}
+
+impl From<CheckInputArgs> for CheckInput {
+    fn from(args: CheckInputArgs) -> Self {
+        CheckInput {
+            model: args.model,
+            records: args.records,
+            columns: args.columns.into(),
+            photos_root: args.photos_root,
+            allow_private_urls: args.allow_private_urls,
+            thresholds: args.thresholds.into(),
+            weights: args.weights,
+            device: args.device,
+        }
+    }
+}
+
+/// The flags of [`CheckConfig`].
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub input: CheckInputArgs,
+    /// Where results.csv, report.html and check.json go (default: RECORDS-check beside the CSV).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+impl From<CheckArgs> for CheckConfig {
+    fn from(args: CheckArgs) -> Self {
+        CheckConfig {
+            input: args.input.into(),
+            out: args.out,
+        }
+    }
+}
