@@ -116,6 +116,23 @@ fn the_same_seed_gives_the_same_run_and_another_seed_another() {
 }
 
 #[test]
+fn mixup_changes_the_run_and_repeats_with_the_seed() {
+    let _serial = common::training_lock();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = common::subset(tmp.path(), &PAIR, 30);
+    let mixed = TrainConfig {
+        mixup: 0.4,
+        ..config(&data, 3)
+    };
+    let a = train::train(&mixed, &tmp.path().join("a")).unwrap();
+    let b = train::train(&mixed, &tmp.path().join("b")).unwrap();
+    assert_eq!(losses(&a), losses(&b));
+    assert_eq!(a.training.mixup, 0.4, "model.json records it");
+    let plain = train::train(&config(&data, 3), &tmp.path().join("plain")).unwrap();
+    assert_ne!(losses(&a), losses(&plain));
+}
+
+#[test]
 fn an_interrupted_run_resumes_where_it_stopped() {
     let _serial = common::training_lock();
     let tmp = tempfile::tempdir().unwrap();

@@ -78,6 +78,11 @@ pub struct TrainConfig {
     /// validation loss is always against the labels as they are.
     #[serde(default)]
     pub label_smoothing: f32,
+    /// Mixup's α (0: off): each training batch is blended with a shuffled copy of itself by a
+    /// weight drawn from Beta(α, α), and its loss between both labels alike (on cached
+    /// features or activations, those are blended).
+    #[serde(default)]
+    pub mixup: f32,
     /// Photos of other species or of no butterfly (any layout, no labels): they teach the
     /// unknown-ness score what the model's species are not.
     #[serde(default)]
@@ -273,6 +278,13 @@ impl TrainConfig {
                 "a share from 0 (off) up to but not including 1, e.g. 0.1",
             ));
         }
+        if !(self.mixup >= 0.0 && self.mixup <= 10.0) {
+            return Err(Error::invalid(
+                "mixup",
+                self.mixup,
+                "Beta's α from 0 (off) to 10, e.g. 0.2 (small α: most batches barely mixed)",
+            ));
+        }
         if !(self.keep > 0.0 && self.keep < 1.0) {
             return Err(Error::invalid(
                 "keep",
@@ -362,6 +374,7 @@ impl Default for TrainConfig {
             fine_tune_patience: None,
             fine_tune_from: FineTuneInput::Activations,
             label_smoothing: 0.0,
+            mixup: 0.0,
             others: None,
             observations: None,
             prior: None,

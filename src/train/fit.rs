@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 
+use super::mixup::Mixup;
 use super::{EpochRecord, Schedule, batches, epoch_order, finish_epoch, prune_checkpoints};
 use crate::augment::AugmentParams;
 use crate::dataset::PhotoSet;
@@ -202,11 +203,21 @@ where
             let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
             let bar = progress::bar(n, format!("epoch {epoch}/{}", config.total_epochs()));
             let order = epoch_order(n, config.seed, epoch);
+            let mut mixup =
+                (config.mixup > 0.0).then(|| Mixup::new(config.mixup, config.seed, epoch));
             let waiting = batches.each(epoch, &order, config.batch_size, &mut |x, labels| {
                 let trained = module.take().expect("the module between steps");
+                let blend = mixup.as_mut().map(|m| m.draw(labels.len()));
+                let x = match &blend {
+                    Some(blend) => blend.mix(x),
+                    None => x,
+                };
                 let logits = (self.forward)(&trained, x);
                 let probs = model::probability_rows(logits.clone().detach());
-                let loss = model::loss(logits, labels, config.label_smoothing);
+                let loss = match &blend {
+                    Some(blend) => blend.loss(logits, labels, config.label_smoothing),
+                    None => model::loss(logits, labels, config.label_smoothing),
+                };
                 loss_sum += loss.clone().into_scalar::<f32>() as f64 * labels.len() as f64;
                 correct += probs
                     .iter()

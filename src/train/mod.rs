@@ -6,6 +6,7 @@ pub mod config;
 pub mod cv;
 pub mod data;
 mod fit;
+pub mod mixup;
 pub mod transfer;
 
 use std::collections::BTreeMap;

@@ -140,6 +140,7 @@ pub fn quick_config(data: &Path, epochs: usize) -> TrainConfig {
         fine_tune_patience: None,
         fine_tune_from: Default::default(),
         label_smoothing: 0.0,
+        mixup: 0.0,
         others: None,
         observations: None,
         reviewed: None,

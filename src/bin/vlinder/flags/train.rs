@@ -89,6 +89,12 @@ pub struct TrainArgs {
     /// validation loss is always against the labels as they are.
     #[arg(long, value_name = "ALPHA", default_value_t = TrainConfig::default().label_smoothing)]
     pub label_smoothing: f32,
+    /// Mixup: blend each training batch with a shuffled copy of itself by a weight drawn from
+    /// Beta(ALPHA, ALPHA), folded onto [0.5, 1], and its loss between both labels alike, so
+    /// that the network cannot fit every training photo exactly (0: off; e.g. 0.2). On cached
+    /// features or activations (the transfer models) those are blended, not the pixels.
+    #[arg(long, value_name = "ALPHA", default_value_t = TrainConfig::default().mixup)]
+    pub mixup: f32,
     /// Photos of other species or of no butterfly (any layout, no labels): they teach the
     /// unknown-ness score what the model's species are not.
     #[arg(long, value_name = "DIR")]
@@ -147,6 +153,7 @@ impl From<TrainArgs> for TrainConfig {
             fine_tune_patience: args.fine_tune_patience,
             fine_tune_from: args.fine_tune_from,
             label_smoothing: args.label_smoothing,
+            mixup: args.mixup,
             others: args.others,
             observations: args.observations,
             prior: args.prior,
@@ -331,7 +338,7 @@ mod tests {
     }
 
     #[test]
-    fn mirrors_and_label_smoothing_are_checked() {
+    fn mirrors_label_smoothing_and_mixup_are_checked() {
         let config = |args: &[&str]| {
             let mut all = vec!["train", "--data", "photos"];
             all.extend_from_slice(args);
@@ -353,6 +360,19 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("label-smoothing"), "{alpha}: {err}");
+        }
+        let mixed = config(&[&lite0[..], &["--mixup", "0.2"]].concat());
+        mixed.validate().unwrap();
+        assert_eq!(mixed.mixup, 0.2);
+        for alpha in ["-0.2", "NaN", "11"] {
+            let err = config(&[&format!("--mixup={alpha}")])
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("mixup") && err.contains("Beta"),
+                "{alpha}: {err}"
+            );
         }
     }
 
