@@ -516,7 +516,7 @@ fn model_transfer_on_the_command_line_trains_the_documented_configuration() {
     assert_eq!(card.architecture, Architecture::EfficientNetLite0);
     assert_eq!(
         (t.model.image_size, t.model.focus, t.model.mirror),
-        (320, None, false)
+        (384, None, false)
     );
     assert_eq!(t.model.resize, ResizeFilter::Bilinear);
     assert_eq!((t.feature_copies, t.label_smoothing), (2, 0.1));

@@ -118,7 +118,7 @@ impl TrainConfig {
     /// `--model transfer` made concrete: EfficientNet-Lite0 with the configuration that won the
     /// 5-fold cross-validation on the 900 iNaturalist photos (the README's table of every
     /// configuration tried) for each option that `given` (by field name, e.g. `"image_size"`)
-    /// says the user left out: 320 pixels, bilinear, 2 feature copies, label smoothing 0.1,
+    /// says the user left out: 384 pixels, bilinear, 2 feature copies, label smoothing 0.1,
     /// and the last 6 blocks fine-tuned for 8 epochs at 1e-4 along a cosine after a warm-up
     /// epoch. Looking twice needs a frozen backbone, so `--focus` (or `--fine-tune 0`) leaves
     /// the backbone frozen and the fine-tuning options at their own defaults. Any other
@@ -129,7 +129,7 @@ impl TrainConfig {
         }
         self.model.architecture = Architecture::EfficientNetLite0;
         if !given("image_size") {
-            self.model.image_size = 320;
+            self.model.image_size = 384;
         }
         if !given("resize") {
             self.model.resize = ResizeFilter::Bilinear;

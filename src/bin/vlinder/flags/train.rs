@@ -225,7 +225,7 @@ mod tests {
             "--model",
             "efficientnet-lite0",
             "--image-size",
-            "320",
+            "384",
             "--resize",
             "bilinear",
             "--feature-copies",
