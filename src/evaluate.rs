@@ -9,8 +9,8 @@ use crate::check::{Thresholds, Verdict, judge};
 use crate::dataset::{ImageFolder, Photo, PhotoSet, SkippedPhoto, Species, stratified_split};
 use crate::device::Backend;
 use crate::metrics::{self, Evaluation};
-use crate::model::{Assessment, ModelCard, ModelDir, TrainedModel, WeightsChoice};
 use crate::train::data::relabel;
+use crate::trained::{Assessment, ModelCard, ModelDir, TrainedModel, WeightsChoice};
 use crate::{Error, Result, files, plot};
 
 /// Which photos of `--data` to evaluate on.

@@ -5,9 +5,10 @@
 //! - [`sources`]: collecting labelled photos from Flickr and GBIF;
 //! - [`dataset`]: species folders, photo decoding, train/validation splits;
 //! - [`augment`]: Keras' random geometric augmentation, exactly;
-//! - [`model`]: the networks (the recipe's CNN, EfficientNet-Lite0), pretrained backbones and the
-//!   model directory they are saved in;
+//! - [`model`]: the networks (the recipe's CNN, EfficientNet-Lite0) and pretrained backbones;
 //! - [`train`]: the training loop, transfer learning, cross-validation, history and checkpoints;
+//! - [`trained`]: the model directory that training writes and every later stage reads, and its
+//!   card (`model.json`);
 //! - [`evaluate`]: metrics of a trained model on labelled photos;
 //! - [`calibrate`]: temperature scaling for honest probabilities;
 //! - [`novelty`]: whether a photo shows one of the model's species at all;
@@ -17,7 +18,7 @@
 //! - [`serve`]: the HTTP service and the reviewers' page;
 //! - [`plot`]: the PNG charts that training and evaluation write.
 //!
-//! The binary (`src/main.rs`) is a thin command line over these.
+//! The binary (`src/bin/vlinder/`) is a thin command line over these.
 
 pub mod augment;
 pub mod calibrate;
@@ -38,5 +39,6 @@ pub mod queue;
 pub mod serve;
 pub mod sources;
 pub mod train;
+pub mod trained;
 
 pub use error::{Error, Result};

@@ -380,7 +380,7 @@ impl Detector {
         ]);
         let serialised =
             safetensors::serialize(tensors, Some(metadata)).map_err(|e| Error::output(path, e))?;
-        files::write_atomic(path, &crate::model::directory::sorted_header(serialised))
+        files::write_atomic(path, &crate::trained::directory::sorted_header(serialised))
     }
 
     /// Reads statistics written by [`Detector::save`] for a model of `classes` species whose

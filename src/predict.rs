@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use crate::context::{Context, Observations, Prior, in_context};
 use crate::dataset::{decode_photo, photos_below};
 use crate::device::Backend;
-use crate::model::{ModelDir, WeightsChoice};
 use crate::novelty::Novelty;
+use crate::trained::{ModelDir, WeightsChoice};
 use crate::{Error, Result, files, progress};
 
 /// How predictions are printed.

@@ -43,7 +43,7 @@ fn check_with(model: &Path, records: &Path, out: &str, dated: bool) -> CheckResu
 fn the_prior_flags_august_orange_tips_and_leaves_undated_records_as_the_photo_says() {
     let tmp = tempfile::tempdir().unwrap();
     let (data, model) = model_with_prior(tmp.path());
-    let card = vlinder::model::ModelDir::new(&model).read_card().unwrap();
+    let card = vlinder::trained::ModelDir::new(&model).read_card().unwrap();
     let prior = card.prior.as_ref().expect("trained with --observations");
     assert_eq!(prior.species, SPECIES);
     assert!(
@@ -376,7 +376,7 @@ fn a_prior_from_gbif_counts_per_month_and_latitude_band_and_trains_with_it() {
         let _serial = common::training_lock();
         train::train(&config, &model).unwrap();
     }
-    let card = vlinder::model::ModelDir::new(&model).read_card().unwrap();
+    let card = vlinder::trained::ModelDir::new(&model).read_card().unwrap();
     let kept = card.prior.unwrap();
     assert_eq!(kept.months, prior.months);
     assert!(kept.validation.is_some());
@@ -427,7 +427,7 @@ fn cross_validation_reports_the_photo_alone_against_the_prior_per_fold() {
     // Each fold's weights fitted on the other folds' photos: with two folds, exactly those the
     // other fold's own training fitted on its validation photos.
     for (fold, other) in [(0, 2), (1, 1)] {
-        let card = vlinder::model::ModelDir::new(tmp.path().join(format!("cv/fold-{other}")))
+        let card = vlinder::trained::ModelDir::new(tmp.path().join(format!("cv/fold-{other}")))
             .read_card()
             .unwrap();
         let crossed = report.folds[fold].cross_fitted.as_ref().unwrap();

@@ -6,9 +6,8 @@ use burn::prelude::*;
 use std::path::Path;
 
 use vlinder::dataset::ResizeFilter;
-use vlinder::model::{
-    Architecture, ModelConfig, ModelDir, Pooling, WeightsChoice, loss, probabilities,
-};
+use vlinder::model::{Architecture, ModelConfig, Pooling, loss, probabilities};
+use vlinder::trained::{ModelDir, WeightsChoice};
 
 /// A fresh network of `architecture` for `classes` species at `image_size` pixels.
 fn network(

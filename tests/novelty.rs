@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use vlinder::check::{self, Verdict};
 use vlinder::device::Backend;
 use vlinder::evaluate::{self, EvaluateConfig};
-use vlinder::model::{Architecture, ModelDir, WeightsChoice};
+use vlinder::model::Architecture;
 use vlinder::train::{self, TrainConfig};
+use vlinder::trained::{ModelDir, WeightsChoice};
 
 const KNOWN: [&str; 3] = [
     "anthocharis_cardamines",

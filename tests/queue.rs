@@ -927,7 +927,7 @@ fn training_adds_the_photos_validators_confirmed_or_corrected() {
         let out = tmp.path().join(format!("model-{}", url.len()));
         let _serial = common::training_lock();
         vlinder::train::train(&config, &out).unwrap();
-        let card = vlinder::model::ModelDir::new(&out).read_card().unwrap();
+        let card = vlinder::trained::ModelDir::new(&out).read_card().unwrap();
         let without = vlinder::dataset::ImageFolder::scan(&data)
             .unwrap()
             .photos

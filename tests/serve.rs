@@ -631,7 +631,7 @@ fn predict(model: &Path, photos: &[PathBuf]) -> Vec<vlinder::predict::Prediction
         latitude: None,
         longitude: None,
         observations: None,
-        weights: vlinder::model::WeightsChoice::Last,
+        weights: vlinder::trained::WeightsChoice::Last,
         device: vlinder::device::Backend::Flex,
     })
     .unwrap()
@@ -943,7 +943,7 @@ fn weights_best_is_used_by_predict_check_and_serve_and_predict_reads_folders_at_
 
     // serve --weights best too.
     let server = Server::with(ServeConfig {
-        weights: vlinder::model::WeightsChoice::Best,
+        weights: vlinder::trained::WeightsChoice::Best,
         ..serve_config(&model, 1_000_000, 30)
     });
     for (name, p) in &best {

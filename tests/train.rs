@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use vlinder::augment::AugmentParams;
 use vlinder::evaluate::{self, EvaluateConfig};
-use vlinder::model::{Architecture, ModelCard, ModelDir, WeightsChoice};
+use vlinder::model::Architecture;
 use vlinder::train::{self, TrainConfig};
+use vlinder::trained::{ModelCard, ModelDir, WeightsChoice};
 
 const PAIR: [&str; 2] = ["celastrina_argiolus", "gonepteryx_rhamni"];
 
@@ -350,7 +351,7 @@ fn a_run_that_diverges_stops_with_the_epoch_and_keeps_the_last_finite_one() {
     );
     assert_eq!(kept, epoch - 1);
     // What is on disk is the last finite epoch, whole, or no model yet if that was the first.
-    let card = vlinder::model::ModelDir::new(&out).read_card().unwrap();
+    let card = vlinder::trained::ModelDir::new(&out).read_card().unwrap();
     assert_eq!(card.epochs_completed, kept);
     assert!(card.history.iter().all(|r| r.train_loss.is_finite()));
     let (ok, _, stderr) = common::vlinder(&[

@@ -7,8 +7,9 @@ use std::path::Path;
 
 use vlinder::dataset::ResizeFilter;
 use vlinder::evaluate::EvaluationReport;
-use vlinder::model::{Architecture, ModelCard, ModelDir, WeightsChoice};
+use vlinder::model::Architecture;
 use vlinder::train::{self, FineTuneInput, Schedule, TrainConfig};
+use vlinder::trained::{ModelCard, ModelDir, WeightsChoice};
 
 const PAIR: [&str; 2] = ["anthocharis_cardamines", "gonepteryx_rhamni"];
 

@@ -6,9 +6,7 @@
 //! decoded photos into the network's input tensor.
 
 pub mod backbone;
-pub mod card;
 pub mod config;
-pub mod directory;
 pub mod efficientnet;
 pub mod input;
 pub(crate) mod kernels;
@@ -17,11 +15,7 @@ pub mod recipe;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-pub use card::ModelCard;
 pub use config::ModelConfig;
-pub use directory::{
-    Assessment, ModelDir, TrainedModel, WeightsChoice, embed, predict_probabilities,
-};
 pub use efficientnet::{EfficientNetLite, Head, Pooling, TransferNet, Variant, Viewing};
 pub use input::Normalisation;
 pub use recipe::RecipeCnn;

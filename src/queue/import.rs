@@ -11,7 +11,7 @@ use super::database::Database;
 use super::store::Stored;
 use crate::check::records;
 use crate::check::{CheckInput, check_records};
-use crate::model::ModelDir;
+use crate::trained::ModelDir;
 use crate::{Error, Result, progress};
 
 /// The longer side of the thumbnails the queue's page shows.

@@ -40,9 +40,9 @@ use crate::check::{Thresholds, Verdict, judge_record};
 use crate::context::{Context, Flag};
 use crate::dataset::decode;
 use crate::device::Backend;
-use crate::model::{Assessment, ModelCard, ModelDir, TrainedModel, WeightsChoice};
 use crate::novelty::Novelty;
 use crate::predict::{Ranked, rank_in_context};
+use crate::trained::{Assessment, ModelCard, ModelDir, TrainedModel, WeightsChoice};
 use crate::{Error, Result};
 
 /// The configuration of `vlinder serve`.

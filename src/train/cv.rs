@@ -10,7 +10,7 @@ use super::{TrainConfig, TrainingData, train_on, validation_evidence};
 use crate::context::prior::{Score, Weights, best_weights};
 use crate::context::{Context, Labelled, Prior, PriorFit};
 use crate::dataset::{ImageFolder, PhotoSet, stratified_folds};
-use crate::model::{ModelDir, WeightsChoice};
+use crate::trained::{ModelDir, WeightsChoice};
 use crate::{Error, Result, files};
 
 /// The configuration of `vlinder cv`, saved in `cv.json`.

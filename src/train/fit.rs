@@ -14,8 +14,9 @@ use super::mixup::Mixup;
 use super::{EpochRecord, Schedule, batches, epoch_order, finish_epoch, prune_checkpoints};
 use crate::augment::AugmentParams;
 use crate::dataset::PhotoSet;
-use crate::model::card::StoppedEarly;
-use crate::model::{self, ModelCard, ModelDir, Network, WeightsChoice, input};
+use crate::model::{self, Network, input};
+use crate::trained::card::StoppedEarly;
+use crate::trained::{ModelCard, ModelDir, WeightsChoice};
 use crate::{Result, metrics, progress};
 
 /// Where a stage's training batches come from.

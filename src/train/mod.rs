@@ -27,9 +27,10 @@ pub use data::TrainingData;
 
 use crate::context::{Context, Labelled, Prior};
 use crate::dataset::{PhotoSet, Species};
-use crate::model::card::{DataSummary, FORMAT, FORMAT_VERSION, Preprocessing, Versions};
-use crate::model::{self, ModelCard, ModelDir, Network, TrainedModel, WeightsChoice};
+use crate::model::Network;
 use crate::novelty::{self, Detector, NoveltyCard};
+use crate::trained::card::{DataSummary, FORMAT, FORMAT_VERSION, Preprocessing, Versions};
+use crate::trained::{ModelCard, ModelDir, TrainedModel, WeightsChoice};
 use crate::{Error, Result, calibrate, files, plot};
 
 /// The metrics of one epoch, as in `history.csv`.
@@ -249,7 +250,7 @@ fn fit_novelty(
 ) -> Result<ModelCard> {
     let features = |set: &PhotoSet| {
         let norm = card.preprocessing.normalisation;
-        model::embed(
+        crate::trained::embed(
             &model.network,
             card.image_size,
             norm,
@@ -389,7 +390,13 @@ fn run(
     let stage = fit::Stage {
         forward: |network: &Network, x| network.forward(x),
         validate: |network: &Network| {
-            model::predict_probabilities(network, config.model.image_size, norm, &pixels, device)
+            crate::trained::predict_probabilities(
+                network,
+                config.model.image_size,
+                norm,
+                &pixels,
+                device,
+            )
         },
         network: |network| network,
         validation_labels: &data.validation.labels,

@@ -14,10 +14,8 @@ use super::{Embedded, FineTuneInput, TrainConfig, TrainingData, batches, fit, op
 use crate::augment::AugmentParams;
 use crate::dataset::PhotoSet;
 use crate::model::backbone;
-use crate::model::{
-    self, EfficientNetLite, Head, ModelCard, ModelDir, Network, TransferNet, Variant, Viewing,
-    input,
-};
+use crate::model::{self, EfficientNetLite, Head, Network, TransferNet, Variant, Viewing, input};
+use crate::trained::{ModelCard, ModelDir};
 use crate::{Result, progress};
 
 /// Photos per pass through the backbone.

@@ -245,7 +245,7 @@ pub fn check_input(model: &Path, records: &Path) -> vlinder::check::CheckInput {
         // Photo URLs in the tests are served on 127.0.0.1.
         allow_private_urls: true,
         thresholds: vlinder::check::Thresholds::default(),
-        weights: vlinder::model::WeightsChoice::Last,
+        weights: vlinder::trained::WeightsChoice::Last,
         device: Backend::Flex,
     }
 }
@@ -260,7 +260,7 @@ pub fn validation_config(
         model: model.to_path_buf(),
         data: data.to_path_buf(),
         split: vlinder::evaluate::SplitChoice::Validation,
-        weights: vlinder::model::WeightsChoice::Last,
+        weights: vlinder::trained::WeightsChoice::Last,
         unknown: None,
         thresholds: vlinder::check::Thresholds::default(),
         out: Some(out.to_path_buf()),

@@ -6,7 +6,7 @@ use clap::Args;
 use vlinder::check::records::Columns;
 use vlinder::check::{CheckConfig, CheckInput, Thresholds};
 use vlinder::device::Backend;
-use vlinder::model::WeightsChoice;
+use vlinder::trained::WeightsChoice;
 
 /// The flags of [`Thresholds`].
 #[derive(Debug, Args)]

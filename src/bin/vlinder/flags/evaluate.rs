@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use vlinder::device::Backend;
 use vlinder::evaluate::{EvaluateConfig, SplitChoice};
-use vlinder::model::WeightsChoice;
+use vlinder::trained::WeightsChoice;
 
 use super::check::ThresholdsArgs;
 

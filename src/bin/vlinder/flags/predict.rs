@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 use vlinder::device::Backend;
-use vlinder::model::WeightsChoice;
 use vlinder::predict::{OutputFormat, PredictConfig};
+use vlinder::trained::WeightsChoice;
 
 /// The flags of [`PredictConfig`].
 #[derive(Debug, Args)]

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 use vlinder::device::Backend;
-use vlinder::model::WeightsChoice;
 use vlinder::serve::ServeConfig;
+use vlinder::trained::WeightsChoice;
 
 use super::check::ThresholdsArgs;
 

@@ -4,12 +4,12 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::Architecture;
-use super::config::MAX_IMAGE_SIZE;
-use super::input::Normalisation;
 use crate::calibrate::Calibration;
 use crate::context::Prior;
 use crate::dataset::{ResizeFilter, SkippedPhoto, Species};
+use crate::model::Architecture;
+use crate::model::config::MAX_IMAGE_SIZE;
+use crate::model::input::Normalisation;
 use crate::novelty::NoveltyCard;
 use crate::train::{EpochRecord, TrainConfig};
 

@@ -7,8 +7,9 @@ use burn::prelude::*;
 use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
 use serde::{Deserialize, Serialize};
 
+use super::ModelCard;
 use super::card::{FORMAT, FORMAT_VERSION};
-use super::{ModelCard, Network, Normalisation, input, probability_rows};
+use crate::model::{Network, Normalisation, input, probability_rows};
 use crate::novelty::{Detector, Novelty, NoveltyCard};
 use crate::{Error, Result, calibrate, files};
 
