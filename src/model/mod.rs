@@ -1,9 +1,9 @@
-//! The networks vlinder trains, and the model directory a trained network lives in.
+//! The networks vlinder trains, with their pretrained backbones; the model directory a trained
+//! network is saved in is [`crate::trained`].
 //!
 //! [`recipe`] holds the published recipe's CNN, [`efficientnet`] the transfer network;
-//! [`config`] describes a network and builds it; [`card`] the `model.json` that describes a
-//! trained model; [`directory`] reads and writes a whole model directory; [`input`] turns
-//! decoded photos into the network's input tensor.
+//! [`config`] describes a network and builds it; [`backbone`] installs and reads the pretrained
+//! weights; [`input`] turns decoded photos into the network's input tensor.
 
 pub mod backbone;
 pub mod config;

@@ -30,7 +30,9 @@ use crate::dataset::{PhotoSet, Species};
 use crate::model::Network;
 use crate::novelty::{self, Detector, NoveltyCard};
 use crate::trained::card::{DataSummary, FORMAT, FORMAT_VERSION, Preprocessing, Versions};
-use crate::trained::{ModelCard, ModelDir, TrainedModel, WeightsChoice};
+use crate::trained::{
+    ModelCard, ModelDir, TrainedModel, WeightsChoice, embed, predict_probabilities,
+};
 use crate::{Error, Result, calibrate, files, plot};
 
 /// The metrics of one epoch, as in `history.csv`.
@@ -250,7 +252,7 @@ fn fit_novelty(
 ) -> Result<ModelCard> {
     let features = |set: &PhotoSet| {
         let norm = card.preprocessing.normalisation;
-        crate::trained::embed(
+        embed(
             &model.network,
             card.image_size,
             norm,
@@ -390,13 +392,7 @@ fn run(
     let stage = fit::Stage {
         forward: |network: &Network, x| network.forward(x),
         validate: |network: &Network| {
-            crate::trained::predict_probabilities(
-                network,
-                config.model.image_size,
-                norm,
-                &pixels,
-                device,
-            )
+            predict_probabilities(network, config.model.image_size, norm, &pixels, device)
         },
         network: |network| network,
         validation_labels: &data.validation.labels,
