@@ -564,9 +564,11 @@ impl Block {
         };
         let out = sized(next, oh * ow * outputs);
         if split {
-            // Only each run's first strip expands rows that another strip expands too.
-            let strips = oh.div_ceil(rows);
-            let run_rows = rows * strips.div_ceil(4 * rayon::current_num_threads());
+            // Two runs of equal height a thread, each run strips of up to `rows`. Runs of
+            // whole strips left the last run short (block 0 at 224 pixels: 34, 34, 34 and 10
+            // rows, 68 for one thread and 44 for the other). Only each run's first strip
+            // expands rows that another strip expands too.
+            let run_rows = oh.div_ceil(2 * rayon::current_num_threads());
             out.par_chunks_mut(run_rows * ow * outputs)
                 .enumerate()
                 .for_each(|(i, out)| {
