@@ -24,11 +24,14 @@ pub fn lite0(device: &Device) -> EfficientNetLite {
     .expect("the shared EfficientNet-Lite0 weights")
 }
 
-/// The shared folder: `$VLINDER_SHARED`, default ../shared beside the repository.
+/// The shared folder: `$VLINDER_SHARED`, default ../shared beside the repository; absolute,
+/// since the benches hand it to commands that read paths relative to other files (`check`
+/// reads `--photos-root` relative to its CSV).
 pub fn shared() -> PathBuf {
-    std::env::var_os("VLINDER_SHARED")
+    let path = std::env::var_os("VLINDER_SHARED")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"))
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));
+    std::path::absolute(&path).unwrap_or(path)
 }
 
 /// The shared EfficientNet-Lite0 ImageNet weights file.
