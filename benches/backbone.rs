@@ -53,8 +53,8 @@ fn seconds(backbone: &EfficientNetLite, batch: usize, side: usize, reps: usize) 
     );
     let data = x.into_data();
     // A tensor of its own for each pass, made before the clock starts, as predict's decoded
-    // photos are: a tensor shared with the caller is copied out first (19 MB at 224 batch
-    // 32, 2-3% of the pass), which the ONNX Runtime side, handed a numpy array, does not do.
+    // photos are: a tensor shared with the caller is copied out first (19 MB into fresh pages
+    // at 224 batch 32), which the ONNX Runtime side, handed a numpy array, does not do.
     let once = || {
         let x = Tensor::<4>::from_data(data.clone(), &device);
         let start = Instant::now();
