@@ -73,13 +73,13 @@ test("validators work through the queue by keyboard and are told of each other's
       const { server, address } = startServer(["--model", model, "--database", url]);
       try {
         const base = await address;
-        // A session check that fails outright still offers the sign-in form, with the reason.
+        // A session check that gets no answer still offers the sign-in form, with the reason.
         const offline = await browser.newContext({ locale: "en-GB" });
         const cut = await offline.newPage();
         await cut.route("**/v1/session", (route) => route.abort());
         await cut.goto(`${base}/queue`);
         await cut.waitForSelector("#signin:not([hidden])");
-        assert.equal(await cut.textContent("#signin-error"), "The server did not answer; sign in to try again.");
+        assert.equal(await cut.textContent("#signin-error"), "The server did not answer; try again.");
         await offline.close();
         const context = await browser.newContext({ locale: "en-GB" });
         const page = await context.newPage();
