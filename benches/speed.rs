@@ -50,6 +50,7 @@ fn vlinder_round(device: &Device) -> Measures {
         pooling: Pooling::Average,
         focus: None,
         mirror: false,
+        imagenet_tail: 0,
     };
     let mut network = recipe.init(2, &autodiff);
     let mut optim: ModuleOptimizer = RmsPropConfig::new()

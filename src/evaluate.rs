@@ -1,16 +1,16 @@
 //! `vlinder evaluate`: how well a trained model names the species of labelled photos.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::check::{Thresholds, Verdict, judge};
-use crate::dataset::{ImageFolder, Photo, PhotoSet, SkippedPhoto, Species, stratified_split};
+use crate::dataset::{ImageFolder, Photo, PhotoSet, SkippedPhoto, stratified_split};
 use crate::device::Backend;
-use crate::metrics::{self, Evaluation};
+use crate::metrics::Evaluation;
+use crate::open_set::{self, OpenSetReport, UnknownFigures};
 use crate::train::data::relabel;
-use crate::trained::{Assessment, ModelCard, ModelDir, TrainedModel, WeightsChoice};
+use crate::trained::{Assessment, ModelCard, ModelDir, TrainedModel, WeightsChoice, answers};
+use crate::verdict::Thresholds;
 use crate::{Error, Result, files, plot};
 
 /// Which photos of `--data` to evaluate on.
@@ -58,55 +58,6 @@ pub struct EvaluationReport {
     pub skipped: Vec<SkippedPhoto>,
 }
 
-/// How the unknown-ness score does on the evaluated photos and on photos of unknown species.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct OpenSetReport {
-    pub threshold: f64,
-    pub keep: f64,
-    pub in_set: InSetFigures,
-    pub unknown: Option<UnknownFigures>,
-}
-
-/// The evaluated photos (of known species) as records: each photo named rightly, and named as
-/// each other species, with and without the unknown-ness score.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct InSetFigures {
-    pub photos: usize,
-    /// The share whose score passes the threshold.
-    pub passed: f64,
-    /// The share of right names that get `agrees`.
-    pub right_names_agree: f64,
-    pub right_names_agree_image_only: f64,
-    /// The AUC of the doubt that ranks wrong names above right ones.
-    pub doubt_auc: Option<f64>,
-    pub doubt_auc_image_only: Option<f64>,
-}
-
-/// Photos of species the model does not know.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct UnknownFigures {
-    pub folder: PathBuf,
-    pub photos: usize,
-    /// The AUC of the score between them and the evaluated photos.
-    pub auroc: Option<f64>,
-    /// The share whose score passes the threshold, as if they were known species.
-    pub passed: f64,
-    /// The share that would get `agrees` if the claim were the model's top species.
-    pub agrees: f64,
-    pub agrees_image_only: f64,
-    /// The same shares for the photos of each folder directly below `folder` (`.` for photos
-    /// directly in it): one species each, in the usual layout.
-    pub by_folder: BTreeMap<String, FolderFigures>,
-}
-
-/// The unknown photos of one folder.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FolderFigures {
-    pub photos: usize,
-    pub passed: f64,
-    pub agrees: f64,
-}
-
 /// Evaluates the model on the photos `config` names and writes the report and the confusion
 /// matrix plot.
 pub fn evaluate(config: &EvaluateConfig) -> Result<EvaluationReport> {
@@ -148,8 +99,8 @@ pub fn evaluate(config: &EvaluateConfig) -> Result<EvaluationReport> {
             Some(OpenSetReport {
                 threshold: novelty.threshold,
                 keep: novelty.keep,
-                in_set: in_set_figures(
-                    &assessments,
+                in_set: open_set::in_set_figures(
+                    &answers(&assessments),
                     &set.labels,
                     &card.species,
                     &config.thresholds,
@@ -254,55 +205,7 @@ fn model_split(
     })
 }
 
-/// Whether a photo's unknown-ness score passes its threshold (never for a model without one).
-fn passes(a: &Assessment) -> bool {
-    a.novelty.is_some_and(|n| !n.unknown)
-}
-
-/// The share of `items` for which `test` holds.
-fn share<T>(items: &[T], test: impl Fn(&T) -> bool) -> f64 {
-    items.iter().filter(|i| test(i)).count() as f64 / items.len().max(1) as f64
-}
-
-fn in_set_figures(
-    assessments: &[Assessment],
-    labels: &[usize],
-    species: &Species,
-    thresholds: &Thresholds,
-) -> InSetFigures {
-    // Every photo with every name: its own (right) and each other species' (wrong).
-    let mut right = [Vec::new(), Vec::new()];
-    let (mut doubts, mut wrong) = ([Vec::new(), Vec::new()], Vec::new());
-    for (a, &label) in assessments.iter().zip(labels) {
-        for claimed in 0..species.len() {
-            for (i, novelty) in [a.novelty.as_ref(), None].into_iter().enumerate() {
-                let (verdict, doubt) = judge(
-                    &a.calibrated,
-                    species,
-                    species.name(claimed),
-                    thresholds,
-                    novelty,
-                );
-                doubts[i].push(doubt as f32);
-                if claimed == label {
-                    right[i].push(verdict);
-                }
-            }
-            wrong.push(claimed != label);
-        }
-    }
-    let agree = |v: &Verdict| *v == Verdict::Agrees;
-    InSetFigures {
-        photos: assessments.len(),
-        passed: share(assessments, passes),
-        right_names_agree: share(&right[0], agree),
-        right_names_agree_image_only: share(&right[1], agree),
-        doubt_auc: metrics::roc_auc(&doubts[0], &wrong),
-        doubt_auc_image_only: metrics::roc_auc(&doubts[1], &wrong),
-    }
-}
-
-/// The photos below `dir` through the model, against the evaluated photos' scores.
+/// The photos below `dir` through the model, against the evaluated photos' answers.
 fn unknown_figures(
     model: &TrainedModel,
     dir: &Path,
@@ -321,135 +224,23 @@ fn unknown_figures(
         });
     }
     let strangers = model.assess(&set.all_pixels());
-    let scores: Vec<f32> = in_set
-        .iter()
-        .chain(&strangers)
-        .map(|a| a.novelty.map_or(f32::NAN, |n| n.score as f32))
-        .collect();
-    let positives: Vec<bool> = (0..scores.len()).map(|i| i >= in_set.len()).collect();
-    let agrees = |a: &&Assessment, novelty: bool| {
-        let top = card.species.name(metrics::argmax(&a.calibrated));
-        let novelty = a.novelty.filter(|_| novelty);
-        judge(
-            &a.calibrated,
-            &card.species,
-            top,
-            &config.thresholds,
-            novelty.as_ref(),
-        )
-        .0 == Verdict::Agrees
-    };
-    let mut folders: BTreeMap<String, Vec<&Assessment>> = BTreeMap::new();
-    for (path, a) in set.paths.iter().zip(&strangers) {
-        let relative = path.strip_prefix(dir).unwrap_or(path);
-        let folder = match relative.parent().and_then(|p| p.components().next()) {
-            Some(first) => first.as_os_str().to_string_lossy().into_owned(),
-            None => ".".to_string(),
-        };
-        folders.entry(folder).or_default().push(a);
-    }
-    let all: Vec<&Assessment> = strangers.iter().collect();
-    Ok(UnknownFigures {
-        folder: dir.to_path_buf(),
-        photos: strangers.len(),
-        auroc: metrics::roc_auc(&scores, &positives),
-        passed: share(&all, |a| passes(a)),
-        agrees: share(&all, |a| agrees(a, true)),
-        agrees_image_only: share(&all, |a| agrees(a, false)),
-        by_folder: folders
-            .into_iter()
-            .map(|(name, photos)| {
-                let figures = FolderFigures {
-                    photos: photos.len(),
-                    passed: share(&photos, |a| passes(a)),
-                    agrees: share(&photos, |a| agrees(a, true)),
-                };
-                (name, figures)
-            })
-            .collect(),
-    })
+    Ok(open_set::unknown_figures(
+        dir,
+        &set.paths,
+        &answers(&strangers),
+        &answers(in_set),
+        &card.species,
+        &config.thresholds,
+    ))
 }
 
 /// The report as a text table: overall metrics, per-species scores, the confusion matrix and
 /// the unknown-ness figures.
 pub fn render_report(report: &EvaluationReport) -> String {
-    use std::fmt::Write;
     let mut s = render_table(&report.evaluation);
-    let Some(o) = &report.open_set else {
-        return s;
-    };
-    let percent = |share: f64| format!("{:.1}%", 100.0 * share);
-    let auc = |auc: Option<f64>| auc.map_or("-".to_string(), |a| format!("{a:.4}"));
-    let i = &o.in_set;
-    let _ = writeln!(
-        s,
-        "\nunknown-ness (threshold {:.4}, set to keep {} of the validation photos)",
-        o.threshold,
-        percent(o.keep)
-    );
-    let _ = writeln!(
-        s,
-        "                                     with score  image only"
-    );
-    let _ = writeln!(
-        s,
-        "photos evaluated that pass           {:>10}",
-        percent(i.passed)
-    );
-    let _ = writeln!(
-        s,
-        "right names that get agrees          {:>10}  {:>10}",
-        percent(i.right_names_agree),
-        percent(i.right_names_agree_image_only)
-    );
-    let _ = writeln!(
-        s,
-        "AUC of doubt, wrong names vs right   {:>10}  {:>10}",
-        auc(i.doubt_auc),
-        auc(i.doubt_auc_image_only)
-    );
-    if let Some(u) = &o.unknown {
-        let _ = writeln!(
-            s,
-            "\n{} photos of unknown species ({})",
-            u.photos,
-            u.folder.display()
-        );
-        let _ = writeln!(
-            s,
-            "AUROC of the score, unknown vs evaluated  {}",
-            auc(u.auroc)
-        );
-        let _ = writeln!(
-            s,
-            "pass the threshold                        {}",
-            percent(u.passed)
-        );
-        let _ = writeln!(
-            s,
-            "agrees when named as the top species      {} (image only: {})",
-            percent(u.agrees),
-            percent(u.agrees_image_only)
-        );
-        if u.by_folder.len() > 1 {
-            let width = u
-                .by_folder
-                .keys()
-                .map(String::len)
-                .max()
-                .unwrap_or(6)
-                .max(6);
-            let _ = writeln!(s, "\n{:width$}  photos    pass  agrees", "folder");
-            for (name, f) in &u.by_folder {
-                let _ = writeln!(
-                    s,
-                    "{name:width$}  {:>6}  {:>6}  {:>6}",
-                    f.photos,
-                    percent(f.passed),
-                    percent(f.agrees)
-                );
-            }
-        }
+    if let Some(o) = &report.open_set {
+        s.push('\n');
+        s.push_str(&open_set::render(o));
     }
     s
 }

@@ -12,6 +12,8 @@
 //! - [`evaluate`]: metrics of a trained model on labelled photos;
 //! - [`calibrate`]: temperature scaling for honest probabilities;
 //! - [`novelty`]: whether a photo shows one of the model's species at all;
+//! - [`open_set`]: how well the unknown-ness score tells known species from others;
+//! - [`verdict`]: the verdict on one record from its probabilities and unknown-ness;
 //! - [`predict`]: ranked species for new photos;
 //! - [`check`]: verdicts on volunteers' records, most doubtful first;
 //! - [`queue`]: the review queue: records, verdicts and validators' decisions in a database;
@@ -32,6 +34,7 @@ pub mod files;
 pub mod metrics;
 pub mod model;
 pub mod novelty;
+pub mod open_set;
 pub mod plot;
 pub mod predict;
 pub mod progress;
@@ -40,5 +43,6 @@ pub mod serve;
 pub mod sources;
 pub mod train;
 pub mod trained;
+pub mod verdict;
 
 pub use error::{Error, Result};

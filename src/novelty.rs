@@ -56,6 +56,10 @@ pub struct Detector {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NoveltyCard {
     pub method: String,
+    /// What the features are: those the head sees, or for a fine-tuned network with an
+    /// ImageNet tail the ones its ImageNet weights give.
+    #[serde(default = "head_features")]
+    pub features: String,
     /// Feature dimensions (the head's input).
     pub dimensions: usize,
     pub power: f64,
@@ -70,6 +74,13 @@ pub struct NoveltyCard {
     pub threshold: f64,
     /// The validation photos' scores, sorted: a new score's p-value among them.
     pub validation_scores: Vec<f32>,
+}
+
+/// What every score was fitted on before models could keep an ImageNet tail.
+pub const HEAD_FEATURES: &str = "the pooled features the head sees";
+
+fn head_features() -> String {
+    HEAD_FEATURES.into()
 }
 
 /// The unknown-ness of one photo.
@@ -530,6 +541,7 @@ mod tests {
     fn the_p_value_counts_validation_scores_at_least_as_high() {
         let card = NoveltyCard {
             method: METHOD.into(),
+            features: HEAD_FEATURES.into(),
             dimensions: 2,
             power: POWER as f64,
             shrinkage: SHRINKAGE,

@@ -422,6 +422,7 @@ fn model_json_files_written_before_the_model_config_existed_still_describe_their
             pooling: Pooling::Gem,
             focus: None,
             mirror: false,
+            imagenet_tail: 0,
         };
         assert_eq!(card.training.model, expected, "{file}");
         // The description rebuilds the network that was trained: the same parameter count.

@@ -593,6 +593,70 @@ fn cross_validation_trains_one_model_per_fold_and_summarises_them() {
     );
 }
 
+#[test]
+fn cross_validation_with_unknown_photos_reports_each_folds_open_set_figures() {
+    use vlinder::train::cv::{CvConfig, cross_validate};
+    let _serial = common::training_lock();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = common::subset(tmp.path(), &PAIR, 9);
+    // The sample's third species, which the folds never train on.
+    let unknown = common::subset(&tmp.path().join("u"), &["anthocharis_cardamines"], 10);
+    let with_unknown = TrainConfig {
+        unknown: Some(unknown.clone()),
+        ..config(&data, 1)
+    };
+    let report = cross_validate(&CvConfig {
+        train: with_unknown.clone(),
+        folds: 3,
+        out: tmp.path().join("cv"),
+    })
+    .unwrap();
+    let mut agrees = Vec::new();
+    for f in &report.folds {
+        let card = ModelDir::new(&f.model).read_card().unwrap();
+        let open_set = card.open_set.expect("the fold model measured its score");
+        assert_eq!(f.open_set.as_ref(), Some(&open_set));
+        assert_eq!(open_set.in_set.photos, 6, "the fold's validation photos");
+        let u = open_set.unknown.expect("and the unknown photos");
+        assert_eq!(u.photos, 10);
+        assert_eq!(u.by_folder["anthocharis_cardamines"].photos, 10);
+        assert!(u.auroc.is_some_and(|a| (0.0..=1.0).contains(&a)));
+        agrees.push(u.agrees);
+    }
+    let summary = report.open_set.as_ref().expect("a summary of the folds");
+    let mean = agrees.iter().sum::<f64>() / 3.0;
+    assert!((summary.agrees.0 - mean).abs() < 1e-12, "{summary:?}");
+    let table = vlinder::train::cv::render_table(&report);
+    assert!(
+        table.contains("unknown photos: AUROC") && table.contains("right names agree"),
+        "{table}"
+    );
+    // A missing or empty folder stops the run before a photo is decoded or a fold trained.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    for (dir, expected) in [
+        (tmp.path().join("missing"), "--unknown must be a folder"),
+        (
+            empty,
+            "no readable photo for --unknown (0 photo files found)",
+        ),
+    ] {
+        let out = tmp.path().join("bad");
+        let err = cross_validate(&CvConfig {
+            train: TrainConfig {
+                unknown: Some(dir),
+                ..config(&data, 1)
+            },
+            folds: 3,
+            out: out.clone(),
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(expected), "{err}");
+        assert!(!out.exists(), "nothing is written for {expected}");
+    }
+}
+
 /// The safetensors file's tensors in `dir` (weights written with sorted headers compare as bytes).
 fn file_bytes(dir: &Path, name: &str) -> Vec<u8> {
     std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{}: {e}", dir.join(name).display()))

@@ -227,7 +227,33 @@ fn fine_tuning_trains_only_the_last_blocks_and_keeps_the_imagenet_statistics() {
         ("from-photos", &photos),
         ("fresh", &fresh),
     ] {
-        let after = saved_tensors(&tmp.path().join(run));
+        let mut after = saved_tensors(&tmp.path().join(run));
+        // The unknown-ness score's copy of the tuned blocks and head convolution keeps their
+        // ImageNet weights: those of the model trained without fine-tuning.
+        let tail: Vec<String> = after
+            .keys()
+            .filter(|name| name.starts_with("backbone.imagenet_tail."))
+            .cloned()
+            .collect();
+        assert!(tail.len() > 20, "{run}: {} tensors in the tail", tail.len());
+        for name in &tail {
+            let original = name
+                .replace("imagenet_tail.blocks.0.", "blocks.14.")
+                .replace("imagenet_tail.blocks.1.", "blocks.15.")
+                .replace("imagenet_tail.", "");
+            assert_eq!(
+                after[name], before[&original],
+                "{run}: {name} is {original} as before fine-tuning"
+            );
+            after.remove(name);
+        }
+        let novelty = card.novelty.as_ref().unwrap();
+        assert!(
+            novelty.features.contains("ImageNet"),
+            "{}",
+            novelty.features
+        );
+        assert_eq!(card.training.model.imagenet_tail, 2);
         assert_eq!(before.len(), after.len());
         let mut frozen_checked = 0;
         for (name, bytes) in &before {

@@ -2,12 +2,11 @@
 //! volunteer named) gets a verdict from the model's calibrated probabilities, and the records are
 //! ranked so that experts see the doubtful ones first.
 //!
-//! [`verdict`] decides one record, [`records`] reads the CSV and fetches the photos, [`report`]
+//! [`crate::verdict`] decides one record, [`records`] reads the CSV and fetches the photos, [`report`]
 //! writes the results as CSV, JSON and a self-contained HTML page.
 
 pub mod records;
 pub mod report;
-pub mod verdict;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -21,9 +20,9 @@ use crate::device::Backend;
 use crate::novelty::Novelty;
 use crate::predict::{Ranked, rank};
 use crate::trained::{ModelDir, TrainedModel, WeightsChoice};
+pub use crate::verdict::{Thresholds, Verdict, judge};
 use crate::{Result, progress};
 use records::{Columns, LoadedPhoto, PhotoSources, Record, RecordError};
-pub use verdict::{Thresholds, Verdict, judge};
 
 /// What `vlinder check` and `vlinder queue import` read: a model, a records CSV and where its
 /// photos may come from.

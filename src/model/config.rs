@@ -43,6 +43,12 @@ pub struct ModelConfig {
     #[serde(default)]
     // Models trained before this option looked once.
     pub mirror: bool,
+    /// For a fine-tuned transfer network: its last N blocks and the head's 1x1 convolution kept
+    /// a second time with their ImageNet weights, whose pooled features the unknown-ness score
+    /// is fitted on (0: none, the score takes the features the head sees). Set by training
+    /// from `--fine-tune` and `--unknown-features`.
+    #[serde(default)]
+    pub imagenet_tail: usize,
 }
 
 impl Default for ModelConfig {
@@ -55,6 +61,7 @@ impl Default for ModelConfig {
             pooling: Pooling::Gem,
             focus: None,
             mirror: false,
+            imagenet_tail: 0,
         }
     }
 }
@@ -87,7 +94,7 @@ impl ModelConfig {
         device: &Device,
     ) -> TransferNet {
         TransferNet {
-            backbone,
+            backbone: backbone.with_imagenet_tail(self.imagenet_tail),
             head: Head::new(classes, device),
             viewing: self.viewing(),
         }
@@ -140,6 +147,18 @@ impl ModelConfig {
         }
         if let Some(view) = self.focus {
             self.validate_focus(view)?;
+        }
+        if let (tail @ 1.., backbone) = (self.imagenet_tail, self.architecture.backbone()) {
+            let blocks = backbone.map_or(0, |b| b.block_count());
+            if tail > blocks || self.focus.is_some() {
+                return Err(Error::invalid(
+                    "imagenet_tail",
+                    tail,
+                    format!(
+                        "at most the backbone's {blocks} blocks, for a fine-tuned transfer network (not with --focus)"
+                    ),
+                ));
+            }
         }
         if self.mirror && !self.is_transfer() {
             return Err(Error::invalid(

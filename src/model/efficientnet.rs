@@ -275,6 +275,42 @@ fn folded(conv: &SameConv, bn: &BatchNorm) -> (Tensor<2>, Tensor<1>) {
     (weight.transpose(), bias)
 }
 
+/// The ImageNet weights of a backbone's last blocks and of its head's 1x1 convolution, kept
+/// beside the ones fine-tuning trains and never trained themselves: run on the same activations
+/// as the trained blocks, they give the features the network had before it learnt a few
+/// species, on which the unknown-ness score tells those species from others far better than
+/// on the trained features (see the open-set figures in the documentation).
+#[derive(Module, Debug)]
+pub struct ImagenetTail {
+    blocks: Vec<MbConv>,
+    conv_head: SameConv,
+    bn1: BatchNorm,
+}
+
+impl ImagenetTail {
+    pub fn block_count(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// The feature map of activations `[n, c, h, w]` that entered the tail's first block.
+    fn feature_map(&self, activations: Tensor<4>, burn_layers: bool) -> Tensor<4> {
+        let x = run_blocks(&self.blocks, activations, burn_layers);
+        relu6(self.bn1.forward(self.conv_head.forward(x)))
+    }
+}
+
+/// Activations through `blocks`: fused on burn's CPU backend, burn's layers elsewhere (or
+/// when `burn_layers`).
+fn run_blocks(blocks: &[MbConv], x: Tensor<4>, burn_layers: bool) -> Tensor<4> {
+    if burn_layers || blocks.is_empty() || !extension::supported(&x) {
+        return blocks.iter().fold(x, |x, block| block.forward(x));
+    }
+    blocks
+        .iter()
+        .fold(x.permute([0, 2, 3, 1]), |x, block| block.forward_fused(x))
+        .permute([0, 3, 1, 2])
+}
+
 /// An EfficientNet-Lite network, with or without its ImageNet classifier.
 #[derive(Module, Debug)]
 pub struct EfficientNetLite {
@@ -284,6 +320,8 @@ pub struct EfficientNetLite {
     conv_head: SameConv,
     bn1: BatchNorm,
     fc: Option<Linear>,
+    /// The ImageNet weights of the blocks that fine-tuning trains, for the unknown-ness score.
+    imagenet_tail: Option<ImagenetTail>,
     /// The weights folded for the CPU, once [`freeze`](Self::freeze) made them.
     #[module(skip)]
     frozen: Option<Arc<FrozenLite>>,
@@ -310,6 +348,7 @@ impl EfficientNetLite {
             conv_head: SameConv::new([last, FEATURES], 1, 1, 1, device),
             bn1: batch_norm(FEATURES, device),
             fc: classifier.then(|| LinearConfig::new(FEATURES, 1000).init(device)),
+            imagenet_tail: None,
             frozen: None,
             burn_layers: false,
         }
@@ -433,14 +472,54 @@ impl EfficientNetLite {
     /// The blocks `range` on activations `[n, c, h, w]`: fused and channels-last in between
     /// on burn's CPU backend, else burn's layers.
     fn run_blocks(&self, x: Tensor<4>, range: std::ops::Range<usize>) -> Tensor<4> {
-        let blocks = &self.blocks[range];
-        if self.burn_layers || blocks.is_empty() || !extension::supported(&x) {
-            return blocks.iter().fold(x, |x, block| block.forward(x));
+        run_blocks(&self.blocks[range], x, self.burn_layers)
+    }
+
+    /// The network with a copy of its last `blocks` blocks and head convolution as they are
+    /// now (the ImageNet weights, before fine-tuning), frozen, for the unknown-ness score; 0:
+    /// none. Called on a network about to be fine-tuned, or on a fresh one whose saved weights
+    /// (the copy's among them) are loaded next.
+    pub fn with_imagenet_tail(mut self, blocks: usize) -> Self {
+        self.imagenet_tail = (blocks > 0).then(|| {
+            let tail = ImagenetTail {
+                blocks: self.blocks[self.blocks.len() - blocks..].to_vec(),
+                conv_head: self.conv_head.clone(),
+                bn1: self.bn1.clone(),
+            };
+            // Nothing in it trains, whatever the optimiser is handed.
+            tail.no_grad()
+        });
+        self
+    }
+
+    /// The copy of the ImageNet tail, if the network keeps one.
+    pub fn imagenet_tail(&self) -> Option<&ImagenetTail> {
+        self.imagenet_tail.as_ref()
+    }
+
+    /// Pooled features `[n, 1280]` and, from the same pass through the blocks before it, the
+    /// ImageNet tail's pooled features `[n, 1280]` (`None` without a tail).
+    pub fn pooled_with_imagenet(
+        &self,
+        images: Tensor<4>,
+        pooling: Pooling,
+    ) -> (Tensor<2>, Option<Tensor<2>>) {
+        let Some(tail) = &self.imagenet_tail else {
+            return (self.pooled(images, pooling), None);
+        };
+        if let Some(frozen) = self.frozen_for(&images) {
+            let both: Tensor<3> = Self::run_frozen(frozen, images, Output::WithImagenet(pooling));
+            let [n, _, _] = both.dims();
+            let part = |i: usize| both.clone().slice([0..n, i..i + 1]).reshape([n, FEATURES]);
+            return (part(0), Some(part(1)));
         }
-        blocks
-            .iter()
-            .fold(x.permute([0, 2, 3, 1]), |x, block| block.forward_fused(x))
-            .permute([0, 3, 1, 2])
+        let from = self.block_count() - tail.block_count();
+        let shared = self.activations(images, from);
+        let imagenet = pooling.pool(tail.feature_map(shared.clone(), self.burn_layers));
+        (
+            pooling.pool(self.feature_map_from(shared, from)),
+            Some(imagenet),
+        )
     }
 
     /// The feature map from [`activations`](Self::activations) after the first `blocks`
@@ -551,6 +630,41 @@ impl TransferNet {
     /// Logits from normalised images.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         self.head.forward(self.features(images))
+    }
+
+    /// The features the unknown-ness score works on and the logits, from one pass: the
+    /// features the head sees, or with an ImageNet tail ([`EfficientNetLite::with_imagenet_tail`])
+    /// the tail's, averaged over both views when the network looks at mirrors too.
+    pub fn embed(&self, images: Tensor<4>) -> (Tensor<2>, Tensor<2>) {
+        if self.backbone.imagenet_tail().is_none() {
+            let features = self.features(images);
+            return (features.clone(), self.head.forward(features));
+        }
+        debug_assert!(
+            self.viewing.focus.is_none(),
+            "a tail needs a fine-tuned backbone"
+        );
+        let pooling = self.viewing.pooling;
+        let views = if self.viewing.mirror {
+            vec![images.clone(), images.flip([3])]
+        } else {
+            vec![images]
+        };
+        let count = views.len() as f32;
+        let (mut features, mut imagenet) = (Vec::new(), Vec::new());
+        for view in views {
+            let (tuned, tail) = self.backbone.pooled_with_imagenet(view, pooling);
+            features.push(tuned);
+            imagenet.push(tail.expect("the backbone has a tail"));
+        }
+        let mean = |parts: Vec<Tensor<2>>| {
+            parts
+                .into_iter()
+                .reduce(|a, b| a + b)
+                .expect("one view at least")
+                / count
+        };
+        (mean(imagenet), self.head.forward(mean(features)))
     }
 
     /// The features the head sees, from normalised images.

@@ -16,7 +16,9 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 pub use config::ModelConfig;
-pub use efficientnet::{EfficientNetLite, Head, Pooling, TransferNet, Variant, Viewing};
+pub use efficientnet::{
+    EfficientNetLite, Head, ImagenetTail, Pooling, TransferNet, Variant, Viewing,
+};
 pub use input::Normalisation;
 pub use recipe::RecipeCnn;
 
@@ -94,10 +96,7 @@ impl Network {
     pub fn embed(&self, images: Tensor<4>) -> (Tensor<2>, Tensor<2>) {
         match self {
             Network::Recipe(n) => n.embed(images),
-            Network::Transfer(n) => {
-                let features = n.features(images);
-                (features.clone(), n.head.forward(features))
-            }
+            Network::Transfer(n) => n.embed(images),
         }
     }
 

@@ -385,10 +385,14 @@ fn public_card(card: &ModelCard, expose: bool) -> serde_json::Value {
             "validation",
             "backbone",
             "others",
+            "unknown",
             "observations",
             "prior",
         ] {
             value["training"][field] = serde_json::Value::Null;
+        }
+        if let Some(open_set) = value["open_set"]["unknown"].as_object_mut() {
+            open_set.insert("folder".into(), serde_json::Value::Null);
         }
         if let Some(skipped) = value["data"]["skipped"].as_array_mut() {
             for entry in skipped {

@@ -87,6 +87,11 @@ pub struct TrainConfig {
     /// unknown-ness score what the model's species are not.
     #[serde(default)]
     pub others: Option<PathBuf>,
+    /// Photos of species the model is not trained on (any layout, no labels), never used to fit
+    /// anything: the finished model's unknown-ness score is measured on them and the figures
+    /// are recorded in `model.json` (`open_set`).
+    #[serde(default)]
+    pub unknown: Option<PathBuf>,
     /// Each photo's observation date and place: a CSV with a row per photo (file, species,
     /// observed_on, latitude, longitude) or a collection's manifest.jsonl. The training photos'
     /// months and latitudes become the model's prior; the validation photos' fit its weight.
@@ -105,6 +110,10 @@ pub struct TrainConfig {
     /// and photos less like the known species, are called `unknown`.
     #[serde(default = "default_keep")]
     pub keep: f64,
+    /// What the unknown-ness score of a fine-tuned transfer model is fitted on; a frozen
+    /// backbone's features are the ImageNet ones either way.
+    #[serde(default = "tuned_features")]
+    pub unknown_features: UnknownFeatures,
     /// Train on the photos as they are, without augmentation.
     pub no_augment: bool,
     /// The augmentation of the training photos (never the validation photos), a fresh draw for
@@ -158,6 +167,20 @@ impl TrainConfig {
             }
         }
         self
+    }
+
+    /// The configuration with the network's description completed from the training options:
+    /// a fine-tuned backbone whose score takes the ImageNet features keeps the ImageNet weights
+    /// of its tuned blocks (`imagenet_tail`).
+    pub fn described(&self) -> Self {
+        let mut config = self.clone();
+        let imagenet = self.unknown_features == UnknownFeatures::Imagenet;
+        config.model.imagenet_tail = if self.model.is_transfer() && imagenet {
+            self.fine_tune
+        } else {
+            0
+        };
+        config
     }
 
     /// Epochs in all: the head's (or the whole network's) and then fine-tuning's.
@@ -318,6 +341,19 @@ pub enum FineTuneInput {
     Photos,
 }
 
+/// What the unknown-ness score of a fine-tuned transfer model is fitted on (`--unknown-features`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[serde(rename_all = "kebab-case")]
+pub enum UnknownFeatures {
+    /// The features the network had before fine-tuning: the tuned blocks and the head's
+    /// convolution are kept a second time with their ImageNet weights and run on the same
+    /// activations (more work per photo; far better at telling species the model never saw).
+    Imagenet,
+    /// The features the head sees, as fine-tuning left them.
+    Tuned,
+}
+
 /// How the learning rate moves over the steps of a training stage.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
@@ -376,10 +412,12 @@ impl Default for TrainConfig {
             label_smoothing: 0.0,
             mixup: 0.0,
             others: None,
+            unknown: None,
             observations: None,
             prior: None,
             reviewed: None,
             keep: 0.95,
+            unknown_features: UnknownFeatures::Imagenet,
             no_augment: false,
             augment: AugmentParams::default(),
             device: Backend::Flex,
@@ -404,6 +442,12 @@ fn default_fine_tune_learning_rate() -> f64 {
 /// Read into model.json files written before the unknown-ness score existed.
 fn default_keep() -> f64 {
     defaults().keep
+}
+
+/// Read into model.json files written before `unknown_features` existed: their score took
+/// the features the head sees.
+fn tuned_features() -> UnknownFeatures {
+    UnknownFeatures::Tuned
 }
 
 /// Read into model.json files written before `feature_copies` existed.

@@ -5,11 +5,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::data::{load_context, load_others, require_two_species};
+use super::data::{load_context, load_unlabelled, require_two_species};
 use super::{TrainConfig, TrainingData, train_on, validation_evidence};
 use crate::context::prior::{Score, Weights, best_weights};
 use crate::context::{Context, Labelled, Prior, PriorFit};
 use crate::dataset::{ImageFolder, PhotoSet, stratified_folds};
+use crate::open_set::{OpenSetReport, UnknownFigures};
 use crate::trained::{ModelDir, WeightsChoice};
 use crate::{Error, Result, files};
 
@@ -39,6 +40,10 @@ pub struct FoldResult {
     /// folds' validation photos instead of its own: nothing chosen on the photos scored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cross_fitted: Option<CrossFitted>,
+    /// The fold model's unknown-ness figures on its validation photos and, with --unknown, on
+    /// the photos of species it never saw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_set: Option<OpenSetReport>,
     pub model: PathBuf,
 }
 
@@ -61,6 +66,9 @@ pub struct CvReport {
     /// Means and standard deviations over the folds with a prior.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prior: Option<PriorSummary>,
+    /// Means and standard deviations of the unknown-ness figures, with --unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_set: Option<OpenSetSummary>,
     pub skipped: usize,
 }
 
@@ -75,6 +83,48 @@ pub struct PriorSummary {
     /// Weights fitted on the other folds (absent from reports written before it existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cross_fitted: Option<[(f64, f64); 2]>,
+}
+
+/// The folds' unknown-ness figures, each as (mean, standard deviation).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OpenSetSummary {
+    /// The validation photos named rightly that get `agrees`.
+    pub right_names_agree: (f64, f64),
+    /// The AUROC of the score between the unknown photos and the validation photos.
+    pub auroc: (f64, f64),
+    /// The unknown photos that pass the threshold.
+    pub passed: (f64, f64),
+    /// The unknown photos that get `agrees` when named as the top species.
+    pub agrees: (f64, f64),
+}
+
+impl OpenSetSummary {
+    /// The summary of folds that all measured unknown photos; `None` otherwise.
+    fn of(folds: &[FoldResult]) -> Option<Self> {
+        let reports: Vec<&OpenSetReport> = folds
+            .iter()
+            .map(|f| f.open_set.as_ref().filter(|o| o.unknown.is_some()))
+            .collect::<Option<_>>()?;
+        let unknown = |get: fn(&UnknownFigures) -> f64| {
+            mean_std(
+                &reports
+                    .iter()
+                    .map(|o| get(o.unknown.as_ref().expect("filtered")))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        Some(OpenSetSummary {
+            right_names_agree: mean_std(
+                &reports
+                    .iter()
+                    .map(|o| o.in_set.right_names_agree)
+                    .collect::<Vec<_>>(),
+            ),
+            auroc: unknown(|u| u.auroc.unwrap_or(f64::NAN)),
+            passed: unknown(|u| u.passed),
+            agrees: unknown(|u| u.agrees),
+        })
+    }
 }
 
 /// Mean and sample standard deviation.
@@ -99,15 +149,15 @@ pub fn cross_validate(config: &CvConfig) -> Result<CvReport> {
     };
     let folder = ImageFolder::scan(data_dir)?;
     require_two_species(&folder)?;
+    let mut skipped = folder.skipped.clone();
+    let (others, unknown) = load_unlabelled(train, &mut skipped)?;
     let (set, bad) = PhotoSet::decode(
         &folder.photos,
         train.model.image_size,
         train.model.resize,
         "photos",
     );
-    let mut skipped = folder.skipped.clone();
     skipped.extend(bad);
-    let others = load_others(train, &mut skipped)?;
     let (observations, prior) = load_context(train, &folder.species)?;
     let folds = stratified_folds(&set.labels, folder.species.len(), config.folds, train.seed)?;
     files::create_dir(&config.out)?;
@@ -133,6 +183,7 @@ pub fn cross_validate(config: &CvConfig) -> Result<CvReport> {
             train: set.subset(&training),
             validation: set.subset(validation),
             others: others.clone(),
+            unknown: unknown.clone(),
             skipped: skipped.clone(),
             observations: observations.clone(),
             prior: prior.clone(),
@@ -161,6 +212,7 @@ pub fn cross_validate(config: &CvConfig) -> Result<CvReport> {
             log_loss: last.validation_loss,
             prior: card.prior.and_then(|p| p.validation),
             cross_fitted: None,
+            open_set: card.open_set,
             model,
         });
     }
@@ -194,6 +246,7 @@ pub fn cross_validate(config: &CvConfig) -> Result<CvReport> {
             }),
         }
     });
+    let open_set = OpenSetSummary::of(&results);
     let report = CvReport {
         config: config.clone(),
         folds: results,
@@ -202,6 +255,7 @@ pub fn cross_validate(config: &CvConfig) -> Result<CvReport> {
         mean_log_loss,
         std_log_loss,
         prior,
+        open_set,
         skipped: skipped.len(),
     };
     files::write_json(&config.out.join("cv.json"), &report)?;
@@ -259,13 +313,34 @@ fn cross_fit(results: &mut [FoldResult], evidence: &[Option<Evidence>]) {
 /// The report as a table: one row per fold, then mean ± standard deviation.
 pub fn render_table(report: &CvReport) -> String {
     use std::fmt::Write;
-    let mut s = String::from("fold  train  validation  accuracy  log loss\n");
+    let open_set = report.open_set.is_some();
+    let mut s = String::from("fold  train  validation  accuracy  log loss");
+    if open_set {
+        s.push_str("  right names agree  unknown: AUROC    pass  agrees");
+    }
+    s.push('\n');
     for f in &report.folds {
-        let _ = writeln!(
+        let _ = write!(
             s,
             "{:>4}  {:>5}  {:>10}  {:>8.4}  {:>8.4}",
             f.fold, f.train_photos, f.validation_photos, f.accuracy, f.log_loss
         );
+        if let Some((o, u)) = f
+            .open_set
+            .as_ref()
+            .and_then(|o| Some((o, o.unknown.as_ref()?)))
+            .filter(|_| open_set)
+        {
+            let auroc = u.auroc.map_or("-".into(), |a| format!("{a:.4}"));
+            let _ = write!(
+                s,
+                "  {:>16.1}%  {auroc:>14}  {:>5.1}%  {:>5.1}%",
+                100.0 * o.in_set.right_names_agree,
+                100.0 * u.passed,
+                100.0 * u.agrees
+            );
+        }
+        s.push('\n');
     }
     let _ = writeln!(
         s,
@@ -276,6 +351,18 @@ pub fn render_table(report: &CvReport) -> String {
         report.std_log_loss,
         report.folds.len()
     );
+    if let Some(o) = &report.open_set {
+        let percent = |(m, sd): (f64, f64)| format!("{:.1}% ± {:.1}", 100.0 * m, 100.0 * sd);
+        let _ = writeln!(
+            s,
+            "unknown photos: AUROC {:.4} ± {:.4}, pass {}, agrees as the top species {}; right names that agree {}",
+            o.auroc.0,
+            o.auroc.1,
+            percent(o.passed),
+            percent(o.agrees),
+            percent(o.right_names_agree)
+        );
+    }
     if let Some(p) = &report.prior {
         s.push_str("date and place prior (calibrated)      accuracy           log loss\n");
         for (name, [a, l]) in [

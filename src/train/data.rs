@@ -15,6 +15,9 @@ pub struct TrainingData {
     pub validation: PhotoSet,
     /// Photos of other species or of no butterfly (`--others`), all labelled 0.
     pub others: Option<PhotoSet>,
+    /// Photos of species the model is not trained on (`--unknown`), all labelled 0: only
+    /// measured on.
+    pub unknown: Option<PhotoSet>,
     /// Files that were found but could not be used.
     pub skipped: Vec<SkippedPhoto>,
     /// The photos' observation dates and places (`--observations`).
@@ -61,6 +64,7 @@ impl TrainingData {
                     ));
                 }
             };
+        let (others, unknown) = load_unlabelled(config, &mut skipped)?;
         let mut train = train;
         if let Some(url) = &config.reviewed {
             let reviewed = load_reviewed(url, &species, &train, &validation, &mut skipped)?;
@@ -104,13 +108,13 @@ impl TrainingData {
                 reason: "the validation set has no readable photo; add photos or raise --validation-split".into(),
             });
         }
-        let others = load_others(config, &mut skipped)?;
         let (observations, prior) = load_context(config, &species)?;
         Ok(TrainingData {
             species,
             train,
             validation,
             others,
+            unknown,
             skipped,
             observations,
             prior,
@@ -202,33 +206,49 @@ pub(crate) fn load_context(
     Ok((observations, prior))
 }
 
-/// Decodes the photos of `--others`, adding the unreadable ones to `skipped`; a folder without
-/// a readable photo is an error, found before any training.
-pub(crate) fn load_others(
+/// The photos of `--others` and of `--unknown`, any layout, decoded as the model sees them;
+/// a folder that is missing or has no readable photo stops the run before anything is
+/// trained. Unreadable files of `--others` are listed among the skipped ones; those of
+/// `--unknown`, which trains nothing, are left out.
+pub(crate) fn load_unlabelled(
     config: &TrainConfig,
     skipped: &mut Vec<SkippedPhoto>,
-) -> Result<Option<PhotoSet>> {
-    let Some(dir) = &config.others else {
-        return Ok(None);
+) -> Result<(Option<PhotoSet>, Option<PhotoSet>)> {
+    let load = |dir: &Option<std::path::PathBuf>, flag: &str, what: &str| -> Result<_> {
+        let Some(dir) = dir else {
+            return Ok(None);
+        };
+        if !dir.is_dir() {
+            return Err(Error::Layout {
+                path: dir.clone(),
+                reason: format!("--{flag} must be a folder of photos of {what} (any layout)"),
+            });
+        }
+        let (set, unusable, found) =
+            PhotoSet::decode_below(dir, config.model.image_size, config.model.resize, flag)?;
+        if set.is_empty() {
+            return Err(Error::Layout {
+                path: dir.clone(),
+                reason: format!(
+                    "no readable photo for --{flag} ({found} photo files found); add photos of {what}"
+                ),
+            });
+        }
+        Ok(Some((set, unusable)))
     };
-    if !dir.is_dir() {
-        return Err(Error::Layout {
-            path: dir.clone(),
-            reason: "--others must be a folder of photos of other species or of no butterfly (any layout)".into(),
-        });
-    }
-    let (set, unusable, found) =
-        PhotoSet::decode_below(dir, config.model.image_size, config.model.resize, "others")?;
-    skipped.extend(unusable);
-    if set.is_empty() {
-        return Err(Error::Layout {
-            path: dir.clone(),
-            reason: format!(
-                "no readable photo for --others ({found} photo files found); add photos of other species or of no butterfly"
-            ),
-        });
-    }
-    Ok(Some(set))
+    let others = load(&config.others, "others", "other species or of no butterfly")?;
+    let unknown = load(
+        &config.unknown,
+        "unknown",
+        "species the model is not trained on",
+    )?;
+    Ok((
+        others.map(|(set, unusable)| {
+            skipped.extend(unusable);
+            set
+        }),
+        unknown.map(|(set, _)| set),
+    ))
 }
 
 /// A classifier needs at least two species folders.

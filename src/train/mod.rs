@@ -22,17 +22,19 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-pub use config::{FineTuneInput, Schedule, TrainConfig};
+pub use config::{FineTuneInput, Schedule, TrainConfig, UnknownFeatures};
 pub use data::TrainingData;
 
 use crate::context::{Context, Labelled, Prior};
 use crate::dataset::{PhotoSet, Species};
 use crate::model::Network;
 use crate::novelty::{self, Detector, NoveltyCard};
+use crate::open_set::{self, OpenSetReport};
 use crate::trained::card::{DataSummary, FORMAT, FORMAT_VERSION, Preprocessing, Versions};
 use crate::trained::{
-    ModelCard, ModelDir, TrainedModel, WeightsChoice, embed, predict_probabilities,
+    ModelCard, ModelDir, TrainedModel, WeightsChoice, answers, embed, predict_probabilities,
 };
+use crate::verdict::Thresholds;
 use crate::{Error, Result, calibrate, files, plot};
 
 /// The metrics of one epoch, as in `history.csv`.
@@ -74,6 +76,7 @@ fn refuse_existing(out: &Path) -> Result<()> {
 /// Trains on photos already decoded (cross-validation decodes them once for all folds) and
 /// writes the model directory to `out`.
 pub fn train_on(config: &TrainConfig, data: &TrainingData, out: &Path) -> Result<ModelCard> {
+    let config = &config.described();
     config.validate()?;
     refuse_existing(out)?;
     let dir = ModelDir::new(out);
@@ -126,6 +129,7 @@ pub fn train_on(config: &TrainConfig, data: &TrainingData, out: &Path) -> Result
         training_seconds: 0.0,
         calibration: None,
         novelty: None,
+        open_set: None,
         prior: None,
         versions: Versions::current(),
     };
@@ -140,8 +144,8 @@ pub fn train_on(config: &TrainConfig, data: &TrainingData, out: &Path) -> Result
     fit_after_training(card, data, &dir, &device, embedded)
 }
 
-/// What is fitted on the finished network, which is loaded once for both: the unknown-ness
-/// score, then the date and place prior.
+/// What is fitted on the finished network: the unknown-ness score, which is then measured on
+/// the validation photos (and on `--unknown`), then the date and place prior.
 fn fit_after_training(
     card: ModelCard,
     data: &TrainingData,
@@ -151,7 +155,57 @@ fn fit_after_training(
 ) -> Result<ModelCard> {
     let model = dir.load(WeightsChoice::Last, device)?;
     let card = fit_novelty(card, data, dir, &model, embedded)?;
+    // Loaded again, now with its score.
+    let model = dir.load(WeightsChoice::Last, device)?;
+    let card = measure_open_set(card, data, dir, &model)?;
     fit_prior(card, data, dir, &model)
+}
+
+/// The unknown-ness score's figures on the validation photos and, with `--unknown`, on photos
+/// of species the model never saw, recorded in the card and printed.
+fn measure_open_set(
+    mut card: ModelCard,
+    data: &TrainingData,
+    dir: &ModelDir,
+    model: &TrainedModel,
+) -> Result<ModelCard> {
+    let Ok((_, novelty)) = &model.novelty else {
+        return Ok(card);
+    };
+    let thresholds = Thresholds::default();
+    let validation = model.assess(&data.validation.all_pixels());
+    let in_set = answers(&validation);
+    let unknown = match (&data.unknown, &card.training.unknown) {
+        (Some(set), Some(folder)) => {
+            let strangers = model.assess(&set.all_pixels());
+            Some(open_set::unknown_figures(
+                folder,
+                &set.paths,
+                &answers(&strangers),
+                &in_set,
+                &card.species,
+                &thresholds,
+            ))
+        }
+        _ => None,
+    };
+    let report = OpenSetReport {
+        threshold: novelty.threshold,
+        keep: novelty.keep,
+        in_set: open_set::in_set_figures(
+            &in_set,
+            &data.validation.labels,
+            &card.species,
+            &thresholds,
+        ),
+        unknown,
+    };
+    if report.unknown.is_some() {
+        eprint!("{}", open_set::render(&report));
+    }
+    card.open_set = Some(report);
+    dir.write_card(&card)?;
+    Ok(card)
 }
 
 /// Gives the finished model its prior (`--prior`, or learned from the training photos'
@@ -280,11 +334,12 @@ fn fit_novelty(
     let threshold = novelty::threshold(&scores, keep);
     scores.sort_by(f32::total_cmp);
     let others = data.others.as_ref().map_or(0, PhotoSet::len);
+    let passed = scores.iter().filter(|&&s| s as f64 <= threshold).count();
     eprintln!(
-        "unknown-ness: threshold {threshold:.4} passes {:.1}% of {} validation photos (fitted on {} feature rows{})",
-        100.0 * scores.iter().filter(|&&s| s as f64 <= threshold).count() as f64
-            / scores.len() as f64,
+        "unknown-ness: {passed} of {} validation photos ({:.1}%) look enough like the species the model knows; a photo that looks less like them than {:.0}% of these do is called `unknown` (its score is above {threshold:.2}; fitted on {} training feature rows{})",
         scores.len(),
+        100.0 * passed as f64 / scores.len() as f64,
+        100.0 * keep,
         embedded.labels.len(),
         if others > 0 {
             format!(" and {others} other photos")
@@ -295,6 +350,12 @@ fn fit_novelty(
     detector.save(&dir.novelty_path())?;
     card.novelty = Some(NoveltyCard {
         method: novelty::METHOD.into(),
+        features: match card.training.model.imagenet_tail {
+            0 => novelty::HEAD_FEATURES.into(),
+            blocks => format!(
+                "the pooled features of the network's last {blocks} blocks and head convolution with their ImageNet weights, as before fine-tuning"
+            ),
+        },
         dimensions: dim,
         power: novelty::POWER as f64,
         shrinkage: novelty::SHRINKAGE,

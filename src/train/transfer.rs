@@ -195,11 +195,26 @@ pub fn run(
         head,
         viewing,
     } = net;
-    let embedded = (!fine_tune).then(|| Embedded {
-        train: rows(train.features.clone()),
-        labels: labels.clone(),
-        validation: rows(validation.features.clone()),
-    });
+    // The frozen backbone's features are the finished network's too, and those its ImageNet
+    // tail gives a fine-tuned one; that tail's score is fitted on the photos alone, without
+    // the augmented copies (the open-set study's choice).
+    let embedded = match (fine_tune, backbone.imagenet_tail().is_some()) {
+        (false, _) => Some(Embedded {
+            train: rows(train.features.clone()),
+            labels: labels.clone(),
+            validation: rows(validation.features.clone()),
+        }),
+        (true, true) => {
+            let photos = data.train.len();
+            let [_, dim] = train.features.dims();
+            Some(Embedded {
+                train: rows(train.features.clone().slice([0..photos, 0..dim])),
+                labels: data.train.labels.clone(),
+                validation: rows(validation.features.clone()),
+            })
+        }
+        (true, false) => None,
+    };
     let autodiff = device.clone().autodiff();
     let head_stage = fit::Stage {
         forward: |head: &Head, x| head.forward(x),

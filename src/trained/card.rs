@@ -11,6 +11,7 @@ use crate::model::Architecture;
 use crate::model::config::MAX_IMAGE_SIZE;
 use crate::model::input::Normalisation;
 use crate::novelty::NoveltyCard;
+use crate::open_set::OpenSetReport;
 use crate::train::{EpochRecord, TrainConfig};
 
 /// The `format` field of every `model.json`.
@@ -53,6 +54,10 @@ pub struct ModelCard {
     /// (absent in models trained before it existed: they never say `unknown`).
     #[serde(default)]
     pub novelty: Option<NoveltyCard>,
+    /// How the unknown-ness score does on the validation photos and, for a model trained with
+    /// --unknown, on those photos of species it never saw (absent in models trained before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_set: Option<OpenSetReport>,
     /// The flight-season and latitude prior, with what it was learned from and its weights
     /// fitted on the validation photos (absent unless trained with --observations or --prior).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -11,6 +11,7 @@ use super::ModelCard;
 use super::card::{FORMAT, FORMAT_VERSION};
 use crate::model::{Network, Normalisation, input, probability_rows};
 use crate::novelty::{Detector, Novelty, NoveltyCard};
+use crate::open_set::Answer;
 use crate::{Error, Result, calibrate, files};
 
 /// Which of the saved weights to use.
@@ -197,8 +198,11 @@ impl ModelDir {
             )));
         };
         // The score was fitted on the last epoch's features; other weights see other features
-        // unless the layers before the head stayed frozen.
-        let frozen = card.training.model.is_transfer() && card.training.fine_tune == 0;
+        // unless the layers it reads stayed frozen: a frozen backbone, or the ImageNet tail
+        // of a fine-tuned one.
+        let model = &card.training.model;
+        let frozen =
+            model.is_transfer() && (card.training.fine_tune == 0 || model.imagenet_tail > 0);
         let best_is_last = card
             .best_metrics
             .as_ref()
@@ -256,6 +260,21 @@ pub struct Assessment {
     pub calibrated: Vec<f32>,
     /// Whether it shows one of the model's species at all, when the model can tell.
     pub novelty: Option<Novelty>,
+}
+
+impl Assessment {
+    /// The assessment as the open-set figures read it.
+    pub fn answer(&self) -> Answer<'_> {
+        Answer {
+            calibrated: &self.calibrated,
+            novelty: self.novelty,
+        }
+    }
+}
+
+/// Each assessment as the open-set figures read it.
+pub fn answers(assessments: &[Assessment]) -> Vec<Answer<'_>> {
+    assessments.iter().map(Assessment::answer).collect()
 }
 
 /// Photos per forward pass at inference.

@@ -8,5 +8,5 @@ pub mod directory;
 
 pub use card::ModelCard;
 pub use directory::{
-    Assessment, ModelDir, TrainedModel, WeightsChoice, embed, predict_probabilities,
+    Assessment, ModelDir, TrainedModel, WeightsChoice, answers, embed, predict_probabilities,
 };

@@ -59,6 +59,9 @@ pub enum Output {
     Map,
     /// The pooled features, `[1280]`.
     Pooled(Pooling),
+    /// The pooled features, then those of the network's ImageNet tail run on the same
+    /// activations, `[2, 1280]`.
+    WithImagenet(Pooling),
 }
 
 impl Output {
@@ -66,7 +69,7 @@ impl Output {
     fn blocks(self, all: usize) -> usize {
         match self {
             Output::Activations(blocks) => blocks,
-            Output::Map | Output::Pooled(_) => all,
+            Output::Map | Output::Pooled(_) | Output::WithImagenet(_) => all,
         }
     }
 }
@@ -115,12 +118,22 @@ struct Stem {
     patches: PackedPointwise,
 }
 
+/// The network's ImageNet tail ([`super::ImagenetTail`]) folded like the blocks it copies,
+/// from the block where it branches off.
+#[derive(Debug)]
+struct Tail {
+    from: usize,
+    blocks: Vec<Block>,
+    head: Pointwise,
+}
+
 /// EfficientNet-Lite0's weights folded for inference on the CPU.
 #[derive(Debug)]
 pub struct FrozenLite {
     stem: Stem,
     blocks: Vec<Block>,
     head: Pointwise,
+    tail: Option<Tail>,
     /// Buffers left by earlier passes, one set per thread that ran: growing and first touching
     /// tens of megabytes costs more than a small batch's arithmetic.
     scratch: Mutex<Vec<Scratch>>,
@@ -278,6 +291,27 @@ impl Depthwise {
             stride: conv.stride,
             weights: transposed(&weights, channels, kernel * kernel),
             bias,
+        }
+    }
+}
+
+impl Block {
+    /// The block's layers folded with their batch norms; a single photo is cut into one
+    /// share per thread of the pool it is frozen on.
+    fn new(b: &super::MbConv) -> Self {
+        let expand = (b.expand_conv.as_ref().zip(b.bn0.as_ref()))
+            .map(|(conv, bn)| Folded::new(&conv.conv, bn));
+        let depthwise = Depthwise::new(&b.depthwise_conv, &b.bn1);
+        let project = Folded::new(&b.project_conv.conv, &b.bn2);
+        let shares = expand.as_ref().map_or_else(Vec::new, |expand| {
+            HiddenShare::cut(expand, &depthwise, &project, rayon::current_num_threads())
+        });
+        Block {
+            expand: expand.as_ref().map(Folded::pointwise),
+            depthwise,
+            project: project.pointwise(),
+            residual: b.residual,
+            shares,
         }
     }
 }
@@ -699,28 +733,12 @@ impl FrozenLite {
     pub fn new(network: &EfficientNetLite) -> Self {
         let [stem_out, ..] = network.conv_stem.conv.weight.dims();
         let (stem, stem_bias) = fold(&network.conv_stem.conv, &network.bn0);
-        // A single photo is cut into one share per thread of the pool it runs on.
-        let parts = rayon::current_num_threads();
-        let blocks = network
-            .blocks
-            .iter()
-            .map(|b| {
-                let expand = (b.expand_conv.as_ref().zip(b.bn0.as_ref()))
-                    .map(|(conv, bn)| Folded::new(&conv.conv, bn));
-                let depthwise = Depthwise::new(&b.depthwise_conv, &b.bn1);
-                let project = Folded::new(&b.project_conv.conv, &b.bn2);
-                let shares = expand.as_ref().map_or_else(Vec::new, |expand| {
-                    HiddenShare::cut(expand, &depthwise, &project, parts)
-                });
-                Block {
-                    expand: expand.as_ref().map(Folded::pointwise),
-                    depthwise,
-                    project: project.pointwise(),
-                    residual: b.residual,
-                    shares,
-                }
-            })
-            .collect();
+        let blocks = network.blocks.iter().map(Block::new).collect();
+        let tail = network.imagenet_tail.as_ref().map(|tail| Tail {
+            from: network.blocks.len() - tail.blocks.len(),
+            blocks: tail.blocks.iter().map(Block::new).collect(),
+            head: Folded::new(&tail.conv_head.conv, &tail.bn1).pointwise(),
+        });
         FrozenLite {
             stem: Stem {
                 patches: PackedPointwise::new(
@@ -732,6 +750,7 @@ impl FrozenLite {
             },
             blocks,
             head: Folded::new(&network.conv_head.conv, &network.bn1).pointwise(),
+            tail,
             scratch: Mutex::default(),
         }
     }
@@ -764,6 +783,7 @@ impl FrozenLite {
             Output::Activations(_) => vec![self.channels(blocks), h, w],
             Output::Map => vec![FEATURES, h, w],
             Output::Pooled(_) => vec![FEATURES],
+            Output::WithImagenet(_) => vec![2, FEATURES],
         }
     }
 
@@ -805,17 +825,19 @@ impl FrozenLite {
         let mut s = take(&self.scratch);
         let blocks = output.blocks(self.blocks.len());
         let sizes = self.sizes((h, w));
+        let tail = match output {
+            Output::WithImagenet(_) => Some(self.tail.as_ref().expect("the network has a tail")),
+            _ => None,
+        };
+        // The activations the tail branches off from, kept while the trained blocks run.
+        let mut branch = Vec::new();
         self.stem.run(image, (h, w), &mut s.x, split);
         for (b, block) in self.blocks[..blocks].iter().enumerate() {
-            if split && sizes[b].0 * sizes[b].1 <= LAYERED_PIXELS {
-                if block.shares.len() == rayon::current_num_threads() {
-                    block.run_shares(sizes[b], &mut s, &self.scratch);
-                } else {
-                    block.run_layers(sizes[b], &mut s);
-                }
-            } else {
-                block.run_strips(sizes[b], &mut s, &self.scratch, split);
+            if tail.is_some_and(|t| t.from == b) {
+                let (bh, bw) = sizes[b];
+                branch.extend_from_slice(&s.x[..bh * bw * self.channels(b)]);
             }
+            self.run_block(block, sizes[b], split, &mut s);
         }
         let (oh, ow) = sizes[blocks];
         let pixels = oh * ow;
@@ -824,13 +846,41 @@ impl FrozenLite {
                 let c = self.channels(blocks);
                 transpose(&s.x[..pixels * c], pixels, c, out);
             }
-            Output::Map | Output::Pooled(_) => {
+            Output::Map | Output::Pooled(_) | Output::WithImagenet(_) => {
+                let (own, imagenet) = match output {
+                    Output::WithImagenet(_) => out.split_at_mut(FEATURES),
+                    _ => (out, &mut [][..]),
+                };
                 let map = sized(&mut s.next, pixels * FEATURES);
                 self.head.run(pixels, &s.x, map, Epilogue::Relu6, split);
-                pool(map, pixels, output, out);
+                pool(map, pixels, output, own);
+                if let Some(tail) = tail {
+                    sized(&mut s.x, branch.len()).copy_from_slice(&branch);
+                    for (i, block) in tail.blocks.iter().enumerate() {
+                        self.run_block(block, sizes[tail.from + i], split, &mut s);
+                    }
+                    let map = sized(&mut s.next, pixels * FEATURES);
+                    tail.head.run(pixels, &s.x, map, Epilogue::Relu6, split);
+                    pool(map, pixels, output, imagenet);
+                }
             }
         }
         give_back(&self.scratch, s);
+    }
+
+    /// One block on the activations in `s.x`, of `size`: by strips, or for a photo split over
+    /// the threads on its small late images by shares of its hidden channels (a layer at a
+    /// time where it cannot be cut so).
+    fn run_block(&self, block: &Block, size: (usize, usize), split: bool, s: &mut Scratch) {
+        if split && size.0 * size.1 <= LAYERED_PIXELS {
+            if block.shares.len() == rayon::current_num_threads() {
+                block.run_shares(size, s, &self.scratch);
+            } else {
+                block.run_layers(size, s);
+            }
+        } else {
+            block.run_strips(size, s, &self.scratch, split);
+        }
     }
 }
 
@@ -839,12 +889,12 @@ impl FrozenLite {
 fn pool(map: &[f32], pixels: usize, output: Output, out: &mut [f32]) {
     match output {
         Output::Map => transpose(map, pixels, FEATURES, out),
-        Output::Pooled(Pooling::Average) => {
+        Output::Pooled(Pooling::Average) | Output::WithImagenet(Pooling::Average) => {
             out.fill(0.0);
             sum_rows(map, out, None);
             out.iter_mut().for_each(|v| *v /= pixels as f32);
         }
-        Output::Pooled(Pooling::Gem) => {
+        Output::Pooled(Pooling::Gem) | Output::WithImagenet(Pooling::Gem) => {
             out.fill(0.0);
             sum_rows(map, out, Some(GEM_FLOOR));
             out.iter_mut()
@@ -934,6 +984,57 @@ mod tests {
                 .unwrap();
             pool.install(|| compare_with_burns_layers(&layers, threads));
         }
+    }
+
+    #[test]
+    fn the_imagenet_tail_gives_the_features_the_network_had_before_its_blocks_changed() {
+        let original = network().with_burn_layers();
+        let mut tuned = original.clone().with_imagenet_tail(3);
+        // What fine-tuning does to the last 3 blocks and the head: other weights.
+        for block in &mut tuned.blocks[13..] {
+            randomise(&mut block.bn1);
+            randomise(&mut block.bn2);
+        }
+        randomise(&mut tuned.bn1);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let frozen = tuned.clone().freeze();
+            // One photo split over both threads (strips, then shares of the hidden channels in
+            // the tail's small images too), and a batch spread over them.
+            for (n, h, w) in [(1, 97, 80), (3, 64, 64)] {
+                let x =
+                    Tensor::<4>::random([n, 3, h, w], Distribution::Uniform(-1.0, 1.0), &device());
+                for pooling in [Pooling::Average, Pooling::Gem] {
+                    let what = |part: &str| format!("{part}, {pooling:?}, {n} photos of {h}x{w}");
+                    let (own, tail) = frozen.pooled_with_imagenet(x.clone(), pooling);
+                    let (layers_own, layers_tail) = tuned.pooled_with_imagenet(x.clone(), pooling);
+                    let (tail, layers_tail) = (tail.unwrap(), layers_tail.unwrap());
+                    assert_close(&what("tuned"), values(own.clone()), values(layers_own));
+                    assert_close(&what("tail"), values(tail.clone()), values(layers_tail));
+                    let before = original.pooled(x.clone(), pooling);
+                    assert_close(
+                        &what("tail as before"),
+                        values(tail),
+                        values(before.clone()),
+                    );
+                    let moved: f32 = (own - before).abs().max().into_scalar();
+                    assert!(
+                        moved > 1e-3,
+                        "{}: the tuned blocks changed nothing",
+                        what("tuned")
+                    );
+                    assert_eq!(
+                        values(frozen.pooled(x.clone(), pooling)),
+                        values(frozen.pooled_with_imagenet(x.clone(), pooling).0),
+                        "{}: the tail does not touch the network's own features",
+                        what("tuned")
+                    );
+                }
+            }
+        });
     }
 
     fn compare_with_burns_layers(layers: &EfficientNetLite, threads: usize) {

@@ -41,6 +41,8 @@ impl From<ModelArgs> for ModelConfig {
             pooling: args.pooling,
             focus: args.focus,
             mirror: args.mirror,
+            // Derived from the training options when training starts.
+            imagenet_tail: 0,
         }
     }
 }

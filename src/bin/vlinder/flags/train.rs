@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use vlinder::device::Backend;
 use vlinder::train::cv::CvConfig;
-use vlinder::train::{FineTuneInput, Schedule, TrainConfig};
+use vlinder::train::{FineTuneInput, Schedule, TrainConfig, UnknownFeatures};
 
 use super::augment::AugmentArgs;
 use super::model::ModelArgs;
@@ -99,6 +99,12 @@ pub struct TrainArgs {
     /// unknown-ness score what the model's species are not.
     #[arg(long, value_name = "DIR")]
     pub others: Option<PathBuf>,
+    /// Photos of species the model is not trained on (any layout, no labels), used for nothing
+    /// but measuring: the finished model's unknown-ness score is tried on them, and the share
+    /// that pass and that would get `agrees` are printed and kept in model.json (with `cv`,
+    /// for every fold).
+    #[arg(long, value_name = "DIR")]
+    pub unknown: Option<PathBuf>,
     /// Each photo's observation date and place: a CSV with a row per photo (file, species,
     /// observed_on, latitude, longitude) or a collection's manifest.jsonl. The training photos'
     /// months and latitudes become the model's prior; the validation photos' fit its weight.
@@ -117,6 +123,12 @@ pub struct TrainArgs {
     /// and photos less like the known species, are called `unknown`.
     #[arg(long, default_value_t = TrainConfig::default().keep)]
     pub keep: f64,
+    /// What the unknown-ness score of a fine-tuned model is fitted on: `imagenet`, the features
+    /// the network had before fine-tuning (the tuned blocks are kept a second time with their
+    /// ImageNet weights: about 40% more work per photo, and far fewer photos of species the
+    /// model never saw pass), or `tuned`, the features the head sees.
+    #[arg(long, value_enum, default_value_t = TrainConfig::default().unknown_features)]
+    pub unknown_features: UnknownFeatures,
     /// Train on the photos as they are, without augmentation.
     #[arg(long)]
     pub no_augment: bool,
@@ -155,10 +167,12 @@ impl From<TrainArgs> for TrainConfig {
             label_smoothing: args.label_smoothing,
             mixup: args.mixup,
             others: args.others,
+            unknown: args.unknown,
             observations: args.observations,
             prior: args.prior,
             reviewed: args.reviewed,
             keep: args.keep,
+            unknown_features: args.unknown_features,
             no_augment: args.no_augment,
             augment: args.augment.into(),
             device: args.device,
