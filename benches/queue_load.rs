@@ -223,7 +223,7 @@ fn synthetic(i: usize, rng: &mut impl Rng, thumbnail: &[u8]) -> CheckedRecord {
         record: Record {
             row: i as u64 + 2,
             id: format!("rec{i:07}"),
-            photo: format!("photos/{i}.jpg"),
+            photos: vec![format!("photos/{i}.jpg")],
             claimed: claimed.to_string(),
             context: vlinder::context::Context {
                 date,
@@ -231,6 +231,7 @@ fn synthetic(i: usize, rng: &mut impl Rng, thumbnail: &[u8]) -> CheckedRecord {
             },
             context_warnings: Vec::new(),
         },
+        understood: None,
         verdict: Some(if p > 0.7 {
             Verdict::Agrees
         } else if p < 0.3 {
@@ -247,6 +248,7 @@ fn synthetic(i: usize, rng: &mut impl Rng, thumbnail: &[u8]) -> CheckedRecord {
         doubt: 1.0 - p as f64,
         ranking,
         novelty: None,
+        photos: Vec::new(),
         error: None,
         thumbnail: Some(thumbnail.to_vec()),
     }

@@ -6,6 +6,7 @@
 //! - [`dataset`]: species folders, photo decoding, train/validation splits;
 //! - [`augment`]: Keras' random geometric augmentation, exactly;
 //! - [`model`]: the networks (the recipe's CNN, EfficientNet-Lite0) and pretrained backbones;
+//! - [`names`]: species' scientific and common names, and the names people write resolved;
 //! - [`train`]: the training loop, transfer learning, cross-validation, history and checkpoints;
 //! - [`trained`]: the model directory that training writes and every later stage reads, and its
 //!   card (`model.json`);
@@ -33,6 +34,7 @@ pub mod evaluate;
 pub mod files;
 pub mod metrics;
 pub mod model;
+pub mod names;
 pub mod novelty;
 pub mod open_set;
 pub mod plot;

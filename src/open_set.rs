@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dataset::Species;
 use crate::metrics;
+use crate::names::Claim;
 use crate::novelty::Novelty;
 use crate::verdict::{Thresholds, Verdict, judge};
 
@@ -30,9 +31,11 @@ impl Answer<'_> {
     /// Whether the photo gets `agrees` when named as the model's top species, with the score
     /// or on the probabilities alone.
     fn agrees_as_top(&self, species: &Species, thresholds: &Thresholds, score: bool) -> bool {
-        let top = species.name(metrics::argmax(self.calibrated));
+        let top = Claim::Species {
+            index: metrics::argmax(self.calibrated),
+        };
         let novelty = self.novelty.filter(|_| score);
-        judge(self.calibrated, species, top, thresholds, novelty.as_ref()).0 == Verdict::Agrees
+        judge(self.calibrated, species, &top, thresholds, novelty.as_ref()).0 == Verdict::Agrees
     }
 }
 
@@ -103,13 +106,8 @@ pub fn in_set_figures(
     for (a, &label) in answers.iter().zip(labels) {
         for claimed in 0..species.len() {
             for (i, novelty) in [a.novelty.as_ref(), None].into_iter().enumerate() {
-                let (verdict, doubt) = judge(
-                    a.calibrated,
-                    species,
-                    species.name(claimed),
-                    thresholds,
-                    novelty,
-                );
+                let claim = Claim::Species { index: claimed };
+                let (verdict, doubt) = judge(a.calibrated, species, &claim, thresholds, novelty);
                 doubts[i].push(doubt as f32);
                 if claimed == label {
                     right[i].push(verdict);

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dataset::Species;
 use crate::metrics::argmax;
+use crate::names::Claim;
 use crate::novelty::Novelty;
 use crate::{Error, Result};
 
@@ -89,24 +90,24 @@ impl Verdict {
     }
 }
 
-/// The verdict for `claimed` given calibrated `probabilities` in `species` order and the
-/// photo's unknown-ness (when the model has a score), and the doubt it is ranked by: the
-/// probability that the claim is wrong (1 for an unknown species). For a photo unlike every
-/// known species the probability of the claim is first scaled by the novelty's weight, so
-/// that the stranger the photo, the more doubtful the record, and the doubt is at least
-/// [`UNKNOWN_DOUBT`].
+/// The verdict for the `claim` (a resolved name: a species, a genus or none of the model's)
+/// given calibrated `probabilities` in `species` order and the photo's unknown-ness (when the
+/// model has a score), and the doubt it is ranked by: the probability that the claim is wrong
+/// (1 for an unknown species). A genus is judged by the sum of its species' probabilities.
+/// For a photo unlike every known species the probability of the claim is first scaled by
+/// the novelty's weight, so that the stranger the photo, the more doubtful the record, and the
+/// doubt is at least [`UNKNOWN_DOUBT`].
 pub fn judge(
     probabilities: &[f32],
     species: &Species,
-    claimed: &str,
+    claim: &Claim,
     thresholds: &Thresholds,
     novelty: Option<&Novelty>,
 ) -> (Verdict, f64) {
-    let Some(index) = species.index_of(claimed.trim()) else {
+    // Compared in the probabilities' own precision, so that 0.9 meets a threshold of 0.9.
+    let Some(p) = claim.probability(probabilities) else {
         return (Verdict::UnknownSpecies, 1.0);
     };
-    // Compared in the probabilities' own precision, so that 0.9 meets a threshold of 0.9.
-    let p = probabilities[index];
     if let Some(n) = novelty.filter(|n| n.unknown) {
         return (
             Verdict::Unknown,
@@ -139,11 +140,15 @@ mod tests {
         // species order: coenonympha_pamphilus, maniola_jurtina, pyronia_tithonus
         let t = Thresholds::default();
         let p = [0.05, 0.93, 0.02];
+        let named = |name: &str| match species.index_of(name) {
+            Some(index) => Claim::Species { index },
+            None => Claim::Unknown,
+        };
         assert_eq!(
-            judge(&p, &species, "maniola_jurtina", &t, None).0,
+            judge(&p, &species, &named("maniola_jurtina"), &t, None).0,
             Verdict::Agrees
         );
-        let (v, wrong) = judge(&p, &species, "pyronia_tithonus", &t, None);
+        let (v, wrong) = judge(&p, &species, &named("pyronia_tithonus"), &t, None);
         assert_eq!(
             v,
             Verdict::Disagrees {
@@ -152,11 +157,25 @@ mod tests {
         );
         assert!((wrong - 0.98).abs() < 1e-6);
         assert_eq!(
-            judge(&[0.1, 0.5, 0.4], &species, "pyronia_tithonus", &t, None).0,
+            judge(
+                &[0.1, 0.5, 0.4],
+                &species,
+                &named("pyronia_tithonus"),
+                &t,
+                None
+            )
+            .0,
             Verdict::Uncertain
         );
         assert_eq!(
-            judge(&[0.1, 0.9, 0.0], &species, "maniola_jurtina", &t, None).0,
+            judge(
+                &[0.1, 0.9, 0.0],
+                &species,
+                &named("maniola_jurtina"),
+                &t,
+                None
+            )
+            .0,
             Verdict::Agrees,
             "the bound itself agrees"
         );
@@ -164,7 +183,7 @@ mod tests {
             judge(
                 &[0.2, 0.8, 0.0],
                 &species,
-                "coenonympha_pamphilus",
+                &named("coenonympha_pamphilus"),
                 &t,
                 None
             )
@@ -173,7 +192,7 @@ mod tests {
             "disagrees"
         );
         assert_eq!(
-            judge(&p, &species, "aglais_io", &t, None),
+            judge(&p, &species, &named("aglais_io"), &t, None),
             (Verdict::UnknownSpecies, 1.0)
         );
         // A photo unlike every known species is never `agrees`, and ranks among the doubtful.
@@ -184,14 +203,14 @@ mod tests {
             p_value: 1.0 / 181.0,
             weight: 0.11,
         };
-        let (v, doubt) = judge(&p, &species, "maniola_jurtina", &t, Some(&stranger));
+        let (v, doubt) = judge(&p, &species, &named("maniola_jurtina"), &t, Some(&stranger));
         assert_eq!(v, Verdict::Unknown);
         assert!((doubt - (1.0 - 0.93 * 0.11)).abs() < 1e-6, "{doubt}");
         let barely = Novelty {
             weight: 0.99,
             ..stranger
         };
-        let (_, doubt) = judge(&p, &species, "maniola_jurtina", &t, Some(&barely));
+        let (_, doubt) = judge(&p, &species, &named("maniola_jurtina"), &t, Some(&barely));
         assert_eq!(doubt, UNKNOWN_DOUBT, "never below an even chance");
         let familiar = Novelty {
             unknown: false,
@@ -200,9 +219,18 @@ mod tests {
             ..stranger
         };
         assert_eq!(
-            judge(&p, &species, "maniola_jurtina", &t, Some(&familiar)),
-            judge(&p, &species, "maniola_jurtina", &t, None),
+            judge(&p, &species, &named("maniola_jurtina"), &t, Some(&familiar)),
+            judge(&p, &species, &named("maniola_jurtina"), &t, None),
             "a photo that passes is judged as without the score"
+        );
+        // A genus is judged by its species together.
+        let genus = Claim::Genus {
+            genus: "Maniola".into(),
+            members: vec![1, 2],
+        };
+        assert_eq!(
+            judge(&[0.05, 0.5, 0.45], &species, &genus, &t, None).0,
+            Verdict::Agrees
         );
         assert!(
             Thresholds {

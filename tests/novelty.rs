@@ -145,7 +145,7 @@ fn species_the_model_never_saw_are_unknown_and_never_agree() {
         let r = first
             .records
             .iter()
-            .find(|r| Path::new(&r.record.photo) == photo)
+            .find(|r| Path::new(&r.record.photos[0]) == photo)
             .unwrap();
         r.ranking[0].species.clone()
     });

@@ -6,18 +6,20 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::table::{Row, RowError, Table, TableOptions};
 use crate::context::Context;
 use crate::dataset::{ResizeFilter, decode};
 use crate::sources::http::{Reach, Service};
 use crate::{Error, Result};
 
-/// The header names of the three columns vlinder reads.
+/// The header names of the columns vlinder reads.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Columns {
     /// The column with the record's id.
     pub id_column: String,
-    /// The column with the photo's path or http(s) URL.
-    pub photo_column: String,
+    /// The columns with the record's photos, paths or http(s) URLs: one or more, and a cell may
+    /// hold several photos separated by `|`.
+    pub photo_columns: Vec<String>,
     /// The column with the species the volunteer named.
     pub species_column: String,
     /// The column with the observation date (2021-04-25 or 25-04-2021, a time may follow),
@@ -39,13 +41,28 @@ impl Columns {
     }
 }
 
+impl Default for Columns {
+    /// `id`, `photo` and `species`, no date or place: the command line's defaults.
+    fn default() -> Self {
+        Columns {
+            id_column: "id".into(),
+            photo_columns: vec!["photo".into()],
+            species_column: "species".into(),
+            date_column: None,
+            latitude_column: None,
+            longitude_column: None,
+        }
+    }
+}
+
 /// One submitted record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
-    /// The line of the CSV it came from (the header is line 1).
+    /// The line of the file it came from (the header is line 1).
     pub row: u64,
     pub id: String,
-    pub photo: String,
+    /// Its photos, in the order given: paths relative to the records file or http(s) URLs.
+    pub photos: Vec<String>,
     pub claimed: String,
     /// The date and place read from the record's columns.
     #[serde(flatten)]
@@ -53,6 +70,20 @@ pub struct Record {
     /// What of the date or place could not be used, and why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub context_warnings: Vec<String>,
+}
+
+impl Record {
+    /// An empty record of line `row`, for one that could not be read.
+    pub fn unread(row: u64) -> Self {
+        Record {
+            row,
+            id: String::new(),
+            photos: Vec::new(),
+            claimed: String::new(),
+            context: Context::default(),
+            context_warnings: Vec::new(),
+        }
+    }
 }
 
 /// Why a record could not be checked.
@@ -64,55 +95,77 @@ pub struct RecordError {
 }
 
 /// Reads the records; a malformed row becomes an error of its own, the rest are read.
-pub fn read(path: &Path, columns: &Columns) -> Result<Vec<Result<Record, RecordError>>> {
-    Ok(Reader::open(path, columns)?.collect())
+pub fn read(
+    path: &Path,
+    columns: &Columns,
+    options: &TableOptions,
+) -> Result<Vec<Result<Record, RecordError>>> {
+    Ok(Reader::open(path, columns, options)?.collect())
 }
 
-/// The records of a CSV one row at a time, so that an export of any size is read in constant
-/// memory; a malformed row is an error of its own.
+/// The photos of a cell: `|`-separated, each trimmed, empty ones left out.
+fn photos_of(cell: &str) -> impl Iterator<Item = String> + '_ {
+    cell.split('|')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+}
+
+/// The records of a CSV or workbook one row at a time, so that an export of any size is read
+/// in constant memory; a malformed row is an error of its own.
 pub struct Reader {
     path: PathBuf,
-    rows: csv::StringRecordsIntoIter<std::fs::File>,
+    rows: Table,
     /// The positions of the id, photo, species, date, latitude and longitude columns.
     id: usize,
-    photo: usize,
+    photos: Vec<usize>,
     species: usize,
     date: Option<usize>,
     latitude: Option<usize>,
     longitude: Option<usize>,
-    /// Data rows read so far.
-    read: u64,
 }
 
 impl Reader {
-    /// Opens the CSV and finds the named columns, or says which is missing.
-    pub fn open(path: &Path, columns: &Columns) -> Result<Self> {
-        let (reader, headers) = crate::files::csv_with_header(path)?;
+    /// Opens the records file and finds the named columns, or says which is missing.
+    pub fn open(path: &Path, columns: &Columns, options: &TableOptions) -> Result<Self> {
+        let table = Table::open(path, options)?;
+        let headers = table.headers.clone();
         let find = |name: &str, option: &str| {
             headers
                 .iter()
-                .position(|h| h.trim() == name)
+                .position(|h| h.trim() == name.trim())
                 .ok_or_else(|| Error::Layout {
                     path: path.to_path_buf(),
                     reason: format!(
-                        "no column named {name:?} (columns: {}); name the right one with {option}",
-                        headers.iter().collect::<Vec<_>>().join(", ")
+                        "no column named {name:?} (read as {}; columns: {}); name the right one with {option}",
+                        table.dialect,
+                        headers.join(", ")
                     ),
                 })
         };
         let optional = |name: &Option<String>, option: &str| {
             name.as_deref().map(|n| find(n, option)).transpose()
         };
+        if columns.photo_columns.is_empty() {
+            return Err(Error::invalid(
+                "photo-column",
+                "(none)",
+                "name at least one column with the records' photos",
+            ));
+        }
         Ok(Reader {
             id: find(&columns.id_column, "--id-column")?,
-            photo: find(&columns.photo_column, "--photo-column")?,
+            photos: columns
+                .photo_columns
+                .iter()
+                .map(|c| find(c, "--photo-column"))
+                .collect::<Result<_>>()?,
             species: find(&columns.species_column, "--species-column")?,
             date: optional(&columns.date_column, "--date-column")?,
             latitude: optional(&columns.latitude_column, "--latitude-column")?,
             longitude: optional(&columns.longitude_column, "--longitude-column")?,
             path: path.to_path_buf(),
-            rows: reader.into_records(),
-            read: 0,
+            rows: table,
         })
     }
 }
@@ -121,43 +174,32 @@ impl Iterator for Reader {
     type Item = Result<Record, RecordError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let row = self.rows.next()?;
-        self.read += 1;
-        let line = self.read + 1;
-        Some(match row {
-            Ok(fields) => {
-                let field = |c: Option<usize>| c.and_then(|c| fields.get(c)).unwrap_or_default();
+        Some(match self.rows.next()? {
+            Ok(Row { line, fields }) => {
+                let field =
+                    |c: Option<usize>| c.and_then(|c| fields.get(c)).map_or("", String::as_str);
                 let (context, context_warnings) = Context::parse(
                     field(self.date),
                     field(self.latitude),
                     field(self.longitude),
                 );
                 Ok(Record {
-                    row: fields.position().map_or(line, |p| p.line()),
+                    row: line,
                     id: field(Some(self.id)).to_string(),
-                    photo: field(Some(self.photo)).to_string(),
+                    photos: self
+                        .photos
+                        .iter()
+                        .flat_map(|&c| photos_of(field(Some(c))).collect::<Vec<_>>())
+                        .collect(),
                     claimed: field(Some(self.species)).to_string(),
                     context,
                     context_warnings,
                 })
             }
-            Err(e) => {
-                let row = e.position().map_or(line, |p| p.line());
-                Err(RecordError {
-                    record: Box::new(Record {
-                        row,
-                        id: String::new(),
-                        photo: String::new(),
-                        claimed: String::new(),
-                        context: Context::default(),
-                        context_warnings: Vec::new(),
-                    }),
-                    message: format!(
-                        "line {row} of {}: malformed CSV row ({e})",
-                        self.path.display()
-                    ),
-                })
-            }
+            Err(RowError { line, message }) => Err(RecordError {
+                record: Box::new(Record::unread(line)),
+                message: format!("line {line} of {}: {message}", self.path.display()),
+            }),
         })
     }
 }

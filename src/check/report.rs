@@ -9,6 +9,7 @@ use base64::Engine;
 use super::{CheckResults, CheckedRecord, Verdict};
 use crate::Result;
 use crate::files::{self, csv_field};
+use crate::names::{Level, Match};
 
 /// Writes the three files into `dir`.
 pub fn write(results: &CheckResults, dir: &Path) -> Result<()> {
@@ -18,10 +19,33 @@ pub fn write(results: &CheckResults, dir: &Path) -> Result<()> {
     files::write_atomic(&dir.join("report.html"), html(results).as_bytes())
 }
 
+/// The name as the volunteer wrote it and, when it was not the scientific name itself, what
+/// it was understood as.
+fn claimed_cell(r: &CheckedRecord) -> String {
+    let written = escape(&r.record.claimed);
+    match &r.understood {
+        Some(u) if crate::names::key(&u.name) != crate::names::key(&r.record.claimed) => {
+            let how = match (u.level, u.how) {
+                (Level::Genus, _) => "genus",
+                (_, Match::Dutch) => "Dutch name",
+                (_, Match::English) => "English name",
+                (_, Match::Synonym) => "synonym",
+                (_, Match::Binomial) => "species",
+                (_, Match::Scientific | Match::Genus) => "scientific name",
+            };
+            format!(
+                "{written}<br><small>= <i>{}</i> ({how})</small>",
+                escape(&u.name)
+            )
+        }
+        _ => written,
+    }
+}
+
 /// One line per record, in the report's order.
 pub fn csv(records: &[CheckedRecord]) -> String {
     let mut s = String::from(
-        "rank,id,photo,claimed,verdict,predicted,claimed_probability,image_claimed_probability,doubt,top_species,top_probability,unknown_score,date,latitude,longitude,flags,context_warnings,error\n",
+        "rank,id,photo,claimed,understood_as,verdict,predicted,claimed_probability,image_claimed_probability,doubt,top_species,top_probability,unknown_score,date,latitude,longitude,flags,context_warnings,error\n",
     );
     for (i, r) in records.iter().enumerate() {
         let predicted = match &r.verdict {
@@ -39,12 +63,13 @@ pub fn csv(records: &[CheckedRecord]) -> String {
         let flags: Vec<&str> = r.flags.iter().map(|f| f.label()).collect();
         let _ = writeln!(
             s,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             i + 1,
             csv_field(&r.record.id),
-            csv_field(&r.record.photo),
+            csv_field(&r.record.photos.join("|")),
             csv_field(&r.record.claimed),
-            r.verdict.as_ref().map_or("error", |v| v.label()),
+            csv_field(r.understood.as_ref().map_or("", |u| u.name.as_str())),
+            r.verdict_label(),
             csv_field(predicted),
             r.claimed_probability
                 .map_or(String::new(), |p| format!("{p:.4}")),
@@ -168,6 +193,21 @@ pub fn html(results: &CheckResults) -> String {
         "agrees",
         "error",
     ];
+    if !results.unresolved_names.is_empty() {
+        s.push_str(
+            "<h2>Names the model does not know</h2><p>These claimed names are none of the model's species, so their records are <b>unknown species</b>. Add them to a names file (<code>--names</code>) if they are another way of writing one.</p><table><tr><th>name</th><th>records</th><th>closest known name</th></tr>",
+        );
+        for u in &results.unresolved_names {
+            let _ = write!(
+                s,
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&u.name),
+                u.records,
+                escape(u.closest.as_deref().unwrap_or("-"))
+            );
+        }
+        s.push_str("</table>");
+    }
     s.push_str("<h2>Totals</h2><table><tr><th>claimed species</th>");
     for v in verdicts {
         let _ = write!(s, "<th>{v}</th>");
@@ -199,7 +239,7 @@ pub fn html(results: &CheckResults) -> String {
                     n.score, n.threshold
                 )
             }
-            (Some(v), _) => v.label().to_string(),
+            (Some(_), _) => r.verdict_label(),
             (None, Some(e)) => format!("error: {}", escape(e)),
             (None, None) => "error".to_string(),
         };
@@ -247,9 +287,9 @@ pub fn html(results: &CheckResults) -> String {
             "<tr class={}><td>{}</td><td>{thumb}<small>{}</small></td><td>{}</td><td>{}</td><td>{verdict}</td><td>{}</td><td>{probs}</td></tr>",
             class(r),
             i + 1,
-            escape(&r.record.photo),
+            escape(&r.record.photos.join(" | ")),
             escape(&r.record.id),
-            escape(&r.record.claimed),
+            claimed_cell(r),
             if r.error.is_some() {
                 String::new()
             } else {

@@ -99,15 +99,17 @@ pub fn import(config: &ImportConfig) -> Result<ImportReport> {
     let input = &config.input;
     let model_id = ModelDir::new(&input.model).identity(input.weights)?;
     let model = input.load_model()?;
+    let resolver = input.resolver(&model.card.species)?;
     let sources = input.photo_sources()?;
-    let mut reader = records::Reader::open(&input.records, &input.columns)?.enumerate();
+    let mut reader =
+        records::Reader::open(&input.records, &input.columns, &input.table)?.enumerate();
     let mut report = ImportReport {
         model: model_id.clone(),
         ..ImportReport::default()
     };
     let mut first_line: HashMap<String, u64> = HashMap::new();
     // A first quick pass counts the rows, for the progress bar's length and ETA.
-    let rows = records::Reader::open(&input.records, &input.columns)?.count() as u64;
+    let rows = records::Reader::open(&input.records, &input.columns, &input.table)?.count() as u64;
     let share = config.shard.map_or(rows, |s| {
         rows / s.count + u64::from(rows % s.count > s.index)
     });
@@ -164,16 +166,27 @@ pub fn import(config: &ImportConfig) -> Result<ImportReport> {
             }
         }
         if !todo.is_empty() {
-            let mut checked = check_records(&model, todo, &sources, &input.thresholds, THUMBNAIL);
+            let mut checked = check_records(
+                &model,
+                &resolver,
+                todo,
+                &sources,
+                &input.thresholds,
+                THUMBNAIL,
+            );
             // Paths relative to the CSV mean nothing once in the database: keep where the
             // photo is, for the page and for `train --reviewed`.
-            for r in &mut checked {
-                let photo = r.record.photo.trim();
+            for photo in checked.iter_mut().flat_map(|r| {
+                r.record
+                    .photos
+                    .iter_mut()
+                    .chain(r.photos.iter_mut().map(|p| &mut p.photo))
+            }) {
                 if !photo.starts_with("http://")
                     && !photo.starts_with("https://")
-                    && let Ok(path) = sources.base.join(photo).canonicalize()
+                    && let Ok(path) = sources.base.join(photo.trim()).canonicalize()
                 {
-                    r.record.photo = path.display().to_string();
+                    *photo = path.display().to_string();
                 }
             }
             report.errors += checked.iter().filter(|r| r.error.is_some()).count() as u64;

@@ -3,13 +3,11 @@
 //! worked through on `vlinder serve --database` and read out by `vlinder queue export`.
 //!
 //! [`database`] opens and migrates it, [`store`] keeps records and decisions, [`users`] the
-//! validators and their sessions, [`import`] and [`export`] move records in and out, [`names`]
-//! gives species their common names.
+//! validators and their sessions, [`import`] and [`export`] move records in and out.
 
 pub mod database;
 pub mod export;
 pub mod import;
-pub mod names;
 pub mod store;
 pub mod users;
 

@@ -254,8 +254,22 @@ impl Database {
                 query = query
                     .bind(r.record.id.clone())
                     .bind(r.record.row as i64)
-                    .bind(r.record.photo.clone())
-                    .bind(r.record.claimed.trim().to_string())
+                    // The photo the verdict used first; every photo is in `result`.
+                    .bind(
+                        r.photos
+                            .iter()
+                            .find(|p| p.used)
+                            .map(|p| p.photo.clone())
+                            .or_else(|| r.record.photos.first().cloned())
+                            .unwrap_or_default(),
+                    )
+                    // Filtered by the species the name was understood as, however written.
+                    .bind(
+                        r.understood
+                            .as_ref()
+                            .and_then(|u| u.species.clone())
+                            .unwrap_or_else(|| r.record.claimed.trim().to_string()),
+                    )
                     .bind(r.record.context.date.map(|d| d.to_string()))
                     .bind(r.record.context.latitude)
                     .bind(r.record.context.longitude)

@@ -40,6 +40,7 @@ use crate::check::{Thresholds, Verdict, judge_record};
 use crate::context::{Context, Flag};
 use crate::dataset::decode;
 use crate::device::Backend;
+use crate::names::{Resolution, Resolver, Understood};
 use crate::novelty::Novelty;
 use crate::predict::{Ranked, rank_in_context};
 use crate::trained::{Assessment, ModelCard, ModelDir, TrainedModel, WeightsChoice};
@@ -136,6 +137,8 @@ struct AppState {
     model: Arc<ModelHealth>,
     /// The review queue, when the server has a database.
     review: Option<Arc<review::Review>>,
+    /// Claimed names as people write them, resolved to the model's species.
+    resolver: Resolver,
 }
 
 /// What the model thread has done, for `/healthz`.
@@ -194,6 +197,13 @@ pub struct Classification {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct CheckAnswer {
     pub claimed: String,
+    /// What the claimed name was understood as, when it names one of the model's species or
+    /// genera.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub understood: Option<Understood>,
+    /// For a name none of the model's species has: the closest name the model knows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closest_known_name: Option<String>,
     #[serde(flatten)]
     pub verdict: Verdict,
     pub claimed_probability: Option<f64>,
@@ -278,19 +288,17 @@ fn validate(config: &ServeConfig) -> Result<()> {
 /// thread ends with the app.
 pub async fn app(config: &ServeConfig) -> Result<Router> {
     validate(config)?;
+    let names = match &config.names {
+        Some(path) => crate::names::Names::read(path)?,
+        None => crate::names::Names::built_in(),
+    };
     let review = match &config.database {
-        Some(url) => {
-            let names = match &config.names {
-                Some(path) => crate::queue::names::Names::read(path)?,
-                None => crate::queue::names::Names::built_in(),
-            };
-            Some(Arc::new(review::Review::new(
-                crate::queue::Database::open(url).await?,
-                names,
-                config.session_hours as i64 * 3600,
-                config.secure_cookies,
-            )))
-        }
+        Some(url) => Some(Arc::new(review::Review::new(
+            crate::queue::Database::open(url).await?,
+            names.clone(),
+            config.session_hours as i64 * 3600,
+            config.secure_cookies,
+        ))),
         None => None,
     };
     let model = ModelDir::new(&config.model).load(config.weights, &config.device.device()?)?;
@@ -303,6 +311,7 @@ pub async fn app(config: &ServeConfig) -> Result<Router> {
         .decoders
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let state = Arc::new(AppState {
+        resolver: Resolver::new(&card.species, &names),
         public_card: public_card(&card, config.expose_paths),
         card,
         thresholds: config.thresholds,
@@ -710,7 +719,7 @@ async fn check(
     let record = Record {
         row: 0,
         id: String::new(),
-        photo: String::new(),
+        photos: Vec::new(),
         claimed: claimed.clone(),
         context,
         context_warnings,
@@ -719,13 +728,27 @@ async fn check(
         record,
         &a.calibrated,
         a.novelty,
-        &state.card.species,
+        &state.resolver,
         state.card.prior.as_ref(),
         &state.thresholds,
     );
+    // A name that fits two of the model's species is refused, naming both.
+    let Some(verdict) = checked.verdict else {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "ambiguous_species",
+            checked.error.unwrap_or_default(),
+        ));
+    };
+    let closest_known_name = match state.resolver.resolve(&claimed) {
+        Resolution::Unresolved { closest } => closest,
+        _ => None,
+    };
     Ok(Json(CheckAnswer {
         claimed,
-        verdict: checked.verdict.expect("a judged record has a verdict"),
+        understood: checked.understood,
+        closest_known_name,
+        verdict,
         claimed_probability: checked.claimed_probability,
         image_claimed_probability: checked.image_claimed_probability,
         doubt: checked.doubt,

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{ApiError, AppState};
 use crate::context::date::Date;
-use crate::queue::names::{CommonNames, Names};
+use crate::names::{Names, scientific};
 use crate::queue::store::RecordView;
 use crate::queue::{
     Database, DecisionKind, DecisionRefused, NewDecision, QueueEntry, QueueFilter, Role, export,
@@ -226,7 +226,17 @@ pub struct SessionAnswer {
     name: String,
     role: Role,
     csrf: String,
-    species: Vec<CommonNames>,
+    species: Vec<SpeciesNames>,
+}
+
+/// One of the model's species as the page shows it.
+#[derive(Debug, Serialize)]
+pub struct SpeciesNames {
+    /// The model's name for it (its folder's), as records and decisions name it.
+    id: String,
+    scientific: String,
+    nl: String,
+    en: String,
 }
 
 fn session_answer(
@@ -241,18 +251,19 @@ fn session_answer(
         .species
         .names()
         .iter()
-        .map(|s| {
-            review.names.of(s).cloned().map_or_else(
-                || CommonNames {
-                    scientific: s.clone(),
-                    nl: String::new(),
-                    en: String::new(),
-                },
-                |n| CommonNames {
-                    scientific: s.clone(),
-                    ..n
-                },
-            )
+        .map(|s| match review.names.of(s) {
+            Some(n) => SpeciesNames {
+                id: s.clone(),
+                scientific: n.scientific.clone(),
+                nl: n.nl.clone(),
+                en: n.en.clone(),
+            },
+            None => SpeciesNames {
+                id: s.clone(),
+                scientific: scientific(s),
+                nl: String::new(),
+                en: String::new(),
+            },
         })
         .collect();
     SessionAnswer {

@@ -5,6 +5,7 @@ use std::path::Path;
 use super::TrainConfig;
 use crate::context::{Observations, Prior};
 use crate::dataset::{ImageFolder, Photo, PhotoSet, SkippedPhoto, Species, stratified_split};
+use crate::names::{Claim, Names, Resolver};
 use crate::{Error, Result};
 
 /// Decoded training and validation photos with the species they are labelled with.
@@ -141,13 +142,19 @@ fn load_reviewed(
         .filter_map(|p| p.path.canonicalize().ok())
         .collect();
     let mut photos = Vec::new();
+    // Records stored before names were resolved keep the name as the volunteer wrote it.
+    let resolver = Resolver::new(species, &Names::built_in());
     for (photo, name) in reviewed {
         let path = std::path::PathBuf::from(&photo);
         let skip = |reason: String| SkippedPhoto {
             path: path.clone(),
             reason,
         };
-        match species.index_of(&name) {
+        let label = match resolver.resolve(&name).claim() {
+            Claim::Species { index } => Some(index),
+            _ => None,
+        };
+        match label {
             _ if photo.starts_with("http://") || photo.starts_with("https://") => skipped.push(
                 skip("a reviewed record's photo given by URL; only local photos are added".into()),
             ),

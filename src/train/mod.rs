@@ -28,6 +28,7 @@ pub use data::TrainingData;
 use crate::context::{Context, Labelled, Prior};
 use crate::dataset::{PhotoSet, Species};
 use crate::model::Network;
+use crate::names::{Names, Resolver};
 use crate::novelty::{self, Detector, NoveltyCard};
 use crate::open_set::{self, OpenSetReport};
 use crate::trained::card::{DataSummary, FORMAT, FORMAT_VERSION, Preprocessing, Versions};
@@ -94,6 +95,12 @@ pub fn train_on(config: &TrainConfig, data: &TrainingData, out: &Path) -> Result
         format_version: FORMAT_VERSION,
         architecture: config.model.architecture,
         species: data.species.clone(),
+        scientific_names: {
+            let resolver = Resolver::new(&data.species, &Names::built_in());
+            (0..data.species.len())
+                .map(|i| resolver.scientific_name(i))
+                .collect()
+        },
         image_size: config.model.image_size,
         preprocessing: Preprocessing {
             resize: config.model.resize,

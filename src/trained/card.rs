@@ -27,6 +27,11 @@ pub struct ModelCard {
     pub architecture: Architecture,
     /// Class-index order: the model's output `i` is `species[i]`.
     pub species: Species,
+    /// The species' scientific names in the same order: the names file's spelling, else the
+    /// folder's made into one (`maniola_jurtina` is `Maniola jurtina`); absent in models
+    /// trained before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scientific_names: Vec<String>,
     pub image_size: u32,
     pub preprocessing: Preprocessing,
     /// `sigmoid` (one output, two species) or `softmax`.

@@ -235,18 +235,13 @@ pub fn check_input(model: &Path, records: &Path) -> vlinder::check::CheckInput {
     vlinder::check::CheckInput {
         model: model.to_path_buf(),
         records: records.to_path_buf(),
-        columns: vlinder::check::records::Columns {
-            id_column: "id".into(),
-            photo_column: "photo".into(),
-            species_column: "species".into(),
-            date_column: None,
-            latitude_column: None,
-            longitude_column: None,
-        },
+        columns: vlinder::check::records::Columns::default(),
+        table: Default::default(),
         // The fixtures are links into the sample or ../shared and files in temporary folders.
         photos_root: Some("/".into()),
         // Photo URLs in the tests are served on 127.0.0.1.
         allow_private_urls: true,
+        names: None,
         thresholds: vlinder::check::Thresholds::default(),
         weights: vlinder::trained::WeightsChoice::Last,
         device: Backend::Flex,

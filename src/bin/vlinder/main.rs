@@ -8,7 +8,7 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use vlinder::augment::preview::{self, PreviewConfig};
-use vlinder::check::{self, CheckConfig};
+use vlinder::check::{self, CheckConfig, CheckInput};
 use vlinder::dataset::SkippedPhoto;
 use vlinder::dataset::split_folders::{self, SplitFoldersConfig};
 use vlinder::evaluate::{self, EvaluateConfig};
@@ -24,6 +24,7 @@ use vlinder::sources::gbif::{self, GbifConfig, GbifPriorConfig};
 use vlinder::sources::{self as photo_sources, FetchReport};
 use vlinder::train::cv::{self, CvConfig};
 use vlinder::train::{self, TrainConfig};
+use vlinder::trained::ModelDir;
 
 mod flags;
 
@@ -207,6 +208,58 @@ fn without_echo<T>(read: impl FnOnce() -> T) -> T {
     read()
 }
 
+/// The claimed names that resolve to none of the model's species, as a table before anything
+/// is checked; with `strict`, an error when there is one.
+fn names_first(input: &CheckInput, strict: bool) -> anyhow::Result<()> {
+    let card = ModelDir::new(&input.model)
+        .read_card()
+        .context("cannot read the model")?;
+    let resolver = input.resolver(&card.species)?;
+    let unresolved = input
+        .unresolved_names(&resolver)
+        .context("cannot read the records")?;
+    if unresolved.is_empty() {
+        return Ok(());
+    }
+    let records: usize = unresolved.iter().map(|u| u.records).sum();
+    eprintln!(
+        "{} names in {records} records are none of the model's species ({}); they get `unknown species`:",
+        unresolved.len(),
+        card.species.names().join(", ")
+    );
+    let width = unresolved
+        .iter()
+        .map(|u| u.name.chars().count())
+        .max()
+        .unwrap_or(4)
+        .clamp(4, 40);
+    eprintln!("  {:width$}  records  closest known name", "name");
+    for u in unresolved.iter().take(20) {
+        eprintln!(
+            "  {:width$}  {:>7}  {}",
+            terminal_text(&u.name),
+            u.records,
+            u.closest.as_deref().unwrap_or("-")
+        );
+    }
+    if unresolved.len() > 20 {
+        eprintln!(
+            "  ... and {} more (all in check.json)",
+            unresolved.len() - 20
+        );
+    }
+    eprintln!(
+        "  add them to a names file (--names FILE, columns scientific,nl,en,synonyms) to resolve them"
+    );
+    if strict {
+        anyhow::bail!(
+            "--strict-names: {} claimed names are not resolved; nothing was checked",
+            unresolved.len()
+        );
+    }
+    Ok(())
+}
+
 /// Lists the photos a run could not read, with the reason, on stderr.
 fn print_skipped(skipped: &[SkippedPhoto]) {
     for s in skipped {
@@ -364,7 +417,9 @@ fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check(args) => {
+            let strict = args.input.strict_names;
             let config = CheckConfig::from(args);
+            names_first(&config.input, strict)?;
             let results = check::check(&config).context("check failed")?;
             let out = config.out_dir();
             for (verdict, count) in &results.totals.by_verdict {
@@ -408,7 +463,9 @@ fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Queue(QueueCommand::Import(args)) => {
+            let strict = args.input.strict_names;
             let config = ImportConfig::from(args);
+            names_first(&config.input, strict)?;
             let report = queue_import::import(&config).context("the import stopped")?;
             for (id, line, first) in report.repeated.iter().take(10) {
                 eprintln!(

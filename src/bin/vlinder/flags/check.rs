@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use vlinder::check::records::Columns;
+use vlinder::check::table::{Encoding, TableOptions};
 use vlinder::check::{CheckConfig, CheckInput, Thresholds};
 use vlinder::device::Backend;
 use vlinder::trained::WeightsChoice;
@@ -38,13 +39,15 @@ impl From<ThresholdsArgs> for Thresholds {
 #[derive(Debug, Args)]
 pub struct ColumnsArgs {
     /// The column with the record's id.
-    #[arg(long, default_value = "id")]
+    #[arg(long, value_name = "NAME", default_value_t = Columns::default().id_column)]
     pub id_column: String,
-    /// The column with the photo's path or http(s) URL.
-    #[arg(long, default_value = "photo")]
-    pub photo_column: String,
-    /// The column with the species the volunteer named.
-    #[arg(long, default_value = "species")]
+    /// The column with the record's photo: a path (relative to the records file) or an http(s)
+    /// URL, or several separated by `|`. Give it more than once for photos in several columns.
+    #[arg(long, value_name = "NAME", default_values_t = Columns::default().photo_columns)]
+    pub photo_column: Vec<String>,
+    /// The column with the species the volunteer named: a scientific or common name (see
+    /// --names).
+    #[arg(long, value_name = "NAME", default_value_t = Columns::default().species_column)]
     pub species_column: String,
     /// The column with the observation date (2021-04-25 or 25-04-2021, a time may follow),
     /// for a model with a date and place prior.
@@ -62,11 +65,53 @@ impl From<ColumnsArgs> for Columns {
     fn from(args: ColumnsArgs) -> Self {
         Columns {
             id_column: args.id_column,
-            photo_column: args.photo_column,
+            photo_columns: args.photo_column,
             species_column: args.species_column,
             date_column: args.date_column,
             latitude_column: args.latitude_column,
             longitude_column: args.longitude_column,
+        }
+    }
+}
+
+/// The flags of [`TableOptions`].
+#[derive(Debug, Args)]
+pub struct TableArgs {
+    /// The CSV's field separator: `,`, `;`, `tab` or another character (default: whichever of
+    /// comma, semicolon and tab the header row has most of).
+    #[arg(long, value_name = "CHAR", value_parser = delimiter)]
+    pub delimiter: Option<char>,
+    /// The CSV's encoding (default: UTF-8, with or without a byte-order mark, or Windows-1252
+    /// when the file is not valid UTF-8).
+    #[arg(long, value_enum)]
+    pub encoding: Option<Encoding>,
+    /// The worksheet of an .xlsx workbook (default: the first).
+    #[arg(long, value_name = "NAME")]
+    pub sheet: Option<String>,
+}
+
+/// `tab` or a single character.
+fn delimiter(value: &str) -> Result<char, String> {
+    match value {
+        "tab" | "\\t" => Ok('\t'),
+        _ => {
+            let mut chars = value.chars();
+            match (chars.next(), chars.next()) {
+                (Some(c), None) => Ok(c),
+                _ => Err(format!(
+                    "{value:?} is not one character; give e.g. ';' or tab"
+                )),
+            }
+        }
+    }
+}
+
+impl From<TableArgs> for TableOptions {
+    fn from(args: TableArgs) -> Self {
+        TableOptions {
+            delimiter: args.delimiter,
+            encoding: args.encoding,
+            sheet: args.sheet,
         }
     }
 }
@@ -77,11 +122,14 @@ pub struct CheckInputArgs {
     /// The model directory.
     #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
-    /// The records: a CSV with a header row; photo paths are relative to the CSV's folder.
-    #[arg(value_name = "RECORDS.csv")]
+    /// The records: a CSV (any of the usual separators and encodings) or an .xlsx workbook
+    /// with a header row; photo paths are relative to its folder.
+    #[arg(value_name = "RECORDS")]
     pub records: PathBuf,
     #[command(flatten)]
     pub columns: ColumnsArgs,
+    #[command(flatten)]
+    pub table: TableArgs,
     /// Photo paths must lie inside this folder, once `..` and links are resolved (default: the
     /// CSV's folder), so that a records file cannot make vlinder read other files.
     #[arg(long, value_name = "DIR")]
@@ -90,6 +138,15 @@ pub struct CheckInputArgs {
     /// default, so that a records file cannot make vlinder probe this machine or its network).
     #[arg(long)]
     pub allow_private_urls: bool,
+    /// The species' common names and synonyms that claimed names are resolved with: a CSV
+    /// with the columns scientific, nl, en and synonyms (`|`-separated), as `vlinder names gbif`
+    /// writes it (default: the built-in Dutch butterflies).
+    #[arg(long, value_name = "FILE")]
+    pub names: Option<PathBuf>,
+    /// Stop before checking anything when a claimed name resolves to none of the model's
+    /// species (they are listed first either way).
+    #[arg(long)]
+    pub strict_names: bool,
     #[command(flatten)]
     pub thresholds: ThresholdsArgs,
     #[arg(long, value_enum, default_value_t = WeightsChoice::Last)]
@@ -104,8 +161,10 @@ impl From<CheckInputArgs> for CheckInput {
             model: args.model,
             records: args.records,
             columns: args.columns.into(),
+            table: args.table.into(),
             photos_root: args.photos_root,
             allow_private_urls: args.allow_private_urls,
+            names: args.names,
             thresholds: args.thresholds.into(),
             weights: args.weights,
             device: args.device,
