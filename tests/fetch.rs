@@ -797,3 +797,104 @@ fn a_rejected_key_fails_the_command_with_a_non_zero_exit_and_never_shows_the_key
         "{stdout}{stderr}"
     );
 }
+
+/// A fake GBIF checklist: Pyronia tithonus (key 1234) with two synonyms over two pages and
+/// Dutch and English names; "Epinephele tithonus" matches as a synonym of it.
+fn fake_gbif_checklist() -> (String, Arc<Mutex<Vec<ApiRequest>>>) {
+    fake_service(|request, _| {
+        let taxon = |key: u64, name: &str, status: &str| {
+            json!({"key": key, "scientificName": format!("{name} (Linnaeus, 1771)"),
+                "canonicalName": name, "taxonomicStatus": status, "acceptedKey": 1234,
+                "accepted": "Pyronia tithonus (Linnaeus, 1771)", "rank": "SPECIES"})
+        };
+        match request.path.as_str() {
+            "/v1/species/match" => ApiReply::ok(match request.param("name") {
+                Some("Pyronia tithonus") => json!({"usageKey": 1234, "matchType": "EXACT", "status": "ACCEPTED"}),
+                Some("Epinephele tithonus") => json!({"usageKey": 5678, "matchType": "EXACT", "status": "SYNONYM"}),
+                _ => json!({"matchType": "NONE"}),
+            }
+            .to_string()),
+            "/v1/species/1234" => ApiReply::ok(taxon(1234, "Pyronia tithonus", "ACCEPTED").to_string()),
+            "/v1/species/5678" => ApiReply::ok(taxon(5678, "Epinephele tithonus", "SYNONYM").to_string()),
+            "/v1/species/1234/synonyms" => ApiReply::ok(match request.param("offset") {
+                Some("0") => json!({"offset": 0, "limit": 100, "endOfRecords": false,
+                    "results": [{"key": 1, "scientificName": "Papilio tithonus Linnaeus, 1771"}]}),
+                _ => json!({"offset": 100, "limit": 100, "endOfRecords": true,
+                    "results": [{"key": 2, "canonicalName": "Maniola tithonus", "scientificName": "Maniola tithonus (Linnaeus, 1771)"}]}),
+            }
+            .to_string()),
+            "/v1/species/1234/vernacularNames" => ApiReply::ok(json!({"endOfRecords": true, "results": [
+                {"vernacularName": "Gatekeeper", "language": "eng"},
+                {"vernacularName": "Hedge Brown", "language": "eng"},
+                {"vernacularName": "Oranje zandoogje", "language": "nld"}]}).to_string()),
+            _ => ApiReply::status(404),
+        }
+    })
+}
+
+#[test]
+fn gbif_names_build_and_extend_a_names_file_with_synonyms_and_common_names() {
+    use vlinder::names::{Claim, Names, Resolver};
+    use vlinder::sources::gbif::GbifNamesConfig;
+    let tmp = tempfile::tempdir().unwrap();
+    let (base, log) = fake_gbif_checklist();
+    let existing = tmp.path().join("mine.csv");
+    std::fs::write(
+        &existing,
+        "scientific,nl,en\nManiola jurtina,Bruin zandoogje,Meadow Brown\n",
+    )
+    .unwrap();
+    let config = GbifNamesConfig {
+        species: vec!["Epinephele tithonus".into()],
+        extend: Some(existing.clone()),
+        base_url: format!("{base}/v1"),
+        out: tmp.path().join("names.csv"),
+        api: options(tmp.path(), -1).api,
+    };
+    let names = gbif::names(&config).unwrap();
+    // Entered under the accepted name, with the name asked for, both pages of synonyms (the
+    // author cut off where GBIF gave no canonical name) and the first name in each language.
+    let gatekeeper = names.of("Pyronia tithonus").unwrap();
+    assert_eq!(
+        (gatekeeper.nl.as_str(), gatekeeper.en.as_str()),
+        ("Oranje zandoogje", "Gatekeeper")
+    );
+    assert_eq!(
+        gatekeeper.synonyms,
+        [
+            "Epinephele tithonus",
+            "Papilio tithonus",
+            "Maniola tithonus"
+        ]
+    );
+    assert!(
+        names.of("Maniola jurtina").is_some(),
+        "the extended file's names are kept"
+    );
+    let written = Names::read(&config.out).unwrap();
+    assert_eq!(written, names);
+    let species = vlinder::dataset::Species::new(vec!["pyronia_tithonus".into()]);
+    let resolver = Resolver::new(&species, &written);
+    assert_eq!(
+        resolver.resolve("Papilio tithonus").claim(),
+        Claim::Species { index: 0 }
+    );
+    let pages: Vec<String> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.path.ends_with("/synonyms"))
+        .map(|r| r.param("offset").unwrap().to_string())
+        .collect();
+    assert_eq!(pages, ["0", "100"]);
+
+    // A name GBIF does not know stops the run before anything is written.
+    let unknown = GbifNamesConfig {
+        species: vec!["Pyronia tithonus".into(), "Pyronia nonexistens".into()],
+        out: tmp.path().join("never.csv"),
+        ..config
+    };
+    let err = gbif::names(&unknown).unwrap_err().to_string();
+    assert!(err.contains("Pyronia nonexistens"), "{err}");
+    assert!(!unknown.out.exists());
+}

@@ -5,6 +5,7 @@
 //! [`crate::verdict`] decides one record, [`records`] reads the CSV and fetches the photos, [`report`]
 //! writes the results as CSV, JSON and a self-contained HTML page.
 
+pub mod archive;
 pub mod combine;
 pub mod records;
 pub mod report;
@@ -96,7 +97,9 @@ impl CheckInput {
     /// Where the records' photos are read from: paths relative to the CSV's folder, inside
     /// `--photos-root`.
     pub fn photo_sources(&self) -> Result<PhotoSources> {
+        // An archive folder's photo paths are relative to the archive itself.
         let base = match self.records.parent() {
+            _ if self.records.is_dir() => self.records.clone(),
             Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
             _ => PathBuf::from("."),
         };

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::archive::{Archive, is_archive};
 use super::table::{Row, RowError, Table, TableOptions};
 use crate::context::Context;
 use crate::dataset::{ResizeFilter, decode};
@@ -111,9 +112,43 @@ fn photos_of(cell: &str) -> impl Iterator<Item = String> + '_ {
         .map(str::to_string)
 }
 
-/// The records of a CSV or workbook one row at a time, so that an export of any size is read
-/// in constant memory; a malformed row is an error of its own.
+/// The records of a CSV, a workbook or a Darwin Core Archive one at a time, so that an export
+/// of any size is read in constant memory (but for a workbook, and an archive's photo
+/// links); a malformed row is an error of its own.
 pub struct Reader {
+    records: Box<dyn Iterator<Item = Result<Record, RecordError>> + Send>,
+    /// An archive's unpacked files, kept while its rows are read.
+    _archive: Option<Archive>,
+}
+
+impl Reader {
+    /// Opens the records file and finds the named columns (an archive's come from its
+    /// meta.xml), or says which is missing.
+    pub fn open(path: &Path, columns: &Columns, options: &TableOptions) -> Result<Self> {
+        if is_archive(path) {
+            let archive = Archive::open(path)?;
+            return Ok(Reader {
+                records: Box::new(archive.records()?),
+                _archive: Some(archive),
+            });
+        }
+        Ok(Reader {
+            records: Box::new(TableRecords::open(path, columns, options)?),
+            _archive: None,
+        })
+    }
+}
+
+impl Iterator for Reader {
+    type Item = Result<Record, RecordError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.records.next()
+    }
+}
+
+/// The records of a CSV or workbook: its rows by the named columns.
+struct TableRecords {
     path: PathBuf,
     rows: Table,
     /// The positions of the id, photo, species, date, latitude and longitude columns.
@@ -125,9 +160,8 @@ pub struct Reader {
     longitude: Option<usize>,
 }
 
-impl Reader {
-    /// Opens the records file and finds the named columns, or says which is missing.
-    pub fn open(path: &Path, columns: &Columns, options: &TableOptions) -> Result<Self> {
+impl TableRecords {
+    fn open(path: &Path, columns: &Columns, options: &TableOptions) -> Result<Self> {
         let table = Table::open(path, options)?;
         let headers = table.headers.clone();
         let find = |name: &str, option: &str| {
@@ -153,7 +187,7 @@ impl Reader {
                 "name at least one column with the records' photos",
             ));
         }
-        Ok(Reader {
+        Ok(TableRecords {
             id: find(&columns.id_column, "--id-column")?,
             photos: columns
                 .photo_columns
@@ -170,7 +204,7 @@ impl Reader {
     }
 }
 
-impl Iterator for Reader {
+impl Iterator for TableRecords {
     type Item = Result<Record, RecordError>;
 
     fn next(&mut self) -> Option<Self::Item> {

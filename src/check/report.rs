@@ -45,7 +45,7 @@ fn claimed_cell(r: &CheckedRecord) -> String {
 /// One line per record, in the report's order.
 pub fn csv(records: &[CheckedRecord]) -> String {
     let mut s = String::from(
-        "rank,id,photo,claimed,understood_as,verdict,predicted,claimed_probability,image_claimed_probability,doubt,top_species,top_probability,unknown_score,date,latitude,longitude,flags,context_warnings,error\n",
+        "rank,id,photo,photos,photos_used,claimed,understood_as,verdict,predicted,claimed_probability,image_claimed_probability,doubt,top_species,top_probability,unknown_score,date,latitude,longitude,flags,context_warnings,error\n",
     );
     for (i, r) in records.iter().enumerate() {
         let predicted = match &r.verdict {
@@ -63,10 +63,12 @@ pub fn csv(records: &[CheckedRecord]) -> String {
         let flags: Vec<&str> = r.flags.iter().map(|f| f.label()).collect();
         let _ = writeln!(
             s,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             i + 1,
             csv_field(&r.record.id),
             csv_field(&r.record.photos.join("|")),
+            r.record.photos.len(),
+            r.photos.iter().filter(|p| p.used).count(),
             csv_field(&r.record.claimed),
             csv_field(r.understood.as_ref().map_or("", |u| u.name.as_str())),
             r.verdict_label(),

@@ -140,12 +140,54 @@ fn text(path: &Path, encoding: Encoding) -> Result<Box<dyn Read + Send>> {
         Encoding::Utf8 => encoding_rs::UTF_8,
         Encoding::Windows1252 => encoding_rs::WINDOWS_1252,
     };
-    Ok(Box::new(
-        encoding_rs_io::DecodeReaderBytesBuilder::new()
-            .encoding(Some(encoding))
-            .bom_override(true)
-            .build(std::io::BufReader::new(file)),
-    ))
+    let decoded = encoding_rs_io::DecodeReaderBytesBuilder::new()
+        .encoding(Some(encoding))
+        .bom_override(true)
+        .build(std::io::BufReader::new(file));
+    Ok(Box::new(LineFeeds {
+        inner: std::io::BufReader::new(decoded),
+        carriage: false,
+    }))
+}
+
+/// Text with each CR LF turned into LF. The CSV reader takes CR LF as one row's end but starts
+/// counting the next row's line before its LF, so a Windows file's rows would each be reported
+/// a line too early.
+struct LineFeeds<R> {
+    inner: R,
+    /// A CR was read and not yet given out: it is dropped if an LF follows.
+    carriage: bool,
+}
+
+impl<R: std::io::BufRead> Read for LineFeeds<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let mut written = 0;
+        while written < buf.len() {
+            let available = self.inner.fill_buf()?;
+            if std::mem::take(&mut self.carriage) && available.first() != Some(&b'\n') {
+                buf[written] = b'\r';
+                written += 1;
+                continue;
+            }
+            if available.is_empty() {
+                break;
+            }
+            let mut used = 0;
+            while used < available.len() && written < buf.len() {
+                let byte = available[used];
+                used += 1;
+                if byte == b'\r' {
+                    // Held back until the next byte is seen, which may be in the next block.
+                    self.carriage = true;
+                    break;
+                }
+                buf[written] = byte;
+                written += 1;
+            }
+            self.inner.consume(used);
+        }
+        Ok(written)
+    }
 }
 
 /// The separator the header row has most of, outside quotes (a comma on a tie or none).
@@ -349,5 +391,23 @@ mod tests {
         let rows: Vec<Row> = table.map(|r| r.unwrap()).collect();
         assert_eq!(rows[0].fields, ["1", "Citroenvlinder é"]);
         assert_eq!(rows[0].line, 2);
+    }
+
+    #[test]
+    fn windows_line_ends_are_counted_as_an_editor_counts_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let crlf = dir.path().join("crlf.csv");
+        // A lone CR inside a quoted cell stays; CR LF, also at a read block's end, is one line.
+        let mut text = "id,note\r\n1,\"a\rb\"\r\n".to_string();
+        text.push_str(&format!("2,{}\r\n3,c\r\n", "x".repeat(8190)));
+        std::fs::write(&crlf, &text).unwrap();
+        let rows: Vec<Row> = Table::open(&crlf, &TableOptions::default())
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        let lines: Vec<u64> = rows.iter().map(|r| r.line).collect();
+        assert_eq!(lines, [2, 3, 4]);
+        assert_eq!(rows[0].fields, ["1", "a\rb"]);
+        assert_eq!(rows[2].fields, ["3", "c"]);
     }
 }

@@ -1,4 +1,6 @@
-//! `vlinder fetch gbif`: expert-verified observations. The scientific name is resolved to a
+//! GBIF: `vlinder fetch gbif` fetches expert-verified observations, `vlinder prior gbif` a
+//! country's counts per month and latitude, `vlinder names gbif` species' synonyms and common
+//! names from its checklist. For `fetch`: The scientific name is resolved to a
 //! taxon key by GBIF's species match, then occurrences with still images are paged 300 at a
 //! time within the API's 100,000-record offset limit, filtered by licence (the media's own
 //! licence when it has one, as it may be stricter than the record's).
@@ -478,4 +480,153 @@ mod tests {
             assert!(e.contains(why), "{e}");
         }
     }
+}
+
+/// The configuration of `vlinder names gbif`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GbifNamesConfig {
+    /// Species by scientific name, e.g. "Maniola jurtina".
+    pub species: Vec<String>,
+    /// A names file to extend: its names are kept and what GBIF adds is merged in (default: a
+    /// new file).
+    pub extend: Option<std::path::PathBuf>,
+    /// The API's base URL.
+    pub base_url: String,
+    /// Where the names file goes (CSV: scientific, nl, en, synonyms).
+    pub out: std::path::PathBuf,
+    pub api: ApiOptions,
+}
+
+/// Every page of a species' `what` (`synonyms`, `vernacularNames`), up to GBIF's end.
+fn species_pages(
+    config: &GbifNamesConfig,
+    service: &Service,
+    key: u64,
+    what: &str,
+) -> std::result::Result<Vec<Value>, String> {
+    let url = format!(
+        "{}/species/{key}/{what}",
+        config.base_url.trim_end_matches('/')
+    );
+    let mut results = Vec::new();
+    // A species has a few dozen of each at most; the bound stops a server that never ends.
+    for page in 0..20u64 {
+        let query = [
+            ("limit", "100".to_string()),
+            ("offset", (page * 100).to_string()),
+        ];
+        let answer =
+            service.retrying(|| json(&service.get(&url, &query, MAX_ANSWER_BYTES, true)?))?;
+        let rows = answer
+            .get("results")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let empty = rows.is_empty();
+        results.extend(rows);
+        if empty
+            || answer
+                .get("endOfRecords")
+                .and_then(Value::as_bool)
+                .unwrap_or(true)
+        {
+            break;
+        }
+    }
+    Ok(results)
+}
+
+/// A name without its author: GBIF's `canonicalName`, else the scientific name cut before the
+/// first word that starts with a capital after the first, a bracket or a digit.
+fn canonical(row: &Value) -> String {
+    let name = text(row, "canonicalName");
+    if !name.is_empty() {
+        return name;
+    }
+    let mut words = Vec::new();
+    for (i, word) in text(row, "scientificName").split_whitespace().enumerate() {
+        let first = word.chars().next().unwrap_or(' ');
+        if i > 0 && (first.is_uppercase() || first == '(' || first.is_ascii_digit()) {
+            break;
+        }
+        words.push(word.to_string());
+    }
+    words.join(" ")
+}
+
+/// The first vernacular name in one of `languages` (GBIF writes ISO 639-2, `nld`, `eng`).
+fn vernacular(rows: &[Value], languages: &[&str]) -> String {
+    rows.iter()
+        .find(|r| languages.contains(&text(r, "language").to_lowercase().as_str()))
+        .map(|r| text(r, "vernacularName"))
+        .unwrap_or_default()
+}
+
+/// Looks each species up in GBIF's checklist (its accepted name, its synonyms, its first Dutch
+/// and English names) and writes them as a names file, merged into `--extend`'s when given;
+/// names the file already has are kept. Every name is matched before anything is written.
+pub fn names(config: &GbifNamesConfig) -> Result<crate::names::Names> {
+    config.api.validate()?;
+    let mut names = match &config.extend {
+        Some(path) => crate::names::Names::read(path)?,
+        None => crate::names::Names::default(),
+    };
+    let service = config.api.service();
+    let failed = |name: &str, reason: String| Error::Source {
+        service: "gbif",
+        reason: format!("names of {name:?}: {reason}"),
+    };
+    let taxa = config
+        .species
+        .iter()
+        .map(|name| {
+            Ok((
+                name.trim().to_string(),
+                taxon_key(&config.base_url, &service, name)?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    for (name, key) in taxa {
+        let taxon = service
+            .retrying(|| {
+                let url = format!("{}/species/{key}", config.base_url.trim_end_matches('/'));
+                json(&service.get(&url, &[], MAX_ANSWER_BYTES, true)?)
+            })
+            .map_err(|r| failed(&name, r))?;
+        // A name GBIF holds as a synonym is entered under the species it belongs to.
+        let accepted_key = taxon
+            .get("acceptedKey")
+            .and_then(Value::as_u64)
+            .filter(|_| text(&taxon, "taxonomicStatus") != "ACCEPTED")
+            .unwrap_or(key);
+        let accepted = if accepted_key == key {
+            canonical(&taxon)
+        } else {
+            text(&taxon, "accepted")
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let mut synonyms: Vec<String> = species_pages(config, &service, accepted_key, "synonyms")
+            .map_err(|r| failed(&name, r))?
+            .iter()
+            .map(canonical)
+            .filter(|s| !s.is_empty() && crate::names::key(s) != crate::names::key(&accepted))
+            .collect();
+        if crate::names::key(&name) != crate::names::key(&accepted) {
+            synonyms.insert(0, name.clone());
+        }
+        synonyms.dedup_by(|a, b| crate::names::key(a) == crate::names::key(b));
+        let common = species_pages(config, &service, accepted_key, "vernacularNames")
+            .map_err(|r| failed(&name, r))?;
+        names.merge(crate::names::CommonNames {
+            scientific: accepted,
+            nl: vernacular(&common, &["nld", "nl", "dut"]),
+            en: vernacular(&common, &["eng", "en"]),
+            synonyms,
+        });
+    }
+    crate::files::write_atomic(&config.out, names.to_csv().as_bytes())?;
+    Ok(names)
 }

@@ -95,9 +95,9 @@ test("validators work through the queue by keyboard and are told of each other's
         await page.waitForSelector("#rows tr[data-id]");
         assert.equal(await page.locator("#rows tr[data-id]").count(), 12);
         assert.equal(await page.locator("#export").isHidden(), true, "validators do not export");
-        // Common names in the filter: the orange-tip is the Orange-tip.
+        // Common names in the filter, with the scientific name as written, not the folder's spelling.
         const options = await page.locator("#f-claimed option").allTextContents();
-        assert.ok(options.includes("Orange-tip (anthocharis cardamines)"), options.join(" | "));
+        assert.ok(options.includes("Orange-tip (Anthocharis cardamines)"), options.join(" | "));
 
         // Filter by claimed species, then by date.
         await page.selectOption("#f-claimed", species[2]);

@@ -20,7 +20,7 @@ use vlinder::queue::import::{self as queue_import, ImportConfig};
 use vlinder::queue::{self, Role};
 use vlinder::serve::{self, ServeConfig};
 use vlinder::sources::flickr::{self, FlickrConfig};
-use vlinder::sources::gbif::{self, GbifConfig, GbifPriorConfig};
+use vlinder::sources::gbif::{self, GbifConfig, GbifNamesConfig, GbifPriorConfig};
 use vlinder::sources::{self as photo_sources, FetchReport};
 use vlinder::train::cv::{self, CvConfig};
 use vlinder::train::{self, TrainConfig};
@@ -35,7 +35,7 @@ use flags::evaluate::EvaluateArgs;
 use flags::predict::PredictArgs;
 use flags::queue::{ExportArgs, ImportArgs};
 use flags::serve::ServeArgs;
-use flags::sources::{FlickrArgs, GbifArgs, GbifPriorArgs};
+use flags::sources::{FlickrArgs, GbifArgs, GbifNamesArgs, GbifPriorArgs};
 use flags::train::{CvArgs, TrainArgs};
 
 #[derive(Parser)]
@@ -86,6 +86,9 @@ enum Command {
     /// Make a flight-season and latitude prior for `vlinder train --prior`.
     #[command(subcommand)]
     Prior(PriorCommand),
+    /// Make a names file (scientific and common names, synonyms) for --names.
+    #[command(subcommand)]
+    Names(NamesCommand),
     /// The review queue: records and their verdicts in a database, for validators to decide.
     #[command(subcommand)]
     Queue(QueueCommand),
@@ -127,6 +130,12 @@ enum UserCommand {
 enum PriorCommand {
     /// From GBIF's occurrence counts for a country, per month and per degree of latitude.
     Gbif(GbifPriorArgs),
+}
+
+#[derive(Subcommand)]
+enum NamesCommand {
+    /// From GBIF's checklist: each species' accepted name, synonyms and Dutch and English names.
+    Gbif(GbifNamesArgs),
 }
 
 #[derive(Subcommand)]
@@ -524,6 +533,30 @@ fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
                 })
                 .with_context(|| format!("cannot add user {}", terminal_text(&name)))?;
             println!("{} can sign in as {}", terminal_text(&name), role.as_str());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Names(NamesCommand::Gbif(args)) => {
+            let model = args.model.clone();
+            let mut config = GbifNamesConfig::from(args);
+            if let Some(dir) = model {
+                let card = ModelDir::new(&dir)
+                    .read_card()
+                    .context("cannot read the model")?;
+                let resolver = vlinder::names::Resolver::new(
+                    &card.species,
+                    &vlinder::names::Names::built_in(),
+                );
+                config
+                    .species
+                    .extend((0..card.species.len()).map(|i| resolver.scientific_name(i)));
+            }
+            let names = gbif::names(&config).context("cannot make the names file from GBIF")?;
+            println!(
+                "{} species' names written to {}; give it to check, queue import or serve with --names {}",
+                names.species().count(),
+                config.out.display(),
+                config.out.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Prior(PriorCommand::Gbif(args)) => {

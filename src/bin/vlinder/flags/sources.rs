@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use vlinder::sources::flickr::{self, FlickrConfig, FlickrSize};
-use vlinder::sources::gbif::{self, GbifConfig, GbifPriorConfig};
+use vlinder::sources::gbif::{self, GbifConfig, GbifNamesConfig, GbifPriorConfig};
 use vlinder::sources::{ApiOptions, FetchOptions};
 
 /// The flags of [`FetchOptions`].
@@ -171,6 +171,40 @@ impl From<GbifPriorArgs> for GbifPriorConfig {
             species: args.species,
             country: args.country,
             dataset: args.dataset,
+            base_url: args.base_url,
+            out: args.out,
+            api: args.api.into(),
+        }
+    }
+}
+
+/// The flags of [`GbifNamesConfig`].
+#[derive(Debug, Args)]
+pub struct GbifNamesArgs {
+    /// Species by scientific name, e.g. "Maniola jurtina".
+    #[arg(value_name = "SPECIES", required_unless_present = "model")]
+    pub species: Vec<String>,
+    /// Every species of this model, by its scientific name.
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    /// A names file to extend: its names are kept, GBIF's are merged in.
+    #[arg(long, value_name = "FILE")]
+    pub extend: Option<PathBuf>,
+    /// The API's base URL.
+    #[arg(long, default_value = gbif::DEFAULT_URL)]
+    pub base_url: String,
+    /// Where the names file goes (CSV: scientific, nl, en, synonyms; for --names).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+impl From<GbifNamesArgs> for GbifNamesConfig {
+    fn from(args: GbifNamesArgs) -> Self {
+        GbifNamesConfig {
+            species: args.species,
+            extend: args.extend,
             base_url: args.base_url,
             out: args.out,
             api: args.api.into(),
