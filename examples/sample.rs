@@ -5,7 +5,8 @@
 //!
 //!     cargo run --release --example sample -- ../shared/data assets/sample
 //!
-//! Running it again gives the same files.
+//! Running it again gives the same files. It also writes `records.csv`, the sample's photos as a
+//! volunteers' export for `vlinder check` (see [`write_records`]).
 
 use std::path::{Path, PathBuf};
 
@@ -63,6 +64,93 @@ fn main() -> anyhow::Result<()> {
         println!("{name}: {stored} photos");
     }
     collection.write_attribution()?;
+    write_records(out)?;
+    Ok(())
+}
+
+/// The species' names as volunteers write them, one form after another: scientific with and
+/// without author, Dutch (with and without its diaeresis), English, the folder's spelling,
+/// capitals, an old combination, a genus alone.
+fn written_forms(folder: &str) -> anyhow::Result<Vec<String>> {
+    let (scientific, nl, en, old) = match folder {
+        "anthocharis_cardamines" => (
+            "Anthocharis cardamines",
+            "Oranjetipje",
+            "Orange-tip",
+            "Papilio cardamines",
+        ),
+        "celastrina_argiolus" => (
+            "Celastrina argiolus",
+            "Boomblauwtje",
+            "Holly Blue",
+            "Papilio argiolus",
+        ),
+        "gonepteryx_rhamni" => (
+            "Gonepteryx rhamni",
+            "Citroënvlinder",
+            "Brimstone",
+            "Papilio rhamni",
+        ),
+        other => bail!("no written names for {other}"),
+    };
+    let genus = scientific.split(' ').next().unwrap_or(scientific);
+    Ok(vec![
+        scientific.to_string(),
+        nl.to_string(),
+        en.to_string(),
+        format!("{scientific} (Linnaeus, 1758)"),
+        folder.to_string(),
+        nl.replace('ë', "e"),
+        en.to_lowercase(),
+        scientific.to_uppercase(),
+        old.to_string(),
+        format!("{genus} sp."),
+    ])
+}
+
+/// `records.csv`: every sample photo as a record (id, photo, species, date) in a seeded random
+/// order, every fifth naming one of the other two species, names in the forms of
+/// [`written_forms`], and two with a misspelt name, which `check` lists before it starts.
+fn write_records(out: &Path) -> anyhow::Result<()> {
+    use rand::SeedableRng;
+    use rand::seq::SliceRandom;
+    let mut entries = vlinder::sources::collection::read_manifest(out)?;
+    entries.sort_by(|a, b| a.file.cmp(&b.file));
+    let species: Vec<String> = {
+        let mut s: Vec<String> = entries.iter().map(|e| e.photo.species.clone()).collect();
+        s.dedup();
+        s
+    };
+    entries.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(2026));
+    let mut csv = csv::Writer::from_path(out.join("records.csv"))?;
+    csv.write_record(["id", "photo", "species", "date"])?;
+    for (i, entry) in entries.iter().enumerate() {
+        let own = species
+            .iter()
+            .position(|s| *s == entry.photo.species)
+            .unwrap_or(0);
+        let claimed = if i % 5 == 4 {
+            &species[(own + 1 + i / 5 % 2) % species.len()]
+        } else {
+            &species[own]
+        };
+        let name = match i {
+            17 => "Boomblauwje".to_string(),
+            88 => "Gonepterix rhamni".to_string(),
+            _ => {
+                let forms = written_forms(claimed)?;
+                forms[i / 3 % forms.len()].clone()
+            }
+        };
+        csv.write_record([
+            format!("inat-{}", entry.photo.id),
+            entry.file.clone(),
+            name,
+            entry.photo.date.clone(),
+        ])?;
+    }
+    csv.flush()?;
+    println!("records.csv: {} records", entries.len());
     Ok(())
 }
 

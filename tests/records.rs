@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use vlinder::check::records::{Columns, Reader, Record};
 use vlinder::check::table::TableOptions;
 use vlinder::check::{self, CheckConfig, CheckResults};
+use vlinder::dataset::ImageFolder;
+use vlinder::names::{Names, Resolution, Resolver};
 use vlinder::train;
 
 const PAIR: [&str; 2] = ["celastrina_argiolus", "gonepteryx_rhamni"];
@@ -216,6 +218,86 @@ fn the_same_records_with_names_written_any_way_get_identical_verdicts() {
     );
     assert!(stderr.contains("--strict-names"), "{stderr}");
     assert!(!out.exists(), "nothing is checked or written");
+
+    // Without it, the check goes on and prints the most doubtful records under the totals:
+    // the two unresolved names (doubt 1), not the record that could not be checked.
+    let (ok, stdout, _) = common::vlinder(&[
+        "check",
+        "--model",
+        model_s,
+        odd_s,
+        "--names",
+        names.to_str().unwrap(),
+        "--photos-root",
+        "/",
+        "--top",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!ok, "a record with an ambiguous name is an error");
+    let table: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("the 2 most doubtful records:"))
+        .skip(2)
+        .take_while(|l| l.starts_with(|c: char| c.is_ascii_digit()))
+        .collect();
+    assert_eq!(table.len(), 2, "{stdout}");
+    assert!(
+        table.iter().all(|l| l.starts_with("1.000")
+            && l.contains("unknown species")
+            && l.contains("Gonepteryx rhamnii")),
+        "{stdout}"
+    );
+    assert!(
+        table[0].ends_with("u (line 3)") && table[1].ends_with("v (line 4)"),
+        "{stdout}"
+    );
+}
+
+/// The sample's records file, the main job's example, is what its README says: every photo of
+/// the sample once, a fifth of them named as another species, names in many written forms, of
+/// which all but two misspellings resolve.
+#[test]
+fn the_sample_records_name_every_photo_a_fifth_wrongly() {
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/sample");
+    let records: Vec<Record> = Reader::open(
+        &sample.join("records.csv"),
+        &Columns::default(),
+        &TableOptions::default(),
+    )
+    .unwrap()
+    .map(|r| r.unwrap())
+    .collect();
+    let folder = ImageFolder::scan(&sample).unwrap();
+    assert_eq!(records.len(), folder.photos.len());
+    let resolver = Resolver::new(&folder.species, &Names::built_in());
+    let (mut wrong, mut unresolved, mut forms) = (0, Vec::new(), std::collections::BTreeSet::new());
+    for r in &records {
+        let shown = r.photos[0].split('/').next().unwrap();
+        let shown = folder.species.index_of(shown).unwrap();
+        forms.insert(r.claimed.clone());
+        match resolver.resolve(&r.claimed) {
+            Resolution::Known { claim, .. } => wrong += usize::from(!claim.includes(shown)),
+            _ => unresolved.push(r.claimed.as_str()),
+        }
+    }
+    assert_eq!(unresolved, ["Boomblauwje", "Gonepterix rhamni"]);
+    assert_eq!(wrong, 48, "a fifth of 240");
+    assert!(forms.len() >= 25, "{forms:?}");
+    // Each record's observation date, for a model with a date and place prior.
+    let dated = Reader::open(
+        &sample.join("records.csv"),
+        &Columns {
+            date_column: Some("date".into()),
+            ..Columns::default()
+        },
+        &TableOptions::default(),
+    )
+    .unwrap()
+    .filter(|r| r.as_ref().unwrap().context.date.is_some())
+    .count();
+    assert_eq!(dated, 240);
 }
 
 /// `text` in Windows-1252 (the characters these tests use are all in it).
@@ -397,6 +479,31 @@ fn a_record_with_several_photos_gets_one_verdict_and_keeps_each_photos_answer() 
         .unwrap();
     let cells: Vec<&str> = row.split(',').collect();
     assert_eq!((cells[photos_at], cells[used_at]), ("3", "2"));
+    // report.html shows every photo of "three" with its own answer, the sky's dimmed, and the
+    // single-photo records as one picture without captions.
+    let html = std::fs::read_to_string(tmp.path().join("several-out/report.html")).unwrap();
+    let three_row = html
+        .split("<tr")
+        .find(|row| row.contains("<td>three</td>"))
+        .unwrap();
+    assert_eq!(three_row.matches("<figure").count(), 3, "{three_row}");
+    assert_eq!(three_row.matches("<img").count(), 3);
+    assert_eq!(three_row.matches("photo unused").count(), 1);
+    assert!(
+        three_row.contains("no species the model knows"),
+        "{three_row}"
+    );
+    let sky_row = html
+        .split("<tr")
+        .find(|row| row.contains("<td>sky</td>"))
+        .unwrap();
+    assert_eq!(
+        (
+            sky_row.matches("<img").count(),
+            sky_row.matches("<figure").count()
+        ),
+        (1, 0)
+    );
 }
 
 /// A Darwin Core Archive in `dir` as GBIF writes one: a tab-separated core without quoting, a

@@ -547,11 +547,11 @@ fn model_transfer_on_the_command_line_trains_the_documented_configuration() {
     );
     assert_eq!(t.model.resize, ResizeFilter::Bilinear);
     assert_eq!((t.feature_copies, t.label_smoothing), (2, 0.1));
-    assert_eq!((t.fine_tune, t.fine_tune_warmup), (6, 1));
+    assert_eq!((t.fine_tune, t.fine_tune_warmup), (5, 1));
     assert_eq!(t.fine_tune_schedule, Schedule::Cosine);
     assert_eq!(t.fine_tune_learning_rate, 1e-4);
     // The stages given on the command line, not the defaults: 2 epochs of the head, 2 tuned.
     assert_eq!((t.epochs, t.fine_tune_epochs), (2, 2));
     assert_eq!(card.history.len(), 4);
-    assert!(stderr.contains("fine-tuning the last 6 blocks"), "{stderr}");
+    assert!(stderr.contains("fine-tuning the last 5 blocks"), "{stderr}");
 }

@@ -97,6 +97,38 @@ pub fn csv(records: &[CheckedRecord]) -> String {
     s
 }
 
+/// An inline JPEG.
+fn image(jpeg: &[u8], record: &str) -> String {
+    format!(
+        "<img src=\"data:image/jpeg;base64,{}\" alt=\"photo of record {}\">",
+        base64::engine::general_purpose::STANDARD.encode(jpeg),
+        escape(record)
+    )
+}
+
+/// Each photo of a record with several, captioned with its own answer; the photos the verdict
+/// left out (they show no known species, or could not be read) are dimmed.
+fn every_photo(r: &CheckedRecord) -> String {
+    r.photos
+        .iter()
+        .map(|p| {
+            let answer = match (&p.error, p.novelty, p.ranking.first()) {
+                (Some(e), ..) => format!("not read: {}", escape(e)),
+                (None, Some(n), _) if n.unknown => "no species the model knows".to_string(),
+                (None, _, Some(top)) => format!("{} {:.2}", escape(&top.species), top.probability),
+                _ => String::new(),
+            };
+            format!(
+                "<figure class=\"photo{}\">{}<figcaption>{answer}</figcaption></figure>",
+                if p.used { "" } else { " unused" },
+                p.thumbnail
+                    .as_ref()
+                    .map_or(String::new(), |jpeg| image(jpeg, &r.record.id)),
+            )
+        })
+        .collect()
+}
+
 /// Escapes text for HTML.
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -118,6 +150,7 @@ td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:middl
 .agrees{background:#d9f2d9}.disagrees{background:#f8d0d0}.uncertain{background:#fff1c2}.unknown{background:#e2e2f5}.stranger{background:#f3d9f5}.error{background:#eee}\
 .bar{display:inline-block;height:10px;background:#4a7bd0;margin-right:6px}.p{font-size:90%;white-space:nowrap}img{display:block}\
 small{display:block;max-width:14em;word-break:break-all;color:#555}.alone{color:#666}\
+figure.photo{display:inline-block;margin:0 4px 4px 0;font-size:80%}figure.unused{opacity:.45}\
 .flag{font-weight:bold;color:#a04000}";
 
 fn class(r: &CheckedRecord) -> &'static str {
@@ -245,13 +278,13 @@ pub fn html(results: &CheckResults) -> String {
             (None, Some(e)) => format!("error: {}", escape(e)),
             (None, None) => "error".to_string(),
         };
-        let thumb = r.thumbnail.as_ref().map_or(String::new(), |jpeg| {
-            format!(
-                "<img src=\"data:image/jpeg;base64,{}\" alt=\"photo of record {}\">",
-                base64::engine::general_purpose::STANDARD.encode(jpeg),
-                escape(&r.record.id)
-            )
-        });
+        let thumb = if r.photos.len() > 1 {
+            every_photo(r)
+        } else {
+            r.thumbnail
+                .as_ref()
+                .map_or(String::new(), |jpeg| image(jpeg, &r.record.id))
+        };
         let mut probs: String = r
             .ranking
             .iter()

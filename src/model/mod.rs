@@ -44,7 +44,7 @@ pub enum Architecture {
     #[serde(rename = "efficientnet-lite2")]
     EfficientNetLite2,
     /// The transfer configuration that won cross-validation (see the README): EfficientNet-Lite0
-    /// at 384 pixels (bilinear), 2 feature copies, label smoothing 0.1, its last 6 blocks
+    /// at 384 pixels (bilinear), 2 feature copies, label smoothing 0.1, its last 5 blocks
     /// fine-tuned for 8 epochs at 1e-4 (cosine, 1 warm-up epoch). Options given beside it
     /// override those; the model card records the network it became.
     Transfer,

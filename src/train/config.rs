@@ -128,7 +128,7 @@ impl TrainConfig {
     /// 5-fold cross-validation on the 900 iNaturalist photos (the README's table of every
     /// configuration tried) for each option that `given` (by field name, e.g. `"image_size"`)
     /// says the user left out: 384 pixels, bilinear, 2 feature copies, label smoothing 0.1,
-    /// and the last 6 blocks fine-tuned for 8 epochs at 1e-4 along a cosine after a warm-up
+    /// and the last 5 blocks fine-tuned for 8 epochs at 1e-4 along a cosine after a warm-up
     /// epoch. Looking twice needs a frozen backbone, so `--focus` (or `--fine-tune 0`) leaves
     /// the backbone frozen and the fine-tuning options at their own defaults. Any other
     /// architecture is left as it is.
@@ -150,7 +150,7 @@ impl TrainConfig {
             self.label_smoothing = 0.1;
         }
         if !given("fine_tune") && !given("focus") {
-            self.fine_tune = 6;
+            self.fine_tune = 5;
         }
         if self.fine_tune > 0 {
             if !given("fine_tune_epochs") {

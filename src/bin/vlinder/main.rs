@@ -217,6 +217,42 @@ fn without_echo<T>(read: impl FnOnce() -> T) -> T {
     read()
 }
 
+/// The `top` most doubtful records that could be checked, as a table under the totals.
+fn print_most_doubtful(results: &check::CheckResults, top: usize) {
+    let doubtful: Vec<&check::CheckedRecord> = results
+        .records
+        .iter()
+        .filter(|r| r.error.is_none())
+        .take(top)
+        .collect();
+    if doubtful.is_empty() {
+        return;
+    }
+    println!("\nthe {} most doubtful records:", doubtful.len());
+    println!(
+        "{:>5}  {:<28} {:<28} {:<30} record",
+        "doubt", "verdict", "claimed", "the photo shows"
+    );
+    for r in doubtful {
+        let shows = r.ranking.first().map_or(String::new(), |top| {
+            format!(
+                "{} {:.2}",
+                vlinder::names::scientific(&top.species),
+                top.probability
+            )
+        });
+        println!(
+            "{:>5.3}  {:<28} {:<28} {:<30} {} (line {})",
+            r.doubt,
+            r.verdict_label(),
+            terminal_text(&r.record.claimed),
+            shows,
+            terminal_text(&r.record.id),
+            r.record.row
+        );
+    }
+}
+
 /// The claimed names that resolve to none of the model's species, as a table before anything
 /// is checked; with `strict`, an error when there is one.
 fn names_first(input: &CheckInput, strict: bool) -> anyhow::Result<()> {
@@ -426,7 +462,7 @@ fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check(args) => {
-            let strict = args.input.strict_names;
+            let (strict, top) = (args.input.strict_names, args.top);
             let config = CheckConfig::from(args);
             names_first(&config.input, strict)?;
             let results = check::check(&config).context("check failed")?;
@@ -437,6 +473,7 @@ fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
             for (flag, count) in &results.totals.by_flag {
                 println!("flagged {flag}: {count}");
             }
+            print_most_doubtful(&results, top);
             let warned = results
                 .records
                 .iter()

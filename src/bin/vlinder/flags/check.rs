@@ -180,6 +180,9 @@ pub struct CheckArgs {
     /// Where results.csv, report.html and check.json go (default: RECORDS-check beside the CSV).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Print this many of the most doubtful records under the totals (0: none).
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub top: usize,
 }
 
 impl From<CheckArgs> for CheckConfig {
