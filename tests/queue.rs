@@ -978,3 +978,102 @@ fn postgresql_over_tls_verifies_the_server_certificate() {
         .to_string();
     assert!(refused.contains("certificate"), "{refused}");
 }
+
+#[test]
+fn every_photo_of_a_record_is_kept_and_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos: Vec<PathBuf> = SPECIES
+        .iter()
+        .map(|s| {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(common::sample().join(s))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            files.sort();
+            files.swap_remove(0)
+        })
+        .collect();
+    let records = tmp.path().join("several.csv");
+    std::fs::write(
+        &records,
+        format!(
+            "id,photo,species\nmany,{}|{}|{},gonepteryx_rhamni\none,{},gonepteryx_rhamni\n",
+            photos[0].display(),
+            photos[1].display(),
+            photos[2].display(),
+            photos[2].display()
+        ),
+    )
+    .unwrap();
+    for url in databases(tmp.path(), "photos") {
+        let mut config = import_config(&records, &url);
+        config.input.photos_root = Some(PathBuf::from("/"));
+        config.input.columns.date_column = None;
+        import(&config).unwrap();
+        with_db(&url, add_anna_and_bram);
+        let server = common::Server::with(vlinder::serve::ServeConfig {
+            model: model().1.clone(),
+            addr: "127.0.0.1:0".parse().unwrap(),
+            database: Some(url.clone()),
+            ..Default::default()
+        });
+        let at = |path: &str| server.url(path);
+        let signed = call(
+            "POST",
+            &at("/v1/session"),
+            None,
+            None,
+            Some(serde_json::json!({"name": "anna", "password": "correct horse battery"})),
+            None,
+        );
+        let cookie = signed
+            .cookie
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        let get = |path: &str| call("GET", &at(path), Some(&cookie), None, None, None);
+        let view = get("/v1/records/many").json();
+        assert_eq!(
+            view["result"]["photos"].as_array().unwrap().len(),
+            3,
+            "{view}"
+        );
+        let bodies: Vec<String> = (0..3)
+            .map(|i| {
+                let photo = get(&format!("/v1/records/many/photos/{i}"));
+                assert_eq!(photo.status, 200, "{url}: photo {i}");
+                assert!(!photo.body.is_empty());
+                photo.body
+            })
+            .collect();
+        assert!(
+            bodies[0] != bodies[1] && bodies[1] != bodies[2],
+            "each photo's own thumbnail"
+        );
+        let missing = get("/v1/records/many/photos/3");
+        assert_eq!(missing.status, 404);
+        assert_eq!(missing.json()["error"]["code"], "no_such_photo");
+        // A record with one photo serves it as photo 0, from the record itself.
+        assert_eq!(get("/v1/records/one/photos/0").status, 200);
+        assert_eq!(get("/v1/records/one/photos/1").status, 404);
+        assert_eq!(
+            get("/v1/records/one/photos/0").body,
+            get("/v1/records/one/photo").body
+        );
+        // Only for a validator.
+        assert_eq!(
+            call(
+                "GET",
+                &at("/v1/records/many/photos/0"),
+                None,
+                None,
+                None,
+                None
+            )
+            .status,
+            401
+        );
+    }
+}

@@ -12,8 +12,9 @@ use crate::{Error, Result};
 
 /// The schema versions this vlinder knows, each a list of statements applied in one
 /// transaction. A database at a higher version was made by a newer vlinder and is refused.
-const MIGRATIONS: &[&[&str]] = &[&[
-    "CREATE TABLE records (
+const MIGRATIONS: &[&[&str]] = &[
+    &[
+        "CREATE TABLE records (
         id TEXT PRIMARY KEY,
         line BIGINT NOT NULL,
         photo TEXT NOT NULL,
@@ -36,9 +37,9 @@ const MIGRATIONS: &[&[&str]] = &[&[
         decided_by TEXT,
         decided_at BIGINT
     )",
-    "CREATE INDEX records_by_doubt ON records (doubt DESC, id)",
-    "CREATE INDEX records_by_claim ON records (claimed, doubt DESC, id)",
-    "CREATE TABLE decisions (
+        "CREATE INDEX records_by_doubt ON records (doubt DESC, id)",
+        "CREATE INDEX records_by_claim ON records (claimed, doubt DESC, id)",
+        "CREATE TABLE decisions (
         record_id TEXT NOT NULL,
         seq BIGINT NOT NULL,
         validator TEXT NOT NULL,
@@ -52,19 +53,29 @@ const MIGRATIONS: &[&[&str]] = &[&[
         model_probability DOUBLE PRECISION,
         PRIMARY KEY (record_id, seq)
     )",
-    "CREATE TABLE users (
+        "CREATE TABLE users (
         name TEXT PRIMARY KEY,
         role TEXT NOT NULL,
         password_hash TEXT NOT NULL,
         created_at BIGINT NOT NULL
     )",
-    "CREATE TABLE sessions (
+        "CREATE TABLE sessions (
         token_hash TEXT PRIMARY KEY,
         user_name TEXT NOT NULL,
         csrf TEXT NOT NULL,
         expires_at BIGINT NOT NULL
     )",
-]];
+    ],
+    &[
+        // Each photo of a record with several (a record with one keeps it in `records`).
+        "CREATE TABLE record_photos (
+        record_id TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        thumbnail BLOB NOT NULL,
+        PRIMARY KEY (record_id, seq)
+    )",
+    ],
+];
 
 /// A writer's turn on SQLite (see [`Database::write_turn`]).
 pub(crate) type WriteTurn<'a> = Option<tokio::sync::MutexGuard<'a, ()>>;

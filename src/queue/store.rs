@@ -240,7 +240,8 @@ impl Database {
                  claimed_probability = excluded.claimed_probability, doubt = excluded.doubt, \
                  result = excluded.result, thumbnail = excluded.thumbnail, \
                  checked_at = excluded.checked_at \
-                 WHERE records.verdict = 'error' OR records.model <> excluded.model",
+                 WHERE records.verdict = 'error' OR records.model <> excluded.model \
+                 RETURNING id",
                 rows.join(", ")
             );
             let mut query = sqlx::query(&sql);
@@ -283,14 +284,79 @@ impl Database {
                     .bind(r.thumbnail.clone())
                     .bind(checked_at);
             }
-            query
-                .execute(&mut *tx)
+            let written: std::collections::HashSet<String> = query
+                .fetch_all(&mut *tx)
                 .await
+                .map_err(|e| self.error("cannot store a batch of records", e))?
+                .iter()
+                .map(|row| row.try_get::<String, _>("id"))
+                .collect::<std::result::Result<_, _>>()
                 .map_err(|e| self.error("cannot store a batch of records", e))?;
+            let written: Vec<&CheckedRecord> = part
+                .iter()
+                .filter(|r| written.contains(&r.record.id))
+                .collect();
+            self.store_photos(&mut tx, &written).await?;
         }
         tx.commit()
             .await
             .map_err(|e| self.error("cannot commit a batch of records", e))
+    }
+
+    /// Replaces the photos of `records` (just written) by those each has now: every photo's
+    /// thumbnail for a record with several, none for a record with one.
+    async fn store_photos(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        records: &[&CheckedRecord],
+    ) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let marks: Vec<String> = (1..=records.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "DELETE FROM record_photos WHERE record_id IN ({})",
+            marks.join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for r in records {
+            query = query.bind(r.record.id.clone());
+        }
+        query
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| self.error("cannot replace a record's photos", e))?;
+        let photos: Vec<(&str, i64, &Vec<u8>)> = records
+            .iter()
+            .filter(|r| r.photos.len() > 1)
+            .flat_map(|r| {
+                r.photos.iter().enumerate().filter_map(|(seq, p)| {
+                    let thumbnail = p.thumbnail.as_ref()?;
+                    Some((r.record.id.as_str(), seq as i64, thumbnail))
+                })
+            })
+            .collect();
+        for part in photos.chunks(100) {
+            let rows: Vec<String> = (0..part.len())
+                .map(|r| format!("(${}, ${}, ${})", 3 * r + 1, 3 * r + 2, 3 * r + 3))
+                .collect();
+            let sql = format!(
+                "INSERT INTO record_photos (record_id, seq, thumbnail) VALUES {}",
+                rows.join(", ")
+            );
+            let mut query = sqlx::query(&sql);
+            for (id, seq, thumbnail) in part {
+                query = query
+                    .bind(id.to_string())
+                    .bind(*seq)
+                    .bind((*thumbnail).clone());
+            }
+            query
+                .execute(&mut **tx)
+                .await
+                .map_err(|e| self.error("cannot store a record's photos", e))?;
+        }
+        Ok(())
     }
 
     /// A page of the queue, most doubtful first: at most `limit` records (1 to 500).
@@ -380,6 +446,27 @@ impl Database {
             .await
             .map_err(|e| self.error("cannot read a thumbnail", e))?;
         Ok(row.and_then(|r| r.try_get::<Option<Vec<u8>>, _>("thumbnail").ok().flatten()))
+    }
+
+    /// The thumbnail (JPEG) of the record's photo `seq`, counted from 0 in the order the
+    /// record gives them, if it has one.
+    pub async fn photo(&self, id: &str, seq: i64) -> Result<Option<Vec<u8>>> {
+        let row =
+            sqlx::query("SELECT thumbnail FROM record_photos WHERE record_id = $1 AND seq = $2")
+                .bind(id)
+                .bind(seq)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| self.error("cannot read a photo", e))?;
+        match row {
+            Some(row) => Ok(Some(
+                row.try_get::<Vec<u8>, _>("thumbnail")
+                    .map_err(|e| self.error("cannot read a photo", e))?,
+            )),
+            // A record with one photo keeps it with the record.
+            None if seq == 0 => self.thumbnail(id).await,
+            None => Ok(None),
+        }
     }
 
     /// Every decision on a record, oldest first.

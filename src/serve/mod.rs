@@ -338,6 +338,7 @@ pub async fn app(config: &ServeConfig) -> Result<Router> {
         .route("/v1/queue", get(review::queue))
         .route("/v1/records/{id}", get(review::record))
         .route("/v1/records/{id}/photo", get(review::photo))
+        .route("/v1/records/{id}/photos/{seq}", get(review::nth_photo))
         .route("/v1/records/{id}/decisions", post(review::decide))
         .route("/v1/export", get(review::export_csv))
         .fallback(|| async {

@@ -458,7 +458,7 @@ pub async fn record(
     view.map(Json).ok_or_else(|| no_such_record(&id))
 }
 
-/// `GET /v1/records/{id}/photo`: the record's thumbnail.
+/// `GET /v1/records/{id}/photo`: the record's thumbnail (of the first photo its verdict used).
 pub async fn photo(
     State(state): State<Arc<AppState>>,
     _who: Validator,
@@ -471,14 +471,43 @@ pub async fn photo(
         .await
         .map_err(database_error)?
         .ok_or_else(|| no_such_record(&id))?;
-    Ok((
+    Ok(jpeg_response(jpeg))
+}
+
+/// `GET /v1/records/{id}/photos/{seq}`: the thumbnail of the record's photo `seq` (from 0, in
+/// the order of `photos` in its result).
+pub async fn nth_photo(
+    State(state): State<Arc<AppState>>,
+    _who: Validator,
+    Path((id, seq)): Path<(String, u32)>,
+) -> Result<Response, ApiError> {
+    let review = review(&state)?;
+    let jpeg = review
+        .database
+        .photo(&id, i64::from(seq))
+        .await
+        .map_err(database_error)?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no_such_photo",
+                format!(
+                    "no photo {seq} of a record with id {id:?} in the queue (photos count from 0)"
+                ),
+            )
+        })?;
+    Ok(jpeg_response(jpeg))
+}
+
+fn jpeg_response(jpeg: Vec<u8>) -> Response {
+    (
         [
             (header::CONTENT_TYPE, "image/jpeg"),
             (header::CACHE_CONTROL, "private, max-age=3600"),
         ],
         jpeg,
     )
-        .into_response())
+        .into_response()
 }
 
 /// `POST /v1/records/{id}/decisions`: stores a decision, or answers 409 with the decision that

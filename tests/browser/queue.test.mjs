@@ -14,7 +14,8 @@ const sample = join(repo, "assets/sample");
 const species = ["anthocharis_cardamines", "celastrina_argiolus", "gonepteryx_rhamni"];
 
 // A tiny model on the repository's sample, with the prior of its photos' dates and places, and a
-// records CSV of 12 of its photos (every third claim wrong; one of them, a holly blue, in December),
+// records CSV of 12 records (every third claim wrong; one of them, a holly blue, in December; one
+// with two photos),
 // imported into the database at `url`, with a validator and an admin.
 function prepare(dir, url) {
   const photos = join(dir, "photos");
@@ -26,7 +27,9 @@ function prepare(dir, url) {
     for (const [i, file] of files.slice(0, 4).entries()) {
       const claimed = i % 3 === 0 ? species[(s + 1) % 3] : name;
       const month = s === 0 && i === 3 ? "12" : "05";
-      lines.push(`${name.slice(0, 3)}-${i},${join(photos, name, file)},${claimed},2021-${month}-${String(10 + i).padStart(2, "0")}`);
+      // One record, gon-1, has two photos of its butterfly.
+      const photo = s === 2 && i === 1 ? `${join(photos, name, file)}|${join(photos, name, files[5])}` : join(photos, name, file);
+      lines.push(`${name.slice(0, 3)}-${i},${photo},${claimed},2021-${month}-${String(10 + i).padStart(2, "0")}`);
     }
   }
   const model = join(dir, "model");
@@ -146,6 +149,18 @@ test("validators work through the queue by keyboard and are told of each other's
         await page.click('#rows tr[data-id="ant-3"]');
         await page.locator("#flags").waitFor();
         assert.equal(await page.textContent("#flags"), "Flags: outside its flight period");
+
+        // A record with two photos shows both with their answers; a click shows one large.
+        await page.click('#rows tr[data-id="gon-1"]');
+        await page.waitForFunction(() => document.querySelectorAll("#photos figure img").length === 2);
+        const captions = await page.locator("#photos figcaption").allTextContents();
+        assert.ok(captions.every((c) => c.length > 0), captions.join(" | "));
+        // Both thumbnails load (a 404 leaves naturalWidth 0).
+        await page.waitForFunction(() => [...document.querySelectorAll("#photos figure img")].every((i) => i.complete && i.naturalWidth > 0));
+        await page.locator("#photos figure").nth(1).click();
+        assert.match(await page.getAttribute("#detail > img", "src"), /\/v1\/records\/gon-1\/photos\/1$/);
+        await page.click('#rows tr[data-id="ant-3"]');
+        await page.locator("#flags").waitFor();
 
         // The switch turns the page into Dutch.
         await page.click("#lang");
