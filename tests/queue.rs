@@ -280,6 +280,25 @@ fn a_killed_import_resumes_and_stores_every_record_exactly_once() {
 }
 
 /// A validator and an admin.
+/// A sign-in as a test's only client, under the default limits: its session, if it opened one.
+async fn signed(
+    db: &Database,
+    name: &str,
+    password: &str,
+    lifetime: i64,
+) -> vlinder::Result<Option<vlinder::queue::users::Session>> {
+    let limits = vlinder::queue::users::SignInLimits::default();
+    Ok(
+        match db
+            .sign_in(name, password, "test", &limits, lifetime)
+            .await?
+        {
+            vlinder::queue::users::SignInOutcome::Signed(session) => Some(session),
+            _ => None,
+        },
+    )
+}
+
 async fn add_anna_and_bram(db: Database) {
     db.add_user("anna", Role::Validator, "correct horse battery", false)
         .await
@@ -310,27 +329,25 @@ fn decisions_are_logged_never_overwritten_and_exported() {
             assert!(short.unwrap_err().to_string().contains("at least 10"));
 
             assert!(
-                db.sign_in("anna", "wrong password", 60)
+                signed(&db, "anna", "wrong password", 60)
                     .await
                     .unwrap()
                     .is_none()
             );
             assert!(
-                db.sign_in("nobody", "correct horse battery", 60)
+                signed(&db, "nobody", "correct horse battery", 60)
                     .await
                     .unwrap()
                     .is_none()
             );
-            let session = db
-                .sign_in("anna", "correct horse battery", 60)
+            let session = signed(&db, "anna", "correct horse battery", 60)
                 .await
                 .unwrap()
                 .unwrap();
             let who = db.session(&session.token).await.unwrap().unwrap();
             assert_eq!((who.name.as_str(), who.role), ("anna", Role::Validator));
             assert!(db.session("forged").await.unwrap().is_none());
-            let expired = db
-                .sign_in("bram", "another long password", -1)
+            let expired = signed(&db, "bram", "another long password", -1)
                 .await
                 .unwrap()
                 .unwrap();
@@ -614,7 +631,7 @@ fn user_add_reads_the_password_from_standard_input() {
     let (ok, err) = add("short", &["--replace"]);
     assert!(!ok && err.contains("at least 10"), "{err}");
     let signed = with_db(&db, async |db| {
-        db.sign_in("anna", "another good password", 60).await
+        signed(&db, "anna", "another good password", 60).await
     })
     .unwrap()
     .unwrap();
@@ -824,14 +841,26 @@ fn validators_sign_in_decide_over_http_and_the_second_is_told() {
         };
         let server = common::Server::with(config);
         let at = |path: &str| server.url(path);
-        let anna = call(
-            "POST",
-            &at("/v1/session"),
-            None,
-            None,
-            Some(serde_json::json!({"name": "anna", "password": "correct horse battery"})),
-            None,
-        );
+        let anna_signs_in = || {
+            call(
+                "POST",
+                &at("/v1/session"),
+                None,
+                None,
+                Some(serde_json::json!({"name": "anna", "password": "correct horse battery"})),
+                None,
+            )
+        };
+        // The lockout is kept in the database: a restart does not give five more tries.
+        assert_eq!(anna_signs_in().status, 429);
+        // Once its window has passed (moved back here rather than waited for), she is let in.
+        vlinder::queue::runtime().unwrap().block_on(async {
+            sqlx::query("UPDATE sign_in_tries SET window_start = window_start - 900")
+                .execute(&db_pool(&url).await)
+                .await
+                .unwrap();
+        });
+        let anna = anna_signs_in();
         assert_eq!(anna.status, 200);
         let anna_cookie = anna
             .cookie
@@ -1076,4 +1105,177 @@ fn every_photo_of_a_record_is_kept_and_served() {
             401
         );
     }
+}
+
+/// POSTs a sign-in to the server at `addr` from the local address `from` (127.0.0.x: every
+/// such address is this machine's loopback, and the server sees a client of its own).
+async fn sign_in_from(from: &str, addr: std::net::SocketAddr, name: &str, password: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    let body = serde_json::json!({"name": name, "password": password}).to_string();
+    let request = format!(
+        "POST /v1/session HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let status = String::from_utf8_lossy(&answer[..12.min(answer.len())]).to_string();
+    status[9..12].parse().unwrap()
+}
+
+#[test]
+fn sign_in_tries_are_counted_once_across_concurrent_clients_and_servers() {
+    let tmp = tempfile::tempdir().unwrap();
+    for url in databases(tmp.path(), "tries") {
+        with_db(&url, add_anna_and_bram);
+        // Two server processes' worth on one database, as the deployment's two replicas.
+        let servers: Vec<common::Server> = (0..2)
+            .map(|_| {
+                common::Server::with(vlinder::serve::ServeConfig {
+                    model: model().1.clone(),
+                    addr: "127.0.0.1:0".parse().unwrap(),
+                    database: Some(url.clone()),
+                    ..Default::default()
+                })
+            })
+            .collect();
+        let addrs: Vec<std::net::SocketAddr> = servers.iter().map(|s| s.addr).collect();
+        let runtime = vlinder::queue::runtime().unwrap();
+        // 100 wrong passwords for anna at once, half to each server: at most 5 are checked
+        // (401), the rest are refused before any hashing (429).
+        let statuses: Vec<u16> = runtime.block_on(async {
+            let tries: Vec<_> = (0..100)
+                .map(|i| {
+                    let addr = addrs[i % 2];
+                    tokio::spawn(async move {
+                        sign_in_from("127.0.0.1", addr, "anna", &format!("guess number {i}")).await
+                    })
+                })
+                .collect();
+            let mut statuses = Vec::new();
+            for t in tries {
+                statuses.push(t.await.unwrap());
+            }
+            statuses
+        });
+        let checked = statuses.iter().filter(|s| **s == 401).count();
+        let refused = statuses.iter().filter(|s| **s == 429).count();
+        assert!(
+            checked <= 5,
+            "{url}: {checked} passwords checked: {statuses:?}"
+        );
+        assert_eq!(checked + refused, 100, "{url}: {statuses:?}");
+        runtime.block_on(async {
+            // Anna from her own address is not locked out by the attacker's tries (which stay
+            // under the per-name limit for all clients), and the lockout holds on both servers.
+            assert_eq!(
+                sign_in_from("127.0.0.1", addrs[1], "anna", "correct horse battery").await,
+                429
+            );
+            assert_eq!(
+                sign_in_from("127.0.0.2", addrs[0], "anna", "correct horse battery").await,
+                200
+            );
+            // A success clears the count: 4 wrong, right, 1 wrong, right.
+            for _ in 0..4 {
+                assert_eq!(
+                    sign_in_from("127.0.0.3", addrs[0], "bram", "wrong wrong wrong").await,
+                    401
+                );
+            }
+            assert_eq!(
+                sign_in_from("127.0.0.3", addrs[1], "bram", "another long password").await,
+                200
+            );
+            assert_eq!(
+                sign_in_from("127.0.0.3", addrs[0], "bram", "wrong wrong wrong").await,
+                401
+            );
+            assert_eq!(
+                sign_in_from("127.0.0.3", addrs[1], "bram", "another long password").await,
+                200
+            );
+            // Names are one user however they are typed: case, and é composed or not.
+            assert_eq!(
+                sign_in_from("127.0.0.4", addrs[0], "BRAM", "another long password").await,
+                200
+            );
+        });
+        // One client guessing across many names is stopped too (50 tries in the window).
+        let spray: Vec<u16> = runtime.block_on(async {
+            let mut statuses = Vec::new();
+            for i in 0..55 {
+                statuses.push(
+                    sign_in_from(
+                        "127.0.0.5",
+                        addrs[i % 2],
+                        &format!("user{i}"),
+                        "some password here",
+                    )
+                    .await,
+                );
+            }
+            statuses
+        });
+        assert!(spray[..50].iter().all(|s| *s == 401), "{spray:?}");
+        assert!(spray[50..].iter().all(|s| *s == 429), "{spray:?}");
+    }
+}
+
+#[test]
+fn user_names_are_one_user_however_typed_and_passwords_are_not_blank() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = databases(tmp.path(), "names").remove(0);
+    with_db(&url, async |db: Database| {
+        db.add_user(
+            "Jos\u{e9}",
+            Role::Validator,
+            "a long enough password",
+            false,
+        )
+        .await
+        .unwrap();
+        // "josé" with the accent as a combining mark, and in capitals: the same user.
+        let again = db
+            .add_user(
+                "JOSE\u{301}",
+                Role::Validator,
+                "a long enough password",
+                false,
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(again.contains("exists already"), "{again}");
+        // A Latin name with a Cyrillic а looks like "anna" and is refused.
+        let mixed = db
+            .add_user(
+                "\u{430}nna",
+                Role::Validator,
+                "a long enough password",
+                false,
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(mixed.contains("Cyrillic and Latin"), "{mixed}");
+        let blank = db
+            .add_user("piet", Role::Validator, "          ", false)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(blank.contains("other than spaces"), "{blank}");
+        let limits = vlinder::queue::users::SignInLimits::default();
+        let signed = db
+            .sign_in("jose\u{301}", "a long enough password", "test", &limits, 60)
+            .await
+            .unwrap();
+        assert!(
+            matches!(&signed, vlinder::queue::users::SignInOutcome::Signed(s) if s.user.name == "jos\u{e9}"),
+            "{signed:?}"
+        );
+    });
 }

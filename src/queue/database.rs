@@ -74,6 +74,18 @@ const MIGRATIONS: &[&[&str]] = &[
         thumbnail BLOB NOT NULL,
         PRIMARY KEY (record_id, seq)
     )",
+        // Sign-in tries per subject ("name N client C", "name N", "client C") in the window
+        // that opened at window_start: counted here so that every server process shares them.
+        // Names are kept in lower case now (see users::normalise_name); one that would clash
+        // with another's lower case keeps its case. Sessions end: everyone signs in again.
+        "UPDATE users SET name = lower(name) WHERE NOT EXISTS \
+         (SELECT 1 FROM users other WHERE other.name = lower(users.name) AND other.name <> users.name)",
+        "DELETE FROM sessions",
+        "CREATE TABLE sign_in_tries (
+        subject TEXT PRIMARY KEY,
+        tries BIGINT NOT NULL,
+        window_start BIGINT NOT NULL
+    )",
     ],
 ];
 

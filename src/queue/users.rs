@@ -1,5 +1,11 @@
 //! Validators and admins: argon2-hashed passwords and sign-in sessions. A session's token is
 //! stored hashed, so that a copy of the database signs no one in.
+//!
+//! Sign-in is built to hold under attack from clients without an account: every try is counted
+//! in the database before its password is checked (one atomic statement per limit, so that
+//! concurrent tries, server replicas and restarts all share the count), per name and client,
+//! per name, and per client; a password is checked by at most a few hashing threads at once
+//! (each argon2 run holds 19 MiB), and an unknown name costs the same one hash as a known one.
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -54,8 +60,81 @@ pub struct Session {
     pub expires_at: i64,
 }
 
-/// The shortest password accepted.
+/// The fewest characters other than white space a password must have.
 pub const MIN_PASSWORD: usize = 10;
+
+/// How often sign-in may be tried, and how long a try counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignInLimits {
+    /// Tries for one name from one client within a window: the owner's own mistakes.
+    pub per_name_and_client: i64,
+    /// Tries for one name from all clients together: an attack spread over many addresses.
+    /// Higher than the above, so that one attacker cannot lock the owner out.
+    pub per_name: i64,
+    /// Tries from one client for all names together: guessing across accounts.
+    pub per_client: i64,
+    /// The window, in seconds: a try stops counting this long after its window opened.
+    pub window_seconds: i64,
+    /// How long a try waits for a hashing thread before it is refused as busy.
+    pub hashing_wait: std::time::Duration,
+}
+
+impl Default for SignInLimits {
+    fn default() -> Self {
+        SignInLimits {
+            per_name_and_client: 5,
+            per_name: 20,
+            per_client: 50,
+            window_seconds: 15 * 60,
+            hashing_wait: std::time::Duration::from_secs(5),
+        }
+    }
+}
+
+/// What a sign-in came to.
+#[derive(Debug)]
+pub enum SignInOutcome {
+    Signed(Session),
+    /// The name is unknown or the password wrong (the two are not told apart).
+    Refused,
+    /// Too many tries: the name, the client or both may try again in this many seconds.
+    TooManyTries {
+        retry_after: i64,
+    },
+    /// Every hashing thread stayed busy for the whole wait.
+    Busy,
+}
+
+/// Password checks that may run at once, in the whole process: two per core, at least two.
+fn hashing_threads() -> &'static tokio::sync::Semaphore {
+    static THREADS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    THREADS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        tokio::sync::Semaphore::new((2 * cores).max(2))
+    })
+}
+
+/// A hash of a password no one has, with the parameters real hashes get: an unknown name is
+/// checked against it, so that it costs what a known name costs.
+fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| {
+        Argon2::default()
+            .hash_password(
+                token().as_bytes(),
+                &SaltString::encode_b64(&token().as_bytes()[..16]).expect("16 bytes of salt"),
+            )
+            .expect("hashing a random token")
+            .to_string()
+    })
+}
+
+/// A user name as it is stored and looked up: Unicode NFC (so that "josé" typed decomposed is
+/// the same name), in lower case (so that "Anna" and "anna" are one user), trimmed.
+pub fn normalise_name(name: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    name.trim().nfc().collect::<String>().to_lowercase()
+}
 
 /// A random token of 32 bytes, hex.
 fn token() -> String {
@@ -68,22 +147,42 @@ fn hashed(token: &str) -> String {
     format!("{:x}", Sha256::digest(token.as_bytes()))
 }
 
-/// Checks a user name: letters, digits, `.`, `_`, `-` and `@`, 1 to 64 of them.
+/// Checks a (normalised) user name: letters, digits, `.`, `_`, `-` and `@`, 1 to 64 of them,
+/// the letters of one alphabet (a Latin name with a Cyrillic or Greek letter in it would look
+/// like another user's).
 pub fn validate_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
-        && name.len() <= 64
+        && name.chars().count() <= 64
         && name
             .chars()
             .all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::invalid(
+    if !ok {
+        return Err(Error::invalid(
             "user name",
             name,
             "1 to 64 letters, digits, '.', '_', '-' or '@'",
-        ))
+        ));
     }
+    let alphabet = |c: char| match c as u32 {
+        0x0370..=0x03ff | 0x1f00..=0x1fff => Some("Greek"),
+        0x0400..=0x052f => Some("Cyrillic"),
+        _ if c.is_ascii_alphabetic() || ('\u{c0}'..='\u{24f}').contains(&c) => Some("Latin"),
+        _ => None,
+    };
+    let mut alphabets: Vec<&str> = name.chars().filter_map(alphabet).collect();
+    alphabets.sort_unstable();
+    alphabets.dedup();
+    if alphabets.len() > 1 {
+        return Err(Error::invalid(
+            "user name",
+            name,
+            format!(
+                "letters of one alphabet ({} mixed, which looks like another name)",
+                alphabets.join(" and ")
+            ),
+        ));
+    }
+    Ok(())
 }
 
 impl Database {
@@ -95,12 +194,13 @@ impl Database {
         password: &str,
         replace: bool,
     ) -> Result<()> {
+        let name = &normalise_name(name);
         validate_name(name)?;
-        if password.chars().count() < MIN_PASSWORD {
+        if password.chars().filter(|c| !c.is_whitespace()).count() < MIN_PASSWORD {
             return Err(Error::invalid(
                 "password",
                 "(not shown)",
-                format!("at least {MIN_PASSWORD} characters"),
+                format!("at least {MIN_PASSWORD} characters other than spaces"),
             ));
         }
         let salt = SaltString::encode_b64(&token().as_bytes()[..16]).expect("16 bytes of salt");
@@ -139,17 +239,80 @@ impl Database {
         Ok(())
     }
 
-    /// Checks a name and password (the hash compared in constant time by argon2; an unknown
-    /// name costs a hash too, so that timing does not tell which names exist) and opens a
-    /// session of `lifetime_seconds`.
+    /// Counts a try against `subject` within `limits`' window, in one statement (concurrent
+    /// tries each get their own count); the seconds until it may try again when it is over
+    /// `limit`.
+    async fn count_try(&self, subject: &str, limit: i64, window: i64) -> Result<Option<i64>> {
+        let now = now();
+        let _turn = self.write_turn().await;
+        let row = sqlx::query(
+            "INSERT INTO sign_in_tries (subject, tries, window_start) VALUES ($1, 1, $2) \
+             ON CONFLICT (subject) DO UPDATE SET \
+             tries = CASE WHEN sign_in_tries.window_start <= $3 THEN 1 \
+                     ELSE sign_in_tries.tries + 1 END, \
+             window_start = CASE WHEN sign_in_tries.window_start <= $3 THEN $2 \
+                     ELSE sign_in_tries.window_start END \
+             RETURNING tries, window_start",
+        )
+        .bind(subject)
+        .bind(now)
+        .bind(now - window)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| self.error("cannot count a sign-in try", e))?;
+        let tries: i64 = row
+            .try_get("tries")
+            .map_err(|e| self.error("cannot count a sign-in try", e))?;
+        let since: i64 = row
+            .try_get("window_start")
+            .map_err(|e| self.error("cannot count a sign-in try", e))?;
+        Ok((tries > limit).then(|| (since + window - now).max(1)))
+    }
+
+    /// Checks a name and password from `client` (an address, or any text that tells clients
+    /// apart) and opens a session of `lifetime_seconds`. The try is counted first (see the
+    /// module's doc), then the password is checked on a hashing thread (argon2 compares in
+    /// constant time); a success clears the name's counts.
     pub async fn sign_in(
         &self,
         name: &str,
         password: &str,
+        client: &str,
+        limits: &SignInLimits,
         lifetime_seconds: i64,
-    ) -> Result<Option<Session>> {
+    ) -> Result<SignInOutcome> {
+        let window = limits.window_seconds;
+        {
+            let _turn = self.write_turn().await;
+            sqlx::query("DELETE FROM sign_in_tries WHERE window_start <= $1")
+                .bind(now() - window)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| self.error("cannot clear old sign-in tries", e))?;
+        }
+        if let Some(retry_after) = self
+            .count_try(&format!("client {client}"), limits.per_client, window)
+            .await?
+        {
+            return Ok(SignInOutcome::TooManyTries { retry_after });
+        }
+        let name = normalise_name(name);
+        // A name no user can have is refused without a hash: it tells nothing about users.
+        if validate_name(&name).is_err() {
+            return Ok(SignInOutcome::Refused);
+        }
+        let by_both = format!("name {name} client {client}");
+        let by_name = format!("name {name}");
+        for (subject, limit) in [
+            (&by_both, limits.per_name_and_client),
+            (&by_name, limits.per_name),
+        ] {
+            if let Some(retry_after) = self.count_try(subject, limit, window).await? {
+                return Ok(SignInOutcome::TooManyTries { retry_after });
+            }
+        }
         let row = sqlx::query("SELECT role, password_hash FROM users WHERE name = $1")
-            .bind(name)
+            .bind(&name)
             .fetch_optional(&self.pool)
             .await
             .map_err(|e| self.error("cannot read users", e))?;
@@ -161,45 +324,45 @@ impl Database {
             ),
             None => (String::new(), String::new()),
         };
+        let Ok(Ok(_thread)) =
+            tokio::time::timeout(limits.hashing_wait, hashing_threads().acquire()).await
+        else {
+            return Ok(SignInOutcome::Busy);
+        };
         let verified = {
             let password = password.to_string();
             tokio::task::spawn_blocking(move || {
-                // Hashing is tens of milliseconds of CPU: off the async threads.
-                let dummy;
-                let hash = match PasswordHash::new(&stored) {
-                    Ok(hash) => hash,
-                    Err(_) => {
-                        dummy = Argon2::default()
-                            .hash_password(
-                                b"not a password",
-                                &SaltString::encode_b64(&[7; 16]).expect("salt"),
-                            )
-                            .expect("hashing a constant")
-                            .to_string();
-                        PasswordHash::new(&dummy).expect("a hash just made")
-                    }
-                };
+                let known = PasswordHash::new(&stored).ok();
+                let hash = known.clone().unwrap_or_else(|| {
+                    PasswordHash::new(dummy_hash()).expect("the dummy hash parses")
+                });
                 Argon2::default()
                     .verify_password(password.as_bytes(), &hash)
                     .is_ok()
-                    && !stored.is_empty()
+                    && known.is_some()
             })
             .await
             .unwrap_or(false)
         };
         let Some(role) = Role::parse(&role).filter(|_| verified) else {
-            return Ok(None);
+            return Ok(SignInOutcome::Refused);
         };
         let session = Session {
             token: token(),
             user: SignedIn {
-                name: name.to_string(),
+                name: name.clone(),
                 role,
                 csrf: token(),
             },
             expires_at: now() + lifetime_seconds,
         };
         let _turn = self.write_turn().await;
+        sqlx::query("DELETE FROM sign_in_tries WHERE subject = $1 OR subject = $2")
+            .bind(&by_both)
+            .bind(&by_name)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.error("cannot clear the sign-in tries", e))?;
         sqlx::query("DELETE FROM sessions WHERE expires_at < $1")
             .bind(now())
             .execute(&self.pool)
@@ -209,13 +372,13 @@ impl Database {
             "INSERT INTO sessions (token_hash, user_name, csrf, expires_at) VALUES ($1, $2, $3, $4)",
         )
         .bind(hashed(&session.token))
-        .bind(name)
+        .bind(&name)
         .bind(&session.user.csrf)
         .bind(session.expires_at)
         .execute(&self.pool)
         .await
         .map_err(|e| self.error("cannot store the session", e))?;
-        Ok(Some(session))
+        Ok(SignInOutcome::Signed(session))
     }
 
     /// Who a session token signs in, if it is known and has not expired.

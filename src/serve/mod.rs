@@ -433,8 +433,8 @@ pub async fn serve(
             _ = stop.recv() => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _)) => stream,
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
                     // Out of file descriptors, or the peer gave up: wait, the server goes on.
                     Err(e) => {
                         eprintln!("warning: cannot accept a connection ({e})");
@@ -445,7 +445,8 @@ pub async fn serve(
                 match slots.clone().try_acquire_owned() {
                     Ok(slot) => connections.spawn(connection(
                         stream,
-                        app.clone(),
+                        // Handlers that limit per client (sign-in) read the peer's address.
+                        app.clone().layer(axum::Extension(axum::extract::ConnectInfo(peer))),
                         header_timeout,
                         closing_seen.clone(),
                         slot,

@@ -2,16 +2,16 @@
 //! (argon2 passwords, a session cookie that is HttpOnly and SameSite=Strict, a CSRF token sent
 //! back in `X-CSRF-Token` with every change), work through the queue most doubtful first and
 //! decide records; a decision on a record someone else decided meanwhile gets 409 with theirs.
-//! Failed sign-ins are limited per user name.
+//! Sign-in tries are limited per name and client, per name and per client (see
+//! [`crate::queue::users`]).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -21,15 +21,13 @@ use super::{ApiError, AppState};
 use crate::context::date::Date;
 use crate::names::{Names, scientific};
 use crate::queue::store::RecordView;
+use crate::queue::users::{SignInLimits, SignInOutcome};
 use crate::queue::{
     Database, DecisionKind, DecisionRefused, NewDecision, QueueEntry, QueueFilter, Role, export,
 };
 
 /// The session cookie's name.
 const COOKIE: &str = "vlinder_session";
-/// Failed sign-ins allowed for one name within [`LOCKOUT`].
-const MAX_FAILURES: u32 = 5;
-const LOCKOUT: Duration = Duration::from_secs(15 * 60);
 /// The longest comment kept with a decision.
 const MAX_COMMENT: usize = 2000;
 
@@ -39,8 +37,7 @@ pub struct Review {
     pub names: Names,
     pub session_seconds: i64,
     pub secure_cookies: bool,
-    /// Failed sign-ins per name: how many, since when.
-    failures: Mutex<HashMap<String, (u32, Instant)>>,
+    pub limits: SignInLimits,
 }
 
 impl Review {
@@ -50,26 +47,8 @@ impl Review {
             names,
             session_seconds,
             secure_cookies: secure,
-            failures: Mutex::new(HashMap::new()),
+            limits: SignInLimits::default(),
         }
-    }
-
-    /// Seconds until `name` may try again, if it has failed too often.
-    fn locked_out(&self, name: &str) -> Option<u64> {
-        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        failures.retain(|_, (_, since)| since.elapsed() < LOCKOUT);
-        failures
-            .get(name)
-            .filter(|(n, _)| *n >= MAX_FAILURES)
-            .map(|(_, since)| LOCKOUT.saturating_sub(since.elapsed()).as_secs().max(1))
-    }
-
-    fn failed(&self, name: &str) {
-        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = failures
-            .entry(name.to_string())
-            .or_insert((0, Instant::now()));
-        entry.0 += 1;
     }
 
     fn cookie(&self, token: &str, max_age: i64) -> HeaderValue {
@@ -277,34 +256,56 @@ fn session_answer(
 /// `POST /v1/session`: signs in.
 pub async fn sign_in(
     State(state): State<Arc<AppState>>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     request: Result<Json<SignIn>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let review = review(&state)?;
     let request = json_body(request)?;
-    if let Some(wait) = review.locked_out(&request.name) {
-        let mut response = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_failures",
-            format!("too many failed sign-ins for this name; try again in {wait} s"),
-        )
-        .into_response();
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(wait));
-        return Ok(response);
-    }
-    let session = review
+    let outcome = review
         .database
-        .sign_in(&request.name, &request.password, review.session_seconds)
+        .sign_in(
+            &request.name,
+            &request.password,
+            &client.ip().to_canonical().to_string(),
+            &review.limits,
+            review.session_seconds,
+        )
         .await
         .map_err(database_error)?;
-    let Some(session) = session else {
-        review.failed(&request.name);
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "wrong_password",
-            "wrong name or password",
-        ));
+    let retry = |status, code, message: String, after: i64| {
+        let mut response = ApiError::new(status, code, message).into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(after));
+        response
+    };
+    let session = match outcome {
+        SignInOutcome::Signed(session) => session,
+        SignInOutcome::Refused => {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "wrong_password",
+                "wrong name or password",
+            ));
+        }
+        SignInOutcome::TooManyTries { retry_after } => {
+            return Ok(retry(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_failures",
+                format!(
+                    "too many sign-in tries for this name or from this address; try again in {retry_after} s"
+                ),
+                retry_after,
+            ));
+        }
+        SignInOutcome::Busy => {
+            return Ok(retry(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "too many sign-ins at once; try again in a moment".to_string(),
+                1,
+            ));
+        }
     };
     let user = session.user;
     let mut response = Json(session_answer(
