@@ -82,7 +82,7 @@ fn main() {
     };
     let filled = Instant::now();
     runtime.block_on(async {
-        let db = Database::open(&url).await.unwrap();
+        let db = Database::create(&url).await.unwrap();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
         let stored = db.count().await.unwrap() as usize;
         for start in (stored..records).step_by(1000) {

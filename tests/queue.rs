@@ -120,7 +120,7 @@ fn import_config(records: &Path, database: &str) -> ImportConfig {
 fn with_db<T>(url: &str, work: impl AsyncFnOnce(Database) -> T) -> T {
     vlinder::queue::runtime()
         .unwrap()
-        .block_on(async { work(Database::open(url).await.unwrap()).await })
+        .block_on(async { work(Database::create(url).await.unwrap()).await })
 }
 
 /// Every stored record: id -> (verdict, doubt, predicted).
@@ -539,6 +539,53 @@ fn a_newer_model_rechecks_only_when_asked_and_decisions_stay() {
             rechecked.model.replace("newer", "model")
         );
     }
+}
+
+#[test]
+fn a_missing_database_is_never_created_by_serve_or_export_and_a_deleted_one_takes_no_writes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let typo = tmp.path().join("queu.db");
+    let typo_s = typo.to_str().unwrap();
+    let (ok, _, err) = common::vlinder(&[
+        "queue",
+        "export",
+        "--database",
+        typo_s,
+        "--out",
+        tmp.path().join("x.csv").to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && err.contains("no such file") && err.contains("queue import"),
+        "{err}"
+    );
+    let (ok, _, err) = common::vlinder(&[
+        "serve",
+        "--model",
+        model().1.to_str().unwrap(),
+        "--database",
+        typo_s,
+        "--addr",
+        "127.0.0.1:0",
+    ]);
+    assert!(!ok && err.contains("no such file"), "{err}");
+    assert!(!typo.exists(), "neither created it");
+
+    // `user add` creates it, readable by its owner only (password hashes are inside).
+    let url = tmp.path().join("queue.db").display().to_string();
+    with_db(&url, add_anna_and_bram);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&url).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    // Deleted while open: the next write is refused instead of going to a file no one sees.
+    with_db(&url, async |db: Database| {
+        std::fs::remove_file(&url).unwrap();
+        let refused = db
+            .add_user("cees", Role::Validator, "a long enough password", false)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("deleted or replaced"), "{refused}");
+    });
 }
 
 #[test]

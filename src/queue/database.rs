@@ -109,6 +109,17 @@ pub struct Database {
     /// SQLite takes one writer at a time and makes the others sleep and retry (up to 100 ms a
     /// sleep); writers of this process queue here instead.
     writes: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// A SQLite database's file and its identity when opened: a file deleted or replaced
+    /// while open would take writes that no one can read again, so each write checks first.
+    file: Option<(std::path::PathBuf, FileIdentity)>,
+}
+
+/// Which file a path led to (device and inode).
+type FileIdentity = (u64, u64);
+
+fn identity(path: &std::path::Path) -> Option<FileIdentity> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 impl std::fmt::Debug for Database {
@@ -137,9 +148,20 @@ pub fn without_password(url: &str) -> String {
 }
 
 impl Database {
-    /// Opens the database at `url` (`postgres://...`, `sqlite://FILE` or a file path; a SQLite
-    /// file is created if missing) and brings its schema up to date.
+    /// Opens the database at `url` (`postgres://...`, `sqlite://FILE` or a file path) and
+    /// brings its schema up to date. A SQLite file that does not exist is an error: a mistyped
+    /// path must not serve or export an empty queue.
     pub async fn open(url: &str) -> Result<Database> {
+        Self::connect(url, false).await
+    }
+
+    /// The same, creating a SQLite file that does not exist (readable by its owner only: it
+    /// holds password hashes and sessions).
+    pub async fn create(url: &str) -> Result<Database> {
+        Self::connect(url, true).await
+    }
+
+    async fn connect(url: &str, create: bool) -> Result<Database> {
         sqlx::any::install_default_drivers();
         let (engine, url) = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             (Engine::Postgres, url.to_string())
@@ -153,8 +175,31 @@ impl Database {
                 ));
             }
             let path = path.split('?').next().unwrap_or(path);
+            if !std::path::Path::new(path).exists() {
+                if !create {
+                    return Err(Error::Database {
+                        database: path.to_string(),
+                        reason: "there is no such file; check the path, or create the queue with `vlinder queue import` or `vlinder user add`".into(),
+                    });
+                }
+                use std::os::unix::fs::OpenOptionsExt;
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(path)
+                    .map_err(|e| Error::io(std::path::Path::new(path), e))?;
+            }
             (Engine::Sqlite, format!("sqlite://{path}?mode=rwc"))
         };
+        let file = (engine == Engine::Sqlite).then(|| {
+            let path = std::path::PathBuf::from(
+                url.trim_start_matches("sqlite://")
+                    .trim_end_matches("?mode=rwc"),
+            );
+            let id = identity(&path).unwrap_or_default();
+            (path, id)
+        });
         let shown = without_password(url.trim_end_matches("?mode=rwc"));
         let fail = |reason: String| Error::Database {
             database: shown.clone(),
@@ -177,7 +222,7 @@ impl Database {
                         // WAL: readers do not wait for the importer; a writer waits for another
                         // instead of failing at once.
                         sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
-                        sqlx::query("PRAGMA busy_timeout = 30000").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *conn).await?;
                         sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
                     }
                     Ok(())
@@ -195,16 +240,32 @@ impl Database {
             engine,
             shown: shown.clone(),
             writes: Default::default(),
+            file,
         };
         database.migrate().await?;
         Ok(database)
     }
 
-    /// This process's turn to write, on SQLite (PostgreSQL locks rows, not the database).
-    pub(crate) async fn write_turn(&self) -> WriteTurn<'_> {
+    /// This process's turn to write, on SQLite (PostgreSQL locks rows, not the database),
+    /// once the file is checked to be the one opened.
+    pub(crate) async fn write_turn(&self) -> Result<WriteTurn<'_>> {
         match self.engine {
-            Engine::Sqlite => Some(self.writes.lock().await),
-            Engine::Postgres => None,
+            Engine::Sqlite => {
+                let turn = self.writes.lock().await;
+                if let Some((path, opened)) = &self.file
+                    && identity(path).as_ref() != Some(opened)
+                {
+                    return Err(self.error(
+                        "refusing to write",
+                        format!(
+                            "{} was deleted or replaced since it was opened; restore it and restart the server",
+                            path.display()
+                        ),
+                    ));
+                }
+                Ok(Some(turn))
+            }
+            Engine::Postgres => Ok(None),
         }
     }
 
@@ -212,7 +273,7 @@ impl Database {
     pub(crate) async fn begin_write(
         &self,
     ) -> Result<(WriteTurn<'_>, sqlx::Transaction<'_, sqlx::Any>)> {
-        let turn = self.write_turn().await;
+        let turn = self.write_turn().await?;
         let tx = self
             .pool
             .begin()

@@ -95,7 +95,7 @@ pub fn import(config: &ImportConfig) -> Result<ImportReport> {
     }
     let started = Instant::now();
     let mut clock = DatabaseClock::new()?;
-    let database = clock.wait(Database::open(&config.database))?;
+    let database = clock.wait(Database::create(&config.database))?;
     let input = &config.input;
     let model_id = ModelDir::new(&input.model).identity(input.weights)?;
     let model = input.load_model()?;

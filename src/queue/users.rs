@@ -208,6 +208,7 @@ impl Database {
             .hash_password(password.as_bytes(), &salt)
             .map_err(|e| self.error("cannot hash the password", e))?
             .to_string();
+        let _turn = self.write_turn().await?;
         let sql = if replace {
             "INSERT INTO users (name, role, password_hash, created_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (name) DO UPDATE SET role = excluded.role, \
@@ -244,7 +245,7 @@ impl Database {
     /// `limit`.
     async fn count_try(&self, subject: &str, limit: i64, window: i64) -> Result<Option<i64>> {
         let now = now();
-        let _turn = self.write_turn().await;
+        let _turn = self.write_turn().await?;
         let row = sqlx::query(
             "INSERT INTO sign_in_tries (subject, tries, window_start) VALUES ($1, 1, $2) \
              ON CONFLICT (subject) DO UPDATE SET \
@@ -283,7 +284,7 @@ impl Database {
     ) -> Result<SignInOutcome> {
         let window = limits.window_seconds;
         {
-            let _turn = self.write_turn().await;
+            let _turn = self.write_turn().await?;
             sqlx::query("DELETE FROM sign_in_tries WHERE window_start <= $1")
                 .bind(now() - window)
                 .execute(&self.pool)
@@ -356,7 +357,7 @@ impl Database {
             },
             expires_at: now() + lifetime_seconds,
         };
-        let _turn = self.write_turn().await;
+        let _turn = self.write_turn().await?;
         sqlx::query("DELETE FROM sign_in_tries WHERE subject = $1 OR subject = $2")
             .bind(&by_both)
             .bind(&by_name)
@@ -404,7 +405,7 @@ impl Database {
 
     /// Ends a session.
     pub async fn sign_out(&self, token: &str) -> Result<()> {
-        let _turn = self.write_turn().await;
+        let _turn = self.write_turn().await?;
         sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
             .bind(hashed(token))
             .execute(&self.pool)

@@ -565,7 +565,7 @@ fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
             let runtime = queue::runtime()?;
             runtime
                 .block_on(async {
-                    let db = queue::Database::open(&database).await?;
+                    let db = queue::Database::create(&database).await?;
                     db.add_user(&name, role, password, replace).await
                 })
                 .with_context(|| format!("cannot add user {}", terminal_text(&name)))?;
