@@ -1326,3 +1326,152 @@ fn user_names_are_one_user_however_typed_and_passwords_are_not_blank() {
         );
     });
 }
+
+#[test]
+fn a_nul_byte_or_a_huge_cell_is_one_malformed_row_and_the_import_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photo = common::sample()
+        .join(SPECIES[0])
+        .join("inaturalist-55198032.jpg");
+    let p = photo.display();
+    let huge = "x".repeat(20 * 1024 * 1024);
+    let records = tmp.path().join("hostile.csv");
+    std::fs::write(
+        &records,
+        format!("id,photo,species\nnul\0id,{p},gonepteryx_rhamni\nfine,{p},gonepteryx_rhamni\n{huge},{p},gonepteryx_rhamni\nnulname,{p},gonepteryx\0rhamni\n"),
+    )
+    .unwrap();
+    for url in databases(tmp.path(), "hostile") {
+        let mut config = import_config(&records, &url);
+        config.input.photos_root = Some(PathBuf::from("/"));
+        config.input.columns.date_column = None;
+        let report = import(&config).unwrap();
+        assert_eq!(report.stored, 1, "{url}: {report:?}");
+        let lines: Vec<u64> = report.malformed.iter().map(|(l, _)| *l).collect();
+        assert_eq!(lines, [2, 4, 5], "{url}: {:?}", report.malformed);
+        assert!(
+            report.malformed[0].1.contains("NUL"),
+            "{:?}",
+            report.malformed
+        );
+        assert!(
+            report.malformed[1].1.contains("more than the 500"),
+            "{:?}",
+            report.malformed
+        );
+        assert!(
+            report.malformed[1].1.len() < 200,
+            "the message does not repeat the cell"
+        );
+        assert_eq!(stored(&url).len(), 1);
+    }
+}
+
+#[test]
+fn hostile_requests_get_the_documented_json_errors_and_answers_are_not_cached_or_framed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let records = records(tmp.path(), 3);
+    let url = databases(tmp.path(), "hostile_http").remove(0);
+    import(&import_config(&records, &url)).unwrap();
+    with_db(&url, add_anna_and_bram);
+    let server = common::Server::with(vlinder::serve::ServeConfig {
+        model: model().1.clone(),
+        addr: "127.0.0.1:0".parse().unwrap(),
+        database: Some(url.clone()),
+        ..Default::default()
+    });
+    let at = |path: &str| server.url(path);
+    let signed = call(
+        "POST",
+        &at("/v1/session"),
+        None,
+        None,
+        Some(serde_json::json!({"name": "bram", "password": "another long password"})),
+        None,
+    );
+    let cookie = signed
+        .cookie
+        .clone()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let csrf = signed.json()["csrf"].as_str().unwrap().to_string();
+    let get = |path: &str| call("GET", &at(path), Some(&cookie), None, None, None);
+    let code = |a: &Answer| a.json()["error"]["code"].as_str().unwrap().to_string();
+    let bad = get("/v1/queue?limit=abc");
+    assert_eq!((bad.status, code(&bad).as_str()), (400, "bad_query"));
+    for nul in [
+        "/v1/records/r%00x",
+        "/v1/queue?claimed=a%00b",
+        "/v1/queue?after_id=%00",
+    ] {
+        let refused = get(nul);
+        assert_eq!(
+            (refused.status, code(&refused).as_str()),
+            (400, "bad_url"),
+            "{nul}"
+        );
+    }
+    let decide = |body: serde_json::Value| {
+        call(
+            "POST",
+            &at("/v1/records/r001/decisions"),
+            Some(&cookie),
+            Some(&csrf),
+            Some(body),
+            None,
+        )
+    };
+    let nul =
+        decide(serde_json::json!({"decision": "confirm", "replaces": 0, "comment": "a\u{0}b"}));
+    assert_eq!((nul.status, code(&nul).as_str()), (400, "bad_text"));
+    let huge = decide(
+        serde_json::json!({"decision": "confirm", "replaces": 0, "comment": "x".repeat(2_200_000)}),
+    );
+    assert_eq!((huge.status, code(&huge).as_str()), (413, "too_large"));
+    // The record whose photo could not be read has no thumbnail, and is said to exist.
+    let none = get("/v1/records/broken/photo");
+    assert_eq!((none.status, code(&none).as_str()), (404, "no_such_photo"));
+    assert_eq!(code(&get("/v1/records/nope/photo")), "no_such_record");
+
+    // Every answer: not sniffed, not framed, not cached; pages run only their own scripts.
+    let agent = common::agent();
+    for (path, page) in [
+        ("/queue", true),
+        ("/", true),
+        ("/v1/queue", false),
+        ("/v1/records/r001/photo", false),
+    ] {
+        let response = agent
+            .get(at(path))
+            .header("Cookie", &cookie)
+            .call()
+            .unwrap();
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default()
+        };
+        assert_eq!(header("x-content-type-options"), "nosniff", "{path}");
+        assert_eq!(header("x-frame-options"), "DENY", "{path}");
+        assert!(header("cache-control").contains("no-store"), "{path}");
+        let policy = header("content-security-policy");
+        assert!(
+            policy.contains("frame-ancestors 'none'"),
+            "{path}: {policy}"
+        );
+        if page {
+            assert!(policy.contains("script-src 'sha256-"), "{path}: {policy}");
+            assert!(
+                !policy.contains("script-src 'unsafe-inline'"),
+                "{path}: {policy}"
+            );
+        } else {
+            assert!(policy.starts_with("default-src 'none'"), "{path}: {policy}");
+        }
+    }
+}

@@ -139,12 +139,58 @@ impl Reader {
     }
 }
 
+/// The longest id or name a record may give, in characters (a name with its author is some
+/// 50): a longer one is a mistake or an attack, and would be stored and sent with every page.
+pub const MAX_FIELD: usize = 500;
+/// The longest photo path or URL, in bytes (browsers and servers stop near 8 KiB).
+pub const MAX_PHOTO: usize = 8 * 1024;
+
 impl Iterator for Reader {
     type Item = Result<Record, RecordError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.records.next()
+        Some(
+            self.records
+                .next()?
+                .and_then(|record| match unfit(&record) {
+                    None => Ok(record),
+                    Some(message) => Err(RecordError {
+                        record: Box::new(Record::unread(record.row)),
+                        message: format!("line {}: {message}", record.row),
+                    }),
+                }),
+        )
     }
+}
+
+/// Why a record read whole cannot be stored or shown: a NUL character (no database takes it in
+/// text, and no name or path has one) or a field beyond [`MAX_FIELD`] or [`MAX_PHOTO`].
+fn unfit(record: &Record) -> Option<String> {
+    let fields = [("id", &record.id), ("species", &record.claimed)];
+    for (what, text) in fields
+        .into_iter()
+        .chain(record.photos.iter().map(|p| ("photo", p)))
+    {
+        if text.contains('\0') {
+            return Some(format!(
+                "the {what} contains a NUL character (\\0); remove it"
+            ));
+        }
+    }
+    for (what, text) in fields {
+        let n = text.chars().count();
+        if n > MAX_FIELD {
+            return Some(format!(
+                "the {what} is {n} characters long, more than the {MAX_FIELD} allowed"
+            ));
+        }
+    }
+    record.photos.iter().find(|p| p.len() > MAX_PHOTO).map(|p| {
+        format!(
+            "a photo is {} bytes long, more than the {MAX_PHOTO} allowed for a path or URL",
+            p.len()
+        )
+    })
 }
 
 /// The records of a CSV or workbook: its rows by the named columns.

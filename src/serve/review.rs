@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -161,10 +161,7 @@ pub async fn page(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Res
     );
     let html = include_str!("queue.html").replace("{{lang}}", lang);
     (
-        [(
-            header::CONTENT_SECURITY_POLICY,
-            "default-src 'self'; img-src 'self' data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; frame-ancestors 'none'",
-        )],
+        [(header::CONTENT_SECURITY_POLICY, super::page_policy(&html))],
         Html(html),
     )
         .into_response()
@@ -370,6 +367,13 @@ pub struct QueuePage {
 /// A JSON body, or a 400 in the API's error shape saying what is wrong with it.
 fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     body.map(|Json(value)| value).map_err(|why| {
+        if why.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                "the request body is larger than this server takes; a decision is a few hundred bytes",
+            );
+        }
         bad_request(
             "bad_json",
             format!(
@@ -388,9 +392,18 @@ fn bad_request(code: &'static str, message: String) -> ApiError {
 pub async fn queue(
     State(state): State<Arc<AppState>>,
     _who: Validator,
-    Query(q): Query<QueueQuery>,
+    q: Result<Query<QueueQuery>, QueryRejection>,
 ) -> Result<Json<QueuePage>, ApiError> {
     let review = review(&state)?;
+    let Query(q) = q.map_err(|why| {
+        bad_request(
+            "bad_query",
+            format!(
+                "{}; limit is a number from 1 to 500, from and to are dates (2021-05-12)",
+                why.body_text()
+            ),
+        )
+    })?;
     let date = |text: &Option<String>, name: &str| -> Result<Option<String>, ApiError> {
         match text.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
             None => Ok(None),
@@ -466,12 +479,19 @@ pub async fn photo(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let review = review(&state)?;
-    let jpeg = review
+    let Some(jpeg) = review
         .database
         .thumbnail(&id)
         .await
         .map_err(database_error)?
-        .ok_or_else(|| no_such_record(&id))?;
+    else {
+        return Err(
+            match review.database.record(&id).await.map_err(database_error)? {
+                Some(_) => no_photo(&id, 0),
+                None => no_such_record(&id),
+            },
+        );
+    };
     Ok(jpeg_response(jpeg))
 }
 
@@ -488,23 +508,26 @@ pub async fn nth_photo(
         .photo(&id, i64::from(seq))
         .await
         .map_err(database_error)?
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "no_such_photo",
-                format!(
-                    "no photo {seq} of a record with id {id:?} in the queue (photos count from 0)"
-                ),
-            )
-        })?;
+        .ok_or_else(|| no_photo(&id, seq))?;
     Ok(jpeg_response(jpeg))
+}
+
+fn no_photo(id: &str, seq: u32) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no_such_photo",
+        format!(
+            "no photo {seq} of a record with id {id:?} in the queue (photos count from 0; a photo that could not be read has none)"
+        ),
+    )
 }
 
 fn jpeg_response(jpeg: Vec<u8>) -> Response {
     (
         [
             (header::CONTENT_TYPE, "image/jpeg"),
-            (header::CACHE_CONTROL, "private, max-age=3600"),
+            // A validator's photo: not kept once they sign out.
+            (header::CACHE_CONTROL, "private, no-store"),
         ],
         jpeg,
     )
@@ -542,6 +565,15 @@ pub async fn decide(
         }
         (DecisionKind::Correct, _) => {}
         _ => new.species = None,
+    }
+    if [&new.comment, &new.species]
+        .iter()
+        .any(|t| t.as_deref().is_some_and(|t| t.contains('\0')))
+    {
+        return Err(bad_request(
+            "bad_text",
+            "a comment or species has a NUL character (\\u0000) in it; remove it".into(),
+        ));
     }
     if new
         .comment
