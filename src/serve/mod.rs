@@ -693,7 +693,7 @@ pub(crate) fn page_policy(html: &str) -> String {
         let Some(end) = body.find("</script>") else {
             break;
         };
-        let digest = Sha256::digest(body[..end].as_bytes());
+        let digest = Sha256::digest(&body.as_bytes()[..end]);
         scripts.push_str(&format!(
             " 'sha256-{}'",
             base64::engine::general_purpose::STANDARD.encode(digest)
