@@ -231,6 +231,8 @@ fn photo_paths_stay_inside_the_photos_folder_and_only_regular_files_are_read() {
         ("fifo", "pipe.jpg"),
         ("zero", "/dev/zero"),
         ("huge", "huge.jpg"),
+        ("there", "../../../../../../etc/passwd"),
+        ("not-there", "../../../../../../etc/no-such-file"),
     ] {
         writeln!(csv, "{id},{},{path}", PAIR[0]).unwrap();
     }
@@ -265,6 +267,17 @@ fn photo_paths_stay_inside_the_photos_folder_and_only_regular_files_are_read() {
         error("huge").contains("larger than 50 MiB"),
         "{}",
         error("huge")
+    );
+    // Outside the folder, a file that is there and one that is not get the same answer, which
+    // names the path as the record wrote it, not where it leads.
+    assert_eq!(
+        error("there").replace("passwd", "X"),
+        error("not-there").replace("no-such-file", "X")
+    );
+    assert!(
+        error("there").starts_with("../../../../../../etc/passwd: outside the photos folder"),
+        "{}",
+        error("there")
     );
     // No photo from outside reached the report.
     let html = std::fs::read_to_string(folder.join("records-check/report.html")).unwrap();

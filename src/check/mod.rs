@@ -105,6 +105,9 @@ impl CheckInput {
         };
         let root = self.photos_root.as_ref().unwrap_or(&base);
         let root = root.canonicalize().map_err(|e| crate::Error::io(root, e))?;
+        // Canonical, so that a photo's path can be judged against the root before any file
+        // it names is looked at.
+        let base = base.canonicalize().map_err(|e| crate::Error::io(&base, e))?;
         Ok(PhotoSources {
             base,
             root,

@@ -284,6 +284,22 @@ impl Iterator for TableRecords {
     }
 }
 
+/// `path` with its `.` and `..` taken away as written, without looking at the file system.
+fn lexically_normal(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut normal = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::ParentDir => {
+                normal.pop();
+            }
+            Component::CurDir => {}
+            other => normal.push(other),
+        }
+    }
+    normal
+}
+
 /// A record's photo, ready for the model, with a thumbnail for the report or the queue.
 pub struct LoadedPhoto {
     pub pixels: Vec<u8>,
@@ -337,7 +353,7 @@ pub fn load_photo(
         (bytes, PathBuf::from(photo))
     } else {
         let path = sources.base.join(photo);
-        (read_local(&path, &sources.root)?, path)
+        (read_local(photo, &path, &sources.root)?, path)
     };
     let image = decode::image_from_bytes(&bytes, &origin).map_err(|e| e.to_string())?;
     let rgb = image.to_rgb8();
@@ -358,17 +374,25 @@ pub fn load_photo(
     })
 }
 
-/// The bytes of a photo file inside `root`: a path leading elsewhere (through `..` or a link),
+/// The bytes of the photo file `written` (a record's path, at `path` once joined to the
+/// records' folder) inside `root`: a path leading elsewhere (through `..` or a link),
 /// anything but a regular file (a FIFO would block, a device never end) and a file over the
-/// size limit are refused before reading.
-fn read_local(path: &Path, root: &Path) -> std::result::Result<Vec<u8>, String> {
-    let shown = path.display();
-    let real = path.canonicalize().map_err(|e| format!("{shown}: {e}"))?;
-    if !real.starts_with(root) {
-        return Err(format!(
+/// size limit are refused before reading. Messages name the path as the record wrote it, and
+/// a path outside the folder gets the same answer whether or not something is there.
+fn read_local(written: &str, path: &Path, root: &Path) -> std::result::Result<Vec<u8>, String> {
+    let shown = written;
+    let outside = || {
+        format!(
             "{shown}: outside the photos folder {}; photos must lie inside it (--photos-root names another)",
             root.display()
-        ));
+        )
+    };
+    if !lexically_normal(path).starts_with(root) {
+        return Err(outside());
+    }
+    let real = path.canonicalize().map_err(|e| format!("{shown}: {e}"))?;
+    if !real.starts_with(root) {
+        return Err(outside());
     }
     let metadata = std::fs::metadata(&real).map_err(|e| format!("{shown}: {e}"))?;
     if !metadata.is_file() {

@@ -97,11 +97,17 @@ pub fn non_public(ip: IpAddr) -> Option<&'static str> {
             }
         }
         IpAddr::V6(v6) => {
-            // An IPv4 address written as IPv6 (::ffff:a.b.c.d, NAT64 64:ff9b::a.b.c.d) is judged
-            // as the IPv4 address it reaches.
+            // An IPv4 address written as IPv6 (::ffff:a.b.c.d, NAT64 64:ff9b::a.b.c.d, and the
+            // deprecated IPv4-compatible ::a.b.c.d) is judged as the IPv4 address it reaches.
             let segments = v6.segments();
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return non_public(IpAddr::V4(v4));
+            }
+            if segments[..6] == [0; 6] && !v6.is_loopback() && !v6.is_unspecified() {
+                let [a, b, c, d] = v6.octets()[12..] else {
+                    unreachable!()
+                };
+                return non_public(IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, d)));
             }
             if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
                 let [a, b, c, d] = v6.octets()[12..] else {
@@ -435,6 +441,9 @@ mod tests {
             ("fe80::1", Some("link-local")),
             ("::ffff:127.0.0.1", Some("loopback")),
             ("64:ff9b::a00:1", Some("private")),
+            ("::127.0.0.1", Some("loopback")),
+            ("::10.0.0.1", Some("private")),
+            ("::169.254.169.254", Some("link-local")),
             ("8.8.8.8", None),
             ("151.101.1.1", None),
             ("2a00:1450:4009::1", None),
