@@ -281,7 +281,7 @@ fn a_killed_import_resumes_and_stores_every_record_exactly_once() {
 
 /// A validator and an admin.
 /// A sign-in as a test's only client, under the default limits: its session, if it opened one.
-async fn signed(
+async fn signed_in(
     db: &Database,
     name: &str,
     password: &str,
@@ -329,25 +329,25 @@ fn decisions_are_logged_never_overwritten_and_exported() {
             assert!(short.unwrap_err().to_string().contains("at least 10"));
 
             assert!(
-                signed(&db, "anna", "wrong password", 60)
+                signed_in(&db, "anna", "wrong password", 60)
                     .await
                     .unwrap()
                     .is_none()
             );
             assert!(
-                signed(&db, "nobody", "correct horse battery", 60)
+                signed_in(&db, "nobody", "correct horse battery", 60)
                     .await
                     .unwrap()
                     .is_none()
             );
-            let session = signed(&db, "anna", "correct horse battery", 60)
+            let session = signed_in(&db, "anna", "correct horse battery", 60)
                 .await
                 .unwrap()
                 .unwrap();
             let who = db.session(&session.token).await.unwrap().unwrap();
             assert_eq!((who.name.as_str(), who.role), ("anna", Role::Validator));
             assert!(db.session("forged").await.unwrap().is_none());
-            let expired = signed(&db, "bram", "another long password", -1)
+            let expired = signed_in(&db, "bram", "another long password", -1)
                 .await
                 .unwrap()
                 .unwrap();
@@ -678,11 +678,57 @@ fn user_add_reads_the_password_from_standard_input() {
     let (ok, err) = add("short", &["--replace"]);
     assert!(!ok && err.contains("at least 10"), "{err}");
     let signed = with_db(&db, async |db| {
-        signed(&db, "anna", "another good password", 60).await
+        signed_in(&db, "anna", "another good password", 60).await
     })
     .unwrap()
     .unwrap();
     assert_eq!(signed.user.role, Role::Admin);
+
+    // Listed, disabled (the open session ends, sign-in is refused), enabled, removed.
+    let user = |args: &[&str]| {
+        let mut all = vec!["user"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--database", &db]);
+        common::vlinder(&all)
+    };
+    let (ok, list, _) = user(&["list"]);
+    assert!(ok);
+    let row: Vec<&str> = list.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(
+        (row[0], row[1], row[3], row[4]),
+        ("anna", "admin", "no", "1"),
+        "{list}"
+    );
+    assert!(row[2].starts_with("20"), "{list}");
+    assert!(user(&["disable", "Anna"]).0);
+    with_db(&db, async |db: Database| {
+        assert!(
+            db.session(&signed.token).await.unwrap().is_none(),
+            "the session ended"
+        );
+        assert!(
+            signed_in(&db, "anna", "another good password", 60)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    });
+    let (_, list, _) = user(&["list"]);
+    assert!(list.contains(" yes "), "{list}");
+    assert!(user(&["enable", "anna"]).0);
+    with_db(&db, async |db: Database| {
+        assert!(
+            signed_in(&db, "anna", "another good password", 60)
+                .await
+                .unwrap()
+                .is_some()
+        );
+    });
+    assert!(user(&["remove", "anna"]).0);
+    let (ok, _, err) = user(&["remove", "anna"]);
+    assert!(!ok && err.contains("no such user"), "{err}");
+    let (_, list, _) = user(&["list"]);
+    assert_eq!(list.lines().count(), 1, "{list}");
 }
 
 /// An answer: status, headers we look at, body.

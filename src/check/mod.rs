@@ -107,7 +107,9 @@ impl CheckInput {
         let root = root.canonicalize().map_err(|e| crate::Error::io(root, e))?;
         // Canonical, so that a photo's path can be judged against the root before any file
         // it names is looked at.
-        let base = base.canonicalize().map_err(|e| crate::Error::io(&base, e))?;
+        let base = base
+            .canonicalize()
+            .map_err(|e| crate::Error::io(&base, e))?;
         Ok(PhotoSources {
             base,
             root,

@@ -63,6 +63,30 @@ impl Date {
         Ok(Date { year, month, day })
     }
 
+    /// The UTC date `seconds` after the Unix epoch (Howard Hinnant's days-to-civil
+    /// arithmetic), for dates vlinder itself recorded.
+    pub fn from_unix_seconds(seconds: i64) -> Result<Date, String> {
+        let z = seconds.div_euclid(86_400) + 719_468;
+        let era = z.div_euclid(146_097);
+        let day_of_era = z.rem_euclid(146_097);
+        let year_of_era =
+            (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+        let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+        let shifted_month = (5 * day_of_year + 2) / 153;
+        let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+        let month = if shifted_month < 10 {
+            shifted_month + 3
+        } else {
+            shifted_month - 9
+        };
+        let year = year_of_era + era * 400 + i64::from(month <= 2);
+        Date::new(
+            i32::try_from(year).map_err(|_| format!("year {year} is out of range"))?,
+            month as u32,
+            day as u32,
+        )
+    }
+
     /// Parses `text`: the date, then optionally `T` or spaces and a time (`10:30`, `10:30:00Z`,
     /// `10:30:00+02:00`), which is checked for its shape and otherwise ignored.
     pub fn parse(text: &str) -> Result<Date, String> {
@@ -106,6 +130,15 @@ impl Date {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unix_seconds_become_the_utc_date() {
+        let date = |s: i64| Date::from_unix_seconds(s).unwrap().to_string();
+        assert_eq!(date(0), "1970-01-01");
+        assert_eq!(date(951_782_400), "2000-02-29");
+        assert_eq!(date(1_796_688_000 - 1), "2026-12-07");
+        assert_eq!(date(1_796_688_000), "2026-12-08");
+    }
 
     #[test]
     fn the_forms_of_real_exports_parse_to_the_same_date() {

@@ -81,6 +81,8 @@ const MIGRATIONS: &[&[&str]] = &[
         "UPDATE users SET name = lower(name) WHERE NOT EXISTS \
          (SELECT 1 FROM users other WHERE other.name = lower(users.name) AND other.name <> users.name)",
         "DELETE FROM sessions",
+        // A disabled user keeps their name and decisions but cannot sign in.
+        "ALTER TABLE users ADD COLUMN disabled BIGINT NOT NULL DEFAULT 0",
         "CREATE TABLE sign_in_tries (
         subject TEXT PRIMARY KEY,
         tries BIGINT NOT NULL,

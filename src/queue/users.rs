@@ -52,6 +52,18 @@ pub struct SignedIn {
     pub csrf: String,
 }
 
+/// A user as `vlinder user list` shows them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct User {
+    pub name: String,
+    pub role: Role,
+    /// Seconds since the Unix epoch.
+    pub created_at: i64,
+    pub disabled: bool,
+    /// Sessions open now.
+    pub sessions: i64,
+}
+
 /// A new session: the cookie's token (shown once, stored hashed) and who it signs in.
 #[derive(Debug, Clone)]
 pub struct Session {
@@ -232,12 +244,7 @@ impl Database {
             ));
         }
         // A new password ends the sessions signed in with the old one.
-        sqlx::query("DELETE FROM sessions WHERE user_name = $1")
-            .bind(name)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| self.error("cannot end the user's sessions", e))?;
-        Ok(())
+        self.end_sessions(name).await
     }
 
     /// Counts a try against `subject` within `limits`' window, in one statement (concurrent
@@ -312,11 +319,12 @@ impl Database {
                 return Ok(SignInOutcome::TooManyTries { retry_after });
             }
         }
-        let row = sqlx::query("SELECT role, password_hash FROM users WHERE name = $1")
-            .bind(&name)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| self.error("cannot read users", e))?;
+        let row =
+            sqlx::query("SELECT role, password_hash FROM users WHERE name = $1 AND disabled = 0")
+                .bind(&name)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| self.error("cannot read users", e))?;
         let (role, stored) = match &row {
             Some(row) => (
                 row.try_get::<String, _>("role").unwrap_or_default(),
@@ -382,11 +390,85 @@ impl Database {
         Ok(SignInOutcome::Signed(session))
     }
 
+    /// Every user, by name.
+    pub async fn users(&self) -> Result<Vec<User>> {
+        let rows = sqlx::query(
+            "SELECT u.name AS name, u.role AS role, u.created_at AS created_at, u.disabled AS disabled, \
+             (SELECT COUNT(*) FROM sessions s WHERE s.user_name = u.name AND s.expires_at > $1) AS sessions \
+             FROM users u ORDER BY u.name",
+        )
+        .bind(now())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.error("cannot read users", e))?;
+        rows.iter()
+            .map(|row| -> std::result::Result<User, sqlx::Error> {
+                Ok(User {
+                    name: row.try_get("name")?,
+                    role: Role::parse(&row.try_get::<String, _>("role")?)
+                        .unwrap_or(Role::Validator),
+                    created_at: row.try_get("created_at")?,
+                    disabled: row.try_get::<i64, _>("disabled")? != 0,
+                    sessions: row.try_get("sessions")?,
+                })
+            })
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| self.error("cannot read users", e))
+    }
+
+    /// Disables (or enables again) a user: a disabled one cannot sign in, and their sessions
+    /// end; their name and decisions stay.
+    pub async fn set_disabled(&self, name: &str, disabled: bool) -> Result<()> {
+        let name = normalise_name(name);
+        let _turn = self.write_turn().await?;
+        let done = sqlx::query("UPDATE users SET disabled = $1 WHERE name = $2")
+            .bind(i64::from(disabled))
+            .bind(&name)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.error("cannot change the user", e))?;
+        if done.rows_affected() == 0 {
+            return Err(self.error(
+                &format!("user {name:?}"),
+                "no such user (vlinder user list names them)",
+            ));
+        }
+        self.end_sessions(&name).await
+    }
+
+    /// Removes a user and their sessions; the decisions they made keep their name.
+    pub async fn remove_user(&self, name: &str) -> Result<()> {
+        let name = normalise_name(name);
+        let _turn = self.write_turn().await?;
+        let done = sqlx::query("DELETE FROM users WHERE name = $1")
+            .bind(&name)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.error("cannot remove the user", e))?;
+        if done.rows_affected() == 0 {
+            return Err(self.error(
+                &format!("user {name:?}"),
+                "no such user (vlinder user list names them)",
+            ));
+        }
+        self.end_sessions(&name).await
+    }
+
+    async fn end_sessions(&self, name: &str) -> Result<()> {
+        sqlx::query("DELETE FROM sessions WHERE user_name = $1")
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.error("cannot end the user's sessions", e))?;
+        Ok(())
+    }
+
     /// Who a session token signs in, if it is known and has not expired.
     pub async fn session(&self, token: &str) -> Result<Option<SignedIn>> {
         let row = sqlx::query(
             "SELECT s.user_name AS name, s.csrf AS csrf, u.role AS role FROM sessions s \
-             JOIN users u ON u.name = s.user_name WHERE s.token_hash = $1 AND s.expires_at > $2",
+             JOIN users u ON u.name = s.user_name \
+             WHERE s.token_hash = $1 AND s.expires_at > $2 AND u.disabled = 0",
         )
         .bind(hashed(token))
         .bind(now())

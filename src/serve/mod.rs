@@ -426,6 +426,14 @@ pub async fn serve(
     mut stop: mpsc::UnboundedReceiver<()>,
 ) -> Result<()> {
     let app = app(config).await?;
+    // Said once the model and the database are open, so that it is true.
+    let at = listener
+        .local_addr()
+        .map_err(|e| Error::io(config.addr.to_string(), e))?;
+    eprintln!("serving {} on http://{at}", config.model.display());
+    if config.database.is_some() {
+        eprintln!("the review queue's page: http://{at}/queue");
+    }
     let header_timeout = Duration::from_secs(config.header_timeout_seconds);
     let slots = Arc::new(Semaphore::new(config.max_connections));
     let (closing, closing_seen) = watch::channel(false);
@@ -838,13 +846,6 @@ pub fn run(config: &ServeConfig) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(config.addr)
             .await
             .map_err(|e| Error::io(config.addr.to_string(), e))?;
-        eprintln!(
-            "serving {} on http://{}",
-            config.model.display(),
-            listener
-                .local_addr()
-                .map_err(|e| Error::io(config.addr.to_string(), e))?
-        );
         let (signals, stop) = mpsc::unbounded_channel();
         tokio::spawn(forward_signals(signals));
         serve(config, listener, stop).await

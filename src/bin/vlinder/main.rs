@@ -124,6 +124,29 @@ enum UserCommand {
         #[arg(long, default_value = queue::DEFAULT_DATABASE, value_name = "URL")]
         database: String,
     },
+    /// List the users: name, role, created, disabled or not, sessions open.
+    List {
+        #[arg(long, default_value = queue::DEFAULT_DATABASE, value_name = "URL")]
+        database: String,
+    },
+    /// Stop a user from signing in (their sessions end; their decisions stay).
+    Disable {
+        name: String,
+        #[arg(long, default_value = queue::DEFAULT_DATABASE, value_name = "URL")]
+        database: String,
+    },
+    /// Let a disabled user sign in again.
+    Enable {
+        name: String,
+        #[arg(long, default_value = queue::DEFAULT_DATABASE, value_name = "URL")]
+        database: String,
+    },
+    /// Remove a user (their sessions end; their decisions keep their name).
+    Remove {
+        name: String,
+        #[arg(long, default_value = queue::DEFAULT_DATABASE, value_name = "URL")]
+        database: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -570,6 +593,60 @@ fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
                 })
                 .with_context(|| format!("cannot add user {}", terminal_text(&name)))?;
             println!("{} can sign in as {}", terminal_text(&name), role.as_str());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::User(UserCommand::List { database }) => {
+            let users = queue::runtime()?
+                .block_on(async { queue::Database::open(&database).await?.users().await })
+                .context("cannot list the users")?;
+            println!(
+                "{:<24} {:<10} {:<12} {:<9} sessions",
+                "name", "role", "created", "disabled"
+            );
+            for u in users {
+                let created = vlinder::context::date::Date::from_unix_seconds(u.created_at)
+                    .map_or_else(|_| u.created_at.to_string(), |d| d.to_string());
+                println!(
+                    "{:<24} {:<10} {:<12} {:<9} {}",
+                    terminal_text(&u.name),
+                    u.role.as_str(),
+                    created,
+                    if u.disabled { "yes" } else { "no" },
+                    u.sessions
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::User(
+            ref command @ (UserCommand::Disable {
+                ref name,
+                ref database,
+            }
+            | UserCommand::Enable {
+                ref name,
+                ref database,
+            }
+            | UserCommand::Remove {
+                ref name,
+                ref database,
+            }),
+        ) => {
+            queue::runtime()?
+                .block_on(async {
+                    let db = queue::Database::open(database).await?;
+                    match command {
+                        UserCommand::Disable { .. } => db.set_disabled(name, true).await,
+                        UserCommand::Enable { .. } => db.set_disabled(name, false).await,
+                        _ => db.remove_user(name).await,
+                    }
+                })
+                .with_context(|| format!("cannot change user {}", terminal_text(name)))?;
+            let done = match command {
+                UserCommand::Disable { .. } => "is disabled; their sessions ended",
+                UserCommand::Enable { .. } => "can sign in again",
+                _ => "is removed; their sessions ended and their decisions keep their name",
+            };
+            println!("{} {done}", terminal_text(name));
             Ok(ExitCode::SUCCESS)
         }
         Command::Names(NamesCommand::Gbif(args)) => {
