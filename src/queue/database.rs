@@ -185,12 +185,17 @@ impl Database {
                     });
                 }
                 use std::os::unix::fs::OpenOptionsExt;
-                std::fs::OpenOptions::new()
+                match std::fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
                     .mode(0o600)
                     .open(path)
-                    .map_err(|e| Error::io(std::path::Path::new(path), e))?;
+                {
+                    // Another process (a shard) made it first: the same file.
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(Error::io(std::path::Path::new(path), e)),
+                }
             }
             (Engine::Sqlite, format!("sqlite://{path}?mode=rwc"))
         };

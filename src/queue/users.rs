@@ -8,7 +8,7 @@
 //! (each argon2 run holds 19 MiB), and an unknown name costs the same one hash as a known one.
 
 use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{self, PasswordHash, PasswordHasher, SaltString};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -118,12 +118,88 @@ pub enum SignInOutcome {
 }
 
 /// Password checks that may run at once, in the whole process: two per core, at least two.
+fn hashing_thread_count() -> usize {
+    (2 * std::thread::available_parallelism().map_or(1, |n| n.get())).max(2)
+}
+
 fn hashing_threads() -> &'static tokio::sync::Semaphore {
     static THREADS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
-    THREADS.get_or_init(|| {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        tokio::sync::Semaphore::new((2 * cores).max(2))
-    })
+    THREADS.get_or_init(|| tokio::sync::Semaphore::new(hashing_thread_count()))
+}
+
+/// Tries waiting for a hashing thread, in the whole process.
+static WAITING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A hashing thread, within `wait`: none when it stays busy that long, or at once when
+/// four tries a thread are waiting already, so that a flood of tries is refused quickly and
+/// the queue a real user joins stays short.
+async fn hashing_thread(
+    wait: std::time::Duration,
+) -> Option<tokio::sync::SemaphorePermit<'static>> {
+    use std::sync::atomic::Ordering;
+    let threads = hashing_threads();
+    if let Ok(permit) = threads.try_acquire() {
+        return Some(permit);
+    }
+    if WAITING.fetch_add(1, Ordering::SeqCst) >= 4 * hashing_thread_count() {
+        WAITING.fetch_sub(1, Ordering::SeqCst);
+        return None;
+    }
+    let permit = tokio::time::timeout(wait, threads.acquire()).await;
+    WAITING.fetch_sub(1, Ordering::SeqCst);
+    permit.ok()?.ok()
+}
+
+/// Argon2's working memory (19 MiB with the default parameters), one set of blocks per
+/// hashing thread, allocated once and kept: handed back to the allocator, which keeps large
+/// blocks for the network's tensors, each thread's arena would keep copies of its own.
+fn working_memory() -> &'static std::sync::Mutex<Vec<Vec<argon2::Block>>> {
+    static MEMORY: std::sync::OnceLock<std::sync::Mutex<Vec<Vec<argon2::Block>>>> =
+        std::sync::OnceLock::new();
+    MEMORY.get_or_init(|| std::sync::Mutex::new(Vec::new()))
+}
+
+/// Whether `password` gives `hash` (argon2 as `verify_password` does, the outputs compared in
+/// constant time), in one of the kept sets of working memory.
+fn verify(password: &[u8], hash: &PasswordHash) -> bool {
+    let (Some(salt), Some(expected)) = (&hash.salt, &hash.hash) else {
+        return false;
+    };
+    let (Ok(params), Ok(algorithm)) = (
+        argon2::Params::try_from(hash),
+        argon2::Algorithm::try_from(hash.algorithm),
+    ) else {
+        return false;
+    };
+    let version = match hash.version.map(argon2::Version::try_from).transpose() {
+        Ok(version) => version.unwrap_or_default(),
+        Err(_) => return false,
+    };
+    let mut salt_bytes = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_bytes) else {
+        return false;
+    };
+    let blocks = params.block_count();
+    let argon = Argon2::new(algorithm, version, params);
+    let mut memory = working_memory()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .pop()
+        .filter(|m| m.len() >= blocks)
+        .unwrap_or_else(|| vec![argon2::Block::default(); blocks]);
+    let mut computed = vec![0u8; expected.len()];
+    let hashed = argon.hash_password_into_with_memory(
+        password,
+        salt,
+        &mut computed,
+        &mut memory[..blocks],
+    );
+    working_memory()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(memory);
+    hashed.is_ok()
+        && password_hash::Output::new(&computed).is_ok_and(|computed| computed == *expected)
 }
 
 /// A hash of a password no one has, with the parameters real hashes get: an unknown name is
@@ -333,9 +409,7 @@ impl Database {
             ),
             None => (String::new(), String::new()),
         };
-        let Ok(Ok(_thread)) =
-            tokio::time::timeout(limits.hashing_wait, hashing_threads().acquire()).await
-        else {
+        let Some(_thread) = hashing_thread(limits.hashing_wait).await else {
             return Ok(SignInOutcome::Busy);
         };
         let verified = {
@@ -345,10 +419,7 @@ impl Database {
                 let hash = known.clone().unwrap_or_else(|| {
                     PasswordHash::new(dummy_hash()).expect("the dummy hash parses")
                 });
-                Argon2::default()
-                    .verify_password(password.as_bytes(), &hash)
-                    .is_ok()
-                    && known.is_some()
+                verify(password.as_bytes(), &hash) && known.is_some()
             })
             .await
             .unwrap_or(false)
