@@ -2,7 +2,8 @@
 //! clients try wrong passwords for made-up names as fast as the server answers, for SECONDS
 //! (30), each try from another 127.x.y.z address (as a botnet would: the per-address limit
 //! never stops them, so every try reaches the password check). Meanwhile a validator signs in
-//! with her right password once a second from her own address. Reports the server's peak
+//! with her right password once a second from her own address, from a browser that signed in
+//! before the attack (it shows its device cookie). Reports the server's peak
 //! memory, the attackers' answers by status, and the validator's sign-in times (p50, p99, max)
 //! and how many got in. Then, in this process, the time to refuse a wrong password for a name
 //! that exists and for one that does not (interleaved, median of 40 each): they should be equal.
@@ -25,24 +26,36 @@ const ATTACKERS: usize = 250;
 const SECONDS: u64 = 30;
 const PASSWORD: &str = "anna has a long password";
 
-/// One sign-in from the local address `from`: the answer's status, or 0 when the connection
-/// failed.
-async fn sign_in(from: std::net::Ipv4Addr, server: SocketAddr, name: &str, password: &str) -> u16 {
+/// One sign-in from the local address `from`, with the device cookie `device` if given: the
+/// answer's status (0 when the connection failed) and the device cookie it set, if any.
+async fn sign_in(
+    from: std::net::Ipv4Addr,
+    server: SocketAddr,
+    name: &str,
+    password: &str,
+    device: Option<&str>,
+) -> (u16, Option<String>) {
     let attempt = async {
         let socket = tokio::net::TcpSocket::new_v4().ok()?;
         socket.bind(SocketAddr::new(from.into(), 0)).ok()?;
         let mut stream = socket.connect(server).await.ok()?;
         let body = format!(r#"{{"name":"{name}","password":"{password}"}}"#);
         let request = format!(
-            "POST /v1/session HTTP/1.1\r\nHost: {server}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
+            "POST /v1/session HTTP/1.1\r\nHost: {server}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{}Connection: close\r\n\r\n{body}",
+            body.len(),
+            device.map_or(String::new(), |d| format!("Cookie: vlinder_device={d}\r\n"))
         );
         stream.write_all(request.as_bytes()).await.ok()?;
         let mut answer = Vec::new();
         stream.read_to_end(&mut answer).await.ok()?;
-        std::str::from_utf8(answer.get(9..12)?).ok()?.parse().ok()
+        let answer = String::from_utf8_lossy(&answer).to_string();
+        let device = answer
+            .lines()
+            .filter_map(|l| l.strip_prefix("set-cookie: vlinder_device="))
+            .find_map(|v| v.split(';').next().map(str::to_string));
+        Some((answer.get(9..12)?.parse().ok()?, device))
     };
-    attempt.await.unwrap_or(0)
+    attempt.await.unwrap_or((0, None))
 }
 
 fn peak_memory_mib(pid: u32) -> f64 {
@@ -125,8 +138,14 @@ fn main() {
                             (n >> 8) as u8,
                             n as u8,
                         );
-                        let status =
-                            sign_in(from, addr, &format!("user{a}x{n}"), "not the password").await;
+                        let (status, _) = sign_in(
+                            from,
+                            addr,
+                            &format!("user{a}x{n}"),
+                            "not the password",
+                            None,
+                        )
+                        .await;
                         let slot = match status {
                             401 => 0,
                             429 => 1,
@@ -142,15 +161,13 @@ fn main() {
             .collect();
         let mut times = Vec::new();
         let mut signed_in = 0;
+        // Her browser has signed in before: it shows its device cookie.
+        let anna = std::net::Ipv4Addr::new(127, 0, 0, 9);
+        let (_, device) = sign_in(anna, addr, "anna", PASSWORD, None).await;
+        let device = device.expect("a device cookie");
         while Instant::now() < deadline {
             let start = Instant::now();
-            let status = sign_in(
-                std::net::Ipv4Addr::new(127, 0, 0, 9),
-                addr,
-                "anna",
-                PASSWORD,
-            )
-            .await;
+            let (status, _) = sign_in(anna, addr, "anna", PASSWORD, Some(&device)).await;
             times.push(start.elapsed().as_secs_f64());
             signed_in += usize::from(status == 200);
             tokio::time::sleep(Duration::from_secs(1).saturating_sub(start.elapsed())).await;
@@ -194,7 +211,7 @@ fn main() {
             for (name, times) in [("anna", &mut known), ("nobody", &mut unknown)] {
                 let start = Instant::now();
                 let outcome = db
-                    .sign_in(name, "wrong password", "bench", &limits, 60)
+                    .sign_in(name, "wrong password", "bench", None, &limits, 60)
                     .await
                     .unwrap();
                 assert!(matches!(outcome, SignInOutcome::Refused));

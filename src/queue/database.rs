@@ -83,6 +83,13 @@ const MIGRATIONS: &[&[&str]] = &[
         "DELETE FROM sessions",
         // A disabled user keeps their name and decisions but cannot sign in.
         "ALTER TABLE users ADD COLUMN disabled BIGINT NOT NULL DEFAULT 0",
+        // Browsers a user signed in from (a long-lived cookie's token, hashed): their tries
+        // are not held back by the limits an attacker's tries run into.
+        "CREATE TABLE devices (
+        token_hash TEXT PRIMARY KEY,
+        user_name TEXT NOT NULL,
+        expires_at BIGINT NOT NULL
+    )",
         "CREATE TABLE sign_in_tries (
         subject TEXT PRIMARY KEY,
         tries BIGINT NOT NULL,

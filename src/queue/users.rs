@@ -6,6 +6,9 @@
 //! concurrent tries, server replicas and restarts all share the count), per name and client,
 //! per name, and per client; a password is checked by at most a few hashing threads at once
 //! (each argon2 run holds 19 MiB), and an unknown name costs the same one hash as a known one.
+//! A browser that signed in before shows a device cookie (OWASP's "device cookies"): its tries
+//! skip those limits, which an attacker elsewhere may have used up, and have a hashing thread
+//! of their own, so that its owner gets in during an attack.
 
 use argon2::Argon2;
 use argon2::password_hash::{self, PasswordHash, PasswordHasher, SaltString};
@@ -70,7 +73,15 @@ pub struct Session {
     pub token: String,
     pub user: SignedIn,
     pub expires_at: i64,
+    /// A new device token for the browser to keep (see the module's doc), when it showed none
+    /// valid for this user.
+    pub device: Option<String>,
 }
+
+/// How long a device token is good for, in seconds.
+pub const DEVICE_SECONDS: i64 = 90 * 24 * 3600;
+/// Wrong passwords a device may send within the window before its tries count as anyone's.
+const DEVICE_TRIES: i64 = 5;
 
 /// The fewest characters other than white space a password must have.
 pub const MIN_PASSWORD: usize = 10;
@@ -127,27 +138,37 @@ fn hashing_threads() -> &'static tokio::sync::Semaphore {
     THREADS.get_or_init(|| tokio::sync::Semaphore::new(hashing_thread_count()))
 }
 
-/// Tries waiting for a hashing thread, in the whole process.
-static WAITING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// The hashing thread kept for browsers with a device token, beside the others.
+fn device_thread() -> &'static tokio::sync::Semaphore {
+    static THREAD: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+    &THREAD
+}
 
-/// A hashing thread, within `wait`: none when it stays busy that long, or at once when
-/// four tries a thread are waiting already, so that a flood of tries is refused quickly and
-/// the queue a real user joins stays short.
+/// Sign-in tries past the gate at once, in the whole process (four a hashing thread): the
+/// rest are refused as busy before they touch the database.
+static ADMITTED: std::sync::LazyLock<tokio::sync::Semaphore> =
+    std::sync::LazyLock::new(|| tokio::sync::Semaphore::new(4 * hashing_thread_count()));
+/// The way in for tries with a device cookie once the gate is full: one at a time.
+static DEVICE_DOOR: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
+/// A hashing thread, within `wait` (none when it stays busy that long); a try with a device
+/// cookie may take the thread kept for those.
 async fn hashing_thread(
     wait: std::time::Duration,
+    device: bool,
 ) -> Option<tokio::sync::SemaphorePermit<'static>> {
-    use std::sync::atomic::Ordering;
-    let threads = hashing_threads();
-    if let Ok(permit) = threads.try_acquire() {
+    if let Ok(permit) = hashing_threads().try_acquire() {
         return Some(permit);
     }
-    if WAITING.fetch_add(1, Ordering::SeqCst) >= 4 * hashing_thread_count() {
-        WAITING.fetch_sub(1, Ordering::SeqCst);
-        return None;
-    }
-    let permit = tokio::time::timeout(wait, threads.acquire()).await;
-    WAITING.fetch_sub(1, Ordering::SeqCst);
-    permit.ok()?.ok()
+    let threads = if device {
+        device_thread()
+    } else {
+        hashing_threads()
+    };
+    tokio::time::timeout(wait, threads.acquire())
+        .await
+        .ok()?
+        .ok()
 }
 
 /// Argon2's working memory (19 MiB with the default parameters), one set of blocks per
@@ -188,12 +209,8 @@ fn verify(password: &[u8], hash: &PasswordHash) -> bool {
         .filter(|m| m.len() >= blocks)
         .unwrap_or_else(|| vec![argon2::Block::default(); blocks]);
     let mut computed = vec![0u8; expected.len()];
-    let hashed = argon.hash_password_into_with_memory(
-        password,
-        salt,
-        &mut computed,
-        &mut memory[..blocks],
-    );
+    let hashed =
+        argon.hash_password_into_with_memory(password, salt, &mut computed, &mut memory[..blocks]);
     working_memory()
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -323,6 +340,23 @@ impl Database {
         self.end_sessions(name).await
     }
 
+    /// Forgets tries whose window has passed, at most once a minute in this process.
+    async fn clear_old_tries(&self, window: i64) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        static LAST: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+        let now = now();
+        if now - LAST.swap(now, Ordering::Relaxed) < 60 {
+            return Ok(());
+        }
+        let _turn = self.write_turn().await?;
+        sqlx::query("DELETE FROM sign_in_tries WHERE window_start <= $1")
+            .bind(now - window)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.error("cannot clear old sign-in tries", e))?;
+        Ok(())
+    }
+
     /// Counts a try against `subject` within `limits`' window, in one statement (concurrent
     /// tries each get their own count); the seconds until it may try again when it is over
     /// `limit`.
@@ -362,37 +396,61 @@ impl Database {
         name: &str,
         password: &str,
         client: &str,
+        device: Option<&str>,
         limits: &SignInLimits,
         lifetime_seconds: i64,
     ) -> Result<SignInOutcome> {
         let window = limits.window_seconds;
-        {
-            let _turn = self.write_turn().await?;
-            sqlx::query("DELETE FROM sign_in_tries WHERE window_start <= $1")
-                .bind(now() - window)
-                .execute(&self.pool)
-                .await
-                .map_err(|e| self.error("cannot clear old sign-in tries", e))?;
+        let name = normalise_name(name);
+        // Tries beyond the gate are refused before any work; a browser with a device cookie
+        // may still come in through its own narrow door, which a forged cookie passes no
+        // further than one lookup.
+        let (_admitted, at_the_door) = match ADMITTED.try_acquire() {
+            Ok(permit) => (permit, false),
+            Err(_) => match (
+                device,
+                tokio::time::timeout(limits.hashing_wait, DEVICE_DOOR.acquire()).await,
+            ) {
+                (Some(_), Ok(Ok(permit))) => (permit, true),
+                _ => return Ok(SignInOutcome::Busy),
+            },
+        };
+        self.clear_old_tries(window).await?;
+        // A device this user signed in from, still within its own few tries.
+        let device = match device {
+            Some(token) if self.device_of(token).await?.as_deref() == Some(name.as_str()) => {
+                let subject = format!("device {}", hashed(token));
+                self.count_try(&subject, DEVICE_TRIES, window)
+                    .await?
+                    .is_none()
+                    .then(|| token.to_string())
+            }
+            _ => None,
+        };
+        if device.is_none() && at_the_door {
+            return Ok(SignInOutcome::Busy);
         }
-        if let Some(retry_after) = self
-            .count_try(&format!("client {client}"), limits.per_client, window)
-            .await?
+        if device.is_none()
+            && let Some(retry_after) = self
+                .count_try(&format!("client {client}"), limits.per_client, window)
+                .await?
         {
             return Ok(SignInOutcome::TooManyTries { retry_after });
         }
-        let name = normalise_name(name);
         // A name no user can have is refused without a hash: it tells nothing about users.
         if validate_name(&name).is_err() {
             return Ok(SignInOutcome::Refused);
         }
         let by_both = format!("name {name} client {client}");
         let by_name = format!("name {name}");
-        for (subject, limit) in [
-            (&by_both, limits.per_name_and_client),
-            (&by_name, limits.per_name),
-        ] {
-            if let Some(retry_after) = self.count_try(subject, limit, window).await? {
-                return Ok(SignInOutcome::TooManyTries { retry_after });
+        if device.is_none() {
+            for (subject, limit) in [
+                (&by_both, limits.per_name_and_client),
+                (&by_name, limits.per_name),
+            ] {
+                if let Some(retry_after) = self.count_try(subject, limit, window).await? {
+                    return Ok(SignInOutcome::TooManyTries { retry_after });
+                }
             }
         }
         let row =
@@ -409,7 +467,7 @@ impl Database {
             ),
             None => (String::new(), String::new()),
         };
-        let Some(_thread) = hashing_thread(limits.hashing_wait).await else {
+        let Some(_thread) = hashing_thread(limits.hashing_wait, device.is_some()).await else {
             return Ok(SignInOutcome::Busy);
         };
         let verified = {
@@ -435,11 +493,33 @@ impl Database {
                 csrf: token(),
             },
             expires_at: now() + lifetime_seconds,
+            device: device.is_none().then(token),
         };
         let _turn = self.write_turn().await?;
-        sqlx::query("DELETE FROM sign_in_tries WHERE subject = $1 OR subject = $2")
+        if let Some(new) = &session.device {
+            sqlx::query(
+                "INSERT INTO devices (token_hash, user_name, expires_at) VALUES ($1, $2, $3)",
+            )
+            .bind(hashed(new))
+            .bind(&name)
+            .bind(now() + DEVICE_SECONDS)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.error("cannot store the device", e))?;
+        }
+        sqlx::query("DELETE FROM devices WHERE expires_at < $1")
+            .bind(now())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.error("cannot clear old devices", e))?;
+        // A success clears the counts it was under, its device's too.
+        let by_device = device
+            .as_deref()
+            .map_or(String::new(), |token| format!("device {}", hashed(token)));
+        sqlx::query("DELETE FROM sign_in_tries WHERE subject = $1 OR subject = $2 OR subject = $3")
             .bind(&by_both)
             .bind(&by_name)
+            .bind(&by_device)
             .execute(&self.pool)
             .await
             .map_err(|e| self.error("cannot clear the sign-in tries", e))?;
@@ -525,13 +605,28 @@ impl Database {
         self.end_sessions(&name).await
     }
 
+    /// Ends the user's sessions and forgets their devices.
     async fn end_sessions(&self, name: &str) -> Result<()> {
-        sqlx::query("DELETE FROM sessions WHERE user_name = $1")
-            .bind(name)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| self.error("cannot end the user's sessions", e))?;
+        for table in ["sessions", "devices"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE user_name = $1"))
+                .bind(name)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| self.error("cannot end the user's sessions", e))?;
+        }
         Ok(())
+    }
+
+    /// The user a device token was given to, if it has not expired.
+    async fn device_of(&self, token: &str) -> Result<Option<String>> {
+        let row =
+            sqlx::query("SELECT user_name FROM devices WHERE token_hash = $1 AND expires_at > $2")
+                .bind(hashed(token))
+                .bind(now())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| self.error("cannot read devices", e))?;
+        Ok(row.and_then(|r| r.try_get("user_name").ok()))
     }
 
     /// Who a session token signs in, if it is known and has not expired.

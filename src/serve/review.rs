@@ -28,6 +28,8 @@ use crate::queue::{
 
 /// The session cookie's name.
 const COOKIE: &str = "vlinder_session";
+/// The device cookie's name (see [`crate::queue::users`]).
+const DEVICE_COOKIE: &str = "vlinder_device";
 /// The longest comment kept with a decision.
 const MAX_COMMENT: usize = 2000;
 
@@ -88,6 +90,11 @@ pub struct Validator {
 }
 
 fn session_token(headers: &HeaderMap) -> Option<String> {
+    cookie(headers, COOKIE)
+}
+
+/// The value of the cookie `wanted`, if the request has one.
+fn cookie(headers: &HeaderMap, wanted: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -95,7 +102,7 @@ fn session_token(headers: &HeaderMap) -> Option<String> {
         .flat_map(|v| v.split(';'))
         .find_map(|pair| {
             let (name, value) = pair.trim().split_once('=')?;
-            (name == COOKIE && !value.is_empty()).then(|| value.to_string())
+            (name == wanted && !value.is_empty()).then(|| value.to_string())
         })
 }
 
@@ -254,16 +261,19 @@ fn session_answer(
 pub async fn sign_in(
     State(state): State<Arc<AppState>>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     request: Result<Json<SignIn>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let review = review(&state)?;
     let request = json_body(request)?;
+    let device = cookie(&headers, DEVICE_COOKIE);
     let outcome = review
         .database
         .sign_in(
             &request.name,
             &request.password,
             &client.ip().to_canonical().to_string(),
+            device.as_deref(),
             &review.limits,
             review.session_seconds,
         )
@@ -313,6 +323,21 @@ pub async fn sign_in(
         header::SET_COOKIE,
         review.cookie(&session.token, review.session_seconds),
     );
+    if let Some(device) = &session.device {
+        let secure = if review.secure_cookies {
+            "; Secure"
+        } else {
+            ""
+        };
+        response.headers_mut().append(
+            header::SET_COOKIE,
+            HeaderValue::from_str(&format!(
+                "{DEVICE_COOKIE}={device}; HttpOnly; SameSite=Strict; Path=/v1/session; Max-Age={}{secure}",
+                crate::queue::users::DEVICE_SECONDS
+            ))
+            .expect("a hex token is a valid header"),
+        );
+    }
     Ok(response)
 }
 
