@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Peak memory (and time) of `vlinder queue import` on a zipped Darwin Core Archive of N records
 # (default 100,000) against the same records as a CSV, with every photo fetched from a web server
-# on 127.0.0.1 (Python's http.server): one to three photos a record, 1.5 on average, in a Simple
+# on 127.0.0.1 (Python's http.server): one to three photos a record, 1.75 on average, in a Simple
 # Multimedia extension, the core in GBIF's layout (tab-separated, occurrenceID, scientificName,
 # eventDate). The model is a quick recipe model on the sample (the network is not what is
 # measured). Needs target/release/vlinder (or VLINDER) and python3.
