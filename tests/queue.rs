@@ -1573,3 +1573,94 @@ fn hostile_requests_get_the_documented_json_errors_and_answers_are_not_cached_or
         }
     }
 }
+
+#[test]
+fn a_user_has_at_most_twenty_sessions_and_the_oldest_end_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = databases(tmp.path(), "sessions").remove(0);
+    with_db(&url, async |db: Database| {
+        add_anna_and_bram(db.clone()).await;
+        let mut tokens = Vec::new();
+        for lifetime in 100..122 {
+            let session = signed_in(&db, "anna", "correct horse battery", lifetime)
+                .await
+                .unwrap()
+                .unwrap();
+            tokens.push(session.token);
+        }
+        let open = db.users().await.unwrap();
+        assert_eq!(open[0].sessions, vlinder::queue::users::MAX_SESSIONS);
+        // The two that expire first ended; the newest still sign in.
+        for (i, token) in tokens.iter().enumerate() {
+            assert_eq!(
+                db.session(token).await.unwrap().is_some(),
+                i >= 2,
+                "session {i}"
+            );
+        }
+    });
+}
+
+#[test]
+fn a_locked_database_is_a_503_before_the_request_deadline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let records = records(tmp.path(), 3);
+    let url = databases(tmp.path(), "locked").remove(0);
+    import(&import_config(&records, &url)).unwrap();
+    with_db(&url, add_anna_and_bram);
+    let server = common::Server::with(vlinder::serve::ServeConfig {
+        model: model().1.clone(),
+        addr: "127.0.0.1:0".parse().unwrap(),
+        database: Some(url.clone()),
+        ..Default::default()
+    });
+    let at = |path: &str| server.url(path);
+    let signed = call(
+        "POST",
+        &at("/v1/session"),
+        None,
+        None,
+        Some(serde_json::json!({"name": "anna", "password": "correct horse battery"})),
+        None,
+    );
+    let cookie = signed
+        .cookie
+        .clone()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let csrf = signed.json()["csrf"].as_str().unwrap().to_string();
+    // Another program holds the file's write lock.
+    let runtime = vlinder::queue::runtime().unwrap();
+    let mut holder = runtime.block_on(async {
+        use sqlx::Connection;
+        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{url}"))
+            .await
+            .unwrap();
+        sqlx::query("BEGIN EXCLUSIVE")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn
+    });
+    let started = std::time::Instant::now();
+    let refused = call(
+        "POST",
+        &at("/v1/records/r001/decisions"),
+        Some(&cookie),
+        Some(&csrf),
+        Some(serde_json::json!({"decision": "confirm", "replaces": 0})),
+        None,
+    );
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert_eq!(refused.json()["error"]["code"], "database");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "before the 30 s deadline"
+    );
+    runtime.block_on(async {
+        sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    });
+}

@@ -78,6 +78,9 @@ pub struct Session {
     pub device: Option<String>,
 }
 
+/// Sessions one user may have open; signing in again ends the oldest.
+pub const MAX_SESSIONS: i64 = 20;
+
 /// How long a device token is good for, in seconds.
 pub const DEVICE_SECONDS: i64 = 90 * 24 * 3600;
 /// Wrong passwords a device may send within the window before its tries count as anyone's.
@@ -538,6 +541,18 @@ impl Database {
         .execute(&self.pool)
         .await
         .map_err(|e| self.error("cannot store the session", e))?;
+        // A user's sessions beyond the newest MAX_SESSIONS end: a stolen password cannot open
+        // sessions without end, nor a script that signs in each time it runs.
+        sqlx::query(
+            "DELETE FROM sessions WHERE user_name = $1 AND token_hash NOT IN \
+             (SELECT token_hash FROM sessions WHERE user_name = $1 \
+              ORDER BY expires_at DESC, token_hash LIMIT $2)",
+        )
+        .bind(&name)
+        .bind(MAX_SESSIONS)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.error("cannot end old sessions", e))?;
         Ok(SignInOutcome::Signed(session))
     }
 

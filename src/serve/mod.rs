@@ -340,6 +340,11 @@ pub async fn app(config: &ServeConfig) -> Result<Router> {
         .route("/v1/records/{id}/photo", get(review::photo))
         .route("/v1/records/{id}/photos/{seq}", get(review::nth_photo))
         .route("/v1/records/{id}/decisions", post(review::decide))
+        // The same with the id in the query, for ids such as `.` and `..`.
+        .route("/v1/record", get(review::record_by_query))
+        .route("/v1/record/photo", get(review::photo_by_query))
+        .route("/v1/record/photos/{seq}", get(review::nth_photo_by_query))
+        .route("/v1/record/decisions", post(review::decide_by_query))
         .route("/v1/export", get(review::export_csv))
         .fallback(|| async {
             ApiError::new(

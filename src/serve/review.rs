@@ -486,6 +486,60 @@ fn no_such_record(id: &str) -> ApiError {
     )
 }
 
+/// A record named in the query (`?id=`), for the ids a URL path cannot carry: a browser
+/// takes `.` and `..` (written so or as `%2E`) for steps between folders.
+#[derive(Debug, Deserialize)]
+pub struct RecordId {
+    id: String,
+}
+
+fn record_id(q: Result<Query<RecordId>, QueryRejection>) -> Result<String, ApiError> {
+    q.map(|Query(q)| q.id).map_err(|why| {
+        bad_request(
+            "bad_query",
+            format!("{}; name the record as ?id=", why.body_text()),
+        )
+    })
+}
+
+/// `GET /v1/record?id=`: the same as `GET /v1/records/{id}`.
+pub async fn record_by_query(
+    state: State<Arc<AppState>>,
+    who: Validator,
+    q: Result<Query<RecordId>, QueryRejection>,
+) -> Result<Json<RecordView>, ApiError> {
+    record(state, who, Path(record_id(q)?)).await
+}
+
+/// `GET /v1/record/photo?id=`: the same as `GET /v1/records/{id}/photo`.
+pub async fn photo_by_query(
+    state: State<Arc<AppState>>,
+    who: Validator,
+    q: Result<Query<RecordId>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    photo(state, who, Path(record_id(q)?)).await
+}
+
+/// `GET /v1/record/photos/{seq}?id=`: the same as `GET /v1/records/{id}/photos/{seq}`.
+pub async fn nth_photo_by_query(
+    state: State<Arc<AppState>>,
+    who: Validator,
+    Path(seq): Path<u32>,
+    q: Result<Query<RecordId>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    nth_photo(state, who, Path((record_id(q)?, seq))).await
+}
+
+/// `POST /v1/record/decisions?id=`: the same as `POST /v1/records/{id}/decisions`.
+pub async fn decide_by_query(
+    state: State<Arc<AppState>>,
+    who: Validator,
+    q: Result<Query<RecordId>, QueryRejection>,
+    new: Result<Json<NewDecision>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    decide(state, who, Path(record_id(q)?), new).await
+}
+
 /// `GET /v1/records/{id}`: everything the model said and every decision.
 pub async fn record(
     State(state): State<Arc<AppState>>,

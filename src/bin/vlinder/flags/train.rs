@@ -247,7 +247,7 @@ mod tests {
             "--label-smoothing",
             "0.1",
             "--fine-tune",
-            "6",
+            "5",
             "--fine-tune-epochs",
             "8",
             "--fine-tune-learning-rate",
@@ -265,7 +265,7 @@ mod tests {
         assert_eq!((smaller.model.image_size, smaller.model.focus), (224, None));
         assert_eq!(smaller.model.resize, ResizeFilter::Bilinear);
         assert!(smaller.model.mirror);
-        assert_eq!((smaller.fine_tune, smaller.fine_tune_epochs), (6, 8));
+        assert_eq!((smaller.fine_tune, smaller.fine_tune_epochs), (5, 8));
         smaller.validate().unwrap();
 
         // Looking twice leaves the backbone frozen, and with it every fine-tuning option.
