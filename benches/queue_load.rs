@@ -7,11 +7,11 @@
 //! `cargo bench --bench queue_load [-- RECORDS [DATABASE_URL]]` (default: a SQLite file in a
 //! temporary folder).
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+mod common;
 
 use rand::{Rng, SeedableRng};
 use vlinder::check::records::Record;
@@ -41,28 +41,10 @@ fn main() {
         .get(1)
         .cloned()
         .unwrap_or_else(|| tmp.join("queue.db").display().to_string());
-    let exe = PathBuf::from(env!("CARGO_BIN_EXE_vlinder"));
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
 
-    // A tiny model of the sample's three species, for the server to load.
     let model = tmp.join("model");
-    let trained = Command::new(&exe)
-        .args(["train", "--data"])
-        .arg(repo.join("assets/sample"))
-        .args([
-            "--epochs",
-            "1",
-            "--image-size",
-            "24",
-            "--no-augment",
-            "--out",
-        ])
-        .arg(&model)
-        .stderr(Stdio::null())
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(trained.success());
+    common::quick_model(&model);
 
     let runtime = vlinder::queue::runtime().unwrap();
     let thumbnail = {
@@ -111,25 +93,8 @@ fn main() {
         records as f64 / fill_seconds
     );
 
-    let mut server = Command::new(&exe)
-        .args(["serve", "--model"])
-        .arg(&model)
-        .args(["--database", &url, "--addr", "127.0.0.1:0"])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(server.stderr.take().unwrap()).lines();
-    let base = loop {
-        let line = lines
-            .next()
-            .expect("the server says where it listens")
-            .unwrap();
-        if let Some(at) = line.split(" on ").nth(1) {
-            break at.trim().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let (mut server, addr) = common::queue_server(&model, &url);
+    let base = format!("http://{addr}");
 
     let pages = Mutex::new(Vec::new());
     let decisions = Mutex::new(Vec::new());
@@ -150,7 +115,7 @@ fn main() {
             other += o;
         }
     });
-    let peak = peak_memory_mib(server.id());
+    let peak = common::peak_memory_mib(server.id());
     let _ = server.kill();
     let _ = server.wait();
 
@@ -337,15 +302,4 @@ fn validator(
 
 fn json(body: &mut ureq::Body) -> serde_json::Value {
     serde_json::from_str(&body.read_to_string().unwrap()).unwrap()
-}
-
-fn peak_memory_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
 }

@@ -10,13 +10,12 @@
 //!
 //! `cargo bench --bench sign_in_load`
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+mod common;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use vlinder::queue::users::{SignInLimits, SignInOutcome};
@@ -58,39 +57,11 @@ async fn sign_in(
     attempt.await.unwrap_or((0, None))
 }
 
-fn peak_memory_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 fn main() {
     let tmp = std::env::temp_dir().join(format!("vlinder-sign-in-load-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
-    let exe = PathBuf::from(env!("CARGO_BIN_EXE_vlinder"));
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let model = tmp.join("model");
-    let trained = Command::new(&exe)
-        .args(["train", "--data"])
-        .arg(repo.join("assets/sample"))
-        .args([
-            "--epochs",
-            "1",
-            "--image-size",
-            "24",
-            "--no-augment",
-            "--out",
-        ])
-        .arg(&model)
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(trained.success());
+    common::quick_model(&model);
     let url = tmp.join("queue.db").display().to_string();
     let runtime = vlinder::queue::runtime().unwrap();
     runtime.block_on(async {
@@ -100,26 +71,8 @@ fn main() {
             .unwrap();
     });
 
-    let mut server = Command::new(&exe)
-        .args(["serve", "--model"])
-        .arg(&model)
-        .args(["--database", &url, "--addr", "127.0.0.1:0"])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(server.stderr.take().unwrap()).lines();
-    let addr: SocketAddr = loop {
-        let line = lines
-            .next()
-            .expect("the server says where it listens")
-            .unwrap();
-        if let Some(at) = line.split(" on http://").nth(1) {
-            break at.trim().parse().unwrap();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    let before = peak_memory_mib(server.id());
+    let (mut server, addr) = common::queue_server(&model, &url);
+    let before = common::peak_memory_mib(server.id());
 
     let statuses: Arc<[AtomicU64; 6]> = Arc::new(Default::default());
     let (anna_times, anna_in) = runtime.block_on(async {
@@ -177,7 +130,7 @@ fn main() {
         }
         (times, signed_in)
     });
-    let peak = peak_memory_mib(server.id());
+    let peak = common::peak_memory_mib(server.id());
     let _ = server.kill();
     let _ = server.wait();
     let mut times = anna_times;

@@ -792,13 +792,7 @@ fn validators_sign_in_decide_over_http_and_the_second_is_told() {
     for url in databases(tmp.path(), "http") {
         import(&import_config(&records, &url)).unwrap();
         with_db(&url, add_anna_and_bram);
-        let config = vlinder::serve::ServeConfig {
-            model: model().1.clone(),
-            addr: "127.0.0.1:0".parse().unwrap(),
-            database: Some(url.clone()),
-            ..Default::default()
-        };
-        let server = common::Server::with(config);
+        let server = queue_server(&url);
         let at = |path: &str| server.url(path);
 
         // The page speaks the browser's language; the API wants a session.
@@ -926,13 +920,7 @@ fn validators_sign_in_decide_over_http_and_the_second_is_told() {
         // anna, once her lockout is over (a new server forgets it), decides the same record
         // from the page she loaded before: 409 with bram's decision.
         let _ = server.shutdown();
-        let config = vlinder::serve::ServeConfig {
-            model: model().1.clone(),
-            addr: "127.0.0.1:0".parse().unwrap(),
-            database: Some(url.clone()),
-            ..Default::default()
-        };
-        let server = common::Server::with(config);
+        let server = queue_server(&url);
         let at = |path: &str| server.url(path);
         let anna_signs_in = || {
             call(
@@ -1133,12 +1121,7 @@ fn every_photo_of_a_record_is_kept_and_served() {
         config.input.columns.date_column = None;
         import(&config).unwrap();
         with_db(&url, add_anna_and_bram);
-        let server = common::Server::with(vlinder::serve::ServeConfig {
-            model: model().1.clone(),
-            addr: "127.0.0.1:0".parse().unwrap(),
-            database: Some(url.clone()),
-            ..Default::default()
-        });
+        let server = queue_server(&url);
         let at = |path: &str| server.url(path);
         let signed = call(
             "POST",
@@ -1244,16 +1227,7 @@ fn sign_in_tries_are_counted_once_across_concurrent_clients_and_servers() {
     for url in databases(tmp.path(), "tries") {
         with_db(&url, add_anna_and_bram);
         // Two server processes' worth on one database, as the deployment's two replicas.
-        let servers: Vec<common::Server> = (0..2)
-            .map(|_| {
-                common::Server::with(vlinder::serve::ServeConfig {
-                    model: model().1.clone(),
-                    addr: "127.0.0.1:0".parse().unwrap(),
-                    database: Some(url.clone()),
-                    ..Default::default()
-                })
-            })
-            .collect();
+        let servers: Vec<common::Server> = (0..2).map(|_| queue_server(&url)).collect();
         let addrs: Vec<std::net::SocketAddr> = servers.iter().map(|s| s.addr).collect();
         let runtime = vlinder::queue::runtime().unwrap();
         // 100 wrong passwords for anna at once, half to each server: at most 5 are checked
@@ -1465,28 +1439,27 @@ fn a_nul_byte_or_a_huge_cell_is_one_malformed_row_and_the_import_goes_on() {
     }
 }
 
-#[test]
-fn hostile_requests_get_the_documented_json_errors_and_answers_are_not_cached_or_framed() {
-    let tmp = tempfile::tempdir().unwrap();
-    let records = records(tmp.path(), 3);
-    let url = databases(tmp.path(), "hostile_http").remove(0);
-    import(&import_config(&records, &url)).unwrap();
-    with_db(&url, add_anna_and_bram);
-    let server = common::Server::with(vlinder::serve::ServeConfig {
+/// A server on the queue at `url`, as the tests' one model serves it.
+fn queue_server(url: &str) -> common::Server {
+    common::Server::with(vlinder::serve::ServeConfig {
         model: model().1.clone(),
         addr: "127.0.0.1:0".parse().unwrap(),
-        database: Some(url.clone()),
+        database: Some(url.to_string()),
         ..Default::default()
-    });
-    let at = |path: &str| server.url(path);
+    })
+}
+
+/// Signs `name` in on `server`: the session cookie (name=value) and the CSRF token.
+fn session_on(server: &common::Server, name: &str, password: &str) -> (String, String) {
     let signed = call(
         "POST",
-        &at("/v1/session"),
+        &server.url("/v1/session"),
         None,
         None,
-        Some(serde_json::json!({"name": "bram", "password": "another long password"})),
+        Some(serde_json::json!({"name": name, "password": password})),
         None,
     );
+    assert_eq!(signed.status, 200, "{}", signed.body);
     let cookie = signed
         .cookie
         .clone()
@@ -1495,7 +1468,19 @@ fn hostile_requests_get_the_documented_json_errors_and_answers_are_not_cached_or
         .next()
         .unwrap()
         .to_string();
-    let csrf = signed.json()["csrf"].as_str().unwrap().to_string();
+    (cookie, signed.json()["csrf"].as_str().unwrap().to_string())
+}
+
+#[test]
+fn hostile_requests_get_the_documented_json_errors_and_answers_are_not_cached_or_framed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let records = records(tmp.path(), 3);
+    let url = databases(tmp.path(), "hostile_http").remove(0);
+    import(&import_config(&records, &url)).unwrap();
+    with_db(&url, add_anna_and_bram);
+    let server = queue_server(&url);
+    let at = |path: &str| server.url(path);
+    let (cookie, csrf) = session_on(&server, "bram", "another long password");
     let get = |path: &str| call("GET", &at(path), Some(&cookie), None, None, None);
     let code = |a: &Answer| a.json()["error"]["code"].as_str().unwrap().to_string();
     let bad = get("/v1/queue?limit=abc");
@@ -1608,30 +1593,9 @@ fn a_locked_database_is_a_503_before_the_request_deadline() {
     let url = databases(tmp.path(), "locked").remove(0);
     import(&import_config(&records, &url)).unwrap();
     with_db(&url, add_anna_and_bram);
-    let server = common::Server::with(vlinder::serve::ServeConfig {
-        model: model().1.clone(),
-        addr: "127.0.0.1:0".parse().unwrap(),
-        database: Some(url.clone()),
-        ..Default::default()
-    });
+    let server = queue_server(&url);
     let at = |path: &str| server.url(path);
-    let signed = call(
-        "POST",
-        &at("/v1/session"),
-        None,
-        None,
-        Some(serde_json::json!({"name": "anna", "password": "correct horse battery"})),
-        None,
-    );
-    let cookie = signed
-        .cookie
-        .clone()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    let csrf = signed.json()["csrf"].as_str().unwrap().to_string();
+    let (cookie, csrf) = session_on(&server, "anna", "correct horse battery");
     // Another program holds the file's write lock.
     let runtime = vlinder::queue::runtime().unwrap();
     let mut holder = runtime.block_on(async {

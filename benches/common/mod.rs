@@ -1,11 +1,13 @@
 //! What the benchmarks share: the pretrained backbone from the shared folder, the machine's
-//! float32 matrix-product rate, and the peak memory of a child process.
+//! float32 matrix-product rate, the peak memory of a child process, and a quick model and a
+//! queue server for the load benchmarks.
 
 // Each benchmark uses a part of it.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
-use std::process::Child;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
 use burn::prelude::*;
@@ -62,4 +64,64 @@ pub fn wait_with_peak_memory(child: Child) -> (bool, f64) {
     let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
     let ok = pid > 0 && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
     (ok, usage.ru_maxrss as f64 / 1024.0)
+}
+
+/// A process's peak resident memory so far, in MiB (0 where /proc cannot tell).
+pub fn peak_memory_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// A tiny model of the sample's three species at `out`, for a server to load (one epoch at
+/// 24 pixels: the load benchmarks measure the server, not the network).
+pub fn quick_model(out: &Path) {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let trained = Command::new(env!("CARGO_BIN_EXE_vlinder"))
+        .args(["train", "--data"])
+        .arg(repo.join("assets/sample"))
+        .args([
+            "--epochs",
+            "1",
+            "--image-size",
+            "24",
+            "--no-augment",
+            "--out",
+        ])
+        .arg(out)
+        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(trained.success());
+}
+
+/// `vlinder serve --model MODEL --database URL` on a free loopback port: the process and the
+/// address it listens on.
+pub fn queue_server(model: &Path, url: &str) -> (Child, std::net::SocketAddr) {
+    let mut server = Command::new(env!("CARGO_BIN_EXE_vlinder"))
+        .args(["serve", "--model"])
+        .arg(model)
+        .args(["--database", url, "--addr", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("the server says where it listens")
+            .unwrap();
+        if let Some(at) = line.split(" on http://").nth(1) {
+            break at.trim().parse().unwrap();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (server, addr)
 }

@@ -585,32 +585,30 @@ impl Database {
     /// Disables (or enables again) a user: a disabled one cannot sign in, and their sessions
     /// end; their name and decisions stay.
     pub async fn set_disabled(&self, name: &str, disabled: bool) -> Result<()> {
-        let name = normalise_name(name);
-        let _turn = self.write_turn().await?;
-        let done = sqlx::query("UPDATE users SET disabled = $1 WHERE name = $2")
-            .bind(i64::from(disabled))
-            .bind(&name)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| self.error("cannot change the user", e))?;
-        if done.rows_affected() == 0 {
-            return Err(self.error(
-                &format!("user {name:?}"),
-                "no such user (vlinder user list names them)",
-            ));
-        }
-        self.end_sessions(&name).await
+        let sql = if disabled {
+            "UPDATE users SET disabled = 1 WHERE name = $1"
+        } else {
+            "UPDATE users SET disabled = 0 WHERE name = $1"
+        };
+        self.change_user(name, sql).await
     }
 
     /// Removes a user and their sessions; the decisions they made keep their name.
     pub async fn remove_user(&self, name: &str) -> Result<()> {
+        self.change_user(name, "DELETE FROM users WHERE name = $1")
+            .await
+    }
+
+    /// Runs `sql` (with the normalised name as $1) on a user who must exist, then ends their
+    /// sessions.
+    async fn change_user(&self, name: &str, sql: &str) -> Result<()> {
         let name = normalise_name(name);
         let _turn = self.write_turn().await?;
-        let done = sqlx::query("DELETE FROM users WHERE name = $1")
+        let done = sqlx::query(sql)
             .bind(&name)
             .execute(&self.pool)
             .await
-            .map_err(|e| self.error("cannot remove the user", e))?;
+            .map_err(|e| self.error("cannot change the user", e))?;
         if done.rows_affected() == 0 {
             return Err(self.error(
                 &format!("user {name:?}"),
