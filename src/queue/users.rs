@@ -136,16 +136,10 @@ fn hashing_thread_count() -> usize {
     (2 * std::thread::available_parallelism().map_or(1, |n| n.get())).max(2)
 }
 
-fn hashing_threads() -> &'static tokio::sync::Semaphore {
-    static THREADS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
-    THREADS.get_or_init(|| tokio::sync::Semaphore::new(hashing_thread_count()))
-}
-
+static HASHING_THREADS: std::sync::LazyLock<tokio::sync::Semaphore> =
+    std::sync::LazyLock::new(|| tokio::sync::Semaphore::new(hashing_thread_count()));
 /// The hashing thread kept for browsers with a device token, beside the others.
-fn device_thread() -> &'static tokio::sync::Semaphore {
-    static THREAD: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
-    &THREAD
-}
+static DEVICE_THREAD: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 
 /// Sign-in tries past the gate at once, in the whole process (four a hashing thread): the
 /// rest are refused as busy before they touch the database.
@@ -160,13 +154,13 @@ async fn hashing_thread(
     wait: std::time::Duration,
     device: bool,
 ) -> Option<tokio::sync::SemaphorePermit<'static>> {
-    if let Ok(permit) = hashing_threads().try_acquire() {
+    if let Ok(permit) = HASHING_THREADS.try_acquire() {
         return Some(permit);
     }
     let threads = if device {
-        device_thread()
+        &DEVICE_THREAD
     } else {
-        hashing_threads()
+        &*HASHING_THREADS
     };
     tokio::time::timeout(wait, threads.acquire())
         .await
@@ -343,21 +337,33 @@ impl Database {
         self.end_sessions(name).await
     }
 
-    /// Forgets tries whose window has passed, at most once a minute in this process.
-    async fn clear_old_tries(&self, window: i64) -> Result<()> {
+    /// Forgets tries whose window has passed and expired sessions and devices (which no read
+    /// takes any more), at most once a minute in this process.
+    async fn clear_expired(&self, window: i64) -> Result<()> {
         use std::sync::atomic::Ordering;
         static LAST: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
         let now = now();
         if now - LAST.swap(now, Ordering::Relaxed) < 60 {
             return Ok(());
         }
-        let _turn = self.write_turn().await?;
-        sqlx::query("DELETE FROM sign_in_tries WHERE window_start <= $1")
-            .bind(now - window)
-            .execute(&self.pool)
+        let (_turn, mut tx) = self.begin_write().await?;
+        for (sql, before) in [
+            (
+                "DELETE FROM sign_in_tries WHERE window_start <= $1",
+                now - window,
+            ),
+            ("DELETE FROM sessions WHERE expires_at < $1", now),
+            ("DELETE FROM devices WHERE expires_at < $1", now),
+        ] {
+            sqlx::query(sql)
+                .bind(before)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.error("cannot clear what expired", e))?;
+        }
+        tx.commit()
             .await
-            .map_err(|e| self.error("cannot clear old sign-in tries", e))?;
-        Ok(())
+            .map_err(|e| self.error("cannot clear what expired", e))
     }
 
     /// Counts a try against `subject` within `limits`' window, in one statement (concurrent
@@ -410,15 +416,15 @@ impl Database {
         // further than one lookup.
         let (_admitted, at_the_door) = match ADMITTED.try_acquire() {
             Ok(permit) => (permit, false),
-            Err(_) => match (
-                device,
-                tokio::time::timeout(limits.hashing_wait, DEVICE_DOOR.acquire()).await,
-            ) {
-                (Some(_), Ok(Ok(permit))) => (permit, true),
-                _ => return Ok(SignInOutcome::Busy),
-            },
+            Err(_) if device.is_some() => {
+                match tokio::time::timeout(limits.hashing_wait, DEVICE_DOOR.acquire()).await {
+                    Ok(Ok(permit)) => (permit, true),
+                    _ => return Ok(SignInOutcome::Busy),
+                }
+            }
+            Err(_) => return Ok(SignInOutcome::Busy),
         };
-        self.clear_old_tries(window).await?;
+        self.clear_expired(window).await?;
         // A device this user signed in from, still within its own few tries.
         let device = match device {
             Some(token) if self.device_of(token).await?.as_deref() == Some(name.as_str()) => {
@@ -498,7 +504,11 @@ impl Database {
             expires_at: now() + lifetime_seconds,
             device: device.is_none().then(token),
         };
-        let _turn = self.write_turn().await?;
+        // What a success writes, in one transaction: its device, the counts it clears, the
+        // session, and the end of the user's sessions beyond the newest MAX_SESSIONS (a stolen
+        // password cannot open sessions without end, nor a script that signs in each time).
+        let (_turn, mut tx) = self.begin_write().await?;
+        let fail = |what: &str, e: sqlx::Error| self.error(what, e);
         if let Some(new) = &session.device {
             sqlx::query(
                 "INSERT INTO devices (token_hash, user_name, expires_at) VALUES ($1, $2, $3)",
@@ -506,16 +516,10 @@ impl Database {
             .bind(hashed(new))
             .bind(&name)
             .bind(now() + DEVICE_SECONDS)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
-            .map_err(|e| self.error("cannot store the device", e))?;
+            .map_err(|e| fail("cannot store the device", e))?;
         }
-        sqlx::query("DELETE FROM devices WHERE expires_at < $1")
-            .bind(now())
-            .execute(&self.pool)
-            .await
-            .map_err(|e| self.error("cannot clear old devices", e))?;
-        // A success clears the counts it was under, its device's too.
         let by_device = device
             .as_deref()
             .map_or(String::new(), |token| format!("device {}", hashed(token)));
@@ -523,14 +527,9 @@ impl Database {
             .bind(&by_both)
             .bind(&by_name)
             .bind(&by_device)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
-            .map_err(|e| self.error("cannot clear the sign-in tries", e))?;
-        sqlx::query("DELETE FROM sessions WHERE expires_at < $1")
-            .bind(now())
-            .execute(&self.pool)
-            .await
-            .map_err(|e| self.error("cannot clear old sessions", e))?;
+            .map_err(|e| fail("cannot clear the sign-in tries", e))?;
         sqlx::query(
             "INSERT INTO sessions (token_hash, user_name, csrf, expires_at) VALUES ($1, $2, $3, $4)",
         )
@@ -538,11 +537,9 @@ impl Database {
         .bind(&name)
         .bind(&session.user.csrf)
         .bind(session.expires_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
-        .map_err(|e| self.error("cannot store the session", e))?;
-        // A user's sessions beyond the newest MAX_SESSIONS end: a stolen password cannot open
-        // sessions without end, nor a script that signs in each time it runs.
+        .map_err(|e| fail("cannot store the session", e))?;
         sqlx::query(
             "DELETE FROM sessions WHERE user_name = $1 AND token_hash NOT IN \
              (SELECT token_hash FROM sessions WHERE user_name = $1 \
@@ -550,9 +547,12 @@ impl Database {
         )
         .bind(&name)
         .bind(MAX_SESSIONS)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
-        .map_err(|e| self.error("cannot end old sessions", e))?;
+        .map_err(|e| fail("cannot end old sessions", e))?;
+        tx.commit()
+            .await
+            .map_err(|e| fail("cannot store the session", e))?;
         Ok(SignInOutcome::Signed(session))
     }
 
