@@ -172,8 +172,10 @@ impl Database {
 
     async fn connect(url: &str, create: bool) -> Result<Database> {
         sqlx::any::install_default_drivers();
-        let (engine, url) = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            (Engine::Postgres, url.to_string())
+        let (engine, url, file) = if url.starts_with("postgres://")
+            || url.starts_with("postgresql://")
+        {
+            (Engine::Postgres, url.to_string(), None)
         } else {
             let path = url.strip_prefix("sqlite://").unwrap_or(url);
             if path.is_empty() {
@@ -204,16 +206,13 @@ impl Database {
                     Err(e) => return Err(Error::io(std::path::Path::new(path), e)),
                 }
             }
-            (Engine::Sqlite, format!("sqlite://{path}?mode=rwc"))
+            let opened = identity(std::path::Path::new(path)).unwrap_or_default();
+            (
+                Engine::Sqlite,
+                format!("sqlite://{path}?mode=rwc"),
+                Some((std::path::PathBuf::from(path), opened)),
+            )
         };
-        let file = (engine == Engine::Sqlite).then(|| {
-            let path = std::path::PathBuf::from(
-                url.trim_start_matches("sqlite://")
-                    .trim_end_matches("?mode=rwc"),
-            );
-            let id = identity(&path).unwrap_or_default();
-            (path, id)
-        });
         let shown = without_password(url.trim_end_matches("?mode=rwc"));
         let fail = |reason: String| Error::Database {
             database: shown.clone(),

@@ -53,10 +53,16 @@ impl Review {
         }
     }
 
+    /// The session cookie holding `token` for `max_age` seconds.
     fn cookie(&self, token: &str, max_age: i64) -> HeaderValue {
+        self.set_cookie(COOKIE, token, "/", max_age)
+    }
+
+    /// An HttpOnly, SameSite=Strict cookie (Secure with --secure-cookies) sent back to `path`.
+    fn set_cookie(&self, name: &str, token: &str, path: &str, max_age: i64) -> HeaderValue {
         let secure = if self.secure_cookies { "; Secure" } else { "" };
         HeaderValue::from_str(&format!(
-            "{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}{secure}"
+            "{name}={token}; HttpOnly; SameSite=Strict; Path={path}; Max-Age={max_age}{secure}"
         ))
         .expect("a hex token is a valid header")
     }
@@ -324,18 +330,14 @@ pub async fn sign_in(
         review.cookie(&session.token, review.session_seconds),
     );
     if let Some(device) = &session.device {
-        let secure = if review.secure_cookies {
-            "; Secure"
-        } else {
-            ""
-        };
         response.headers_mut().append(
             header::SET_COOKIE,
-            HeaderValue::from_str(&format!(
-                "{DEVICE_COOKIE}={device}; HttpOnly; SameSite=Strict; Path=/v1/session; Max-Age={}{secure}",
-                crate::queue::users::DEVICE_SECONDS
-            ))
-            .expect("a hex token is a valid header"),
+            review.set_cookie(
+                DEVICE_COOKIE,
+                device,
+                "/v1/session",
+                crate::queue::users::DEVICE_SECONDS,
+            ),
         );
     }
     Ok(response)
