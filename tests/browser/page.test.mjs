@@ -10,20 +10,21 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { repo, vlinder, startServer, launchChromium } from "./server.mjs";
 
-const shared = process.env.VLINDER_SHARED ?? join(repo, "../shared");
+// The repository's sample, so that a clone without ../shared runs this test too.
+const sample = join(repo, "assets/sample");
 const species = ["anthocharis_cardamines", "gonepteryx_rhamni"];
 
 function trainTinyModel(dir) {
   const photos = join(dir, "photos");
   for (const name of species) {
-    const source = join(shared, "data/inat_uk_3species_csellwood", name);
+    const source = join(sample, name);
     mkdirSync(join(photos, name), { recursive: true });
     for (const file of readdirSync(source).sort().slice(0, 12)) {
       symlinkSync(join(source, file), join(photos, name, file));
     }
   }
   const model = join(dir, "model");
-  const observations = join(shared, "data/inat_uk_3species_csellwood.observations.csv");
+  const observations = join(sample, "manifest.jsonl");
   execFileSync(vlinder, ["train", "--data", photos, "--epochs", "1", "--image-size", "24", "--no-augment",
     "--observations", observations, "--out", model], { stdio: "ignore" });
   return { model, photo: join(photos, species[1], readdirSync(join(photos, species[1]))[0]) };
